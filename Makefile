@@ -1,0 +1,60 @@
+# Baton: two commands on a fresh machine — `make run` (the fleet) and `make test` (the tests).
+# Each installs what it needs on first use: a venv with the Python packages, Kafka's jars, PostgreSQL.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PYTEST := $(BIN)/pytest
+
+.PHONY: help install kafka stack-up stack-down run test test-fast test-unit lint contracts demo bench chaos clean
+
+help:
+	@echo "make run        start Kafka, PostgreSQL and the five services (Ctrl-C stops all)"
+	@echo "make test       install everything needed and run unit, contract, integration and e2e tests"
+	@echo "make test-fast  unit + contract tests only (seconds, no broker or database)"
+	@echo "make lint       ruff + mypy + import boundaries"
+	@echo "make demo       seed data and play a channel submitting orders, showing orders by status"
+	@echo "make kafka      download (once) and start the local Kafka broker"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+	$(BIN)/baton stack fetch
+
+kafka: install
+	$(BIN)/baton stack up --kafka-only
+
+stack-up: install
+	$(BIN)/baton stack up
+
+stack-down: install
+	$(BIN)/baton stack down
+
+run: install
+	$(BIN)/baton up
+
+test: install
+	$(PYTEST) -m "unit or contract or integration or e2e" -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(PYTEST) -m "unit or contract" -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check libs services tests
+	$(BIN)/ruff format --check libs services tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+contracts: $(STAMP)
+	$(BIN)/baton contracts
+
+demo: install
+	$(BIN)/baton demo
+
+clean:
+	rm -rf $(VENV) .cache

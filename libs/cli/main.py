@@ -1,0 +1,186 @@
+"""The ``baton`` command: run a service, the local stack, the whole fleet, and operator tools."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from libs.contracts.topics import SERVICES
+from libs.platform import stack
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker and PostgreSQL server.")
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics Baton uses.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(topics_app, name="topics")
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from libs.platform.settings import BatonSettings
+
+    return BatonSettings()
+
+
+def service_module(name: str) -> str:
+    if name not in SERVICES:
+        raise typer.BadParameter(f"unknown service {name!r}; one of: {', '.join(SERVICES)}")
+    return f"services.{name}.main"
+
+
+@app.command()
+def run(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICES)}")]) -> None:
+    """Run one service as its own process (what SREs scale). SIGTERM drains and commits, then exits."""
+    module = importlib.import_module(service_module(service))
+    fast_app = module.build_app(_settings())
+    import uvloop
+
+    uvloop.run(fast_app.run())
+
+
+@stack_app.command("fetch")
+def stack_fetch() -> None:
+    """Download Kafka's jars from Maven Central once (skipped with KAFKA_HOME or KAFKA_BOOTSTRAP_SERVERS)."""
+    if stack.external_kafka():
+        typer.echo("KAFKA_BOOTSTRAP_SERVERS is set: using that broker, nothing to fetch")
+        return
+    typer.echo(f"Kafka jars: {stack.KafkaBroker().fetch()}")
+
+
+@stack_app.command("up")
+def stack_up(kafka_only: bool = False) -> None:
+    """Start the local broker and database (whichever are not provided by the environment)."""
+    started = time.monotonic()
+    if not stack.external_kafka():
+        broker = stack.KafkaBroker()
+        broker.start()
+        typer.echo(f"Kafka {broker.kafka_version} ready on {broker.bootstrap_servers} "
+                   f"({time.monotonic() - started:.1f}s)")
+    if not kafka_only and not stack.external_database():
+        pg = stack.PostgresServer()
+        pg.start()
+        typer.echo(f"PostgreSQL ready on {pg.dsn}")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the local broker and database that Baton started."""
+    stack.KafkaBroker().stop()
+    stack.PostgresServer().stop()
+    typer.echo("stack stopped")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    typer.echo(f"kafka: {'running' if stack.KafkaBroker().running() else 'stopped'}")
+    typer.echo(f"postgres: {'running' if stack.PostgresServer().running() else 'stopped'}")
+
+
+@topics_app.command("apply")
+def topics_apply() -> None:
+    """Create every missing topic with its partition count (idempotent)."""
+    from libs.platform.kafka import apply_topics
+
+    created = asyncio.run(apply_topics(_settings()))
+    typer.echo("\n".join(created) if created else "all topics exist")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Topic names, partition counts and keys, as defined in libs/contracts/topics.py."""
+    from libs.contracts.topics import TOPICS
+
+    for spec in TOPICS:
+        visibility = "public" if spec.public else "internal"
+        typer.echo(f"{spec.name:34} {spec.partitions:>3}  {visibility:8}  key={spec.key}")
+
+
+@app.command()
+def up(
+    replicas: Annotated[list[str], typer.Option("--replicas", "-r", help="service=N, e.g. allocation=2")] = [],  # noqa: B006
+) -> None:
+    """Start Kafka, PostgreSQL and all five services; Ctrl-C stops everything started here."""
+    counts = {name: 1 for name in SERVICES}
+    for item in replicas:
+        name, _, n = item.partition("=")
+        counts[service_module(name).split(".")[1]] = int(n)
+    own_kafka = not stack.external_kafka()
+    own_pg = not stack.external_database()
+    stack_up(kafka_only=False)
+    env = dict(os.environ)
+    if own_pg:
+        env.setdefault("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{stack.POSTGRES_PORT}/baton")
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    for name, count in counts.items():
+        for i in range(count):
+            label = f"{name}.{i + 1}"
+            process = subprocess.Popen(
+                [sys.executable, "-m", "libs.cli.main", "run", name],
+                env=env | {"BATON_INSTANCE_ID": label, "BATON_LOG_JSON": env.get("BATON_LOG_JSON", "false")},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            processes.append((label, process))
+            threading.Thread(target=_prefix_output, args=(label, process), daemon=True).start()
+    typer.echo(f"fleet up: {', '.join(label for label, _ in processes)} — Ctrl-C to stop")
+    stopping = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        while not stopping.wait(0.5):
+            for label, process in processes:
+                if process.poll() is not None:
+                    typer.echo(f"{label} exited with {process.returncode}; stopping the fleet", err=True)
+                    stopping.set()
+    finally:
+        for _, process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for _, process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if own_kafka:
+            stack.KafkaBroker().stop()
+        if own_pg:
+            stack.PostgresServer().stop()
+        typer.echo("fleet stopped")
+
+
+def _prefix_output(label: str, process: subprocess.Popen[bytes]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        sys.stdout.write(f"{label:>14} | {line.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+@app.command()
+def contracts(
+    output: Annotated[Path, typer.Option(help="where to write the AsyncAPI document")] = stack.REPO_ROOT
+    / "docs/asyncapi.yaml",
+) -> None:
+    """Write the AsyncAPI 3 document of Baton's topics and event contracts."""
+    from libs.contracts.asyncapi import render_asyncapi
+
+    output.write_text(render_asyncapi())
+    typer.echo(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,155 @@
+"""Order events: what channels submit, and the public status stream downstream teams follow."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, Field
+
+from libs.contracts.envelope import Contract, Event, Money
+
+
+class Customer(Contract):
+    id: str = Field(min_length=1, max_length=200, description="The channel's customer id")
+    email: str = Field(min_length=3, max_length=320, description="Where customer messages go")
+    name: str = Field(min_length=1, max_length=300)
+
+
+class Address(Contract):
+    name: str = Field(max_length=300, description="Recipient")
+    line1: str = Field(max_length=300)
+    line2: str | None = Field(default=None, max_length=300)
+    city: str = Field(max_length=200)
+    postal_code: str = Field(max_length=40)
+    country: str = Field(max_length=8, description="ISO-3166 alpha-2 country code, e.g. `DE`")
+    lat: float | None = Field(default=None, description="Latitude, for distance-aware sourcing")
+    lon: float | None = Field(default=None, description="Longitude, for distance-aware sourcing")
+
+
+class ShippingMethod(StrEnum):
+    STANDARD = "standard"
+    EXPRESS = "express"
+
+
+class OrderLine(Contract):
+    sku: str = Field(min_length=1, max_length=100)
+    quantity: int = Field(description="Units ordered; must be positive (checked by validation)")
+    unit_price: Money = Field(description="Price per unit the customer was shown")
+
+
+class Payment(Contract):
+    status: str = Field(max_length=40, description="`authorized` or `captured` to proceed; anything else rejects")
+    reference: str = Field(max_length=200, description="The payment provider's reference")
+    amount: Money = Field(description="Amount authorized, in the order's currency")
+
+
+class OrderDetails(Contract):
+    """The order as a channel placed it; carried on internal events so each service is self-sufficient."""
+
+    channel: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    external_id: str = Field(min_length=1, max_length=200, description="The channel's own order id")
+    placed_at: AwareDatetime
+    customer: Customer
+    shipping_address: Address
+    shipping_method: ShippingMethod
+    currency: str = Field(min_length=3, max_length=3, description="ISO-4217 code")
+    lines: list[OrderLine] = Field(min_length=1, max_length=500)
+    payment: Payment
+
+    @property
+    def channel_key(self) -> str:
+        return f"{self.channel}:{self.external_id}"
+
+
+class OrderSubmitted(OrderDetails):
+    """Published by a channel on `orders.submitted.v1`, key `<channel>:<external_id>`.
+
+    The envelope fields are optional here: channels are outside Baton and may omit them.
+    """
+
+    event_id: UUID | None = Field(default=None, description="Optional; Baton assigns ids itself")
+    event_type: Literal["order.submitted"] = "order.submitted"
+    schema_version: int = 1
+
+
+class OrderStatus(StrEnum):
+    RECEIVED = "received"
+    VALIDATED = "validated"
+    REJECTED = "rejected"
+    ON_HOLD = "on_hold"
+    ALLOCATED = "allocated"
+    BACKORDERED = "backordered"
+    IN_FULFILLMENT = "in_fulfillment"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+
+
+class Reason(Contract):
+    """A machine-readable reason (``code``) with words for people; ``sku`` when one line is at fault."""
+
+    code: str = Field(description="e.g. `unknown_sku`, `price_mismatch`, `insufficient_stock`")
+    message: str
+    sku: str | None = None
+
+
+class ShipmentLine(Contract):
+    sku: str
+    quantity: int = Field(gt=0)
+
+
+class Shipment(Contract):
+    shipment_id: str = Field(description="Stable id of one parcel from one location")
+    location_id: str
+    lines: list[ShipmentLine]
+
+
+class OrderStatusChanged(Event):
+    """One message per status change on `orders.status.v1`, key = order id.
+
+    ``version`` counts 1, 2, 3… per order with no gaps: a consumer that has seen version N can
+    drop anything at or below N as a duplicate or an old event.
+    """
+
+    event_type: Literal["order.status-changed"] = "order.status-changed"
+    order_id: UUID
+    channel: str
+    external_id: str
+    status: OrderStatus
+    version: int = Field(ge=1, description="Per-order sequence number, gapless")
+    reasons: list[Reason] = Field(default_factory=list)
+    shipments: list[Shipment] = Field(default_factory=list, description="Set when allocated")
+    eta: datetime | None = Field(default=None, description="Expected delivery, once known")
+
+
+class OrderRefused(Event):
+    """A submission that did not become an order, on `orders.refused.v1` (key `<channel>:<external_id>`).
+
+    Sent when a channel reuses an external id for a different order.
+    """
+
+    event_type: Literal["order.refused"] = "order.refused"
+    channel: str
+    external_id: str
+    existing_order_id: UUID | None = None
+    reasons: list[Reason]
+
+
+class HoldDecision(Contract):
+    """Support's verdict on a held order, on `orders.hold-decisions.v1` (key = order id)."""
+
+    order_id: UUID
+    decision: Literal["release", "reject"]
+    decided_by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=2000)
+    decision_id: UUID | None = Field(default=None, description="Idempotency key; repeated ids change nothing")
+
+
+__all__ = [
+    "Address", "Customer", "HoldDecision", "OrderDetails", "OrderLine", "OrderRefused",
+    "OrderStatus", "OrderStatusChanged", "OrderSubmitted", "Payment", "Reason", "Shipment",
+    "ShipmentLine", "ShippingMethod",
+]

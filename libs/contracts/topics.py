@@ -1,0 +1,51 @@
+"""Topic names (``<domain>.<event>.v<N>``) and their partition counts, in one place.
+
+The message key is always the aggregate id, so one aggregate's events stay in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ORDERS_SUBMITTED = "orders.submitted.v1"
+ORDERS_REFUSED = "orders.refused.v1"
+ORDERS_CANCEL_REQUESTED = "orders.cancel-requested.v1"
+ORDERS_HOLD_DECISIONS = "orders.hold-decisions.v1"
+ORDERS_STATUS = "orders.status.v1"
+ORDERS_LIFECYCLE = "orders.lifecycle.v1"
+CATALOG_PRODUCTS = "catalog.products.v1"
+INVENTORY_LOCATIONS = "inventory.locations.v1"
+INVENTORY_ADJUSTMENTS = "inventory.adjustments.v1"
+FULFILLMENT_UPDATES = "fulfillment.updates.v1"
+FULFILLMENT_STAGE_CHANGES = "fulfillment.stage-changes.v1"
+
+SERVICES = ("intake", "validation", "allocation", "fulfillment", "notification")
+
+
+def dead_letter_topic(service: str) -> str:
+    return f"{service}.dead-letters.v1"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    key: str
+    public: bool
+    retention_hours: int = 168
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(ORDERS_SUBMITTED, 8, "<channel>:<external_id>", True),
+    TopicSpec(ORDERS_REFUSED, 4, "<channel>:<external_id>", True),
+    TopicSpec(ORDERS_CANCEL_REQUESTED, 4, "order id or <channel>:<external_id>", True),
+    TopicSpec(ORDERS_HOLD_DECISIONS, 4, "order id", True),
+    TopicSpec(ORDERS_STATUS, 8, "order id", True),
+    TopicSpec(ORDERS_LIFECYCLE, 8, "order id", False),
+    TopicSpec(CATALOG_PRODUCTS, 4, "sku", True),
+    TopicSpec(INVENTORY_LOCATIONS, 1, "location id", True),
+    TopicSpec(INVENTORY_ADJUSTMENTS, 8, "sku", True),
+    TopicSpec(FULFILLMENT_UPDATES, 8, "shipment id", True),
+    TopicSpec(FULFILLMENT_STAGE_CHANGES, 8, "order id", True),
+    *(TopicSpec(dead_letter_topic(s), 1, "source key", False, 720) for s in SERVICES),
+)

@@ -1,0 +1,236 @@
+"""Effectively-once message handling on top of at-least-once Kafka.
+
+A batch of records is applied in one PostgreSQL transaction that also
+- claims each record's id in the service's ``inbox`` (a redelivered record changes nothing),
+- writes the events the handlers caused to the ``outbox`` (relayed to Kafka after commit),
+- writes dead letters for records that can never be applied (also through the outbox).
+Offsets are committed only after that transaction commits. Transient failures (database or broker
+unavailable) are retried with back-off and never dead-lettered; a poison record is dead-lettered
+alone, so it never stops or stalls the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+import orjson
+from aiokafka.errors import KafkaError
+from pydantic import TypeAdapter, ValidationError
+
+from libs.contracts.envelope import Event
+
+log = logging.getLogger("baton.messaging")
+
+T = TypeVar("T")
+
+MAX_DEAD_LETTER_BYTES = 512 * 1024
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    OSError,
+    TimeoutError,
+    KafkaError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One Kafka record as a service sees it: raw bytes plus where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def message_id(self) -> str:
+        """Baton's own events carry ``event_id``; foreign input is identified by its position."""
+        return self.headers.get("event_id") or f"{self.topic}/{self.partition}/{self.offset}"
+
+    @property
+    def event_type(self) -> str | None:
+        return self.headers.get("event_type")
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A record to publish once the transaction that caused it commits."""
+
+    topic: str
+    key: str
+    value: bytes
+    headers: dict[str, str]
+
+    @classmethod
+    def event(cls, topic: str, key: str, event: Event) -> Outgoing:
+        return cls(
+            topic=topic,
+            key=key,
+            value=event.model_dump_json().encode(),
+            headers={
+                "event_id": str(event.event_id),
+                "event_type": event.event_type,
+                "content-type": "application/json",
+            },
+        )
+
+
+class Rejected(Exception):
+    """A record that can never be applied (bad JSON, wrong shape, a failed non-transient check).
+
+    Raise it before writing anything: the record goes to the service's dead-letter topic with
+    ``cause`` and ``detail`` and the consumer moves on.
+    """
+
+    def __init__(self, cause: str, detail: str) -> None:
+        super().__init__(f"{cause}: {detail}")
+        self.cause = cause
+        self.detail = detail
+
+
+Handler = Callable[[asyncpg.Connection, Incoming], Awaitable[list[Outgoing]]]
+
+
+def dead_letter(service_topic: str, record: Incoming, cause: str, detail: str) -> Outgoing:
+    value = record.value[:MAX_DEAD_LETTER_BYTES]
+    return Outgoing(
+        topic=service_topic,
+        key=record.key or "",
+        value=value,
+        headers={
+            "event_id": str(uuid.uuid4()),
+            "event_type": "dead-letter",
+            "dlq-cause": cause,
+            "dlq-error": detail[:2000],
+            "dlq-source-topic": record.topic,
+            "dlq-source-partition": str(record.partition),
+            "dlq-source-offset": str(record.offset),
+            "dlq-source-message-id": record.message_id,
+            "dlq-truncated": "true" if len(record.value) > MAX_DEAD_LETTER_BYTES else "false",
+            "dlq-at": str(time.time()),
+        },
+    )
+
+
+async def claim(conn: asyncpg.Connection, message_ids: Sequence[str]) -> set[str]:
+    """Record ids in the inbox; returns those not seen before (the ones to apply)."""
+    rows = await conn.fetch(
+        "INSERT INTO inbox (message_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING message_id",
+        list(message_ids),
+    )
+    return {r["message_id"] for r in rows}
+
+
+async def write_outbox(conn: asyncpg.Connection, records: Iterable[Outgoing]) -> int:
+    rows = [(r.topic, r.key, r.value, orjson.dumps(r.headers).decode()) for r in records]
+    if not rows:
+        return 0
+    await conn.executemany(
+        "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4::jsonb)", rows
+    )
+    return len(rows)
+
+
+class BatchProcessor:
+    """Applies batches of records for one subscription of one service."""
+
+    def __init__(
+        self,
+        *,
+        pool: Callable[[], asyncpg.Pool],
+        handler: Handler,
+        dead_letter_topic: str,
+        on_commit: Callable[[], None],
+        retry_for_s: float = 60.0,
+    ) -> None:
+        self._pool = pool
+        self._handler = handler
+        self._dead_letter_topic = dead_letter_topic
+        self._on_commit = on_commit
+        self._retry_for_s = retry_for_s
+
+    async def process(self, records: Sequence[Incoming]) -> None:
+        """Apply the batch durably, retrying transient failures; raises only if they persist."""
+        if not records:
+            return
+        started = time.monotonic()
+        delay = 0.1
+        while True:
+            try:
+                await self._apply_batch(records)
+                self._on_commit()
+                return
+            except TRANSIENT_ERRORS as exc:
+                if time.monotonic() - started > self._retry_for_s:
+                    raise
+                log.warning("transient failure, retrying batch", extra={"error": repr(exc), "records": len(records)})
+                await asyncio.sleep(delay + random.uniform(0, delay))
+                delay = min(delay * 2, 5.0)
+
+    async def _apply_batch(self, records: Sequence[Incoming]) -> None:
+        try:
+            async with self._pool().acquire() as conn, conn.transaction():
+                await self._apply(conn, records)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:
+            if len(records) == 1:
+                await self._dead_letter_after_failure(records[0])
+                return
+            log.warning("batch failed; isolating the poison record", exc_info=True)
+            for record in records:
+                await self._apply_batch([record])
+
+    async def _apply(self, conn: asyncpg.Connection, records: Sequence[Incoming]) -> None:
+        fresh = await claim(conn, [r.message_id for r in records])
+        out: list[Outgoing] = []
+        for record in records:
+            if record.message_id not in fresh:
+                continue
+            fresh.discard(record.message_id)  # a duplicate inside the same batch applies once
+            try:
+                out.extend(await self._handler(conn, record))
+            except Rejected as rejected:
+                log.info("dead-lettering record", extra={"cause": rejected.cause, "source": record.message_id})
+                out.append(dead_letter(self._dead_letter_topic, record, rejected.cause, rejected.detail))
+        await write_outbox(conn, out)
+
+    async def _dead_letter_after_failure(self, record: Incoming) -> None:
+        """The record failed on its own with a non-transient error: park it with the cause."""
+        detail = traceback.format_exc(limit=5)
+        log.error("record failed permanently; dead-lettering", extra={"source": record.message_id})
+        async with self._pool().acquire() as conn, conn.transaction():
+            await claim(conn, [record.message_id])
+            await write_outbox(conn, [dead_letter(self._dead_letter_topic, record, "processing_failed", detail)])
+
+
+def headers_dict(raw: Any) -> dict[str, str]:
+    return {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for k, v in raw or ()}
+
+
+def parse(adapter: TypeAdapter[T], record: Incoming) -> T:
+    """Read an untrusted record into a contract, or reject it with a cause a person can act on."""
+    try:
+        return adapter.validate_json(record.value)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        cause = "invalid_json" if any(e["type"] == "json_invalid" for e in errors) else "schema_violation"
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors[:20])
+        raise Rejected(cause, detail) from None

@@ -1,0 +1,137 @@
+"""The outbox relay: moves committed outbox rows to Kafka and deletes them once the broker acknowledged.
+
+One relay per service schema is active at a time (a PostgreSQL advisory lock elects it), so rows
+leave in the order they were written and one order's events keep their causal order even when
+several processes of the service run. Standby relays take over within a second when the leader's
+connection drops. The relay is woken right after a local commit and by NOTIFY from other
+processes, with a slow poll as a safety net. A crash between the broker's acknowledgement and
+the delete re-sends rows; consumers drop them by ``event_id`` in their inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
+
+log = logging.getLogger("baton.relay")
+
+POLL_INTERVAL_S = 1.0
+
+
+def relay_lock_id(schema: str) -> int:
+    return zlib.crc32(f"baton-relay:{schema}".encode())
+
+
+def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
+    """Idempotent producer, acks from all in-sync replicas: no loss, no broker-side duplicates."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=2,
+        max_batch_size=256 * 1024,
+        max_request_size=2 * 1024 * 1024,
+        request_timeout_ms=30000,
+    )
+
+
+class OutboxRelay:
+    def __init__(self, *, dsn: str, schema: str, bootstrap_servers: str, client_id: str, batch_size: int) -> None:
+        self._dsn = dsn
+        self._schema = schema
+        self._bootstrap = bootstrap_servers
+        self._client_id = client_id
+        self._batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
+
+    async def stop(self) -> None:
+        """Flush what is committed (best effort) and stop."""
+        self._stopping.set()
+        self._wake.set()
+        if self._task:
+            try:
+                await asyncio.wait_for(self._task, timeout=10)
+            except TimeoutError:
+                self._task.cancel()
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox relay interrupted; retrying", extra={"error": repr(exc)})
+                await self._sleep(1.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _lead(self) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            self._dsn, server_settings={"search_path": self._schema, "application_name": f"relay-{self._schema}"}
+        )
+        producer: AIOKafkaProducer | None = None
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", relay_lock_id(self._schema)):
+                if self._stopping.is_set():
+                    return
+                await self._sleep(POLL_INTERVAL_S)
+            await conn.add_listener(f"outbox_{self._schema}", self._on_notify)
+            producer = make_producer(self._bootstrap, self._client_id)
+            await producer.start()
+            log.info("outbox relay leading", extra={"schema": self._schema})
+            while True:
+                sent = await self._relay_once(conn, producer)
+                if sent == 0:
+                    if self._stopping.is_set():
+                        return
+                    await self._sleep(POLL_INTERVAL_S)
+        finally:
+            if producer is not None:
+                await producer.stop()
+            if not conn.is_closed():
+                await conn.close()
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _relay_once(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+        self._wake.clear()
+        rows = await conn.fetch(
+            "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1", self._batch_size
+        )
+        if not rows:
+            return 0
+        futures = []
+        for row in rows:
+            headers = [(k, str(v).encode()) for k, v in orjson.loads(row["headers"]).items()]
+            futures.append(
+                await producer.send(
+                    row["topic"], value=bytes(row["value"]), key=row["key"].encode(), headers=headers
+                )
+            )
+        await asyncio.gather(*futures)
+        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+        self.sent += len(rows)
+        return len(rows)

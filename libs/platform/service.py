@@ -1,0 +1,166 @@
+"""Turns a service definition into a runnable FastStream app with Baton's delivery guarantees.
+
+Every subscription becomes a faststream *batch* subscriber in the service's consumer group with
+``AckPolicy.NACK_ON_ERROR``: the offsets are committed only after the batch's transaction has
+committed; on a persistent failure the batch is rewound (``seek``) and consumed again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from libs.contracts.topics import dead_letter_topic
+from libs.platform.db import create_pool, ensure_database, migrate
+from libs.platform.kafka import apply_topics, make_broker
+from libs.platform.logs import configure_logging
+from libs.platform.messaging import BatchProcessor, Handler, Incoming, headers_dict
+from libs.platform.relay import OutboxRelay
+from libs.platform.settings import BatonSettings
+
+log = logging.getLogger("baton.service")
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One input of a service: the topics it reads and the handler that applies one record.
+
+    ``event_types`` filters shared topics by the ``event_type`` header before any database work.
+    """
+
+    name: str
+    topics: tuple[str, ...]
+    handler: Handler
+    event_types: frozenset[str] | None = None
+
+
+@dataclass
+class Runtime:
+    """What a running service's handlers and tasks need: settings and the database pool."""
+
+    service: str
+    settings: BatonSettings
+    _pool: asyncpg.Pool | None = None
+    relay: OutboxRelay | None = None
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the database pool exists only while the service runs")
+        return self._pool
+
+    def topic(self, name: str) -> str:
+        return self.settings.topic(name)
+
+    def committed(self) -> None:
+        """Called after each committed transaction: wake the outbox relay and any listeners."""
+        if self.relay is not None:
+            self.relay.wake()
+        for callback in self.after_commit:
+            callback()
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    migrations: str
+    subscriptions: Callable[[Runtime], Sequence[Subscription]]
+    on_started: Callable[[Runtime], Awaitable[None]] | None = None
+    on_stopping: Callable[[Runtime], Awaitable[None]] | None = None
+
+
+def to_incoming(record: object) -> Incoming:
+    key = getattr(record, "key", None)
+    return Incoming(
+        topic=record.topic,  # type: ignore[attr-defined]
+        partition=record.partition,  # type: ignore[attr-defined]
+        offset=record.offset,  # type: ignore[attr-defined]
+        key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+        value=record.value or b"",  # type: ignore[attr-defined]
+        headers=headers_dict(getattr(record, "headers", ())),
+    )
+
+
+def _register(broker: KafkaBroker, runtime: Runtime, subscription: Subscription) -> None:
+    settings = runtime.settings
+    processor = BatchProcessor(
+        pool=lambda: runtime.pool,
+        handler=subscription.handler,
+        dead_letter_topic=settings.topic(dead_letter_topic(runtime.service)),
+        on_commit=runtime.committed,
+    )
+    wanted = subscription.event_types
+
+    async def on_batch(msg: KafkaMessage) -> None:
+        raw = msg.raw_message
+        records = [to_incoming(r) for r in (raw if isinstance(raw, tuple) else (raw,))]
+        if wanted is not None:
+            records = [r for r in records if r.event_type in wanted]
+        await processor.process(records)
+
+    on_batch.__name__ = f"on_{subscription.name}"
+    broker.subscriber(
+        *[settings.topic(t) for t in subscription.topics],
+        batch=True,
+        group_id=settings.group(runtime.service),
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        max_poll_interval_ms=300_000,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+        title=f"{runtime.service}:{subscription.name}",
+    )(on_batch)
+
+
+def build_service_app(definition: ServiceDefinition, settings: BatonSettings) -> FastStream:
+    """Nothing connects here: connections open in the app's start-up hook."""
+    configure_logging(definition.name, settings.log_level, settings.log_json)
+    runtime = Runtime(service=definition.name, settings=settings)
+    broker = make_broker(settings, client_id=f"baton-{definition.name}-{settings.instance_id}")
+    for subscription in definition.subscriptions(runtime):
+        _register(broker, runtime, subscription)
+    app = FastStream(broker, logger=logging.getLogger("faststream"))
+
+    @app.on_startup
+    async def prepare() -> None:
+        await ensure_database(settings.database_url)
+        applied = await migrate(settings.database_url, definition.name, definition.migrations)
+        if applied:
+            log.info("migrations applied", extra={"applied": applied})
+        await apply_topics(settings)
+        runtime._pool = await create_pool(settings.database_url, definition.name, settings.db_pool_size)
+        runtime.relay = OutboxRelay(
+            dsn=settings.database_url,
+            schema=definition.name,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            client_id=f"baton-{definition.name}-relay-{settings.instance_id}",
+            batch_size=settings.relay_batch_size,
+        )
+        runtime.relay.start()
+
+    @app.after_startup
+    async def started() -> None:
+        if definition.on_started is not None:
+            await definition.on_started(runtime)
+        log.info("service started", extra={"instance": settings.instance_id})
+
+    @app.after_shutdown
+    async def stopped() -> None:
+        if definition.on_stopping is not None:
+            await definition.on_stopping(runtime)
+        if runtime.relay is not None:
+            await runtime.relay.stop()
+        if runtime._pool is not None:
+            await runtime._pool.close()
+        log.info("service stopped", extra={"instance": settings.instance_id})
+
+    return app

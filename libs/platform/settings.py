@@ -1,0 +1,51 @@
+"""Settings for every service, read from the environment (prefix ``BATON_``).
+
+``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` are honoured without the prefix because they are
+the names operators and tools already use.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from libs.platform.stack import KAFKA_PORT, POSTGRES_PORT
+
+
+class BatonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BATON_", env_ignore_empty=True, extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        default=f"127.0.0.1:{KAFKA_PORT}",
+        validation_alias=AliasChoices("BATON_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    database_url: str = Field(
+        default=f"postgresql://postgres@127.0.0.1:{POSTGRES_PORT}/baton",
+        validation_alias=AliasChoices("BATON_DATABASE_URL", "DATABASE_URL"),
+    )
+    topic_prefix: str = Field(
+        default="",
+        description="Prepended to every topic and consumer group: isolates test runs and environments.",
+    )
+    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    log_level: str = "INFO"
+    log_json: bool = True
+    batch_max_records: int = Field(default=500, ge=1)
+    batch_timeout_ms: int = Field(default=20, ge=0)
+    db_pool_size: int = Field(default=4, ge=1)
+    graceful_timeout_s: float = 15.0
+    relay_batch_size: int = 1000
+    # validation
+    hold_threshold: str = Field(default="1000", description="Order value above which a first-time customer is held")
+    # allocation
+    max_shipments: int = Field(default=3, ge=1)
+    cost_per_km: str = Field(default="0.01", description="Money added per km between location and customer")
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def group(self, service: str) -> str:
+        return f"{self.topic_prefix}baton.{service}"

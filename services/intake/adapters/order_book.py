@@ -1,0 +1,75 @@
+"""PostgreSQL storage of intake's orders and their status timelines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class StoredOrder:
+    order_id: UUID
+    channel: str
+    external_id: str
+    fingerprint: str
+    status: str
+    version: int
+
+
+class PgOrderBook:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def find_by_channel(self, channel: str, external_id: str) -> StoredOrder | None:
+        row = await self._conn.fetchrow(
+            "SELECT order_id, channel, external_id, fingerprint, status, version FROM orders"
+            " WHERE channel = $1 AND external_id = $2",
+            channel,
+            external_id,
+        )
+        return StoredOrder(**dict(row)) if row else None
+
+    async def lock(self, order_id: UUID) -> StoredOrder | None:
+        row = await self._conn.fetchrow(
+            "SELECT order_id, channel, external_id, fingerprint, status, version FROM orders"
+            " WHERE order_id = $1 FOR UPDATE",
+            order_id,
+        )
+        return StoredOrder(**dict(row)) if row else None
+
+    async def insert(self, order: StoredOrder, details_json: str) -> bool:
+        """False when the channel order is already recorded (a concurrent duplicate)."""
+        inserted = await self._conn.fetchval(
+            "INSERT INTO orders (order_id, channel, external_id, fingerprint, status, version, details)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT DO NOTHING RETURNING true",
+            order.order_id,
+            order.channel,
+            order.external_id,
+            order.fingerprint,
+            order.status,
+            order.version,
+            details_json,
+        )
+        return bool(inserted)
+
+    async def record_status(
+        self, order_id: UUID, version: int, status: str, event_json: str, occurred_at: datetime
+    ) -> None:
+        await self._conn.execute(
+            "UPDATE orders SET status = $2, version = $3, updated_at = now() WHERE order_id = $1",
+            order_id,
+            status,
+            version,
+        )
+        await self._conn.execute(
+            "INSERT INTO status_history (order_id, version, status, event, occurred_at)"
+            " VALUES ($1, $2, $3, $4::jsonb, $5)",
+            order_id,
+            version,
+            status,
+            event_json,
+            occurred_at,
+        )

@@ -1,0 +1,38 @@
+"""Intake's inputs: channel submissions, and the lifecycle facts other services decide."""
+
+from __future__ import annotations
+
+import asyncpg
+from pydantic import TypeAdapter
+
+from libs.contracts import topics
+from libs.contracts.lifecycle import LifecycleFact
+from libs.contracts.orders import OrderDetails, OrderSubmitted
+from libs.platform.messaging import Incoming, Outgoing, parse
+from libs.platform.service import Runtime, Subscription
+from services.intake.adapters.order_book import PgOrderBook
+from services.intake.app.use_cases import STATUS_FACTS, Topics, publish_status, record_submission
+
+SUBMITTED = TypeAdapter(OrderSubmitted)
+FACT: TypeAdapter[LifecycleFact] = TypeAdapter(LifecycleFact)
+
+
+def subscriptions(runtime: Runtime) -> list[Subscription]:
+    t = Topics(
+        status=runtime.topic(topics.ORDERS_STATUS),
+        refused=runtime.topic(topics.ORDERS_REFUSED),
+        lifecycle=runtime.topic(topics.ORDERS_LIFECYCLE),
+    )
+
+    async def on_order_submitted(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
+        submitted = parse(SUBMITTED, record)
+        order = OrderDetails.model_validate(submitted.model_dump(include=set(OrderDetails.model_fields)))
+        return await record_submission(PgOrderBook(conn), order, t)
+
+    async def on_order_fact(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
+        return await publish_status(PgOrderBook(conn), parse(FACT, record), t)
+
+    return [
+        Subscription("order_submitted", (topics.ORDERS_SUBMITTED,), on_order_submitted),
+        Subscription("order_fact", (topics.ORDERS_LIFECYCLE,), on_order_fact, STATUS_FACTS),
+    ]

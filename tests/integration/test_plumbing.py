@@ -1,0 +1,104 @@
+"""The plumbing, proven on the real Kafka broker and the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+from faststream import AckPolicy
+
+from libs.platform.db import ensure_database, migrate
+from libs.platform.kafka import make_broker
+from libs.platform.settings import BatonSettings
+from tests.support.infra import Infra, fresh_name, service_env
+from tests.support.kafka_io import Publisher
+from tests.support.probe_service import PROBE_TOPIC
+
+pytestmark = pytest.mark.integration
+
+
+async def test_broker_factory_round_trips_a_message_through_real_kafka(infra: Infra) -> None:
+    settings = BatonSettings(kafka_bootstrap_servers=infra.bootstrap_servers, topic_prefix=fresh_name() + ".")
+    broker = make_broker(settings, client_id="roundtrip")
+    received: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+
+    @broker.subscriber(settings.topic("roundtrip.v1"), group_id=settings.group("roundtrip"),
+                       auto_offset_reset="earliest", ack_policy=AckPolicy.NACK_ON_ERROR)
+    async def on_message(body: dict[str, str]) -> None:
+        await received.put(body)
+
+    async with broker:
+        await broker.start()
+        await broker.publish({"hello": "kafka"}, settings.topic("roundtrip.v1"), key=b"k1")
+        assert await asyncio.wait_for(received.get(), timeout=30) == {"hello": "kafka"}
+
+
+async def test_migrations_apply_in_order_once_and_refuse_an_edited_file(infra: Infra, tmp_path: Path) -> None:
+    dsn = infra.database_url(fresh_name("db"))
+    await ensure_database(dsn)
+    first = await migrate(dsn, "intake", "services.intake.adapters.migrations")
+    assert first == ["000_platform_inbox_outbox.sql", "001_intake_orders.sql"]
+    assert await migrate(dsn, "intake", "services.intake.adapters.migrations") == []
+    conn = await asyncpg.connect(dsn)
+    try:
+        tables = {r["table_name"] for r in await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'intake'")}
+        assert {"orders", "status_history", "inbox", "outbox", "schema_migrations"} <= tables
+        await conn.execute("UPDATE intake.schema_migrations SET checksum = 'edited' WHERE version LIKE '001%'")
+    finally:
+        await conn.close()
+    with pytest.raises(RuntimeError, match="changed after it was applied"):
+        await migrate(dsn, "intake", "services.intake.adapters.migrations")
+
+
+@pytest.mark.parametrize("crash", ["before_commit", "after_db_commit"])
+async def test_a_consumer_killed_before_committing_its_offset_gets_the_message_again_and_applies_it_once(
+    infra: Infra, crash: str
+) -> None:
+    prefix, database = fresh_name() + ".", fresh_name("db")
+    env = service_env(infra, prefix, database)
+    publisher = Publisher(infra.bootstrap_servers, prefix)
+    await publisher.start()
+    try:
+        await publisher.send(PROBE_TOPIC, "k", b"payload-1")
+        crashing = subprocess.Popen([sys.executable, "-m", "tests.support.probe_service"],
+                                    env=env | {"PROBE_CRASH": crash})
+        try:
+            assert await asyncio.to_thread(crashing.wait, 90) == 17
+        finally:
+            if crashing.poll() is None:
+                crashing.kill()
+        dsn = infra.database_url(database)
+        rows_after_crash = await _count_rows(dsn)
+        assert rows_after_crash == (1 if crash == "after_db_commit" else 0)
+
+        healthy = subprocess.Popen([sys.executable, "-m", "tests.support.probe_service"], env=env)
+        try:
+            await publisher.send(PROBE_TOPIC, "k", b"payload-2")
+            for _ in range(300):
+                if await _count_rows(dsn, "payload-2") == 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert await _count_rows(dsn, "payload-2") == 1
+            assert await _count_rows(dsn, "payload-1") == 1, "the crashed message must be applied exactly once"
+        finally:
+            healthy.terminate()
+            healthy.wait(30)
+    finally:
+        await publisher.stop()
+
+
+async def _count_rows(dsn: str, body: str | None = None) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        if body is None:
+            return int(await conn.fetchval("SELECT count(*) FROM probe.applied"))
+        return int(await conn.fetchval("SELECT count(*) FROM probe.applied WHERE body = $1", body))
+    except asyncpg.UndefinedTableError:
+        return 0
+    finally:
+        await conn.close()

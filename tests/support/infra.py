@@ -1,0 +1,67 @@
+"""Real infrastructure for tests: the project's own Kafka and PostgreSQL, unless the environment names its own."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+from libs.platform import stack
+
+
+@dataclass
+class Infra:
+    bootstrap_servers: str
+    server_dsn: str  # a database URL without the database name's meaning: tests derive fresh ones
+    started_kafka: bool
+    started_postgres: bool
+
+    def database_url(self, name: str) -> str:
+        base = self.server_dsn.rsplit("/", 1)[0]
+        return f"{base}/{name}"
+
+
+def start_infra() -> Infra:
+    started_kafka = started_pg = False
+    bootstrap = stack.external_kafka()
+    if bootstrap is None:
+        broker = stack.KafkaBroker()
+        started_kafka = not broker.running()
+        t0 = time.monotonic()
+        broker.start()
+        if started_kafka:
+            print(f"\n[infra] Kafka {broker.kafka_version} started in {time.monotonic() - t0:.1f}s")
+        bootstrap = broker.bootstrap_servers
+    dsn = stack.external_database()
+    if dsn is None:
+        pg = stack.PostgresServer()
+        started_pg = not pg.running()
+        pg.start()
+        dsn = pg.dsn
+    return Infra(bootstrap, dsn, started_kafka, started_pg)
+
+
+def stop_infra(infra: Infra) -> None:
+    if infra.started_kafka:
+        stack.KafkaBroker().stop()
+    if infra.started_postgres:
+        stack.PostgresServer().stop()
+
+
+def fresh_name(prefix: str = "t") -> str:
+    """Unique per call and per run, so reruns never meet old topics, groups or databases."""
+    return f"{prefix}{int(time.time())}{secrets.token_hex(3)}"
+
+
+def service_env(infra: Infra, topic_prefix: str, database: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
+    env.update(
+        {
+            "BATON_KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
+            "BATON_DATABASE_URL": infra.database_url(database),
+            "BATON_TOPIC_PREFIX": topic_prefix,
+            "BATON_LOG_JSON": "true",
+        }
+    )
+    return env
