@@ -11,12 +11,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from libs.contracts.topics import SERVICES
 from libs.platform import stack
+
+if TYPE_CHECKING:
+    from libs.platform.settings import BatonSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker and PostgreSQL server.")
@@ -25,7 +28,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> BatonSettings:
     from libs.platform.settings import BatonSettings
 
     return BatonSettings()
@@ -63,8 +66,10 @@ def stack_up(kafka_only: bool = False) -> None:
     if not stack.external_kafka():
         broker = stack.KafkaBroker()
         broker.start()
-        typer.echo(f"Kafka {broker.kafka_version} ready on {broker.bootstrap_servers} "
-                   f"({time.monotonic() - started:.1f}s)")
+        typer.echo(
+            f"Kafka {broker.kafka_version} ready on {broker.bootstrap_servers} "
+            f"({time.monotonic() - started:.1f}s)"
+        )
     if not kafka_only and not stack.external_database():
         pg = stack.PostgresServer()
         pg.start()
@@ -106,7 +111,9 @@ def topics_list() -> None:
 
 @app.command()
 def up(
-    replicas: Annotated[list[str], typer.Option("--replicas", "-r", help="service=N, e.g. allocation=2")] = [],  # noqa: B006
+    replicas: Annotated[
+        list[str], typer.Option("--replicas", "-r", help="service=N, e.g. allocation=2")
+    ] = [],  # noqa: B006
 ) -> None:
     """Start Kafka, PostgreSQL and all five services; Ctrl-C stops everything started here."""
     counts = {name: 1 for name in SERVICES}

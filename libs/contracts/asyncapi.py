@@ -29,7 +29,12 @@ MESSAGES: dict[str, tuple[type[BaseModel], ...]] = {
     topics.ORDERS_HOLD_DECISIONS: (HoldDecision,),
     topics.ORDERS_STATUS: (OrderStatusChanged,),
     topics.ORDERS_LIFECYCLE: (
-        OrderReceived, OrderValidated, OrderRejected, OrderHeld, OrderAllocated, OrderBackordered,
+        OrderReceived,
+        OrderValidated,
+        OrderRejected,
+        OrderHeld,
+        OrderAllocated,
+        OrderBackordered,
     ),
     topics.CATALOG_PRODUCTS: (ProductUpdated,),
     topics.INVENTORY_LOCATIONS: (LocationUpdated,),
@@ -53,7 +58,9 @@ def render_asyncapi() -> str:
         channel_id = _channel_id(spec.name)
         channel_messages = {}
         for model in models:
-            schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+            schema = model.model_json_schema(
+                ref_template="#/components/schemas/{model}", mode="serialization"
+            )
             for name, definition in schema.pop("$defs", {}).items():
                 schemas[name] = definition
             schemas[model.__name__] = schema

@@ -16,7 +16,7 @@ def utcnow() -> datetime:
 
 Money = Annotated[
     Decimal,
-    Field(max_digits=14, decimal_places=4, description="A decimal string, e.g. \"19.90\"; never a float"),
+    Field(max_digits=14, decimal_places=4, description='A decimal string, e.g. "19.90"; never a float'),
     PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json"),
 ]
 

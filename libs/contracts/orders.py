@@ -41,7 +41,9 @@ class OrderLine(Contract):
 
 
 class Payment(Contract):
-    status: str = Field(max_length=40, description="`authorized` or `captured` to proceed; anything else rejects")
+    status: str = Field(
+        max_length=40, description="`authorized` or `captured` to proceed; anything else rejects"
+    )
     reference: str = Field(max_length=200, description="The payment provider's reference")
     amount: Money = Field(description="Amount authorized, in the order's currency")
 
@@ -149,7 +151,18 @@ class HoldDecision(Contract):
 
 
 __all__ = [
-    "Address", "Customer", "HoldDecision", "OrderDetails", "OrderLine", "OrderRefused",
-    "OrderStatus", "OrderStatusChanged", "OrderSubmitted", "Payment", "Reason", "Shipment",
-    "ShipmentLine", "ShippingMethod",
+    "Address",
+    "Customer",
+    "HoldDecision",
+    "OrderDetails",
+    "OrderLine",
+    "OrderRefused",
+    "OrderStatus",
+    "OrderStatusChanged",
+    "OrderSubmitted",
+    "Payment",
+    "Reason",
+    "Shipment",
+    "ShipmentLine",
+    "ShippingMethod",
 ]

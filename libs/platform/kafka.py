@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -37,7 +38,7 @@ async def apply_topics(settings: BatonSettings) -> list[str]:
             NewTopic(
                 name=settings.topic(spec.name),
                 num_partitions=spec.partitions,
-                replication_factor=1,
+                replication_factor=settings.topic_replication_factor,
                 topic_configs={"retention.ms": str(spec.retention_hours * 3600 * 1000)},
             )
             for spec in TOPICS
@@ -45,10 +46,8 @@ async def apply_topics(settings: BatonSettings) -> list[str]:
         ]
         if not wanted:
             return []
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(wanted)
-        except TopicAlreadyExistsError:
-            pass
         return [t.name for t in wanted]
     finally:
         await admin.close()

@@ -180,7 +180,9 @@ class BatchProcessor:
             except TRANSIENT_ERRORS as exc:
                 if time.monotonic() - started > self._retry_for_s:
                     raise
-                log.warning("transient failure, retrying batch", extra={"error": repr(exc), "records": len(records)})
+                log.warning(
+                    "transient failure, retrying batch", extra={"error": repr(exc), "records": len(records)}
+                )
                 await asyncio.sleep(delay + random.uniform(0, delay))
                 delay = min(delay * 2, 5.0)
 
@@ -208,7 +210,9 @@ class BatchProcessor:
             try:
                 out.extend(await self._handler(conn, record))
             except Rejected as rejected:
-                log.info("dead-lettering record", extra={"cause": rejected.cause, "source": record.message_id})
+                log.info(
+                    "dead-lettering record", extra={"cause": rejected.cause, "source": record.message_id}
+                )
                 out.append(dead_letter(self._dead_letter_topic, record, rejected.cause, rejected.detail))
         await write_outbox(conn, out)
 
@@ -218,7 +222,9 @@ class BatchProcessor:
         log.error("record failed permanently; dead-lettering", extra={"source": record.message_id})
         async with self._pool().acquire() as conn, conn.transaction():
             await claim(conn, [record.message_id])
-            await write_outbox(conn, [dead_letter(self._dead_letter_topic, record, "processing_failed", detail)])
+            await write_outbox(
+                conn, [dead_letter(self._dead_letter_topic, record, "processing_failed", detail)]
+            )
 
 
 def headers_dict(raw: Any) -> dict[str, str]:
@@ -232,5 +238,7 @@ def parse(adapter: TypeAdapter[T], record: Incoming) -> T:
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         cause = "invalid_json" if any(e["type"] == "json_invalid" for e in errors) else "schema_violation"
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors[:20])
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors[:20]
+        )
         raise Rejected(cause, detail) from None

@@ -11,6 +11,7 @@ the delete re-sends rows; consumers drop them by ``event_id`` in their inbox.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
 from typing import Any
@@ -43,7 +44,9 @@ def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
 
 
 class OutboxRelay:
-    def __init__(self, *, dsn: str, schema: str, bootstrap_servers: str, client_id: str, batch_size: int) -> None:
+    def __init__(
+        self, *, dsn: str, schema: str, bootstrap_servers: str, client_id: str, batch_size: int
+    ) -> None:
         self._dsn = dsn
         self._schema = schema
         self._bootstrap = bootstrap_servers
@@ -81,15 +84,14 @@ class OutboxRelay:
                 await self._sleep(1.0)
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
         self._wake.clear()
 
     async def _lead(self) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(
-            self._dsn, server_settings={"search_path": self._schema, "application_name": f"relay-{self._schema}"}
+            self._dsn,
+            server_settings={"search_path": self._schema, "application_name": f"relay-{self._schema}"},
         )
         producer: AIOKafkaProducer | None = None
         try:

@@ -109,7 +109,7 @@ def _register(broker: KafkaBroker, runtime: Runtime, subscription: Subscription)
     broker.subscriber(
         *[settings.topic(t) for t in subscription.topics],
         batch=True,
-        group_id=settings.group(runtime.service),
+        group_id=settings.group(runtime.service, subscription.name),
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_records=settings.batch_max_records,

@@ -39,13 +39,22 @@ class BatonSettings(BaseSettings):
     graceful_timeout_s: float = 15.0
     relay_batch_size: int = 1000
     # validation
-    hold_threshold: str = Field(default="1000", description="Order value above which a first-time customer is held")
+    hold_threshold: str = Field(
+        default="1000", description="Order value above which a first-time customer is held"
+    )
+    supported_countries: str = Field(
+        default="AT,BE,BG,CH,CY,CZ,DE,DK,EE,ES,FI,FR,GB,GR,HR,HU,IE,IT,LT,LU,LV,MT,NL,NO,PL,PT,RO,SE,SI,SK,US,CA",
+        description="Comma-separated ISO-3166 alpha-2 codes of destinations Baton accepts orders for",
+    )
     # allocation
     max_shipments: int = Field(default=3, ge=1)
     cost_per_km: str = Field(default="0.01", description="Money added per km between location and customer")
 
+    topic_replication_factor: int = Field(default=1, ge=1)
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
-    def group(self, service: str) -> str:
-        return f"{self.topic_prefix}baton.{service}"
+    def group(self, service: str, subscription: str) -> str:
+        """One consumer group per service input: a new member rebalances only that input."""
+        return f"{self.topic_prefix}baton.{service}.{subscription}"

@@ -13,6 +13,7 @@ Users who bring their own infrastructure set ``KAFKA_BOOTSTRAP_SERVERS`` (no bro
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import pwd
 import shutil
@@ -65,15 +66,11 @@ def _terminate(pid: int, timeout: float) -> None:
             os.kill(pid, 0)
         except ProcessLookupError:
             return
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass
@@ -123,8 +120,13 @@ class KafkaBroker:
         self.libs_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
-                "mvn", "-q", "-B", "-f", str(REPO_ROOT / "deploy/kafka/pom.xml"),
-                "dependency:copy-dependencies", "-DincludeScope=runtime",
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(REPO_ROOT / "deploy/kafka/pom.xml"),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
                 f"-DoutputDirectory={self.libs_dir}",
             ],
             check=True,
@@ -187,17 +189,38 @@ class KafkaBroker:
         if not (self.data_dir / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             subprocess.run(
-                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-                 "-t", cluster_id, "-c", str(config)],
-                check=True, capture_output=True,
+                [
+                    java,
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(config),
+                ],
+                check=True,
+                capture_output=True,
             )
         heap = os.environ.get("BATON_KAFKA_HEAP", "-Xms256m -Xmx768m").split()
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(
-                [java, *heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                 f"-Dlog4j2.configurationFile={REPO_ROOT / 'deploy/kafka/log4j2.properties'}",
-                 "-cp", classpath, "kafka.Kafka", str(config)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    java,
+                    *heap,
+                    "-XX:+UseG1GC",
+                    "-Djava.awt.headless=true",
+                    f"-Dlog4j2.configurationFile={REPO_ROOT / 'deploy/kafka/log4j2.properties'}",
+                    "-cp",
+                    classpath,
+                    "kafka.Kafka",
+                    str(config),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.pid_file.write_text(str(process.pid))
         self._wait_ready(timeout)
@@ -288,9 +311,18 @@ class PostgresServer:
             shutil.chown(self.home, user, user)
         if not (self.data_dir / "PG_VERSION").exists():
             self._run(
-                ["initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
-                 "--no-instructions"],
-                user, capture_output=True,
+                [
+                    "initdb",
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ],
+                user,
+                capture_output=True,
             )
         socket_dir = Path(f"/tmp/baton-pg-{self.port}")
         socket_dir.mkdir(exist_ok=True)
@@ -300,16 +332,31 @@ class PostgresServer:
             "-c shared_buffers=256MB -c log_min_messages=warning"
         )
         self._run(
-            ["pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
-             "-w", "-t", str(int(timeout)), "start"],
-            user, capture_output=True,
+            [
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            ],
+            user,
+            capture_output=True,
         )
 
     def stop(self, mode: str = "fast") -> None:
         if not (self.data_dir / "postmaster.pid").exists():
             return
-        self._run(["pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop"], self._system_user(),
-                  capture_output=True)
+        self._run(
+            ["pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop"],
+            self._system_user(),
+            capture_output=True,
+        )
 
     def kill(self) -> None:
         """Crash the server (immediate shutdown: no checkpoint), for chaos tests."""

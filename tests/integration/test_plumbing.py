@@ -26,8 +26,12 @@ async def test_broker_factory_round_trips_a_message_through_real_kafka(infra: In
     broker = make_broker(settings, client_id="roundtrip")
     received: asyncio.Queue[dict[str, str]] = asyncio.Queue()
 
-    @broker.subscriber(settings.topic("roundtrip.v1"), group_id=settings.group("roundtrip"),
-                       auto_offset_reset="earliest", ack_policy=AckPolicy.NACK_ON_ERROR)
+    @broker.subscriber(
+        settings.topic("roundtrip.v1"),
+        group_id=settings.group("roundtrip", "test"),
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
     async def on_message(body: dict[str, str]) -> None:
         await received.put(body)
 
@@ -45,10 +49,16 @@ async def test_migrations_apply_in_order_once_and_refuse_an_edited_file(infra: I
     assert await migrate(dsn, "intake", "services.intake.adapters.migrations") == []
     conn = await asyncpg.connect(dsn)
     try:
-        tables = {r["table_name"] for r in await conn.fetch(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'intake'")}
+        tables = {
+            r["table_name"]
+            for r in await conn.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'intake'"
+            )
+        }
         assert {"orders", "status_history", "inbox", "outbox", "schema_migrations"} <= tables
-        await conn.execute("UPDATE intake.schema_migrations SET checksum = 'edited' WHERE version LIKE '001%'")
+        await conn.execute(
+            "UPDATE intake.schema_migrations SET checksum = 'edited' WHERE version LIKE '001%'"
+        )
     finally:
         await conn.close()
     with pytest.raises(RuntimeError, match="changed after it was applied"):
@@ -65,8 +75,9 @@ async def test_a_consumer_killed_before_committing_its_offset_gets_the_message_a
     await publisher.start()
     try:
         await publisher.send(PROBE_TOPIC, "k", b"payload-1")
-        crashing = subprocess.Popen([sys.executable, "-m", "tests.support.probe_service"],
-                                    env=env | {"PROBE_CRASH": crash})
+        crashing = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.probe_service"], env=env | {"PROBE_CRASH": crash}
+        )
         try:
             assert await asyncio.to_thread(crashing.wait, 90) == 17
         finally:
@@ -84,7 +95,9 @@ async def test_a_consumer_killed_before_committing_its_offset_gets_the_message_a
                     break
                 await asyncio.sleep(0.1)
             assert await _count_rows(dsn, "payload-2") == 1
-            assert await _count_rows(dsn, "payload-1") == 1, "the crashed message must be applied exactly once"
+            assert await _count_rows(dsn, "payload-1") == 1, (
+                "the crashed message must be applied exactly once"
+            )
         finally:
             healthy.terminate()
             healthy.wait(30)

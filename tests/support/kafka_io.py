@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,8 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 class Publisher:
     def __init__(self, bootstrap: str, prefix: str) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
-                                          max_request_size=4 * 1024 * 1024)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", max_request_size=4 * 1024 * 1024
+        )
         self._prefix = prefix
 
     async def start(self) -> None:
@@ -23,7 +25,9 @@ class Publisher:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def send(self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None = None) -> None:
+    async def send(
+        self, topic: str, key: str | None, value: Any, headers: dict[str, str] | None = None
+    ) -> None:
         if isinstance(value, bytes):
             payload = value
         elif hasattr(value, "model_dump_json"):
@@ -52,8 +56,9 @@ class TopicWatcher:
         self.topic = topic
         self.records: list[dict[str, Any]] = []
         self.raw: list[Any] = []
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                          auto_offset_reset="earliest", group_id=None)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None
+        )
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -66,7 +71,7 @@ class TopicWatcher:
             await self._consumer._client.force_metadata_update()
             await asyncio.sleep(0.2)
         self._consumer.assign([TopicPartition(self.topic, p) for p in parts])
-        self._consumer.seek_to_beginning()
+        await self._consumer.seek_to_beginning()
         self._task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
@@ -84,24 +89,24 @@ class TopicWatcher:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         await self._consumer.stop()
 
-    async def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str) -> None:
+    async def wait_for(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str
+    ) -> None:
         """Wait until ``predicate(records)`` holds, or fail with what was seen."""
         deadline = time.monotonic() + timeout
         while not predicate(self.records):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}; saw {len(self.records)} records")
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what}; saw {len(self.records)} records"
+                )
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 0.5))
-            except TimeoutError:
-                pass
 
 
 def statuses_by_order(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

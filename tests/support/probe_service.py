@@ -22,8 +22,9 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
     crash = os.environ.get("PROBE_CRASH", "")
 
     async def on_probe(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        await conn.execute("INSERT INTO applied (message_id, body) VALUES ($1, $2)", record.message_id,
-                           record.value.decode())
+        await conn.execute(
+            "INSERT INTO applied (message_id, body) VALUES ($1, $2)", record.message_id, record.value.decode()
+        )
         if crash == "before_commit":
             os._exit(17)
         return []

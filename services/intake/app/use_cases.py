@@ -124,7 +124,9 @@ async def publish_status(book: PgOrderBook, fact: OrderFact, t: Topics) -> list[
         shipments=shipments,
         occurred_at=fact.occurred_at,
     )
-    await book.record_status(order.order_id, version, proposed.value, event.model_dump_json(), event.occurred_at)
+    await book.record_status(
+        order.order_id, version, proposed.value, event.model_dump_json(), event.occurred_at
+    )
     return [Outgoing.event(t.status, str(order.order_id), event)]
 
 

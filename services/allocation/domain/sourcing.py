@@ -1,0 +1,177 @@
+"""Sourcing rules: where each line of an order ships from. Pure: plain data in, a plan out.
+
+In words, in order of precedence:
+1. Only active locations that serve the destination country; `express` orders only from warehouses.
+2. Fewest shipments first: one location that can ship the whole order beats any split;
+   otherwise split across the fewest locations, never more than `max_shipments`.
+3. Among plans with as many shipments, the lowest cost wins: each used location's
+   `cost_per_shipment` plus `cost_per_km` times its distance to the customer (when both are known).
+   Remaining ties go to the alphabetically first locations, so the result is deterministic.
+4. Never plan more than is available (on hand minus reserved). If the order cannot be covered,
+   the plan is a shortage listing each missing sku: the order is backordered and nothing reserved.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from itertools import combinations
+
+EARTH_RADIUS_KM = 6371.0
+MAX_CANDIDATES = 16  # bounds the combinations examined per order size
+
+
+@dataclass(frozen=True)
+class Location:
+    location_id: str
+    kind: str
+    countries: frozenset[str]
+    cost_per_shipment: Decimal
+    lat: float | None = None
+    lon: float | None = None
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class Destination:
+    country: str
+    lat: float | None = None
+    lon: float | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    lines: tuple[tuple[str, int], ...]
+    destination: Destination
+    express: bool = False
+
+    def quantities(self) -> dict[str, int]:
+        """Lines of the same sku are one need."""
+        needs: dict[str, int] = {}
+        for sku, quantity in self.lines:
+            needs[sku] = needs.get(sku, 0) + quantity
+        return needs
+
+
+@dataclass(frozen=True)
+class Rules:
+    max_shipments: int = 3
+    cost_per_km: Decimal = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class PlannedShipment:
+    location_id: str
+    lines: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    shipments: tuple[PlannedShipment, ...]
+    cost: Decimal
+
+
+@dataclass(frozen=True)
+class Missing:
+    code: str
+    message: str
+    sku: str | None = None
+
+
+@dataclass(frozen=True)
+class Shortage:
+    missing: tuple[Missing, ...]
+
+
+Availability = Mapping[tuple[str, str], int]  # (sku, location_id) -> units free to reserve
+
+
+def distance_km(a_lat: float, a_lon: float, b_lat: float, b_lon: float) -> float:
+    """Great-circle distance (haversine)."""
+    p1, p2 = math.radians(a_lat), math.radians(b_lat)
+    dp, dl = p2 - p1, math.radians(b_lon - a_lon)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(h))
+
+
+def shipment_cost(location: Location, destination: Destination, rules: Rules) -> Decimal:
+    cost = location.cost_per_shipment
+    if None not in (location.lat, location.lon, destination.lat, destination.lon):
+        km = distance_km(location.lat, location.lon, destination.lat, destination.lon)  # type: ignore[arg-type]
+        cost += rules.cost_per_km * Decimal(str(round(km, 3)))
+    return cost
+
+
+def eligible(location: Location, request: Request) -> bool:
+    return (
+        location.active
+        and request.destination.country in location.countries
+        and (not request.express or location.kind == "warehouse")
+    )
+
+
+def _assign(
+    needs: dict[str, int], combo: tuple[Location, ...], available: Availability
+) -> tuple[PlannedShipment, ...] | None:
+    """Cover every need from the combo's locations, or None. A sku stays whole where one location can."""
+    taken: dict[str, list[tuple[str, int]]] = {loc.location_id: [] for loc in combo}
+    for sku, quantity in sorted(needs.items()):
+        whole = next((loc for loc in combo if available.get((sku, loc.location_id), 0) >= quantity), None)
+        if whole is not None:
+            taken[whole.location_id].append((sku, quantity))
+            continue
+        remaining = quantity
+        by_stock = sorted(combo, key=lambda loc: (-available.get((sku, loc.location_id), 0), loc.location_id))
+        for loc in by_stock:
+            units = min(remaining, available.get((sku, loc.location_id), 0))
+            if units > 0:
+                taken[loc.location_id].append((sku, units))
+                remaining -= units
+            if remaining == 0:
+                break
+        if remaining:
+            return None
+    if any(not lines for lines in taken.values()):
+        return None  # a location that ships nothing does not belong in a plan of this size
+    return tuple(PlannedShipment(loc_id, tuple(lines)) for loc_id, lines in sorted(taken.items()))
+
+
+def plan_shipments(
+    request: Request, locations: list[Location], available: Availability, rules: Rules
+) -> Plan | Shortage:
+    """Fewest shipments first, then lowest cost; never plan more than is available."""
+    needs = request.quantities()
+    candidates = [loc for loc in locations if eligible(loc, request)]
+    missing = []
+    for sku, quantity in sorted(needs.items()):
+        free = sum(max(0, available.get((sku, loc.location_id), 0)) for loc in candidates)
+        if free < quantity:
+            missing.append(Missing("insufficient_stock", f"{sku}: {quantity} ordered, {free} available", sku))
+    if missing:
+        return Shortage(tuple(missing))
+
+    costs = {loc.location_id: shipment_cost(loc, request.destination, rules) for loc in candidates}
+    useful = [loc for loc in candidates if any(available.get((sku, loc.location_id), 0) > 0 for sku in needs)]
+    useful.sort(key=lambda loc: (costs[loc.location_id], loc.location_id))
+    useful = useful[:MAX_CANDIDATES]
+    for size in range(1, min(rules.max_shipments, len(useful)) + 1):
+        best: Plan | None = None
+        for combo in combinations(useful, size):
+            shipments = _assign(needs, combo, available)
+            if shipments is None:
+                continue
+            cost = sum((costs[s.location_id] for s in shipments), Decimal(0))
+            if best is None or cost < best.cost:
+                best = Plan(shipments, cost)
+        if best is not None:
+            return best
+    return Shortage(
+        (
+            Missing(
+                "split_limit_exceeded",
+                f"stock exists but would need more than {rules.max_shipments} shipments",
+            ),
+        )
+    )

@@ -1,0 +1,162 @@
+"""One real fleet for the end-to-end tests: every service a separate process, on fresh topics and database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from libs.contracts import topics
+from libs.platform.db import ensure_database
+from libs.platform.kafka import apply_topics
+from libs.platform.settings import BatonSettings
+from tests.support.fleet import Fleet
+from tests.support.infra import Infra, fresh_name, service_env
+from tests.support.kafka_io import Publisher, TopicWatcher, latest_status
+from tests.support.orders import adjustment, location, product
+
+SERVICES_TO_RUN = [
+    ("intake", "intake"),
+    ("validation", "validation"),
+    ("allocation", "allocation.1"),
+    ("allocation", "allocation.2"),
+    ("fulfillment", "fulfillment"),
+    ("notification", "notification"),
+]
+
+
+@dataclass
+class LiveFleet:
+    fleet: Fleet
+    publisher: Publisher
+    status: TopicWatcher
+    refused: TopicWatcher
+    dead_letters: TopicWatcher
+    dsn: str
+    prefix: str
+
+    async def submit(self, order: dict[str, Any]) -> str:
+        await self.publisher.send(
+            topics.ORDERS_SUBMITTED, f"{order['channel']}:{order['external_id']}", order
+        )
+        return str(order["external_id"])
+
+    async def wait_status(self, external_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
+        await self.status.wait_for(
+            lambda rs: latest_status(rs, external_id) == status, timeout, f"{external_id} to become {status}"
+        )
+        return max(
+            (r for r in self.status.records if r.get("external_id") == external_id),
+            key=lambda r: r["version"],
+        )
+
+    def history(self, external_id: str) -> list[dict[str, Any]]:
+        return sorted(
+            (r for r in self.status.records if r.get("external_id") == external_id),
+            key=lambda r: r["version"],
+        )
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+    async def wait_row(self, sql: str, *args: Any, timeout: float = 60, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                value = await self.fetchval(sql, *args)
+            except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+                value = None
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what or sql}")
+            await asyncio.sleep(0.2)
+
+    async def seed(
+        self,
+        *,
+        products: list[dict[str, Any]] = (),
+        locations: list[dict[str, Any]] = (),  # type: ignore[assignment]
+        adjustments: list[dict[str, Any]] = (),
+    ) -> None:  # type: ignore[assignment]
+        """Publish reference data and wait until the owning services applied it."""
+        for p in products:
+            await self.publisher.send(topics.CATALOG_PRODUCTS, p["sku"], p)
+        for loc in locations:
+            await self.publisher.send(topics.INVENTORY_LOCATIONS, loc["location_id"], loc)
+        for adj in adjustments:
+            await self.publisher.send(topics.INVENTORY_ADJUSTMENTS, adj["sku"], adj)
+        for p in products:
+            await self.wait_row(
+                "SELECT true FROM validation.products WHERE sku = $1 AND price = $2::numeric",
+                p["sku"],
+                p["price"],
+                what=f"product {p['sku']}",
+            )
+        for loc in locations:
+            await self.wait_row(
+                "SELECT true FROM allocation.locations WHERE location_id = $1 AND active = $2",
+                loc["location_id"],
+                loc["active"],
+                what=f"location {loc['location_id']}",
+            )
+        for adj in adjustments:
+            await self.wait_row(
+                "SELECT true FROM allocation.adjustments WHERE adjustment_id = $1",
+                adj["adjustment_id"],
+                what=f"adjustment {adj['adjustment_id']}",
+            )
+
+
+@pytest.fixture(scope="session")
+async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveFleet]:
+    prefix, database = fresh_name() + ".", fresh_name("db")
+    settings = BatonSettings(
+        kafka_bootstrap_servers=infra.bootstrap_servers,
+        topic_prefix=prefix,
+        database_url=infra.database_url(database),
+    )
+    await ensure_database(settings.database_url)
+    await apply_topics(settings)
+    log_dir = Path(tmp_path_factory.mktemp("fleet-logs"))
+    fleet = Fleet(service_env(infra, prefix, database), log_dir)
+    watchers = [
+        TopicWatcher(infra.bootstrap_servers, settings.topic(t))
+        for t in (topics.ORDERS_STATUS, topics.ORDERS_REFUSED, topics.dead_letter_topic("intake"))
+    ]
+    publisher = Publisher(infra.bootstrap_servers, prefix)
+    try:
+        for service, label in SERVICES_TO_RUN:
+            # One record per transaction in allocation, so the two processes' transactions interleave
+            # and the race test really races (batches would mostly serialise by timing alone).
+            extra = {"BATON_BATCH_MAX_RECORDS": "1"} if service == "allocation" else {}
+            fleet.start(service, label, extra)
+        await publisher.start()
+        for watcher in watchers:
+            await watcher.start()
+        live_fleet = LiveFleet(fleet, publisher, *watchers, dsn=settings.database_url, prefix=prefix)
+        await live_fleet.wait_row(
+            "SELECT count(*) = 3 FROM pg_namespace WHERE nspname IN ('intake', 'validation', 'allocation')",
+            timeout=90,
+            what="service schemas",
+        )
+        yield live_fleet
+        fleet.assert_alive()
+    finally:
+        for watcher in watchers:
+            await watcher.stop()
+        await publisher.stop()
+        fleet.stop()
+
+
+__all__ = ["LiveFleet", "adjustment", "location", "product"]

@@ -1,0 +1,55 @@
+"""Allocation's stock locking on the real PostgreSQL, with interleaving forced rather than hoped for."""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import uuid4
+
+import asyncpg
+import pytest
+
+from libs.contracts.orders import OrderDetails
+from libs.platform.db import ensure_database, migrate
+from services.allocation.adapters.ledger import PgStockLedger
+from services.allocation.app.use_cases import allocate_order
+from services.allocation.domain.sourcing import Location, Rules
+from tests.support.infra import Infra, fresh_name
+from tests.support.orders import order
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_second_order_for_the_last_unit_waits_for_the_first_and_is_backordered(infra: Infra) -> None:
+    dsn = infra.database_url(fresh_name("db"))
+    await ensure_database(dsn)
+    await migrate(dsn, "allocation", "services.allocation.adapters.migrations")
+    first = await asyncpg.connect(dsn, server_settings={"search_path": "allocation"})
+    second = await asyncpg.connect(dsn, server_settings={"search_path": "allocation"})
+    try:
+        setup = PgStockLedger(first)
+        await setup.upsert_location(Location("wh", "warehouse", frozenset({"DE"}), 5), "wh")  # type: ignore[arg-type]
+        await first.execute("INSERT INTO stock (sku, location_id, on_hand) VALUES ('LAST', 'wh', 1)")
+        details = [OrderDetails.model_validate(order(lines=[("LAST", 1, "10.00")])) for _ in range(2)]
+
+        tx1 = first.transaction()
+        await tx1.start()
+        one = await allocate_order(PgStockLedger(first), uuid4(), details[0], Rules(), "lifecycle")
+        assert one[0].headers["event_type"] == "order.allocated"
+
+        async def allocate_second() -> str:
+            async with second.transaction():
+                out = await allocate_order(PgStockLedger(second), uuid4(), details[1], Rules(), "lifecycle")
+                return out[0].headers["event_type"]
+
+        racing = asyncio.create_task(allocate_second())
+        await asyncio.sleep(0.5)
+        assert not racing.done(), (
+            "the second order must wait for the first transaction's lock on the stock row"
+        )
+        await tx1.commit()
+        assert await asyncio.wait_for(racing, 10) == "order.backordered"
+        row = await first.fetchrow("SELECT on_hand, reserved FROM stock WHERE sku = 'LAST'")
+        assert (row["on_hand"], row["reserved"]) == (1, 1)
+    finally:
+        await first.close()
+        await second.close()

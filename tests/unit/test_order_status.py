@@ -1,0 +1,65 @@
+"""Intake's order identity and status state machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.intake.domain.orders import (
+    Status,
+    Submission,
+    Transition,
+    classify_submission,
+    decide_transition,
+    fingerprint,
+    order_id_for,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_same_channel_order_always_gets_the_same_id_and_channels_do_not_collide() -> None:
+    assert order_id_for("web", "1") == order_id_for("web", "1")
+    assert order_id_for("web", "1") != order_id_for("pos", "1")
+
+
+def test_fingerprint_ignores_key_order() -> None:
+    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+def test_a_retry_is_recognised_and_a_different_payload_is_a_conflict() -> None:
+    assert classify_submission(None, "x") is Submission.NEW
+    assert classify_submission("x", "x") is Submission.RETRY
+    assert classify_submission("x", "y") is Submission.CONFLICT
+
+
+@pytest.mark.parametrize(
+    ("current", "proposed"),
+    [
+        ("received", "validated"),
+        ("on_hold", "validated"),
+        ("validated", "backordered"),
+        ("backordered", "allocated"),
+        ("allocated", "allocated"),
+        ("in_fulfillment", "allocated"),
+        ("shipped", "delivered"),
+    ],
+)
+def test_forward_moves_are_applied(current: str, proposed: str) -> None:
+    assert decide_transition(Status(current), Status(proposed)) is Transition.APPLY
+
+
+@pytest.mark.parametrize(
+    ("current", "proposed"),
+    [
+        ("validated", "received"),
+        ("allocated", "validated"),
+        ("rejected", "validated"),
+        ("delivered", "shipped"),
+        ("shipped", "allocated"),
+        ("cancelled", "allocated"),
+        ("received", "allocated"),
+    ],
+)
+def test_backward_or_impossible_moves_are_refused(current: str, proposed: str) -> None:
+    assert decide_transition(Status(current), Status(proposed)) is Transition.REFUSE
