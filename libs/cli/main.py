@@ -6,10 +6,10 @@ import asyncio
 import importlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,6 +17,7 @@ import typer
 
 from libs.contracts.topics import SERVICES
 from libs.platform import stack
+from libs.platform.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from libs.platform.settings import BatonSettings
@@ -120,49 +121,25 @@ def up(
     for item in replicas:
         name, _, n = item.partition("=")
         counts[service_module(name).split(".")[1]] = int(n)
-    own_kafka = not stack.external_kafka()
-    own_pg = not stack.external_database()
-    stack_up(kafka_only=False)
-    env = dict(os.environ)
-    if own_pg:
-        env.setdefault("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{stack.POSTGRES_PORT}/baton")
-    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
-    for name, count in counts.items():
-        for i in range(count):
-            label = f"{name}.{i + 1}"
-            process = subprocess.Popen(
-                [sys.executable, "-m", "libs.cli.main", "run", name],
-                env=env | {"BATON_INSTANCE_ID": label, "BATON_LOG_JSON": env.get("BATON_LOG_JSON", "false")},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            processes.append((label, process))
-            threading.Thread(target=_prefix_output, args=(label, process), daemon=True).start()
-    typer.echo(f"fleet up: {', '.join(label for label, _ in processes)} — Ctrl-C to stop")
-    stopping = threading.Event()
+    with running_fleet(counts, log_dir=None) as fleet:
+        typer.echo(f"fleet up: {', '.join(fleet.processes)} — Ctrl-C to stop")
+        wait_for_stop(fleet)
 
-    def request_stop(*_: object) -> None:
-        stopping.set()
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+@contextmanager
+def running_fleet(counts: dict[str, int], log_dir: Path | None) -> Iterator[Supervisor]:
+    """The stack (unless the environment provides it) and the services; all stopped on the way out."""
+    own_kafka, own_pg = not stack.external_kafka(), not stack.external_database()
+    env = dict(os.environ) | {"BATON_LOG_JSON": os.environ.get("BATON_LOG_JSON", "false")}
+    fleet = Supervisor(env, log_dir)
     try:
-        while not stopping.wait(0.5):
-            for label, process in processes:
-                if process.poll() is not None:
-                    typer.echo(f"{label} exited with {process.returncode}; stopping the fleet", err=True)
-                    stopping.set()
+        stack_up(kafka_only=False)
+        for name, count in counts.items():
+            for i in range(count):
+                fleet.start(name, f"{name}.{i + 1}")
+        yield fleet
     finally:
-        for _, process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for _, process in processes:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        fleet.stop()
         if own_kafka:
             stack.KafkaBroker().stop()
         if own_pg:
@@ -170,11 +147,19 @@ def up(
         typer.echo("fleet stopped")
 
 
-def _prefix_output(label: str, process: subprocess.Popen[bytes]) -> None:
-    assert process.stdout is not None
-    for line in process.stdout:
-        sys.stdout.write(f"{label:>14} | {line.decode(errors='replace')}")
-        sys.stdout.flush()
+def wait_for_stop(fleet: Supervisor, until: threading.Event | None = None) -> None:
+    """Block until Ctrl-C, SIGTERM, ``until`` is set, or a service process dies."""
+    stopping = until or threading.Event()
+
+    def request_stop(*_: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    while not stopping.wait(0.5):
+        if dead := fleet.exited():
+            typer.echo(f"service processes exited: {dead}; stopping the fleet", err=True)
+            return
 
 
 @app.command()
@@ -187,6 +172,25 @@ def contracts(
 
     output.write_text(render_asyncapi())
     typer.echo(f"wrote {output}")
+
+
+@app.command()
+def demo(
+    rate: Annotated[float, typer.Option(help="orders per second the channel submits")] = 20.0,
+    duration: Annotated[float, typer.Option(help="seconds of submitting")] = 60.0,
+    attach: Annotated[bool, typer.Option(help="use a fleet that is already running (make run)")] = False,
+) -> None:
+    """Seed a catalog, three locations and stock; play a channel; show orders by status as they flow."""
+    from libs.cli.demo import run_demo
+
+    run_id = f"demo-{int(time.time())}"
+    if attach:
+        asyncio.run(run_demo(_settings(), rate, duration, run_id))
+        return
+    log_dir = stack.cache_dir() / "demo-logs"
+    with running_fleet({name: 1 for name in SERVICES}, log_dir=log_dir) as fleet:
+        typer.echo(f"fleet started; service logs in {log_dir}")
+        asyncio.run(run_demo(_settings(), rate, duration, run_id, healthy=lambda: not fleet.exited()))
 
 
 if __name__ == "__main__":

@@ -76,8 +76,8 @@ async def ensure_database(dsn: str) -> None:
         admin = await asyncpg.connect(f"{base}/postgres")
         try:
             await admin.execute(f'CREATE DATABASE "{name}"')
-        except asyncpg.DuplicateDatabaseError:
-            pass
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            pass  # another service process created it first
         finally:
             await admin.close()
     else:

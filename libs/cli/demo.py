@@ -1,0 +1,139 @@
+"""`baton demo`: seed a shop, play a channel at a chosen rate, and show orders by status as they flow."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from libs.contracts import topics
+from libs.platform.kafka import apply_topics
+from libs.platform.settings import BatonSettings
+from libs.simulators.world import Shop, demo_shop, random_order
+
+STATUS_ORDER = [
+    "received",
+    "validated",
+    "on_hold",
+    "rejected",
+    "allocated",
+    "backordered",
+    "in_fulfillment",
+    "shipped",
+    "delivered",
+    "cancelled",
+]
+
+
+async def publish_shop(producer: AIOKafkaProducer, settings: BatonSettings, shop: Shop) -> None:
+    sends = []
+    for p in shop.products:
+        sends.append(
+            await producer.send(
+                settings.topic(topics.CATALOG_PRODUCTS), orjson.dumps(p), key=p["sku"].encode()
+            )
+        )
+    for loc in shop.locations:
+        sends.append(
+            await producer.send(
+                settings.topic(topics.INVENTORY_LOCATIONS), orjson.dumps(loc), key=loc["location_id"].encode()
+            )
+        )
+    for adj in shop.stock:
+        sends.append(
+            await producer.send(
+                settings.topic(topics.INVENTORY_ADJUSTMENTS), orjson.dumps(adj), key=adj["sku"].encode()
+            )
+        )
+    await asyncio.gather(*sends)
+
+
+class StatusBoard:
+    """Latest status per order, from the public status topic only."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, tuple[int, str]] = {}
+
+    def apply(self, event: dict[str, Any]) -> None:
+        order_id, version = event.get("order_id"), event.get("version", 0)
+        if order_id and version > self.latest.get(order_id, (0, ""))[0]:
+            self.latest[order_id] = (version, event["status"])
+
+    def counts(self) -> Counter[str]:
+        return Counter(status for _, status in self.latest.values())
+
+
+async def run_demo(
+    settings: BatonSettings,
+    rate: float,
+    duration: float,
+    run_id: str,
+    healthy: Callable[[], bool] = lambda: True,
+) -> Counter[str]:
+    await apply_topics(settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, acks="all"
+    )
+    consumer = AIOKafkaConsumer(
+        settings.topic(topics.ORDERS_STATUS),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="latest",
+    )
+    await producer.start()
+    await consumer.start()
+    board = StatusBoard()
+    shop = demo_shop()
+    try:
+        await publish_shop(producer, settings, shop)
+        print(
+            f"seeded {len(shop.products)} products, {len(shop.locations)} locations, {len(shop.stock)} stock counts"
+        )
+        channel = asyncio.create_task(_play_channel(producer, settings, shop, rate, duration, run_id))
+        started = time.monotonic()
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    event = orjson.loads(record.value)
+                    if str(event.get("external_id", "")).startswith(run_id):
+                        board.apply(event)
+            counts = board.counts()
+            line = "  ".join(f"{s} {counts[s]}" for s in STATUS_ORDER if counts[s])
+            print(f"[{time.monotonic() - started:5.0f}s] orders {len(board.latest):5d} | {line}", flush=True)
+            if channel.done() and time.monotonic() - started > duration + 10:
+                break
+            if not healthy():
+                print("a service process exited; see its log")
+                break
+        await channel
+        return board.counts()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def _play_channel(
+    producer: AIOKafkaProducer, settings: BatonSettings, shop: Shop, rate: float, duration: float, run_id: str
+) -> int:
+    """Submit orders at ``rate`` per second (from the schedule, not from the last send)."""
+    rng = random.Random(run_id)
+    topic = settings.topic(topics.ORDERS_SUBMITTED)
+    started, sent = time.monotonic(), 0
+    while time.monotonic() - started < duration:
+        due = started + sent / rate
+        if (delay := due - time.monotonic()) > 0:
+            await asyncio.sleep(delay)
+        order = random_order(rng, shop, f"{run_id}-{sent}")
+        await producer.send(
+            topic, orjson.dumps(order), key=f"{order['channel']}:{order['external_id']}".encode()
+        )
+        sent += 1
+    await producer.flush()
+    return sent

@@ -1,0 +1,1 @@
+"""Simulated outside actors — channels, operations, warehouses, support — speaking Baton's public topics."""
