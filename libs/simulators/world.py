@@ -101,7 +101,7 @@ def random_order(
     city, postal, country, lat, lon = rng.choice(CITIES)
     total = sum(Decimal(line["unit_price"]) * line["quantity"] for line in lines)
     customer = f"cust-{rng.randint(1, 5000)}"
-    order = {
+    order: dict[str, Any] = {
         "channel": channel,
         "external_id": external_id,
         "placed_at": "2026-11-27T10:00:00Z",
