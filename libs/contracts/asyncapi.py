@@ -13,21 +13,41 @@ from pydantic import BaseModel
 from libs.contracts import topics
 from libs.contracts.catalog import ProductUpdated
 from libs.contracts.inventory import LocationUpdated, StockAdjusted
+from libs.contracts.fulfillment import FulfillmentUpdate, StageChanged
 from libs.contracts.lifecycle import (
     OrderAllocated,
     OrderBackordered,
+    OrderCancelAccepted,
+    OrderCancelForwarded,
+    OrderCancelled,
+    OrderCancelRefused,
+    OrderCancelRequested,
+    OrderFulfillmentProgressed,
     OrderHeld,
     OrderReceived,
     OrderRejected,
     OrderValidated,
+    ShipmentFailed,
+    ShipmentShipped,
 )
-from libs.contracts.orders import HoldDecision, OrderRefused, OrderStatusChanged, OrderSubmitted
+from libs.contracts.orders import (
+    CancellationOutcome,
+    CancelRequested,
+    HoldDecision,
+    OrderRefused,
+    OrderStatusChanged,
+    OrderSubmitted,
+)
 
 MESSAGES: dict[str, tuple[type[BaseModel], ...]] = {
     topics.ORDERS_SUBMITTED: (OrderSubmitted,),
     topics.ORDERS_REFUSED: (OrderRefused,),
     topics.ORDERS_HOLD_DECISIONS: (HoldDecision,),
     topics.ORDERS_STATUS: (OrderStatusChanged,),
+    topics.ORDERS_CANCEL_REQUESTED: (CancelRequested,),
+    topics.ORDERS_CANCELLATIONS: (CancellationOutcome,),
+    topics.FULFILLMENT_UPDATES: (FulfillmentUpdate,),
+    topics.FULFILLMENT_STAGE_CHANGES: (StageChanged,),
     topics.ORDERS_LIFECYCLE: (
         OrderReceived,
         OrderValidated,
@@ -35,6 +55,14 @@ MESSAGES: dict[str, tuple[type[BaseModel], ...]] = {
         OrderHeld,
         OrderAllocated,
         OrderBackordered,
+        OrderCancelRequested,
+        OrderCancelForwarded,
+        OrderCancelAccepted,
+        OrderCancelRefused,
+        OrderCancelled,
+        OrderFulfillmentProgressed,
+        ShipmentShipped,
+        ShipmentFailed,
     ),
     topics.CATALOG_PRODUCTS: (ProductUpdated,),
     topics.INVENTORY_LOCATIONS: (LocationUpdated,),

@@ -6,13 +6,14 @@ status stream. One topic keyed by order id keeps every order's facts in causal o
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import Field
 
 from libs.contracts.envelope import Event
-from libs.contracts.orders import OrderDetails, Reason, Shipment
+from libs.contracts.orders import OrderDetails, Reason, Shipment, ShipmentLine
 
 
 class OrderFact(Event):
@@ -40,9 +41,12 @@ class OrderHeld(OrderFact):
 
 
 class OrderAllocated(OrderFact):
+    """The order's complete current set of shipments (after a partial cancel or re-sourcing too)."""
+
     event_type: Literal["order.allocated"] = "order.allocated"
     shipments: list[Shipment]
     order: OrderDetails
+    cancel_request_id: str | None = Field(default=None, description="Set when a partial cancel caused it")
 
 
 class OrderBackordered(OrderFact):
@@ -50,7 +54,85 @@ class OrderBackordered(OrderFact):
     reasons: list[Reason]
 
 
+class CancelFact(OrderFact):
+    request_id: str
+    lines: list[ShipmentLine] | None = None
+    reason: str = ""
+
+
+class OrderCancelRequested(CancelFact):
+    """Intake resolved a cancel request to this order (written once per request id)."""
+
+    event_type: Literal["order.cancel-requested"] = "order.cancel-requested"
+
+
+class OrderCancelForwarded(CancelFact):
+    """Allocation: stock is reserved, so fulfillment decides whether it is still cancellable."""
+
+    event_type: Literal["order.cancel-forwarded"] = "order.cancel-forwarded"
+
+
+class OrderCancelAccepted(CancelFact):
+    """Fulfillment took these shipment lines out of their pipelines; allocation releases them."""
+
+    event_type: Literal["order.cancel-accepted"] = "order.cancel-accepted"
+    release: list[Shipment]
+    whole: bool
+
+
+class OrderCancelRefused(CancelFact):
+    event_type: Literal["order.cancel-refused"] = "order.cancel-refused"
+    reasons: list[Reason]
+
+
+class OrderCancelled(OrderFact):
+    event_type: Literal["order.cancelled"] = "order.cancelled"
+    request_id: str
+    reasons: list[Reason] = Field(default_factory=list)
+
+
+class OrderFulfillmentProgressed(OrderFact):
+    """Fulfillment: the order as a whole moved (first shipment in, all shipped, all delivered)."""
+
+    event_type: Literal["order.fulfillment-progressed"] = "order.fulfillment-progressed"
+    status: Literal["in_fulfillment", "shipped", "delivered"]
+    shipments: list[Shipment]
+    eta: datetime | None = None
+
+
+class ShipmentShipped(OrderFact):
+    """The parcel left the location: its reserved units leave the stock."""
+
+    event_type: Literal["shipment.shipped"] = "shipment.shipped"
+    shipment_id: str
+    location_id: str
+    lines: list[ShipmentLine]
+
+
+class ShipmentFailed(OrderFact):
+    """The location cannot fulfil the shipment: write the units off there and source them again."""
+
+    event_type: Literal["shipment.failed"] = "shipment.failed"
+    shipment_id: str
+    location_id: str
+    lines: list[ShipmentLine]
+    reason: str
+
+
 LifecycleFact = Annotated[
-    OrderReceived | OrderValidated | OrderRejected | OrderHeld | OrderAllocated | OrderBackordered,
+    OrderReceived
+    | OrderValidated
+    | OrderRejected
+    | OrderHeld
+    | OrderAllocated
+    | OrderBackordered
+    | OrderCancelRequested
+    | OrderCancelForwarded
+    | OrderCancelAccepted
+    | OrderCancelRefused
+    | OrderCancelled
+    | OrderFulfillmentProgressed
+    | ShipmentShipped
+    | ShipmentFailed,
     Field(discriminator="event_type"),
 ]

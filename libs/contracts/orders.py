@@ -107,6 +107,10 @@ class Shipment(Contract):
     shipment_id: str = Field(description="Stable id of one parcel from one location")
     location_id: str
     lines: list[ShipmentLine]
+    pipeline: str | None = Field(default=None, description="Fulfillment pipeline, once in fulfillment")
+    stage: str | None = Field(default=None, description="Current pipeline stage, once in fulfillment")
+    carrier: str | None = None
+    tracking_number: str | None = None
 
 
 class OrderStatusChanged(Event):
@@ -148,6 +152,30 @@ class HoldDecision(Contract):
     decided_by: str = Field(min_length=1, max_length=200)
     reason: str = Field(default="", max_length=2000)
     decision_id: UUID | None = Field(default=None, description="Idempotency key; repeated ids change nothing")
+
+
+class CancelRequested(Contract):
+    """On `orders.cancel-requested.v1`: cancel a whole order (no ``lines``) or some of its lines.
+
+    Name the order by ``order_id`` or by ``channel`` + ``external_id``. Idempotent per ``request_id``.
+    """
+
+    request_id: str = Field(min_length=1, max_length=200)
+    order_id: UUID | None = None
+    channel: str | None = None
+    external_id: str | None = None
+    lines: list[ShipmentLine] | None = Field(default=None, description="Omit to cancel the whole order")
+    reason: str = Field(default="", max_length=2000)
+
+
+class CancellationOutcome(Event):
+    """On `orders.cancellations.v1` (key = order id): what became of a cancel request."""
+
+    event_type: Literal["order.cancellation-outcome"] = "order.cancellation-outcome"
+    request_id: str
+    order_id: UUID | None
+    outcome: Literal["accepted", "refused"]
+    reasons: list[Reason] = Field(default_factory=list)
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 ORDERS_SUBMITTED = "orders.submitted.v1"
 ORDERS_REFUSED = "orders.refused.v1"
 ORDERS_CANCEL_REQUESTED = "orders.cancel-requested.v1"
+ORDERS_CANCELLATIONS = "orders.cancellations.v1"
 ORDERS_HOLD_DECISIONS = "orders.hold-decisions.v1"
 ORDERS_STATUS = "orders.status.v1"
 ORDERS_LIFECYCLE = "orders.lifecycle.v1"
@@ -18,6 +19,8 @@ INVENTORY_LOCATIONS = "inventory.locations.v1"
 INVENTORY_ADJUSTMENTS = "inventory.adjustments.v1"
 FULFILLMENT_UPDATES = "fulfillment.updates.v1"
 FULFILLMENT_STAGE_CHANGES = "fulfillment.stage-changes.v1"
+NOTIFICATION_SUBSCRIPTIONS = "notification.subscriptions.v1"
+NOTIFICATION_REDELIVERIES = "notification.redeliveries.v1"
 
 SERVICES = ("intake", "validation", "allocation", "fulfillment", "notification")
 
@@ -39,6 +42,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ORDERS_SUBMITTED, 8, "<channel>:<external_id>", True),
     TopicSpec(ORDERS_REFUSED, 4, "<channel>:<external_id>", True),
     TopicSpec(ORDERS_CANCEL_REQUESTED, 4, "order id or <channel>:<external_id>", True),
+    TopicSpec(ORDERS_CANCELLATIONS, 4, "order id", True),
     TopicSpec(ORDERS_HOLD_DECISIONS, 4, "order id", True),
     TopicSpec(ORDERS_STATUS, 8, "order id", True),
     TopicSpec(ORDERS_LIFECYCLE, 8, "order id", False),
@@ -47,5 +51,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(INVENTORY_ADJUSTMENTS, 8, "sku", True),
     TopicSpec(FULFILLMENT_UPDATES, 8, "shipment id", True),
     TopicSpec(FULFILLMENT_STAGE_CHANGES, 8, "order id", True),
+    TopicSpec(NOTIFICATION_SUBSCRIPTIONS, 1, "subscription id", False),
+    TopicSpec(NOTIFICATION_REDELIVERIES, 1, "delivery id", False),
     *(TopicSpec(dead_letter_topic(s), 1, "source key", False, 720) for s in SERVICES),
 )

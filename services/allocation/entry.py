@@ -7,15 +7,40 @@ from pydantic import TypeAdapter
 
 from libs.contracts import topics
 from libs.contracts.inventory import LocationUpdated, StockAdjusted
-from libs.contracts.lifecycle import OrderValidated
+from libs.contracts.lifecycle import (
+    LifecycleFact,
+    OrderCancelAccepted,
+    OrderCancelRequested,
+    OrderValidated,
+    ShipmentFailed,
+    ShipmentShipped,
+)
 from libs.platform.messaging import Incoming, Outgoing, parse
 from libs.platform.service import Runtime, Subscription
-from services.allocation.adapters.ledger import PgStockLedger
-from services.allocation.app.use_cases import adjust_stock, allocate_order, rules_from, update_location
+from services.allocation.adapters.ledger import PgOrderReservations, PgStockLedger
+from services.allocation.app.use_cases import (
+    adjust_stock,
+    allocate_order,
+    fail_shipment,
+    release_cancelled,
+    request_cancel,
+    rules_from,
+    ship_shipment,
+    update_location,
+)
 
 LOCATION = TypeAdapter(LocationUpdated)
 ADJUSTMENT = TypeAdapter(StockAdjusted)
-VALIDATED = TypeAdapter(OrderValidated)
+FACT: TypeAdapter[LifecycleFact] = TypeAdapter(LifecycleFact)
+ORDER_FACTS = frozenset(
+    {
+        "order.validated",
+        "order.cancel-requested",
+        "order.cancel-accepted",
+        "shipment.shipped",
+        "shipment.failed",
+    }
+)
 
 
 def subscriptions(runtime: Runtime) -> list[Subscription]:
@@ -28,16 +53,25 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
     async def on_stock_adjusted(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
         return await adjust_stock(PgStockLedger(conn), parse(ADJUSTMENT, record), rules, lifecycle)
 
-    async def on_order_validated(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        validated = parse(VALIDATED, record)
-        return await allocate_order(
-            PgStockLedger(conn), validated.order_id, validated.order, rules, lifecycle
-        )
+    async def on_order_fact(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
+        """One subscription for every fact allocation needs, so an order's facts keep their order."""
+        fact = parse(FACT, record)
+        ledger = PgOrderReservations(conn)
+        match fact:
+            case OrderValidated():
+                return await allocate_order(ledger, fact.order_id, fact.order, rules, lifecycle)
+            case OrderCancelRequested():
+                return await request_cancel(ledger, fact, lifecycle)
+            case OrderCancelAccepted():
+                return await release_cancelled(ledger, fact, lifecycle)
+            case ShipmentShipped():
+                return await ship_shipment(ledger, fact)
+            case ShipmentFailed():
+                return await fail_shipment(ledger, fact, rules, lifecycle)
+        return []
 
     return [
         Subscription("location_updated", (topics.INVENTORY_LOCATIONS,), on_location_updated),
         Subscription("stock_adjusted", (topics.INVENTORY_ADJUSTMENTS,), on_stock_adjusted),
-        Subscription(
-            "order_validated", (topics.ORDERS_LIFECYCLE,), on_order_validated, frozenset({"order.validated"})
-        ),
+        Subscription("order_fact", (topics.ORDERS_LIFECYCLE,), on_order_fact, ORDER_FACTS),
     ]

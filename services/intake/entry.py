@@ -7,13 +7,20 @@ from pydantic import TypeAdapter
 
 from libs.contracts import topics
 from libs.contracts.lifecycle import LifecycleFact
-from libs.contracts.orders import OrderDetails, OrderSubmitted
+from libs.contracts.orders import CancelRequested, OrderDetails, OrderSubmitted
 from libs.platform.messaging import Incoming, Outgoing, parse
 from libs.platform.service import Runtime, Subscription
 from services.intake.adapters.order_book import PgOrderBook
-from services.intake.app.use_cases import STATUS_FACTS, Topics, publish_status, record_submission
+from services.intake.app.use_cases import (
+    STATUS_FACTS,
+    Topics,
+    publish_status,
+    record_submission,
+    request_cancel,
+)
 
 SUBMITTED = TypeAdapter(OrderSubmitted)
+CANCEL = TypeAdapter(CancelRequested)
 FACT: TypeAdapter[LifecycleFact] = TypeAdapter(LifecycleFact)
 
 
@@ -22,6 +29,7 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
         status=runtime.topic(topics.ORDERS_STATUS),
         refused=runtime.topic(topics.ORDERS_REFUSED),
         lifecycle=runtime.topic(topics.ORDERS_LIFECYCLE),
+        cancellations=runtime.topic(topics.ORDERS_CANCELLATIONS),
     )
 
     async def on_order_submitted(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
@@ -32,7 +40,11 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
     async def on_order_fact(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
         return await publish_status(PgOrderBook(conn), parse(FACT, record), t)
 
+    async def on_cancel_requested(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
+        return await request_cancel(PgOrderBook(conn), parse(CANCEL, record), t)
+
     return [
+        Subscription("cancel_requested", (topics.ORDERS_CANCEL_REQUESTED,), on_cancel_requested),
         Subscription("order_submitted", (topics.ORDERS_SUBMITTED,), on_order_submitted),
         Subscription("order_fact", (topics.ORDERS_LIFECYCLE,), on_order_fact, STATUS_FACTS),
     ]

@@ -19,7 +19,7 @@ from libs.platform.settings import BatonSettings
 from tests.support.fleet import Fleet
 from tests.support.infra import Infra, fresh_name, service_env
 from tests.support.kafka_io import Publisher, TopicWatcher, latest_status
-from tests.support.orders import adjustment, location, product
+from tests.support.orders import adjustment, location, product, stage_update
 
 SERVICES_TO_RUN = [
     ("intake", "intake"),
@@ -38,6 +38,8 @@ class LiveFleet:
     status: TopicWatcher
     refused: TopicWatcher
     dead_letters: TopicWatcher
+    stages: TopicWatcher
+    cancellations: TopicWatcher
     dsn: str
     prefix: str
 
@@ -48,13 +50,42 @@ class LiveFleet:
         return str(order["external_id"])
 
     async def wait_status(self, external_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
-        await self.status.wait_for(
-            lambda rs: latest_status(rs, external_id) == status, timeout, f"{external_id} to become {status}"
-        )
+        """Wait until the order has reached ``status`` (it may have moved on since); returns that event."""
+
+        def reached(records: list[dict[str, Any]]) -> bool:
+            return any(r.get("external_id") == external_id and r.get("status") == status for r in records)
+
+        await self.status.wait_for(reached, timeout, f"{external_id} to become {status}")
         return max(
-            (r for r in self.status.records if r.get("external_id") == external_id),
+            (r for r in self.status.records if r.get("external_id") == external_id and r["status"] == status),
             key=lambda r: r["version"],
         )
+
+    async def move(self, shipment_id: str, stage: str, **kwargs: Any) -> None:
+        await self.publisher.send(
+            topics.FULFILLMENT_UPDATES, shipment_id, stage_update(shipment_id, stage, **kwargs)
+        )
+
+    async def cancel(
+        self, order_id: str, request_id: str, lines: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"request_id": request_id, "order_id": order_id, "reason": "customer asked"}
+        if lines is not None:
+            body["lines"] = lines
+        await self.publisher.send(topics.ORDERS_CANCEL_REQUESTED, order_id, body)
+        await self.cancellations.wait_for(
+            lambda rs: any(r.get("request_id") == request_id for r in rs),
+            60,
+            f"the outcome of cancel request {request_id}",
+        )
+        return next(r for r in self.cancellations.records if r.get("request_id") == request_id)
+
+    def stage_events(self, order_id: str) -> list[tuple[str, str | None, str | None, str]]:
+        return [
+            (r["pipeline"], r["left_stage"], r["entered_stage"], r["change"])
+            for r in self.stages.records
+            if r.get("order_id") == order_id
+        ]
 
     def history(self, external_id: str) -> list[dict[str, Any]]:
         return sorted(
@@ -132,7 +163,13 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     fleet = Fleet(service_env(infra, prefix, database), log_dir)
     watchers = [
         TopicWatcher(infra.bootstrap_servers, settings.topic(t))
-        for t in (topics.ORDERS_STATUS, topics.ORDERS_REFUSED, topics.dead_letter_topic("intake"))
+        for t in (
+            topics.ORDERS_STATUS,
+            topics.ORDERS_REFUSED,
+            topics.dead_letter_topic("intake"),
+            topics.FULFILLMENT_STAGE_CHANGES,
+            topics.ORDERS_CANCELLATIONS,
+        )
     ]
     publisher = Publisher(infra.bootstrap_servers, prefix)
     try:

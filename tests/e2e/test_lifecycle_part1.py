@@ -34,12 +34,12 @@ async def test_a_valid_order_is_received_validated_and_allocated_with_its_shipme
 
     allocated = await live.wait_status(external_id, "allocated")
 
-    assert [(e["version"], e["status"]) for e in live.history(external_id)] == [
+    assert [(e["version"], e["status"]) for e in live.history(external_id)][:3] == [
         (1, "received"),
         (2, "validated"),
         (3, "allocated"),
     ]
-    assert allocated["shipments"] == [
+    assert [{k: s[k] for k in ("shipment_id", "location_id", "lines")} for s in allocated["shipments"]] == [
         {
             "shipment_id": allocated["shipments"][0]["shipment_id"],
             "location_id": wh,
@@ -163,7 +163,8 @@ async def test_a_channel_retry_makes_one_order_and_a_conflicting_payload_is_refu
     await live.submit(order(lines=[(item, 1, "10.00")], external_id=f"{external_id}-next"))
     await live.wait_status(f"{external_id}-next", "allocated")  # everything before it has been consumed
     history = live.history(external_id)
-    assert [e["status"] for e in history] == ["received", "validated", "allocated"]
+    assert [e["status"] for e in history][:3] == ["received", "validated", "allocated"]
+    assert [e["status"] for e in history].count("received") == 1
     assert len({e["order_id"] for e in history}) == 1
     assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 2
 
@@ -266,20 +267,14 @@ async def test_two_allocation_processes_racing_for_ten_units_allocate_exactly_te
     )
     ids = [o["external_id"] for o in orders]
 
-    def settled(status_set: set[str]) -> bool:
-        latest = {i: None for i in ids}
-        for r in live.status.records:
-            if r.get("external_id") in latest and r["status"] in status_set:
-                latest[r["external_id"]] = r["status"]
-        return all(latest.values())
+    def reached(external_id: str) -> set[str]:
+        return {r["status"] for r in live.status.records if r.get("external_id") == external_id}
 
-    await live.status.wait_for(lambda _: settled({"allocated", "backordered"}), 120, "50 orders to settle")
-    final = {
-        i: max((r for r in live.status.records if r.get("external_id") == i), key=lambda r: r["version"])
-        for i in ids
-    }
-    assert sum(1 for r in final.values() if r["status"] == "allocated") == 10
-    assert sum(1 for r in final.values() if r["status"] == "backordered") == 40
+    await live.status.wait_for(
+        lambda _: all(reached(i) & {"allocated", "backordered"} for i in ids), 120, "50 orders to settle"
+    )
+    assert sum(1 for i in ids if "allocated" in reached(i) and "backordered" not in reached(i)) == 10
+    assert sum(1 for i in ids if "backordered" in reached(i) and "allocated" not in reached(i)) == 40
     assert await live.fetchval("SELECT on_hand - reserved FROM allocation.stock WHERE sku = $1", item) == 0
 
     await live.publisher.send(

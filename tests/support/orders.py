@@ -98,3 +98,23 @@ def adjustment(
     if on_hand is not None:
         body["on_hand"] = on_hand
     return body
+
+
+def stage_update(
+    shipment_id: str,
+    stage: str,
+    *,
+    update_id: str | None = None,
+    carrier: str | None = None,
+    tracking_number: str | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "shipment_id": shipment_id,
+        "update_id": update_id or f"{shipment_id}:{stage}",
+        "stage": stage,
+        "occurred_at": "2026-11-27T12:00:00Z",
+        "carrier": carrier,
+        "tracking_number": tracking_number,
+        "note": note,
+    }

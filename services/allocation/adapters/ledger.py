@@ -164,3 +164,106 @@ class PgStockLedger:
             skus,
         )
         return [WaitingOrder(**dict(r)) for r in rows]
+
+
+@dataclass(frozen=True)
+class AllocationState:
+    status: str
+    order_details: str
+    generation: int
+    pending_lines: str | None
+
+
+@dataclass(frozen=True)
+class ReservedLine:
+    shipment_id: str
+    location_id: str
+    sku: str
+    quantity: int
+    status: str
+
+
+class PgOrderReservations(PgStockLedger):
+    """The order-level half of the ledger: an order's allocation state and its reservations."""
+
+    async def lock_allocation(self, order_id: UUID) -> AllocationState | None:
+        row = await self._conn.fetchrow(
+            "SELECT status, order_details::text AS order_details, generation, pending_lines::text AS pending_lines"
+            " FROM allocations WHERE order_id = $1 FOR UPDATE",
+            order_id,
+        )
+        return AllocationState(**dict(row)) if row else None
+
+    async def tombstone(self, order_id: UUID) -> None:
+        """A cancelled order allocation never saw: a late `validated` must not allocate it."""
+        await self._conn.execute(
+            "INSERT INTO allocations (order_id, status, order_details, skus) VALUES ($1, 'cancelled', '{}', '{}')"
+            " ON CONFLICT (order_id) DO UPDATE SET status = 'cancelled', updated_at = now()",
+            order_id,
+        )
+
+    async def set_status(
+        self, order_id: UUID, status: str, generation: int, pending_lines: str | None
+    ) -> None:
+        await self._conn.execute(
+            "UPDATE allocations SET status = $2, generation = $3, pending_lines = $4::jsonb, updated_at = now(),"
+            " backordered_at = CASE WHEN $2 = 'backordered' THEN now() ELSE backordered_at END WHERE order_id = $1",
+            order_id,
+            status,
+            generation,
+            pending_lines,
+        )
+
+    async def reservations(self, order_id: UUID) -> list[ReservedLine]:
+        rows = await self._conn.fetch(
+            "SELECT shipment_id, location_id, sku, quantity, status FROM reservations WHERE order_id = $1"
+            " ORDER BY shipment_id, sku",
+            order_id,
+        )
+        return [ReservedLine(**dict(r)) for r in rows]
+
+    async def settle(self, shipment_id: str, outcome: str) -> list[ReservedLine]:
+        """The units reserved for a shipment leave the stock: `shipped`, or written off as `failed`."""
+        column = {"shipped": "shipped", "failed": "written_off"}[outcome]
+        rows = await self._conn.fetch(
+            "UPDATE reservations SET status = $2 WHERE shipment_id = $1 AND status = 'reserved'"
+            " RETURNING shipment_id, location_id, sku, quantity, status",
+            shipment_id,
+            outcome,
+        )
+        for r in sorted(rows, key=lambda r: (r["sku"], r["location_id"])):
+            await self._conn.execute(
+                f"UPDATE stock SET on_hand = on_hand - $3, reserved = reserved - $3, {column} = {column} + $3"
+                " WHERE sku = $1 AND location_id = $2",
+                r["sku"],
+                r["location_id"],
+                r["quantity"],
+            )
+        return [ReservedLine(**dict(r)) for r in rows]
+
+    async def release(self, shipment_id: str, sku: str, quantity: int) -> int:
+        """Give back up to ``quantity`` reserved units of a shipment line; returns how many were released."""
+        row = await self._conn.fetchrow(
+            "SELECT location_id, quantity FROM reservations WHERE shipment_id = $1 AND sku = $2 AND status = 'reserved'"
+            " FOR UPDATE",
+            shipment_id,
+            sku,
+        )
+        if row is None:
+            return 0
+        units: int = min(quantity, row["quantity"])
+        left = row["quantity"] - units
+        await self._conn.execute(
+            "UPDATE reservations SET quantity = CASE WHEN $3 > 0 THEN $3 ELSE quantity END,"
+            " status = CASE WHEN $3 > 0 THEN status ELSE 'released' END WHERE shipment_id = $1 AND sku = $2",
+            shipment_id,
+            sku,
+            left,
+        )
+        await self._conn.execute(
+            "UPDATE stock SET reserved = reserved - $3 WHERE sku = $1 AND location_id = $2",
+            sku,
+            row["location_id"],
+            units,
+        )
+        return units

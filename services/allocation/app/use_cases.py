@@ -7,10 +7,22 @@ from decimal import Decimal
 from uuid import UUID
 
 from libs.contracts.inventory import LocationUpdated, StockAdjusted
-from libs.contracts.lifecycle import OrderAllocated, OrderBackordered
+import orjson
+
+from libs.contracts.lifecycle import (
+    OrderAllocated,
+    OrderBackordered,
+    OrderCancelAccepted,
+    OrderCancelForwarded,
+    OrderCancelled,
+    OrderCancelRefused,
+    OrderCancelRequested,
+    ShipmentFailed,
+    ShipmentShipped,
+)
 from libs.contracts.orders import OrderDetails, Reason, Shipment, ShipmentLine, ShippingMethod
 from libs.platform.messaging import Outgoing, Rejected
-from services.allocation.adapters.ledger import PgStockLedger
+from services.allocation.adapters.ledger import PgOrderReservations, PgStockLedger
 from services.allocation.domain import sourcing
 from services.allocation.domain.sourcing import Plan, Rules, Shortage
 
@@ -20,10 +32,11 @@ def shipment_id(order_id: UUID, generation: int, location_id: str) -> str:
     return str(uuid.uuid5(order_id, f"{generation}/{location_id}"))
 
 
-def request_for(order: OrderDetails) -> sourcing.Request:
+def request_for(order: OrderDetails, lines: list[tuple[str, int]] | None = None) -> sourcing.Request:
+    """What to source: the whole order, or only ``lines`` (after a failed shipment)."""
     address = order.shipping_address
     return sourcing.Request(
-        lines=tuple((line.sku, line.quantity) for line in order.lines),
+        lines=tuple(lines) if lines is not None else tuple((line.sku, line.quantity) for line in order.lines),
         destination=sourcing.Destination(address.country, address.lat, address.lon),
         express=order.shipping_method is ShippingMethod.EXPRESS,
     )
@@ -44,12 +57,19 @@ async def update_location(ledger: PgStockLedger, update: LocationUpdated) -> lis
 
 
 async def _try_allocate(
-    ledger: PgStockLedger, order_id: UUID, order: OrderDetails, rules: Rules, generation: int
+    ledger: PgStockLedger,
+    order_id: UUID,
+    order: OrderDetails,
+    rules: Rules,
+    generation: int,
+    lines: list[tuple[str, int]] | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> Plan | Shortage:
-    request = request_for(order)
+    request = request_for(order, lines)
     stock = await ledger.lock_stock(sorted(request.quantities()))
     available = {(row.sku, row.location_id): row.on_hand - row.reserved for row in stock}
-    outcome = sourcing.plan_shipments(request, await ledger.locations(), available, rules)
+    locations = [loc for loc in await ledger.locations() if loc.location_id not in exclude]
+    outcome = sourcing.plan_shipments(request, locations, available, rules)
     if isinstance(outcome, Plan):
         await ledger.reserve(
             order_id, [(shipment_id(order_id, generation, s.location_id), s) for s in outcome.shipments]
@@ -120,27 +140,143 @@ async def allocate_waiting(
     ledger: PgStockLedger, skus: list[str], rules: Rules, lifecycle_topic: str
 ) -> list[Outgoing]:
     """Give freed or new stock to backorders, oldest first; one that still cannot ship keeps waiting."""
+    reservations = PgOrderReservations(ledger._conn)
     out: list[Outgoing] = []
     for waiting in await ledger.lock_waiting(skus):
         order = OrderDetails.model_validate_json(waiting.order_details)
+        state = await reservations.lock_allocation(waiting.order_id)
+        pending = _pending(state.pending_lines if state else None)
         generation = waiting.generation + 1
-        outcome = await _try_allocate(ledger, waiting.order_id, order, rules, generation)
+        outcome = await _try_allocate(ledger, waiting.order_id, order, rules, generation, pending)
         if isinstance(outcome, Plan):
-            await ledger.save_allocation(
-                waiting.order_id,
-                "allocated",
-                waiting.order_details,
-                sorted({line.sku for line in order.lines}),
-                generation,
-            )
-            out.append(
-                Outgoing.event(
-                    lifecycle_topic,
-                    str(waiting.order_id),
-                    _allocated(waiting.order_id, order, outcome, generation),
-                )
-            )
+            await reservations.set_status(waiting.order_id, "allocated", generation, None)
+            out.append(await _current_allocation(reservations, waiting.order_id, order, lifecycle_topic))
     return out
+
+
+def _pending(raw: str | None) -> list[tuple[str, int]] | None:
+    return [(sku, int(q)) for sku, q in orjson.loads(raw)] if raw else None
+
+
+async def _current_allocation(
+    reservations: PgOrderReservations,
+    order_id: UUID,
+    order: OrderDetails,
+    topic: str,
+    cancel_request_id: str | None = None,
+) -> Outgoing:
+    """`order.allocated` with every shipment the order still has (reserved or already shipped)."""
+    by_shipment: dict[str, Shipment] = {}
+    for r in await reservations.reservations(order_id):
+        if r.status not in ("reserved", "shipped"):
+            continue
+        shipment = by_shipment.setdefault(
+            r.shipment_id, Shipment(shipment_id=r.shipment_id, location_id=r.location_id, lines=[])
+        )
+        shipment.lines.append(ShipmentLine(sku=r.sku, quantity=r.quantity))
+    fact = OrderAllocated(
+        order_id=order_id,
+        order=order,
+        shipments=list(by_shipment.values()),
+        cancel_request_id=cancel_request_id,
+    )
+    return Outgoing.event(topic, str(order_id), fact)
+
+
+async def ship_shipment(reservations: PgOrderReservations, fact: ShipmentShipped) -> list[Outgoing]:
+    """Shipped units leave the stock: on hand and reserved both go down, `shipped` goes up."""
+    await reservations.settle(fact.shipment_id, "shipped")
+    return []
+
+
+async def fail_shipment(
+    reservations: PgOrderReservations, fact: ShipmentFailed, rules: Rules, topic: str
+) -> list[Outgoing]:
+    """Write the units off at the failing location and source them again elsewhere, or backorder them."""
+    state = await reservations.lock_allocation(fact.order_id)
+    if state is None or state.status == "cancelled":
+        return []
+    written_off = await reservations.settle(fact.shipment_id, "failed")
+    if not written_off:
+        return []
+    order = OrderDetails.model_validate_json(state.order_details)
+    lines = [(r.sku, r.quantity) for r in written_off]
+    generation = state.generation + 1
+    outcome = await _try_allocate(
+        reservations, fact.order_id, order, rules, generation, lines, exclude=frozenset({fact.location_id})
+    )
+    if isinstance(outcome, Shortage):
+        await reservations.set_status(fact.order_id, "backordered", generation, orjson.dumps(lines).decode())
+        reasons = [Reason(code=m.code, message=m.message, sku=m.sku) for m in outcome.missing]
+        return [
+            Outgoing.event(
+                topic, str(fact.order_id), OrderBackordered(order_id=fact.order_id, reasons=reasons)
+            )
+        ]
+    await reservations.set_status(fact.order_id, "allocated", generation, None)
+    return [await _current_allocation(reservations, fact.order_id, order, topic)]
+
+
+async def request_cancel(
+    reservations: PgOrderReservations, fact: OrderCancelRequested, topic: str
+) -> list[Outgoing]:
+    """Cancel at once what holds no stock; send the rest to fulfillment, which knows what has shipped."""
+    key = str(fact.order_id)
+    state = await reservations.lock_allocation(fact.order_id)
+
+    def refused(code: str, message: str) -> list[Outgoing]:
+        refusal = OrderCancelRefused(
+            order_id=fact.order_id,
+            request_id=fact.request_id,
+            lines=fact.lines,
+            reason=fact.reason,
+            reasons=[Reason(code=code, message=message)],
+        )
+        return [Outgoing.event(topic, key, refusal)]
+
+    if state is not None and state.status == "cancelled":
+        return refused("already_cancelled", "the order is already cancelled")
+    held = state is not None and any(
+        r.status in ("reserved", "shipped") for r in await reservations.reservations(fact.order_id)
+    )
+    if not held:
+        if fact.lines is not None:
+            return refused(
+                "partial_cancel_before_allocation",
+                "lines can be cancelled once the order is allocated; cancel the whole order instead",
+            )
+        if state is None:
+            await reservations.tombstone(fact.order_id)
+        else:
+            await reservations.set_status(fact.order_id, "cancelled", state.generation, None)
+        return [
+            Outgoing.event(topic, key, OrderCancelled(order_id=fact.order_id, request_id=fact.request_id))
+        ]
+    forwarded = OrderCancelForwarded(
+        order_id=fact.order_id, request_id=fact.request_id, lines=fact.lines, reason=fact.reason
+    )
+    return [Outgoing.event(topic, key, forwarded)]
+
+
+async def release_cancelled(
+    reservations: PgOrderReservations, fact: OrderCancelAccepted, topic: str
+) -> list[Outgoing]:
+    """Release exactly the reserved units fulfillment took out of its pipelines."""
+    state = await reservations.lock_allocation(fact.order_id)
+    if state is None or state.status == "cancelled":
+        return []
+    for shipment in fact.release:
+        for line in shipment.lines:
+            await reservations.release(shipment.shipment_id, line.sku, line.quantity)
+    still_held = [
+        r for r in await reservations.reservations(fact.order_id) if r.status in ("reserved", "shipped")
+    ]
+    if fact.whole or not still_held:
+        await reservations.set_status(fact.order_id, "cancelled", state.generation, None)
+        cancelled = OrderCancelled(order_id=fact.order_id, request_id=fact.request_id)
+        return [Outgoing.event(topic, str(fact.order_id), cancelled)]
+    order = OrderDetails.model_validate_json(state.order_details)
+    return [await _current_allocation(reservations, fact.order_id, order, topic, fact.request_id)]
 
 
 def rules_from(max_shipments: int, cost_per_km: str) -> Rules:

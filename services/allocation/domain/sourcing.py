@@ -13,13 +13,13 @@ In words, in order of precedence:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import combinations
 
-EARTH_RADIUS_KM = 6371.0
+from libs.geo import distance_km
+
 MAX_CANDIDATES = 16  # bounds the combinations examined per order size
 
 
@@ -86,14 +86,6 @@ class Shortage:
 
 
 Availability = Mapping[tuple[str, str], int]  # (sku, location_id) -> units free to reserve
-
-
-def distance_km(a_lat: float, a_lon: float, b_lat: float, b_lon: float) -> float:
-    """Great-circle distance (haversine)."""
-    p1, p2 = math.radians(a_lat), math.radians(b_lat)
-    dp, dl = p2 - p1, math.radians(b_lon - a_lon)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(h))
 
 
 def shipment_cost(location: Location, destination: Destination, rules: Rules) -> Decimal:

@@ -73,3 +73,20 @@ class PgOrderBook:
             event_json,
             occurred_at,
         )
+
+    async def record_cancel_request(self, request_id: str, order_id: UUID | None) -> bool:
+        """False when this request id was seen before."""
+        return bool(
+            await self._conn.fetchval(
+                "INSERT INTO cancel_requests (request_id, order_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
+                request_id,
+                order_id,
+            )
+        )
+
+    async def find_by_id(self, order_id: UUID) -> StoredOrder | None:
+        row = await self._conn.fetchrow(
+            "SELECT order_id, channel, external_id, fingerprint, status, version FROM orders WHERE order_id = $1",
+            order_id,
+        )
+        return StoredOrder(**dict(row)) if row else None

@@ -9,13 +9,19 @@ from libs.contracts import topics
 from libs.contracts.lifecycle import (
     OrderAllocated,
     OrderBackordered,
+    OrderCancelled,
+    OrderCancelRefused,
+    OrderCancelRequested,
     OrderFact,
+    OrderFulfillmentProgressed,
     OrderHeld,
     OrderReceived,
     OrderRejected,
     OrderValidated,
 )
 from libs.contracts.orders import (
+    CancellationOutcome,
+    CancelRequested,
     OrderDetails,
     OrderRefused,
     OrderStatus,
@@ -23,7 +29,7 @@ from libs.contracts.orders import (
     Reason,
     Shipment,
 )
-from libs.platform.messaging import Outgoing
+from libs.platform.messaging import Outgoing, Rejected
 from services.intake.adapters.order_book import PgOrderBook, StoredOrder
 from services.intake.domain.orders import (
     Status,
@@ -43,6 +49,7 @@ class Topics:
     status: str
     refused: str
     lifecycle: str
+    cancellations: str
 
 
 async def record_submission(book: PgOrderBook, order: OrderDetails, t: Topics) -> list[Outgoing]:
@@ -86,7 +93,8 @@ async def record_submission(book: PgOrderBook, order: OrderDetails, t: Topics) -
     ]
 
 
-def status_of(fact: OrderFact) -> tuple[Status, list[Reason], list[Shipment]]:
+def status_of(fact: OrderFact) -> tuple[Status, list[Reason], list[Shipment]] | None:
+    """The status a lifecycle fact gives the order, with its reasons and shipments (None: no change)."""
     match fact:
         case OrderValidated():
             return Status.VALIDATED, [], []
@@ -98,21 +106,49 @@ def status_of(fact: OrderFact) -> tuple[Status, list[Reason], list[Shipment]]:
             return Status.ALLOCATED, [], shipments
         case OrderBackordered(reasons=reasons):
             return Status.BACKORDERED, reasons, []
-    raise ValueError(f"no status follows from {fact.event_type}")
+        case OrderCancelled(reasons=reasons):
+            return Status.CANCELLED, reasons, []
+        case OrderFulfillmentProgressed(status=status, shipments=shipments):
+            return Status(status), [], shipments
+    return None
+
+
+def _outcome(t: Topics, order_id: object, request_id: str, outcome: str, reasons: list[Reason]) -> Outgoing:
+    event = CancellationOutcome(
+        request_id=request_id,
+        order_id=order_id,
+        outcome=outcome,  # type: ignore[arg-type]
+        reasons=reasons,
+    )
+    return Outgoing.event(t.cancellations, str(order_id), event)
 
 
 async def publish_status(book: PgOrderBook, fact: OrderFact, t: Topics) -> list[Outgoing]:
-    """Give the order its next version if the state machine allows the move; else drop the fact."""
+    """Give the order its next version if the state machine allows the move; else drop the fact.
+
+    Cancellation outcomes are published here too: a cancel is accepted when the order becomes
+    `cancelled` (whole) or gets its reduced allocation (partial), refused when a service refused it.
+    """
+    if isinstance(fact, OrderCancelRefused):
+        return [_outcome(t, fact.order_id, fact.request_id, "refused", fact.reasons)]
     order = await book.lock(fact.order_id)
     if order is None:
         raise LookupError(f"unknown order {fact.order_id}")
-    proposed, reasons, shipments = status_of(fact)
+    change = status_of(fact)
+    if change is None:
+        return []
+    proposed, reasons, shipments = change
+    out: list[Outgoing] = []
+    if isinstance(fact, OrderCancelled):
+        out.append(_outcome(t, fact.order_id, fact.request_id, "accepted", []))
+    elif isinstance(fact, OrderAllocated) and fact.cancel_request_id:
+        out.append(_outcome(t, fact.order_id, fact.cancel_request_id, "accepted", []))
     if decide_transition(Status(order.status), proposed) is Transition.REFUSE:
         log.warning(
             "status change refused by the state machine",
             extra={"order_id": str(order.order_id), "from": order.status, "to": proposed.value},
         )
-        return []
+        return out
     version = order.version + 1
     event = OrderStatusChanged(
         order_id=order.order_id,
@@ -122,16 +158,51 @@ async def publish_status(book: PgOrderBook, fact: OrderFact, t: Topics) -> list[
         version=version,
         reasons=reasons,
         shipments=shipments,
+        eta=fact.eta if isinstance(fact, OrderFulfillmentProgressed) else None,
         occurred_at=fact.occurred_at,
     )
     await book.record_status(
         order.order_id, version, proposed.value, event.model_dump_json(), event.occurred_at
     )
-    return [Outgoing.event(t.status, str(order.order_id), event)]
+    return [Outgoing.event(t.status, str(order.order_id), event), *out]
+
+
+async def request_cancel(book: PgOrderBook, request: CancelRequested, t: Topics) -> list[Outgoing]:
+    """Find the order, act once per request id, refuse what is clearly too late, forward the rest."""
+    if request.order_id is not None:
+        order = await book.find_by_id(request.order_id)
+    elif request.channel and request.external_id:
+        order = await book.find_by_channel(request.channel, request.external_id)
+    else:
+        raise Rejected("schema_violation", "name the order by order_id or by channel and external_id")
+    if not await book.record_cancel_request(request.request_id, order.order_id if order else None):
+        return []
+    if order is None:
+        reason = Reason(code="unknown_order", message="no such order")
+        return [_outcome(t, request.order_id or "", request.request_id, "refused", [reason])]
+    if order.status in (Status.SHIPPED, Status.DELIVERED):
+        reason = Reason(code="already_shipped", message=f"the order is {order.status}")
+        return [_outcome(t, order.order_id, request.request_id, "refused", [reason])]
+    if order.status in (Status.REJECTED, Status.CANCELLED):
+        reason = Reason(code="already_final", message=f"the order is {order.status}")
+        return [_outcome(t, order.order_id, request.request_id, "refused", [reason])]
+    fact = OrderCancelRequested(
+        order_id=order.order_id, request_id=request.request_id, lines=request.lines, reason=request.reason
+    )
+    return [Outgoing.event(t.lifecycle, str(order.order_id), fact)]
 
 
 STATUS_FACTS = frozenset(
-    {"order.validated", "order.rejected", "order.held", "order.allocated", "order.backordered"}
+    {
+        "order.validated",
+        "order.rejected",
+        "order.held",
+        "order.allocated",
+        "order.backordered",
+        "order.cancelled",
+        "order.cancel-refused",
+        "order.fulfillment-progressed",
+    }
 )
 
-__all__ = ["STATUS_FACTS", "Topics", "publish_status", "record_submission", "topics"]
+__all__ = ["STATUS_FACTS", "Topics", "publish_status", "record_submission", "request_cancel", "topics"]

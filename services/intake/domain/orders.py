@@ -63,12 +63,12 @@ NEXT: dict[Status, frozenset[Status]] = {
     Status.RECEIVED: frozenset({Status.VALIDATED, Status.REJECTED, Status.ON_HOLD, Status.CANCELLED}),
     Status.ON_HOLD: frozenset({Status.VALIDATED, Status.REJECTED, Status.CANCELLED}),
     Status.VALIDATED: frozenset({Status.ALLOCATED, Status.BACKORDERED, Status.CANCELLED}),
-    Status.BACKORDERED: frozenset({Status.ALLOCATED, Status.CANCELLED}),
+    Status.BACKORDERED: frozenset({Status.ALLOCATED, Status.IN_FULFILLMENT, Status.CANCELLED}),
     Status.ALLOCATED: frozenset(
         {Status.ALLOCATED, Status.BACKORDERED, Status.IN_FULFILLMENT, Status.CANCELLED}
     ),
     Status.IN_FULFILLMENT: frozenset(
-        {Status.IN_FULFILLMENT, Status.ALLOCATED, Status.SHIPPED, Status.CANCELLED}
+        {Status.IN_FULFILLMENT, Status.ALLOCATED, Status.BACKORDERED, Status.SHIPPED, Status.CANCELLED}
     ),
     Status.SHIPPED: frozenset({Status.DELIVERED}),
     Status.REJECTED: frozenset(),

@@ -1,0 +1,152 @@
+"""Fulfillment pipelines as a state machine over configured stages. Pure: no I/O.
+
+Rules in words:
+- A shipment goes to the first pipeline whose selection matches its shipping method, location kind
+  and channel; a missing selection key matches anything.
+- It enters the pipeline's first stage. Updates move it forward only; skipping stages is allowed,
+  going back (or staying) is refused with a reason. `failed` takes it out from any stage before
+  `ships_at`. The last stage ends the pipeline.
+- The order is `in_fulfillment` once any shipment is in a pipeline, `shipped` once all active
+  shipments reached `ships_at`, `delivered` once all reached the last stage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    hours: float
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    stages: tuple[Stage, ...]
+    ships_at: str
+    select: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def first(self) -> str:
+        return self.stages[0].name
+
+    @property
+    def last(self) -> str:
+        return self.stages[-1].name
+
+    def index(self, stage: str) -> int:
+        return [s.name for s in self.stages].index(stage)
+
+    def has(self, stage: str) -> bool:
+        return any(s.name == stage for s in self.stages)
+
+    def matches(self, facts: Mapping[str, str]) -> bool:
+        return all(facts.get(key) == value for key, value in self.select.items())
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    version: int
+    pipelines: tuple[Pipeline, ...]
+    transit_km_per_day: float = 600.0
+
+    def select(self, shipping_method: str, location_kind: str, channel: str) -> Pipeline:
+        facts = {"shipping_method": shipping_method, "location_kind": location_kind, "channel": channel}
+        for pipeline in self.pipelines:
+            if pipeline.matches(facts):
+                return pipeline
+        raise LookupError(f"no pipeline matches {facts}")
+
+    def get(self, name: str) -> Pipeline:
+        return next(p for p in self.pipelines if p.name == name)
+
+
+def parse_config(raw: Mapping[str, Any]) -> PipelineConfig:
+    """Build a config from its YAML form, refusing ones that could not work."""
+    pipelines = []
+    for p in raw["pipelines"]:
+        stages = tuple(Stage(s["name"], float(s.get("hours", 0))) for s in p["stages"])
+        names = [s.name for s in stages]
+        if len(stages) < 2 or len(set(names)) != len(names) or FAILED in names:
+            raise ValueError(
+                f"pipeline {p['name']}: needs two or more distinct stages, none named {FAILED!r}"
+            )
+        if p["ships_at"] not in names:
+            raise ValueError(f"pipeline {p['name']}: ships_at {p['ships_at']!r} is not one of its stages")
+        pipelines.append(Pipeline(p["name"], stages, p["ships_at"], dict(p.get("select") or {})))
+    if not pipelines or pipelines[-1].select:
+        raise ValueError(
+            "the last pipeline must select everything (an empty `select`) so no shipment is left out"
+        )
+    return PipelineConfig(int(raw["version"]), tuple(pipelines), float(raw.get("transit_km_per_day", 600)))
+
+
+class MoveKind(Enum):
+    MOVED = "moved"
+    LEFT = "left"  # reached the last stage
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Move:
+    kind: MoveKind
+    from_stage: str
+    to_stage: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: str
+    message: str
+
+
+def advance(pipeline: Pipeline, current: str, target: str, *, active: bool = True) -> Move | Refusal:
+    """Where an update takes a shipment, or why it cannot."""
+    if not active:
+        return Refusal("shipment_not_active", f"shipment already left the {pipeline.name} pipeline")
+    if target == FAILED:
+        if pipeline.index(current) >= pipeline.index(pipeline.ships_at):
+            return Refusal("already_shipped", f"cannot fail a shipment at {current!r}")
+        return Move(MoveKind.FAILED, current, FAILED)
+    if not pipeline.has(target):
+        return Refusal("unknown_stage", f"{target!r} is not a stage of the {pipeline.name} pipeline")
+    if pipeline.index(target) <= pipeline.index(current):
+        return Refusal("stage_backwards", f"{pipeline.name}: cannot go from {current!r} to {target!r}")
+    return Move(MoveKind.LEFT if target == pipeline.last else MoveKind.MOVED, current, target)
+
+
+@dataclass(frozen=True)
+class ShipmentState:
+    pipeline: Pipeline
+    stage: str
+    active: bool
+
+
+def order_progress(shipments: Sequence[ShipmentState]) -> str | None:
+    """The order's status from its active shipments (None: nothing in a pipeline)."""
+    active = [s for s in shipments if s.active or s.stage == s.pipeline.last]
+    if not active:
+        return None
+    if all(s.stage == s.pipeline.last for s in active):
+        return "delivered"
+    if all(s.pipeline.index(s.stage) >= s.pipeline.index(s.pipeline.ships_at) for s in active):
+        return "shipped"
+    return "in_fulfillment"
+
+
+def eta(
+    pipeline: Pipeline, stage: str, since: datetime, distance_km: float | None, km_per_day: float
+) -> datetime:
+    """Remaining hours of this and later stages, plus transit time for the distance."""
+    remaining = sum(s.hours for s in pipeline.stages[pipeline.index(stage) :])
+    transit_days = (distance_km or 0.0) / km_per_day
+    return since + timedelta(hours=remaining) + timedelta(days=math.ceil(transit_days * 4) / 4)

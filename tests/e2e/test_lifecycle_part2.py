@@ -1,0 +1,243 @@
+"""Order lifecycle part 2, end to end: pipelines, stage events, failures, cancellation."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from tests.e2e.conftest import LiveFleet
+from tests.support.orders import adjustment, location, order, product
+
+pytestmark = pytest.mark.e2e
+
+
+def sku(name: str) -> str:
+    return f"{name}-{secrets.token_hex(3)}"
+
+
+async def _allocated_order(live: LiveFleet, item: str, wh: str, qty: int = 1, **order_kwargs: object) -> dict:  # type: ignore[type-arg]
+    external_id = await live.submit(order(lines=[(item, qty, "10.00")], **order_kwargs))  # type: ignore[arg-type]
+    await live.wait_status(external_id, "in_fulfillment")
+    return max(live.history(external_id), key=lambda e: e["version"]) | {"external_id": external_id}
+
+
+async def test_a_standard_order_travels_every_stage_to_delivered_with_stage_events_in_order(
+    live: LiveFleet,
+) -> None:
+    item = sku("BOOK")
+    wh = f"wh-{item}"
+    await live.seed(
+        products=[product(item)],
+        locations=[location(wh, lat=52.4, lon=13.1)],
+        adjustments=[adjustment(f"i-{item}", item, wh, delta=5)],
+    )
+    status = await _allocated_order(live, item, wh)
+    order_id, external_id = status["order_id"], status["external_id"]
+    [shipment] = status["shipments"]
+    assert (shipment["pipeline"], shipment["stage"]) == ("standard", "new")
+    assert status["eta"] is not None
+
+    for stage in ("picking", "packed"):
+        await live.move(shipment["shipment_id"], stage)
+    await live.move(shipment["shipment_id"], "shipped", carrier="DHL", tracking_number="JD0001")
+    shipped = await live.wait_status(external_id, "shipped")
+    assert shipped["shipments"][0]["tracking_number"] == "JD0001"
+    await live.move(shipment["shipment_id"], "delivered")
+    await live.wait_status(external_id, "delivered")
+
+    assert [e["status"] for e in live.history(external_id)] == [
+        "received",
+        "validated",
+        "allocated",
+        "in_fulfillment",
+        "shipped",
+        "delivered",
+    ]
+    assert live.stage_events(order_id) == [
+        ("standard", None, "new", "entered"),
+        ("standard", "new", "picking", "moved"),
+        ("standard", "picking", "packed", "moved"),
+        ("standard", "packed", "shipped", "moved"),
+        ("standard", "shipped", "delivered", "moved"),
+        ("standard", "delivered", None, "left"),
+    ]
+    row = await live.fetchval(
+        "SELECT row(on_hand, reserved, shipped)::text FROM allocation.stock WHERE sku = $1", item
+    )
+    assert row == "(4,0,1)"
+
+
+async def test_pipelines_are_chosen_by_method_and_location_kind(live: LiveFleet) -> None:
+    a, b, c = sku("P1"), sku("P2"), sku("P3")
+    await live.seed(
+        products=[product(a), product(b), product(c)],
+        locations=[location(f"wh-{a}"), location(f"drop-{b}", kind="dropship")],
+        adjustments=[
+            adjustment(f"i-{a}", a, f"wh-{a}", delta=5),
+            adjustment(f"i-{b}", b, f"drop-{b}", delta=5),
+            adjustment(f"i-{c}", c, f"wh-{a}", delta=5),
+        ],
+    )
+    express = await _allocated_order(live, a, f"wh-{a}", method="express")
+    dropship = await _allocated_order(live, b, f"drop-{b}")
+    standard = await _allocated_order(live, c, f"wh-{a}")
+    assert [s["shipments"][0]["pipeline"] for s in (express, dropship, standard)] == [
+        "express",
+        "dropship",
+        "standard",
+    ]
+
+
+async def test_stages_move_forward_only_and_a_repeated_update_changes_nothing(live: LiveFleet) -> None:
+    item = sku("FWD")
+    await live.seed(
+        products=[product(item)],
+        locations=[location(f"wh-{item}")],
+        adjustments=[adjustment(f"i-{item}", item, f"wh-{item}", delta=5)],
+    )
+    status = await _allocated_order(live, item, f"wh-{item}")
+    shipment_id = status["shipments"][0]["shipment_id"]
+    await live.move(shipment_id, "packed")  # skipping `picking` is allowed
+    await live.move(shipment_id, "packed")  # same update id: no effect
+    await live.move(shipment_id, "picking", update_id=f"{shipment_id}:back")  # backwards: refused
+    await live.move(shipment_id, "shipped")
+    await live.wait_status(status["external_id"], "shipped")
+    assert [e[2] for e in live.stage_events(status["order_id"])] == ["new", "packed", "shipped"]
+    await live.dead_letters.wait_for(lambda _: True, 1, "")
+    refused = await live.wait_row(
+        "SELECT outcome FROM fulfillment.applied_updates WHERE update_id = $1", f"{shipment_id}:back"
+    )
+    assert refused == "stage_backwards"
+
+
+async def test_a_failed_shipment_is_written_off_and_resourced_from_another_location(live: LiveFleet) -> None:
+    item = sku("FRAG")
+    wh1, wh2 = f"wh1-{item}", f"wh2-{item}"
+    await live.seed(
+        products=[product(item)],
+        locations=[location(wh1, cost="1.00"), location(wh2, cost="2.00")],
+        adjustments=[
+            adjustment(f"i1-{item}", item, wh1, delta=3),
+            adjustment(f"i2-{item}", item, wh2, delta=3),
+        ],
+    )
+    status = await _allocated_order(live, item, wh1)
+    first = status["shipments"][0]
+    assert first["location_id"] == wh1
+    await live.move(first["shipment_id"], "failed", note="damaged")
+
+    await live.status.wait_for(
+        lambda rs: any(
+            r.get("order_id") == status["order_id"]
+            and r["status"] == "allocated"
+            and r["shipments"]
+            and r["shipments"][0]["location_id"] == wh2
+            for r in rs
+        ),
+        60,
+        "re-sourcing from the second warehouse",
+    )
+    await live.status.wait_for(
+        lambda _: [e["status"] for e in live.history(status["external_id"])][-3:]
+        == ["in_fulfillment", "allocated", "in_fulfillment"],
+        60,
+        "in_fulfillment -> allocated (re-sourced) -> in_fulfillment",
+    )
+    written_off = await live.fetchval(
+        "SELECT row(on_hand, reserved, written_off)::text FROM allocation.stock WHERE sku = $1 AND location_id = $2",
+        item,
+        wh1,
+    )
+    assert written_off == "(2,0,1)"
+    assert (
+        await live.fetchval(
+            "SELECT reserved FROM allocation.stock WHERE sku = $1 AND location_id = $2", item, wh2
+        )
+        == 1
+    )
+    assert ("standard", "new", None, "left") in live.stage_events(status["order_id"])
+
+
+async def test_cancelling_a_whole_order_before_shipping_releases_its_stock_for_the_next_order(
+    live: LiveFleet,
+) -> None:
+    item = sku("CXL")
+    wh = f"wh-{item}"
+    await live.seed(
+        products=[product(item)],
+        locations=[location(wh)],
+        adjustments=[adjustment(f"i-{item}", item, wh, delta=2)],
+    )
+    status = await _allocated_order(live, item, wh, qty=2)
+    outcome = await live.cancel(status["order_id"], f"cx-{item}")
+    assert outcome["outcome"] == "accepted"
+    await live.wait_status(status["external_id"], "cancelled")
+    assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 0
+    assert live.stage_events(status["order_id"])[-1] == ("standard", "new", None, "left")
+
+    again = await live.cancel(status["order_id"], f"cx-{item}")  # same request id: nothing new happens
+    assert again == outcome
+    follower = await _allocated_order(live, item, wh, qty=2)
+    assert follower["shipments"][0]["lines"] == [{"sku": item, "quantity": 2}]
+
+
+async def test_a_partial_cancel_releases_exactly_the_cancelled_lines(live: LiveFleet) -> None:
+    a, b = sku("PA"), sku("PB")
+    wh = f"wh-{a}"
+    await live.seed(
+        products=[product(a), product(b)],
+        locations=[location(wh)],
+        adjustments=[adjustment(f"i-{a}", a, wh, delta=5), adjustment(f"i-{b}", b, wh, delta=5)],
+    )
+    external_id = await live.submit(order(lines=[(a, 3, "10.00"), (b, 1, "10.00")]))
+    status = await live.wait_status(external_id, "in_fulfillment")
+    outcome = await live.cancel(
+        status["order_id"], f"px-{a}", lines=[{"sku": a, "quantity": 2}, {"sku": b, "quantity": 1}]
+    )
+    assert outcome["outcome"] == "accepted"
+    reduced = await live.status.wait_for(
+        lambda rs: any(
+            r.get("external_id") == external_id and r["status"] == "allocated" and r["version"] > 4
+            for r in rs
+        ),
+        60,
+        "the reduced allocation",
+    )
+    latest = [r for r in live.history(external_id) if r["status"] == "allocated"][-1]
+    assert latest["shipments"][0]["lines"] == [{"sku": a, "quantity": 1}]
+    assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", a) == 1
+    assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", b) == 0
+    del reduced
+
+
+async def test_cancelling_after_shipping_is_refused_with_already_shipped(live: LiveFleet) -> None:
+    item = sku("LATE")
+    wh = f"wh-{item}"
+    await live.seed(
+        products=[product(item)],
+        locations=[location(wh)],
+        adjustments=[adjustment(f"i-{item}", item, wh, delta=5)],
+    )
+    status = await _allocated_order(live, item, wh)
+    await live.move(status["shipments"][0]["shipment_id"], "shipped")
+    await live.wait_status(status["external_id"], "shipped")
+    outcome = await live.cancel(status["order_id"], f"late-{item}")
+    assert outcome["outcome"] == "refused"
+    assert [r["code"] for r in outcome["reasons"]] == ["already_shipped"]
+    assert live.history(status["external_id"])[-1]["status"] == "shipped"
+
+
+async def test_a_cancelled_backorder_is_never_allocated_later(live: LiveFleet) -> None:
+    item = sku("BACK")
+    wh = f"wh-{item}"
+    await live.seed(products=[product(item)], locations=[location(wh)])
+    external_id = await live.submit(order(lines=[(item, 1, "10.00")]))
+    status = await live.wait_status(external_id, "backordered")
+    assert (await live.cancel(status["order_id"], f"bx-{item}"))["outcome"] == "accepted"
+    await live.wait_status(external_id, "cancelled")
+    await live.seed(adjustments=[adjustment(f"late-{item}", item, wh, delta=5)])
+    follower = await live.submit(order(lines=[(item, 1, "10.00")]))
+    await live.wait_status(follower, "in_fulfillment")
+    assert [e["status"] for e in live.history(external_id)][-1] == "cancelled"
+    assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 1
