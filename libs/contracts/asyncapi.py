@@ -12,8 +12,8 @@ from pydantic import BaseModel
 
 from libs.contracts import topics
 from libs.contracts.catalog import ProductUpdated
-from libs.contracts.inventory import LocationUpdated, StockAdjusted
 from libs.contracts.fulfillment import FulfillmentUpdate, StageChanged
+from libs.contracts.inventory import LocationUpdated, StockAdjusted
 from libs.contracts.lifecycle import (
     OrderAllocated,
     OrderBackordered,

@@ -18,7 +18,7 @@ from libs.platform.kafka import apply_topics
 from libs.platform.settings import BatonSettings
 from tests.support.fleet import Fleet
 from tests.support.infra import Infra, fresh_name, service_env
-from tests.support.kafka_io import Publisher, TopicWatcher, latest_status
+from tests.support.kafka_io import Publisher, TopicWatcher
 from tests.support.orders import adjustment, location, product, stage_update
 
 SERVICES_TO_RUN = [

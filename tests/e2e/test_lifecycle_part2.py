@@ -139,8 +139,10 @@ async def test_a_failed_shipment_is_written_off_and_resourced_from_another_locat
         "re-sourcing from the second warehouse",
     )
     await live.status.wait_for(
-        lambda _: [e["status"] for e in live.history(status["external_id"])][-3:]
-        == ["in_fulfillment", "allocated", "in_fulfillment"],
+        lambda _: (
+            [e["status"] for e in live.history(status["external_id"])][-3:]
+            == ["in_fulfillment", "allocated", "in_fulfillment"]
+        ),
         60,
         "in_fulfillment -> allocated (re-sourced) -> in_fulfillment",
     )

@@ -6,9 +6,9 @@ import uuid
 from decimal import Decimal
 from uuid import UUID
 
-from libs.contracts.inventory import LocationUpdated, StockAdjusted
 import orjson
 
+from libs.contracts.inventory import LocationUpdated, StockAdjusted
 from libs.contracts.lifecycle import (
     OrderAllocated,
     OrderBackordered,

@@ -23,8 +23,8 @@ from libs.contracts.lifecycle import (
     ShipmentShipped,
 )
 from libs.contracts.orders import Reason, Shipment, ShipmentLine
-from libs.platform.messaging import Outgoing, Rejected
 from libs.geo import distance_km
+from libs.platform.messaging import Outgoing, Rejected
 from services.fulfillment.adapters.store import OrderRow, PgFulfillmentStore, ShipmentRow
 from services.fulfillment.domain.pipelines import (
     FAILED,
