@@ -27,6 +27,8 @@ stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker and P
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics Baton uses.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
+webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook subscriptions (changes travel through Kafka).")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def _settings() -> BatonSettings:
@@ -160,6 +162,125 @@ def wait_for_stop(fleet: Supervisor, until: threading.Event | None = None) -> No
         if dead := fleet.exited():
             typer.echo(f"service processes exited: {dead}; stopping the fleet", err=True)
             return
+
+
+def _publish(topic: str, key: str, body: dict[str, object]) -> None:
+    """Send one command to the fleet over Kafka (idempotent producer, acks=all)."""
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    settings = _settings()
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, acks="all"
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.topic(topic), orjson.dumps(body), key=key.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+@webhooks_app.command("add")
+def webhooks_add(
+    url: Annotated[str, typer.Option(help="where deliveries are POSTed")],
+    secret: Annotated[
+        str, typer.Option(help="signing secret, `whsec_<base64>` or any string of 8+ characters")
+    ],
+    events: Annotated[
+        str, typer.Option(help="comma-separated, e.g. order.shipped,stage.entered:packed or *")
+    ],
+    subscription_id: Annotated[str | None, typer.Option(help="defaults to a new id")] = None,
+) -> None:
+    """Subscribe an endpoint to order statuses and stage events."""
+    import uuid
+
+    from libs.contracts.topics import NOTIFICATION_SUBSCRIPTIONS
+
+    sid = subscription_id or f"sub_{uuid.uuid4().hex[:12]}"
+    _publish(
+        NOTIFICATION_SUBSCRIPTIONS,
+        sid,
+        {
+            "action": "add",
+            "subscription_id": sid,
+            "url": url,
+            "secret": secret,
+            "events": [e.strip() for e in events.split(",") if e.strip()],
+        },
+    )
+    typer.echo(sid)
+
+
+@webhooks_app.command("remove")
+def webhooks_remove(subscription_id: str) -> None:
+    """Stop deliveries to a subscription (its history stays)."""
+    from libs.contracts.topics import NOTIFICATION_SUBSCRIPTIONS
+
+    _publish(
+        NOTIFICATION_SUBSCRIPTIONS, subscription_id, {"action": "remove", "subscription_id": subscription_id}
+    )
+    typer.echo(f"removal of {subscription_id} sent")
+
+
+@webhooks_app.command("list")
+def webhooks_list(
+    dead: Annotated[bool, typer.Option(help="list dead-lettered deliveries instead")] = False,
+) -> None:
+    """Subscriptions with delivery counts (read from notification's own store)."""
+    import asyncpg
+
+    async def show() -> None:
+        conn = await asyncpg.connect(_settings().database_url)
+        try:
+            if dead:
+                for r in await conn.fetch(
+                    "SELECT delivery_id, subscription_id, event_key, attempts, last_error FROM notification.deliveries"
+                    " WHERE status = 'dead' ORDER BY created_at"
+                ):
+                    typer.echo(
+                        f"{r['delivery_id']}  {r['subscription_id']}  {r['event_key']}  "
+                        f"attempts={r['attempts']}  {r['last_error']}"
+                    )
+                return
+            for r in await conn.fetch(
+                "SELECT s.subscription_id, s.url, s.events, s.active,"
+                " count(d.*) FILTER (WHERE d.status = 'delivered') AS delivered,"
+                " count(d.*) FILTER (WHERE d.status = 'pending') AS pending,"
+                " count(d.*) FILTER (WHERE d.status = 'dead') AS dead"
+                " FROM notification.subscriptions s LEFT JOIN notification.deliveries d USING (subscription_id)"
+                " GROUP BY s.subscription_id ORDER BY s.subscription_id"
+            ):
+                state = "active" if r["active"] else "removed"
+                typer.echo(
+                    f"{r['subscription_id']}  {state}  {r['url']}  events={','.join(r['events'])}  "
+                    f"delivered={r['delivered']} pending={r['pending']} dead={r['dead']}"
+                )
+        finally:
+            await conn.close()
+
+    asyncio.run(show())
+
+
+@webhooks_app.command("redeliver")
+def webhooks_redeliver(
+    delivery_id: Annotated[str | None, typer.Argument(help="one dead delivery")] = None,
+    subscription: Annotated[str | None, typer.Option(help="every dead delivery of this subscription")] = None,
+) -> None:
+    """Send dead-lettered deliveries again, with a fresh attempt budget."""
+    from libs.contracts.topics import NOTIFICATION_REDELIVERIES
+
+    if not delivery_id and not subscription:
+        raise typer.BadParameter("give a delivery id or --subscription")
+    _publish(
+        NOTIFICATION_REDELIVERIES,
+        delivery_id or subscription or "",
+        {"delivery_id": delivery_id, "subscription_id": subscription},
+    )
+    typer.echo("redelivery requested")
 
 
 @app.command()

@@ -40,6 +40,9 @@ class Subscription:
     event_types: frozenset[str] | None = None
 
 
+Stopper = Callable[[], Awaitable[None]]
+
+
 @dataclass
 class Runtime:
     """What a running service's handlers and tasks need: settings and the database pool."""
@@ -49,6 +52,7 @@ class Runtime:
     _pool: asyncpg.Pool | None = None
     relay: OutboxRelay | None = None
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    stoppers: list[Stopper] = field(default_factory=list)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -72,8 +76,8 @@ class ServiceDefinition:
     name: str
     migrations: str
     subscriptions: Callable[[Runtime], Sequence[Subscription]]
-    on_started: Callable[[Runtime], Awaitable[None]] | None = None
-    on_stopping: Callable[[Runtime], Awaitable[None]] | None = None
+    on_started: Callable[[Runtime], Awaitable[Stopper]] | None = None
+    """Starts the service's own workers (dispatchers, HTTP) and returns how to stop them."""
 
 
 def to_incoming(record: object) -> Incoming:
@@ -150,13 +154,13 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
     @app.after_startup
     async def started() -> None:
         if definition.on_started is not None:
-            await definition.on_started(runtime)
+            runtime.stoppers.append(await definition.on_started(runtime))
         log.info("service started", extra={"instance": settings.instance_id})
 
     @app.after_shutdown
     async def stopped() -> None:
-        if definition.on_stopping is not None:
-            await definition.on_stopping(runtime)
+        for stop in reversed(runtime.stoppers):
+            await stop()
         if runtime.relay is not None:
             await runtime.relay.stop()
         if runtime._pool is not None:

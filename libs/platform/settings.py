@@ -50,6 +50,16 @@ class BatonSettings(BaseSettings):
     max_shipments: int = Field(default=3, ge=1)
     cost_per_km: str = Field(default="0.01", description="Money added per km between location and customer")
 
+    # notification
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    smtp_from: str = "orders@baton.example"
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = Field(default=6, ge=1)
+    webhook_backoff_base_s: float = 1.0
+    webhook_backoff_cap_s: float = 300.0
+    webhook_concurrency_per_subscription: int = Field(default=4, ge=1)
+    http_port: int = Field(default=8085, description="Status API port (notification); 0 picks a free port")
     topic_replication_factor: int = Field(default=1, ge=1)
 
     def topic(self, name: str) -> str:

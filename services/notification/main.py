@@ -1,38 +1,44 @@
-"""Notification (skeleton): follows the public status topic.
-
-Webhooks and customer e-mails are the lifecycle part 2 issue; the wiring here is the real one.
-"""
+"""Notification: signed webhooks with retries, customer e-mails, and the order status API."""
 
 from __future__ import annotations
 
-import asyncpg
+import logging
+
+from aiohttp import web
 from faststream import FastStream
-from pydantic import TypeAdapter
 
-from libs.contracts import topics
-from libs.contracts.orders import OrderStatusChanged
-from libs.platform.messaging import Incoming, Outgoing, parse
-from libs.platform.service import Runtime, ServiceDefinition, Subscription, build_service_app
+from libs.platform.service import Runtime, ServiceDefinition, Stopper, build_service_app
 from libs.platform.settings import BatonSettings
+from services.notification.adapters.http_api import build_api
+from services.notification.app.dispatch import Dispatcher
+from services.notification.entry import subscriptions
 
-STATUS = TypeAdapter(OrderStatusChanged)
-
-
-def subscriptions(runtime: Runtime) -> list[Subscription]:
-    async def on_status_changed(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        status = parse(STATUS, record)
-        await conn.execute(
-            "INSERT INTO statuses_seen (order_id, version, status) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            status.order_id,
-            status.version,
-            status.status.value,
-        )
-        return []
-
-    return [Subscription("status_changed", (topics.ORDERS_STATUS,), on_status_changed)]
+log = logging.getLogger("baton.notification")
 
 
-DEFINITION = ServiceDefinition("notification", "services.notification.adapters.migrations", subscriptions)
+async def start_workers(runtime: Runtime) -> Stopper:
+    """The webhook and e-mail dispatcher, and the status API."""
+    dispatcher = Dispatcher(runtime.pool, runtime.settings, runtime.committed)
+    dispatcher.start()
+    runtime.after_commit.append(dispatcher.wake)
+    runner = web.AppRunner(build_api(runtime.pool), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", runtime.settings.http_port).start()
+    log.info("status API listening", extra={"port": runtime.settings.http_port})
+
+    async def stop() -> None:
+        await runner.cleanup()
+        await dispatcher.stop()
+
+    return stop
+
+
+DEFINITION = ServiceDefinition(
+    name="notification",
+    migrations="services.notification.adapters.migrations",
+    subscriptions=subscriptions,
+    on_started=start_workers,
+)
 
 
 def build_app(settings: BatonSettings) -> FastStream:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from aiosmtpd.controller import Controller
 
 from libs.contracts import topics
 from libs.platform.db import ensure_database
@@ -42,6 +47,8 @@ class LiveFleet:
     cancellations: TopicWatcher
     dsn: str
     prefix: str
+    mailbox: MailBox
+    api: str
 
     async def submit(self, order: dict[str, Any]) -> str:
         await self.publisher.send(
@@ -149,9 +156,37 @@ class LiveFleet:
             )
 
 
+class MailBox:
+    """A real SMTP server (aiosmtpd) keeping every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content, policy=email_policy.default))
+        return "250 OK"
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture(scope="session")
 async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveFleet]:
     prefix, database = fresh_name() + ".", fresh_name("db")
+    mailbox = MailBox()
+    mailbox.start()
+    http_port = free_port()
     settings = BatonSettings(
         kafka_bootstrap_servers=infra.bootstrap_servers,
         topic_prefix=prefix,
@@ -177,11 +212,27 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
             # One record per transaction in allocation, so the two processes' transactions interleave
             # and the race test really races (batches would mostly serialise by timing alone).
             extra = {"BATON_BATCH_MAX_RECORDS": "1"} if service == "allocation" else {}
+            if service == "notification":
+                extra = {
+                    "BATON_SMTP_PORT": str(mailbox.port),
+                    "BATON_HTTP_PORT": str(http_port),
+                    "BATON_WEBHOOK_BACKOFF_BASE_S": "0.2",
+                    "BATON_WEBHOOK_MAX_ATTEMPTS": "4",
+                    "BATON_WEBHOOK_TIMEOUT_S": "2",
+                }
             fleet.start(service, label, extra)
         await publisher.start()
         for watcher in watchers:
             await watcher.start()
-        live_fleet = LiveFleet(fleet, publisher, *watchers, dsn=settings.database_url, prefix=prefix)
+        live_fleet = LiveFleet(
+            fleet,
+            publisher,
+            *watchers,
+            dsn=settings.database_url,
+            prefix=prefix,
+            mailbox=mailbox,
+            api=f"http://127.0.0.1:{http_port}",
+        )
         await live_fleet.wait_row(
             "SELECT count(*) = 3 FROM pg_namespace WHERE nspname IN ('intake', 'validation', 'allocation')",
             timeout=90,
@@ -194,6 +245,7 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
             await watcher.stop()
         await publisher.stop()
         fleet.stop()
+        mailbox.stop()
 
 
 __all__ = ["LiveFleet", "adjustment", "location", "product"]

@@ -45,7 +45,7 @@ async def test_migrations_apply_in_order_once_and_refuse_an_edited_file(infra: I
     dsn = infra.database_url(fresh_name("db"))
     await ensure_database(dsn)
     first = await migrate(dsn, "intake", "services.intake.adapters.migrations")
-    assert first == ["000_platform_inbox_outbox.sql", "001_intake_orders.sql"]
+    assert first == ["000_platform_inbox_outbox.sql", "001_intake_orders.sql", "002_intake_cancellations.sql"]
     assert await migrate(dsn, "intake", "services.intake.adapters.migrations") == []
     conn = await asyncpg.connect(dsn)
     try:

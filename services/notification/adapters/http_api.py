@@ -1,0 +1,176 @@
+"""The status API: current status, shipments with stage and tracking, ETA and timeline of an order.
+
+Built only from public events (`orders.status.v1`, `fulfillment.stage-changes.v1`) that notification
+already consumes, so it needs no access to another service's data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Baton order status API",
+        "version": "1.0.0",
+        "description": "Read-only view of orders, built from Baton's public events.",
+    },
+    "paths": {
+        "/orders/{order_id}": {
+            "get": {
+                "summary": "One order: status, shipments with stage and tracking, ETA, timeline",
+                "parameters": [
+                    {
+                        "name": "order_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "format": "uuid"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The order",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/OrderView"}}
+                        },
+                    },
+                    "404": {"description": "No such order"},
+                },
+            }
+        },
+        "/orders": {
+            "get": {
+                "summary": "Find an order by its channel and external id",
+                "parameters": [
+                    {"name": "channel", "in": "query", "required": True, "schema": {"type": "string"}},
+                    {"name": "external_id", "in": "query", "required": True, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The order",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/OrderView"}}
+                        },
+                    },
+                    "404": {"description": "No such order"},
+                },
+            }
+        },
+        "/livez": {"get": {"summary": "The process runs", "responses": {"200": {"description": "alive"}}}},
+        "/readyz": {
+            "get": {
+                "summary": "Connected to PostgreSQL",
+                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "OrderView": {
+                "type": "object",
+                "properties": {
+                    "order_id": {"type": "string", "format": "uuid"},
+                    "channel": {"type": "string"},
+                    "external_id": {"type": "string"},
+                    "status": {"type": "string"},
+                    "version": {"type": "integer"},
+                    "eta": {"type": ["string", "null"], "format": "date-time"},
+                    "shipments": {"type": "array", "items": {"type": "object"}},
+                    "timeline": {"type": "array", "items": {"type": "object"}},
+                },
+            }
+        }
+    },
+}
+
+
+async def order_view(conn: asyncpg.Connection, order_id: UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT order_id, channel, external_id, status, version, eta, shipments::text AS shipments"
+        " FROM order_views WHERE order_id = $1",
+        order_id,
+    )
+    if row is None:
+        return None
+    stages = {
+        r["shipment_id"]: (r["pipeline"], r["stage"])
+        for r in await conn.fetch(
+            "SELECT shipment_id, pipeline, stage FROM shipment_stages WHERE order_id = $1", order_id
+        )
+    }
+    shipments = orjson.loads(row["shipments"])
+    for shipment in shipments:
+        if shipment["shipment_id"] in stages:
+            shipment["pipeline"], shipment["stage"] = stages[shipment["shipment_id"]]
+    timeline = [
+        {"kind": r["kind"], "occurred_at": r["occurred_at"].isoformat(), "event": orjson.loads(r["event"])}
+        for r in await conn.fetch(
+            "SELECT kind, event::text AS event, occurred_at FROM order_timeline WHERE order_id = $1 ORDER BY seq",
+            order_id,
+        )
+    ]
+    return {
+        "order_id": str(row["order_id"]),
+        "channel": row["channel"],
+        "external_id": row["external_id"],
+        "status": row["status"],
+        "version": row["version"],
+        "eta": row["eta"].isoformat() if row["eta"] else None,
+        "shipments": shipments,
+        "timeline": timeline,
+    }
+
+
+def build_api(pool: asyncpg.Pool) -> web.Application:
+    async def get_order(request: web.Request) -> web.Response:
+        try:
+            order_id = UUID(request.match_info["order_id"])
+        except ValueError:
+            return web.json_response({"error": "order_id must be a UUID"}, status=400)
+        async with pool.acquire() as conn:
+            view = await order_view(conn, order_id)
+        return web.json_response(view) if view else web.json_response({"error": "no such order"}, status=404)
+
+    async def find_order(request: web.Request) -> web.Response:
+        channel, external_id = request.query.get("channel"), request.query.get("external_id")
+        if not channel or not external_id:
+            return web.json_response({"error": "channel and external_id are required"}, status=400)
+        async with pool.acquire() as conn:
+            order_id = await conn.fetchval(
+                "SELECT order_id FROM order_views WHERE channel = $1 AND external_id = $2",
+                channel,
+                external_id,
+            )
+            view = await order_view(conn, order_id) if order_id else None
+        return web.json_response(view) if view else web.json_response({"error": "no such order"}, status=404)
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
+    async def livez(_: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        try:
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return web.json_response({"status": "not ready"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    app = web.Application()
+    app.add_routes(
+        [
+            web.get("/orders/{order_id}", get_order),
+            web.get("/orders", find_order),
+            web.get("/openapi.json", openapi),
+            web.get("/livez", livez),
+            web.get("/readyz", readyz),
+        ]
+    )
+    return app

@@ -1,0 +1,266 @@
+"""Sends what notification recorded: signed webhooks with retries, and customer e-mails over SMTP.
+
+Each due delivery is claimed (`FOR UPDATE SKIP LOCKED`, leased by pushing `next_attempt_at`)
+and sent in its own task, with at most a few in flight per subscription: a slow or dead endpoint
+uses up only its own slots, never another subscriber's. Every attempt is recorded; after the last
+one the delivery is `dead` and a dead letter names it, until `baton webhooks redeliver`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import smtplib
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from email.message import EmailMessage
+from importlib import resources
+from string import Template
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+from libs.contracts.topics import dead_letter_topic
+from libs.platform.messaging import Outgoing, write_outbox
+from libs.platform.settings import BatonSettings
+from services.notification.domain.webhooks import is_success, retry_delay, sign
+
+log = logging.getLogger("baton.notification")
+LEASE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Due:
+    delivery_id: str
+    subscription_id: str
+    url: str
+    secret: str
+    body: bytes
+    round_attempts: int
+
+
+class Dispatcher:
+    def __init__(self, pool: asyncpg.Pool, settings: BatonSettings, on_commit: Any) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._in_flight: dict[str, int] = defaultdict(int)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._on_commit = on_commit
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self._settings.webhook_timeout_s)
+        )
+        self._runner = asyncio.create_task(self._run(), name="notification-dispatcher")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._runner:
+            await asyncio.wait_for(self._runner, 15)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self._settings.webhook_timeout_s + 2)
+        if self._session:
+            await self._session.close()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                claimed = await self._claim_webhooks()
+                sent = await self._send_emails()
+            except Exception:
+                log.warning("dispatcher round failed; retrying", exc_info=True)
+                claimed, sent = 0, 0
+            if claimed == 0 and sent == 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+
+    async def _claim_webhooks(self) -> int:
+        per_subscription = self._settings.webhook_concurrency_per_subscription
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT d.delivery_id, d.subscription_id, s.url, s.secret, d.body, d.round_attempts"
+                " FROM deliveries d JOIN subscriptions s USING (subscription_id)"
+                " WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
+                " ORDER BY d.next_attempt_at LIMIT 200 FOR UPDATE OF d SKIP LOCKED"
+            )
+            chosen: list[Due] = []
+            for r in rows:
+                sid = r["subscription_id"]
+                if self._in_flight[sid] >= per_subscription:
+                    continue
+                self._in_flight[sid] += 1
+                chosen.append(
+                    Due(r["delivery_id"], sid, r["url"], r["secret"], bytes(r["body"]), r["round_attempts"])
+                )
+            if chosen:
+                await conn.execute(
+                    "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2)"
+                    " WHERE delivery_id = ANY($1::text[])",
+                    [d.delivery_id for d in chosen],
+                    LEASE_S,
+                )
+        for due in chosen:
+            task = asyncio.create_task(self._deliver(due))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(chosen)
+
+    async def _deliver(self, due: Due) -> None:
+        try:
+            timestamp = int(time.time())
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": due.delivery_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": sign(due.secret, due.delivery_id, timestamp, due.body),
+            }
+            started = time.monotonic()
+            status: int | None = None
+            error: str | None = None
+            assert self._session is not None
+            try:
+                async with self._session.post(due.url, data=due.body, headers=headers) as response:
+                    status = response.status
+                    if not is_success(status):
+                        error = f"HTTP {status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = f"{type(exc).__name__}: {exc}"[:500]
+            await self._record(due, status, error, int((time.monotonic() - started) * 1000))
+        except Exception:
+            log.warning("delivery bookkeeping failed; the lease will expire and it is retried", exc_info=True)
+        finally:
+            self._in_flight[due.subscription_id] -= 1
+            self._wake.set()
+
+    async def _record(self, due: Due, status: int | None, error: str | None, duration_ms: int) -> None:
+        settings = self._settings
+        attempt = due.round_attempts + 1
+        async with self._pool.acquire() as conn, conn.transaction():
+            total = await conn.fetchval(
+                "UPDATE deliveries SET attempts = attempts + 1, round_attempts = $2, last_error = $3"
+                " WHERE delivery_id = $1 RETURNING attempts",
+                due.delivery_id,
+                attempt,
+                error,
+            )
+            await conn.execute(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, status_code, error, duration_ms)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                due.delivery_id,
+                total,
+                status,
+                error,
+                duration_ms,
+            )
+            if error is None:
+                await conn.execute(
+                    "UPDATE deliveries SET status = 'delivered', delivered_at = now() WHERE delivery_id = $1",
+                    due.delivery_id,
+                )
+            elif attempt >= settings.webhook_max_attempts:
+                await conn.execute(
+                    "UPDATE deliveries SET status = 'dead' WHERE delivery_id = $1", due.delivery_id
+                )
+                await write_outbox(
+                    conn,
+                    [
+                        Outgoing(
+                            topic=settings.topic(dead_letter_topic("notification")),
+                            key=due.subscription_id,
+                            value=due.body,
+                            headers={
+                                "event_id": f"{due.delivery_id}/dead/{total}",
+                                "event_type": "dead-letter",
+                                "dlq-cause": "webhook_undeliverable",
+                                "dlq-error": error,
+                                "dlq-delivery-id": due.delivery_id,
+                                "dlq-subscription-id": due.subscription_id,
+                            },
+                        )
+                    ],
+                )
+            else:
+                delay = retry_delay(attempt, settings.webhook_backoff_base_s, settings.webhook_backoff_cap_s)
+                await conn.execute(
+                    "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2) WHERE delivery_id = $1",
+                    due.delivery_id,
+                    delay,
+                )
+        if error is not None and attempt >= settings.webhook_max_attempts:
+            self._on_commit()
+
+    async def _send_emails(self) -> int:
+        """Send due e-mails one transaction each: marked sent only after the SMTP server accepted them."""
+        sent = 0
+        for _ in range(50):
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    "SELECT e.order_id, e.status, e.context::text AS context, c.email, c.name, c.external_id"
+                    " FROM emails e JOIN customers c USING (order_id)"
+                    " WHERE e.state = 'pending' AND e.next_attempt_at <= now()"
+                    " ORDER BY e.next_attempt_at LIMIT 1 FOR UPDATE OF e SKIP LOCKED"
+                )
+                if row is None:
+                    return sent
+                message = render_email(
+                    row["status"],
+                    self._settings.smtp_from,
+                    row["email"],
+                    {
+                        "name": row["name"],
+                        "external_id": row["external_id"],
+                        "order_id": str(row["order_id"]),
+                        **orjson.loads(row["context"]),
+                    },
+                )
+                try:
+                    await asyncio.to_thread(self._smtp_send, message)
+                except (OSError, smtplib.SMTPException) as exc:
+                    await conn.execute(
+                        "UPDATE emails SET attempts = attempts + 1, last_error = $3,"
+                        " next_attempt_at = now() + make_interval(secs => least(300, 2 ^ least(attempts, 8)))"
+                        " WHERE order_id = $1 AND status = $2",
+                        row["order_id"],
+                        row["status"],
+                        repr(exc)[:500],
+                    )
+                    continue
+                await conn.execute(
+                    "UPDATE emails SET state = 'sent', sent_at = now(), attempts = attempts + 1"
+                    " WHERE order_id = $1 AND status = $2",
+                    row["order_id"],
+                    row["status"],
+                )
+                sent += 1
+        return sent
+
+    def _smtp_send(self, message: EmailMessage) -> None:
+        with smtplib.SMTP(self._settings.smtp_host, self._settings.smtp_port, timeout=10) as smtp:
+            smtp.send_message(message)
+
+
+def render_email(status: str, sender: str, recipient: str, values: dict[str, str]) -> EmailMessage:
+    """Fill `templates/<status>.txt` (first line `Subject: …`); Message-ID is stable per order and status."""
+    text = resources.files("services.notification").joinpath(f"templates/{status}.txt").read_text()
+    subject_line, _, body = Template(text).safe_substitute(values).partition("\n")
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = subject_line.removeprefix("Subject:").strip()
+    message["Message-ID"] = f"<{values['order_id']}.{status}@baton>"
+    message.set_content(body.strip() + "\n")
+    return message
