@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from libs.contracts import topics
 from libs.platform.kafka import apply_topics
 from libs.platform.settings import BatonSettings
+from libs.simulators.warehouse import WarehouseFloor
 from libs.simulators.world import Shop, demo_shop, random_order
 
 STATUS_ORDER = [
@@ -69,6 +70,23 @@ class StatusBoard:
         return Counter(status for _, status in self.latest.values())
 
 
+class StageBoard:
+    """Shipments per (pipeline, stage), from the public stage events only."""
+
+    def __init__(self) -> None:
+        self.where: dict[str, str] = {}
+
+    def apply(self, event: dict[str, Any]) -> None:
+        if event.get("change") == "left":
+            self.where.pop(event["shipment_id"], None)
+        elif event.get("entered_stage"):
+            self.where[event["shipment_id"]] = f"{event['pipeline']}/{event['entered_stage']}"
+
+    def line(self) -> str:
+        counts = Counter(self.where.values())
+        return "  ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
 async def run_demo(
     settings: BatonSettings,
     rate: float,
@@ -82,13 +100,15 @@ async def run_demo(
     )
     consumer = AIOKafkaConsumer(
         settings.topic(topics.ORDERS_STATUS),
+        settings.topic(topics.FULFILLMENT_STAGE_CHANGES),
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=None,
-        auto_offset_reset="latest",
+        auto_offset_reset="earliest",  # this run's orders only (filtered by external id prefix)
     )
     await producer.start()
     await consumer.start()
-    board = StatusBoard()
+    board, stages = StatusBoard(), StageBoard()
+    floor = WarehouseFloor(producer, settings.topic_prefix, seed=run_id, step_s=(0.5, 3.0))
     shop = demo_shop()
     try:
         await publish_shop(producer, settings, shop)
@@ -102,12 +122,21 @@ async def run_demo(
             for records in batches.values():
                 for record in records:
                     event = orjson.loads(record.value)
-                    if str(event.get("external_id", "")).startswith(run_id):
+                    if record.topic.endswith(topics.FULFILLMENT_STAGE_CHANGES):
+                        if event.get("order_id") in board.latest:
+                            stages.apply(event)
+                            floor.on_stage_event(event)
+                    elif str(event.get("external_id", "")).startswith(run_id):
                         board.apply(event)
             counts = board.counts()
             line = "  ".join(f"{s} {counts[s]}" for s in STATUS_ORDER if counts[s])
             print(f"[{time.monotonic() - started:5.0f}s] orders {len(board.latest):5d} | {line}", flush=True)
-            if channel.done() and time.monotonic() - started > duration + 10:
+            print(f"         in pipelines | {stages.line()}", flush=True)
+            settled = all(
+                s in ("delivered", "rejected", "cancelled", "backordered", "on_hold")
+                for s in counts.elements()
+            )
+            if channel.done() and (settled or time.monotonic() - started > duration + 60):
                 break
             if not healthy():
                 print("a service process exited; see its log")
