@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,6 +28,10 @@ stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker and P
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics Baton uses.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
+dlq_app = typer.Typer(
+    no_args_is_help=True, help="Dead letters: records a service could not apply, with the cause."
+)
+app.add_typer(dlq_app, name="dlq")
 webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook subscriptions (changes travel through Kafka).")
 app.add_typer(webhooks_app, name="webhooks")
 
@@ -281,6 +286,37 @@ def webhooks_redeliver(
         {"delivery_id": delivery_id, "subscription_id": subscription},
     )
     typer.echo("redelivery requested")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    service: Annotated[str | None, typer.Option(help="only this service")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show the error text")] = False,
+) -> None:
+    """Every dead letter: when, which service, the cause and where the record came from."""
+    from libs.cli.dlq import read_dead_letters
+
+    services = (service_module(service).split(".")[1],) if service else SERVICES
+    letters = asyncio.run(read_dead_letters(_settings(), services))
+    for d in letters:
+        typer.echo(f"{d.at:%Y-%m-%d %H:%M:%S}  {d.service:12} {d.cause:26} {d.source}")
+        if verbose:
+            typer.echo(f"    {d.headers.get('dlq-error', '')[:500]}")
+    typer.echo(f"{len(letters)} dead letter(s)")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    service: Annotated[str, typer.Option(help="whose dead letters to replay")],
+    since: Annotated[datetime | None, typer.Option(help="only those dead-lettered at or after (UTC)")] = None,
+    cause: Annotated[str | None, typer.Option(help="only this cause, e.g. processing_failed")] = None,
+) -> None:
+    """Send dead letters back to their source topics, to be applied again (e.g. after a fix)."""
+    from libs.cli.dlq import replay
+
+    when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    count = asyncio.run(replay(_settings(), service_module(service).split(".")[1], when, cause))
+    typer.echo(f"replayed {count} record(s)")
 
 
 @app.command()
