@@ -15,6 +15,7 @@ help:
 	@echo "make lint       ruff + mypy + import boundaries"
 	@echo "make demo       seed data and play a channel submitting orders, showing orders by status"
 	@echo "make kafka      download (once) and start the local Kafka broker"
+	@echo "make chaos      20,000 orders while processes are killed, the broker and database restarted"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +40,7 @@ run: install
 	$(BIN)/baton up
 
 test: install
-	$(PYTEST) -m "unit or contract or integration or e2e" -p no:cacheprovider
+	$(PYTEST) -m "unit or contract or integration or e2e or chaos" -p no:cacheprovider
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "unit or contract" -q -p no:cacheprovider
@@ -55,6 +56,9 @@ contracts: $(STAMP)
 
 demo: install
 	$(BIN)/baton demo
+
+chaos: install
+	$(BIN)/python -m tests.chaos.harness --orders 20000
 
 clean:
 	rm -rf $(VENV) .cache

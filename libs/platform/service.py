@@ -7,6 +7,7 @@ committed; on a persistent failure the batch is rewound (``seek``) and consumed 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from libs.contracts.topics import dead_letter_topic
 from libs.platform.db import create_pool, ensure_database, migrate
 from libs.platform.kafka import apply_topics, make_broker
 from libs.platform.logs import configure_logging
-from libs.platform.messaging import BatchProcessor, Handler, Incoming, headers_dict
+from libs.platform.messaging import TRANSIENT_ERRORS, BatchProcessor, Handler, Incoming, headers_dict
 from libs.platform.relay import OutboxRelay
 from libs.platform.settings import BatonSettings
 
@@ -136,12 +137,23 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
 
     @app.on_startup
     async def prepare() -> None:
-        await ensure_database(settings.database_url)
-        applied = await migrate(settings.database_url, definition.name, definition.migrations)
-        if applied:
-            log.info("migrations applied", extra={"applied": applied})
-        await apply_topics(settings)
-        runtime._pool = await create_pool(settings.database_url, definition.name, settings.db_pool_size)
+        """Wait out a broker or database that is not up yet (a restart, a rollout) instead of exiting."""
+        delay = 0.5
+        while True:
+            try:
+                await ensure_database(settings.database_url)
+                applied = await migrate(settings.database_url, definition.name, definition.migrations)
+                if applied:
+                    log.info("migrations applied", extra={"applied": applied})
+                await apply_topics(settings)
+                runtime._pool = await create_pool(
+                    settings.database_url, definition.name, settings.db_pool_size
+                )
+                break
+            except TRANSIENT_ERRORS as exc:
+                log.warning("start-up waiting for Kafka or PostgreSQL", extra={"error": repr(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         runtime.relay = OutboxRelay(
             dsn=settings.database_url,
             schema=definition.name,

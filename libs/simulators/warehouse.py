@@ -71,4 +71,11 @@ class WarehouseFloor:
             update |= {"carrier": "DHL", "tracking_number": f"JJD{self._rng.randint(10**9, 10**10)}"}
         if stage == "failed":
             update["note"] = "damaged"
-        await self._producer.send(self._topic, orjson.dumps(update), key=shipment_id.encode())
+        while True:  # a warehouse keeps trying while the broker is away
+            try:
+                await self._producer.send_and_wait(
+                    self._topic, orjson.dumps(update), key=shipment_id.encode()
+                )
+                return
+            except Exception:
+                await asyncio.sleep(0.5)
