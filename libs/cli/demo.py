@@ -10,11 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from libs.contracts import topics
 from libs.platform.kafka import apply_topics
 from libs.platform.settings import BatonSettings
+from libs.simulators.sender import ResilientSender
 from libs.simulators.warehouse import WarehouseFloor
 from libs.simulators.world import Shop, demo_shop, random_order
 
@@ -32,26 +33,19 @@ STATUS_ORDER = [
 ]
 
 
-async def publish_shop(producer: AIOKafkaProducer, settings: BatonSettings, shop: Shop) -> None:
-    sends = []
-    for p in shop.products:
-        sends.append(
-            await producer.send(
-                settings.topic(topics.CATALOG_PRODUCTS), orjson.dumps(p), key=p["sku"].encode()
-            )
-        )
-    for loc in shop.locations:
-        sends.append(
-            await producer.send(
-                settings.topic(topics.INVENTORY_LOCATIONS), orjson.dumps(loc), key=loc["location_id"].encode()
-            )
-        )
-    for adj in shop.stock:
-        sends.append(
-            await producer.send(
-                settings.topic(topics.INVENTORY_ADJUSTMENTS), orjson.dumps(adj), key=adj["sku"].encode()
-            )
-        )
+async def publish_shop(sender: ResilientSender, settings: BatonSettings, shop: Shop) -> None:
+    """Catalog, locations and stock counts, each acknowledged by the broker."""
+    sends = [
+        sender.send(settings.topic(topics.CATALOG_PRODUCTS), orjson.dumps(p), p["sku"]) for p in shop.products
+    ]
+    sends += [
+        sender.send(settings.topic(topics.INVENTORY_LOCATIONS), orjson.dumps(loc), loc["location_id"])
+        for loc in shop.locations
+    ]
+    sends += [
+        sender.send(settings.topic(topics.INVENTORY_ADJUSTMENTS), orjson.dumps(adj), adj["sku"])
+        for adj in shop.stock
+    ]
     await asyncio.gather(*sends)
 
 
@@ -95,9 +89,7 @@ async def run_demo(
     healthy: Callable[[], bool] = lambda: True,
 ) -> Counter[str]:
     await apply_topics(settings)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, acks="all"
-    )
+    producer = ResilientSender(settings.kafka_bootstrap_servers)
     consumer = AIOKafkaConsumer(
         settings.topic(topics.ORDERS_STATUS),
         settings.topic(topics.FULFILLMENT_STAGE_CHANGES),
@@ -105,7 +97,6 @@ async def run_demo(
         group_id=None,
         auto_offset_reset="earliest",  # this run's orders only (filtered by external id prefix)
     )
-    await producer.start()
     await consumer.start()
     board, stages = StatusBoard(), StageBoard()
     floor = WarehouseFloor(producer, settings.topic_prefix, seed=run_id, step_s=(0.5, 3.0))
@@ -149,7 +140,7 @@ async def run_demo(
 
 
 async def _play_channel(
-    producer: AIOKafkaProducer, settings: BatonSettings, shop: Shop, rate: float, duration: float, run_id: str
+    producer: ResilientSender, settings: BatonSettings, shop: Shop, rate: float, duration: float, run_id: str
 ) -> int:
     """Submit orders at ``rate`` per second (from the schedule, not from the last send)."""
     rng = random.Random(run_id)
@@ -160,9 +151,6 @@ async def _play_channel(
         if (delay := due - time.monotonic()) > 0:
             await asyncio.sleep(delay)
         order = random_order(rng, shop, f"{run_id}-{sent}")
-        await producer.send(
-            topic, orjson.dumps(order), key=f"{order['channel']}:{order['external_id']}".encode()
-        )
+        await producer.send(topic, orjson.dumps(order), f"{order['channel']}:{order['external_id']}")
         sent += 1
-    await producer.flush()
     return sent

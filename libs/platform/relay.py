@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import zlib
 from typing import Any
 
@@ -23,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 log = logging.getLogger("baton.relay")
 
 POLL_INTERVAL_S = 1.0
+SEND_TIMEOUT_S = 15.0
 
 
 def relay_lock_id(schema: str) -> int:
@@ -45,13 +47,23 @@ def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
 
 class OutboxRelay:
     def __init__(
-        self, *, dsn: str, schema: str, bootstrap_servers: str, client_id: str, batch_size: int
+        self,
+        *,
+        dsn: str,
+        schema: str,
+        bootstrap_servers: str,
+        client_id: str,
+        batch_size: int,
+        exit_after_send: bool = False,
     ) -> None:
+        """``exit_after_send`` is fault injection for tests: die after the broker acknowledged a batch
+        and before the rows are deleted — the window in which a crash re-sends events."""
         self._dsn = dsn
         self._schema = schema
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
         self._batch_size = batch_size
+        self._exit_after_send = exit_after_send
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -111,7 +123,8 @@ class OutboxRelay:
                     await self._sleep(POLL_INTERVAL_S)
         finally:
             if producer is not None:
-                await producer.stop()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.stop(), timeout=10)
             if not conn.is_closed():
                 await conn.close()
 
@@ -125,15 +138,24 @@ class OutboxRelay:
         )
         if not rows:
             return 0
-        futures = []
-        for row in rows:
-            headers = [(k, str(v).encode()) for k, v in orjson.loads(row["headers"]).items()]
-            futures.append(
-                await producer.send(
-                    row["topic"], value=bytes(row["value"]), key=row["key"].encode(), headers=headers
+
+        async def send_all() -> None:
+            futures = []
+            for row in rows:
+                headers = [(k, str(v).encode()) for k, v in orjson.loads(row["headers"]).items()]
+                futures.append(
+                    await producer.send(
+                        row["topic"], value=bytes(row["value"]), key=row["key"].encode(), headers=headers
+                    )
                 )
-            )
-        await asyncio.gather(*futures)
+            await asyncio.gather(*futures)
+
+        # A producer that cannot get a batch acknowledged in time (a broker restart can leave an
+        # idempotent aiokafka producer retrying forever on out-of-order sequence numbers) is
+        # abandoned: the caller starts a fresh one and the rows, still in the outbox, are sent again.
+        await asyncio.wait_for(send_all(), timeout=SEND_TIMEOUT_S)
+        if self._exit_after_send:
+            os._exit(86)
         await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
         self.sent += len(rows)
         return len(rows)

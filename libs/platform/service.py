@@ -160,6 +160,7 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
             bootstrap_servers=settings.kafka_bootstrap_servers,
             client_id=f"baton-{definition.name}-relay-{settings.instance_id}",
             batch_size=settings.relay_batch_size,
+            exit_after_send=settings.fault_relay_exit_after_send,
         )
         runtime.relay.start()
 

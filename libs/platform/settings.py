@@ -61,6 +61,10 @@ class BatonSettings(BaseSettings):
     webhook_concurrency_per_subscription: int = Field(default=4, ge=1)
     http_port: int = Field(default=8085, description="Status API port (notification); 0 picks a free port")
     topic_replication_factor: int = Field(default=1, ge=1)
+    fault_relay_exit_after_send: bool = Field(
+        default=False,
+        description="Fault injection for tests only: the relay exits after a send is acknowledged",
+    )
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 import yaml
-from aiokafka import AIOKafkaProducer
 
 from libs.contracts import topics
 from libs.contracts.envelope import utcnow
+from libs.simulators.sender import ResilientSender
 
 
 def pipeline_stages() -> dict[str, list[str]]:
@@ -29,14 +29,14 @@ def pipeline_stages() -> dict[str, list[str]]:
 class WarehouseFloor:
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        sender: ResilientSender,
         topic_prefix: str,
         *,
         seed: str,
         step_s: tuple[float, float],
         failure_share: float = 0.02,
     ) -> None:
-        self._producer = producer
+        self._sender = sender
         self._topic = topic_prefix + topics.FULFILLMENT_UPDATES
         self._rng = random.Random(seed)
         self._stages = pipeline_stages()
@@ -71,11 +71,4 @@ class WarehouseFloor:
             update |= {"carrier": "DHL", "tracking_number": f"JJD{self._rng.randint(10**9, 10**10)}"}
         if stage == "failed":
             update["note"] = "damaged"
-        while True:  # a warehouse keeps trying while the broker is away
-            try:
-                await self._producer.send_and_wait(
-                    self._topic, orjson.dumps(update), key=shipment_id.encode()
-                )
-                return
-            except Exception:
-                await asyncio.sleep(0.5)
+        await self._sender.send(self._topic, orjson.dumps(update), shipment_id)

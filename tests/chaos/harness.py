@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from libs.contracts import topics
 from libs.platform import stack
@@ -29,6 +29,7 @@ from libs.platform.db import ensure_database
 from libs.platform.kafka import apply_topics
 from libs.platform.settings import BatonSettings
 from libs.platform.supervisor import Supervisor
+from libs.simulators.sender import ResilientSender
 from libs.simulators.warehouse import WarehouseFloor
 from libs.simulators.world import demo_shop, random_order
 from services.intake.domain.orders import NEXT, Status
@@ -125,14 +126,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def send_until_acknowledged(producer: AIOKafkaProducer, topic: str, value: bytes, key: str) -> None:
+async def send_until_acknowledged(sender: ResilientSender, topic: str, value: bytes, key: str) -> None:
     """A channel retries until the broker acknowledged; a retry of an order is de-duplicated by intake."""
-    while True:
-        try:
-            await producer.send_and_wait(topic, value, key=key.encode())
-            return
-        except Exception:
-            await asyncio.sleep(0.5)
+    await sender.send(topic, value, key)
 
 
 def bad_messages(run: str) -> list[tuple[str, str, bytes]]:
@@ -172,7 +168,7 @@ async def run_chaos(orders: int, rate: float, kill_every: float, infra: Infra, l
     labels = [f"{name}.{i + 1}" for name, count in FLEET for i in range(count)]
     for label in labels:
         fleet.start(label.split(".")[0], label)
-    producer = AIOKafkaProducer(
+    producer = ResilientSender(
         bootstrap_servers=infra.bootstrap_servers,
         enable_idempotence=True,
         acks="all",
@@ -304,7 +300,7 @@ async def _wait_seeded(settings: BatonSettings, shop: Any) -> None:
 
 
 async def _play_channel(
-    producer: AIOKafkaProducer,
+    producer: ResilientSender,
     settings: BatonSettings,
     shop: Any,
     orders: int,
@@ -350,7 +346,7 @@ async def _play_channel(
 
 
 async def _send_later(
-    producer: AIOKafkaProducer, topic: str, body: dict[str, Any], key: str, delay: float
+    producer: ResilientSender, topic: str, body: dict[str, Any], key: str, delay: float
 ) -> None:
     await asyncio.sleep(delay)
     await send_until_acknowledged(producer, topic, orjson.dumps(body), key)
@@ -362,7 +358,7 @@ async def _inject_faults(
     faults: Faults,
     kill_every: float,
     channel_done: asyncio.Event,
-    producer: AIOKafkaProducer,
+    producer: ResilientSender,
     settings: BatonSettings,
     run: str,
     planned_s: float,

@@ -1,0 +1,78 @@
+"""Nothing doubled: a relay that dies after sending re-sends, and consumers drop the duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from libs.contracts import topics
+from libs.platform.db import ensure_database
+from libs.platform.kafka import apply_topics
+from libs.platform.settings import BatonSettings
+from tests.support.fleet import Fleet
+from tests.support.infra import Infra, fresh_name, service_env
+from tests.support.kafka_io import Publisher, TopicWatcher
+from tests.support.orders import order, product
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_event_once(
+    infra: Infra, tmp_path: Path
+) -> None:
+    prefix, database = fresh_name() + ".", fresh_name("db")
+    settings = BatonSettings(
+        kafka_bootstrap_servers=infra.bootstrap_servers,
+        topic_prefix=prefix,
+        database_url=infra.database_url(database),
+    )
+    await ensure_database(settings.database_url)
+    await apply_topics(settings)
+    fleet = Fleet(service_env(infra, prefix, database), tmp_path)
+    lifecycle = TopicWatcher(infra.bootstrap_servers, settings.topic(topics.ORDERS_LIFECYCLE))
+    status = TopicWatcher(infra.bootstrap_servers, settings.topic(topics.ORDERS_STATUS))
+    publisher = Publisher(infra.bootstrap_servers, prefix)
+    try:
+        await publisher.start()
+        await lifecycle.start()
+        await status.start()
+        fleet.start("validation")
+        await publisher.send(topics.CATALOG_PRODUCTS, "DUP-1", product("DUP-1"))
+        fleet.start("intake", extra_env={"BATON_FAULT_RELAY_EXIT_AFTER_SEND": "true"})
+        await publisher.send(
+            topics.ORDERS_SUBMITTED, "webshop:relay-1", order("relay-1", lines=[("DUP-1", 1, "10.00")])
+        )
+
+        # The relay sent `received` + `order.received`, then died before deleting its outbox rows.
+        code = await asyncio.to_thread(fleet.processes["intake"].wait, 90)
+        assert code == 86
+        fleet.processes.pop("intake")
+        fleet.start("intake")  # the new relay sends the same rows again
+
+        def received_copies(records: list[dict]) -> list[dict]:  # type: ignore[type-arg]
+            return [r for r in records if r.get("event_type") == "order.received"]
+
+        await lifecycle.wait_for(lambda rs: len(received_copies(rs)) >= 2, 60, "the re-sent order.received")
+        await status.wait_for(
+            lambda rs: any(r["status"] in ("validated", "rejected") for r in rs),
+            60,
+            "the order to be validated",
+        )
+        await asyncio.sleep(2)  # let any (wrong) second validation surface
+
+        copies = received_copies(lifecycle.records)
+        assert len({c["event_id"] for c in copies}) == 1, "the duplicates carry the same event id"
+        decided = [
+            r for r in lifecycle.records if r.get("event_type") in ("order.validated", "order.rejected")
+        ]
+        assert len(decided) == 1, "validation applied the re-sent event once"
+        versions = sorted((r["version"], r["event_id"]) for r in status.records)
+        assert [v for v, _ in versions] == [1, 1, 2], "status v1 re-sent (same event), v2 published once"
+        assert versions[0][1] == versions[1][1]
+    finally:
+        await lifecycle.stop()
+        await status.stop()
+        await publisher.stop()
+        fleet.stop()
