@@ -168,14 +168,7 @@ async def run_chaos(orders: int, rate: float, kill_every: float, infra: Infra, l
     labels = [f"{name}.{i + 1}" for name, count in FLEET for i in range(count)]
     for label in labels:
         fleet.start(label.split(".")[0], label)
-    producer = ResilientSender(
-        bootstrap_servers=infra.bootstrap_servers,
-        enable_idempotence=True,
-        acks="all",
-        max_request_size=4 * 1024 * 1024,
-        request_timeout_ms=10000,
-    )
-    await producer.start()
+    producer = ResilientSender(infra.bootstrap_servers)
     observed, faults = Observed(), Faults()
     floor = WarehouseFloor(producer, prefix, seed=run, step_s=(0.2, 1.5), failure_share=0.02)
     consumer = AIOKafkaConsumer(
@@ -205,7 +198,7 @@ async def run_chaos(orders: int, rate: float, kill_every: float, infra: Infra, l
             await send_until_acknowledged(
                 producer, settings.topic(topics.INVENTORY_ADJUSTMENTS), orjson.dumps(adj), adj["sku"]
             )
-        hook = {
+        hook: dict[str, Any] = {
             "action": "add",
             "subscription_id": f"chaos-{run}",
             "url": f"http://127.0.0.1:{sink.port}/hook",
@@ -429,10 +422,12 @@ async def _wait_settled(
     submitted: dict[str, dict[str, Any]],
     faults: Faults,
     deadline_s: float,
+    fleet: Supervisor,
 ) -> float | None:
     """Every order in an expected end state and nothing left to send; returns when, or None."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
+        restart_exited(fleet, faults)
         if all(_latest(observed, e) in EXPECTED_END for e in submitted):
             try:
                 conn = await asyncpg.connect(settings.database_url)

@@ -6,6 +6,7 @@ import secrets
 
 import pytest
 
+from libs.contracts import topics
 from tests.e2e.conftest import LiveFleet
 from tests.support.orders import adjustment, location, order, product
 
@@ -244,3 +245,20 @@ async def test_a_cancelled_backorder_is_never_allocated_later(live: LiveFleet) -
     await live.wait_status(follower, "in_fulfillment")
     assert [e["status"] for e in live.history(external_id)][-1] == "cancelled"
     assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 1
+
+
+async def test_cancelling_an_order_that_does_not_exist_yet_is_refused_and_can_be_retried(
+    live: LiveFleet,
+) -> None:
+    external_id = f"later-{secrets.token_hex(3)}"
+    request = {"request_id": f"early-{external_id}", "channel": "webshop", "external_id": external_id}
+    await live.publisher.send(topics.ORDERS_CANCEL_REQUESTED, f"webshop:{external_id}", request)
+    await live.cancellations.wait_for(
+        lambda rs: any(r.get("request_id") == request["request_id"] for r in rs), 60, "the refusal"
+    )
+    refusal = next(r for r in live.cancellations.records if r.get("request_id") == request["request_id"])
+    assert (refusal["outcome"], refusal["order_id"], refusal["reasons"][0]["code"]) == (
+        "refused",
+        None,
+        "unknown_order",
+    )

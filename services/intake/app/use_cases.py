@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from uuid import UUID
 
 from libs.contracts import topics
 from libs.contracts.lifecycle import (
@@ -113,14 +114,22 @@ def status_of(fact: OrderFact) -> tuple[Status, list[Reason], list[Shipment]] | 
     return None
 
 
-def _outcome(t: Topics, order_id: object, request_id: str, outcome: str, reasons: list[Reason]) -> Outgoing:
+def _outcome(
+    t: Topics,
+    order_id: UUID | None,
+    request_id: str,
+    outcome: str,
+    reasons: list[Reason],
+    key: str | None = None,
+) -> Outgoing:
+    """Keyed by the order id, or by what the request named when no such order exists."""
     event = CancellationOutcome(
         request_id=request_id,
         order_id=order_id,
         outcome=outcome,  # type: ignore[arg-type]
         reasons=reasons,
     )
-    return Outgoing.event(t.cancellations, str(order_id), event)
+    return Outgoing.event(t.cancellations, key or str(order_id), event)
 
 
 async def publish_status(book: PgOrderBook, fact: OrderFact, t: Topics) -> list[Outgoing]:
@@ -175,11 +184,13 @@ async def request_cancel(book: PgOrderBook, request: CancelRequested, t: Topics)
         order = await book.find_by_channel(request.channel, request.external_id)
     else:
         raise Rejected("schema_violation", "name the order by order_id or by channel and external_id")
-    if not await book.record_cancel_request(request.request_id, order.order_id if order else None):
-        return []
     if order is None:
-        reason = Reason(code="unknown_order", message="no such order")
-        return [_outcome(t, request.order_id or "", request.request_id, "refused", [reason])]
+        # Not recorded: the order may simply not have arrived yet, and the channel may retry.
+        reason = Reason(code="unknown_order", message="no such order (yet)")
+        key = str(request.order_id) if request.order_id else f"{request.channel}:{request.external_id}"
+        return [_outcome(t, request.order_id, request.request_id, "refused", [reason], key)]
+    if not await book.record_cancel_request(request.request_id, order.order_id):
+        return []
     if order.status in (Status.SHIPPED, Status.DELIVERED):
         reason = Reason(code="already_shipped", message=f"the order is {order.status}")
         return [_outcome(t, order.order_id, request.request_id, "refused", [reason])]
