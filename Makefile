@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST := $(BIN)/pytest
 
-.PHONY: help install kafka stack-up stack-down run test test-fast test-unit lint contracts demo bench chaos clean
+.PHONY: help install kafka stack-up stack-down run test test-fast lint contracts demo bench chaos clean
 
 help:
 	@echo "make run        start Kafka, PostgreSQL and the five services (Ctrl-C stops all)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint       ruff + mypy + import boundaries"
 	@echo "make demo       seed data and play a channel submitting orders, showing orders by status"
 	@echo "make kafka      download (once) and start the local Kafka broker"
+	@echo "make bench      throughput, latency, CPU and memory of the fleet vs the bare transport"
 	@echo "make chaos      20,000 orders while processes are killed, the broker and database restarted"
 
 $(STAMP): pyproject.toml
@@ -46,8 +47,8 @@ test-fast: $(STAMP)
 	$(PYTEST) -m "unit or contract" -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check libs services tests
-	$(BIN)/ruff format --check libs services tests
+	$(BIN)/ruff check libs services tests bench
+	$(BIN)/ruff format --check libs services tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -56,6 +57,9 @@ contracts: $(STAMP)
 
 demo: install
 	$(BIN)/baton demo
+
+bench: install
+	$(BIN)/python -m bench.run
 
 chaos: install
 	$(BIN)/python -m tests.chaos.harness --orders 20000

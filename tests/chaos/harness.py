@@ -166,8 +166,6 @@ async def run_chaos(orders: int, rate: float, kill_every: float, infra: Infra, l
     }
     fleet = Supervisor(env, log_dir)
     labels = [f"{name}.{i + 1}" for name, count in FLEET for i in range(count)]
-    for label in labels:
-        fleet.start(label.split(".")[0], label)
     producer = ResilientSender(infra.bootstrap_servers)
     observed, faults = Observed(), Faults()
     floor = WarehouseFloor(producer, prefix, seed=run, step_s=(0.2, 1.5), failure_share=0.02)
@@ -179,12 +177,15 @@ async def run_chaos(orders: int, rate: float, kill_every: float, infra: Infra, l
         auto_offset_reset="earliest",
         metadata_max_age_ms=2000,
     )
-    await consumer.start()
-    pump = asyncio.create_task(_pump(consumer, settings, observed, floor))
+    pump: asyncio.Task[None] | None = None
     submitted: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
     ok = False
-    try:
+    try:  # everything started from here on is stopped in `finally`, also when the run fails
+        for label in labels:
+            fleet.start(label.split(".")[0], label)
+        await consumer.start()
+        pump = asyncio.create_task(_pump(consumer, settings, observed, floor))
         shop = demo_shop(skus=20, units_per_location=max(20, orders // 25), sku_prefix=f"C{run}")
         for p in shop.products:
             await send_until_acknowledged(
@@ -240,7 +241,8 @@ async def run_chaos(orders: int, rate: float, kill_every: float, infra: Infra, l
         )
         return ok
     finally:
-        pump.cancel()
+        if pump is not None:
+            pump.cancel()
         await consumer.stop()
         await producer.stop()
         fleet.stop()

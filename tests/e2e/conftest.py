@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from email import message_from_bytes
 from email import policy as email_policy
@@ -123,10 +123,10 @@ class LiveFleet:
     async def seed(
         self,
         *,
-        products: list[dict[str, Any]] = (),
-        locations: list[dict[str, Any]] = (),  # type: ignore[assignment]
-        adjustments: list[dict[str, Any]] = (),
-    ) -> None:  # type: ignore[assignment]
+        products: Sequence[dict[str, Any]] = (),
+        locations: Sequence[dict[str, Any]] = (),
+        adjustments: Sequence[dict[str, Any]] = (),
+    ) -> None:
         """Publish reference data and wait until the owning services applied it."""
         for p in products:
             await self.publisher.send(topics.CATALOG_PRODUCTS, p["sku"], p)
@@ -224,10 +224,15 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
         await publisher.start()
         for watcher in watchers:
             await watcher.start()
+        status, refused, dead_letters, stages, cancellations = watchers
         live_fleet = LiveFleet(
             fleet,
             publisher,
-            *watchers,
+            status=status,
+            refused=refused,
+            dead_letters=dead_letters,
+            stages=stages,
+            cancellations=cancellations,
             dsn=settings.database_url,
             prefix=prefix,
             mailbox=mailbox,

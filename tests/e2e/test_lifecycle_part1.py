@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -65,8 +67,8 @@ async def test_a_valid_order_is_received_validated_and_allocated_with_its_shipme
     ],
 )
 async def test_an_order_failing_a_rule_is_rejected_with_that_reason(
-    live: LiveFleet, reason: str, build
-) -> None:  # type: ignore[no-untyped-def]
+    live: LiveFleet, reason: str, build: Callable[[str], dict[str, Any]]
+) -> None:
     item = sku("R")
     await live.seed(products=[product(item, "10.00"), product(item + "-OLD", "10.00", active=False)])
     external_id = await live.submit(build(item))

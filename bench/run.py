@@ -1,0 +1,526 @@
+"""`make bench`: Baton's throughput, latency and cost, against the bare transport, in one run.
+
+1. Transport baseline: a chain of bare aiokafka relay processes with as many hops as the order
+   pipeline (getmany, sends not awaited one by one, idempotent producer, acks=all, commit after the
+   sends are acknowledged), carrying messages of an order's size. The ceiling Kafka + Python give us.
+2. Fleet, closed loop: the five services as processes, one each, fed as fast as they accept
+   (a bounded window of orders in flight); sustained orders/s to `allocated` and `in_fulfillment`.
+3. Fleet, open loop: a fixed arrival rate (default 50 % of the closed-loop figure); latency from the
+   *scheduled* send time (free of coordinated omission) to `allocated` and `in_fulfillment`.
+4. Cost: CPU seconds per 1,000 orders per service and for the broker; peak RSS per service.
+
+Writes `bench/results/<date>.json` and a PNG chart, prints a table and compares with the previous file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from libs.contracts import topics
+from libs.platform import stack
+from libs.platform.db import ensure_database
+from libs.platform.kafka import apply_topics
+from libs.platform.settings import BatonSettings
+from libs.platform.supervisor import Supervisor
+from libs.simulators.world import demo_shop, random_order
+from tests.support.infra import Infra, fresh_name, service_env, start_infra, stop_infra
+
+RESULTS = Path(__file__).parent / "results"
+HOPS = (
+    6  # submitted -> intake -> validation -> allocation -> fulfillment -> intake -> status (in_fulfillment)
+)
+SERVICES = ["intake", "validation", "allocation", "fulfillment", "notification"]
+
+
+# ---------------------------------------------------------------- transport baseline
+
+
+async def relay(bootstrap: str, source: str, target: str, group: str) -> None:
+    """One hop of the bare chain: consume a batch, send it all, await the acks, then commit."""
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=1000,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=2,
+        max_batch_size=256 * 1024,
+    )
+    await consumer.start()
+    await producer.start()
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=100, max_records=1000)
+            futures = [await producer.send(target, r.value, key=r.key) for rs in batches.values() for r in rs]
+            if futures:
+                await asyncio.gather(*futures)
+                await consumer.commit()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def transport_baseline(infra: Infra, messages: int, payload: bytes) -> dict[str, Any]:
+    prefix = fresh_name("bench") + "."
+    names = [f"{prefix}hop{i}" for i in range(HOPS + 1)]
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap_servers)
+    await admin.start()
+    await admin.create_topics([NewTopic(n, 8, 1) for n in names])
+    await admin.close()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.run", "--relay", infra.bootstrap_servers, names[i], names[i + 1]]
+        )
+        for i in range(HOPS)
+    ]
+    try:
+        consumer = AIOKafkaConsumer(bootstrap_servers=infra.bootstrap_servers, group_id=None)
+        await consumer.start()
+        consumer.assign([TopicPartition(names[-1], p) for p in range(8)])
+        await consumer.seek_to_end()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=infra.bootstrap_servers,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+            max_batch_size=256 * 1024,
+        )
+        await producer.start()
+        await asyncio.sleep(5)  # relays join their groups
+        started = time.monotonic()
+        sends = [await producer.send(names[0], payload, key=str(i).encode()) for i in range(messages)]
+        await asyncio.gather(*sends)
+        received, first_at = 0, None
+        deadline = time.monotonic() + 300
+        while received < messages and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                received += len(records)
+                first_at = first_at or time.monotonic()
+        elapsed = time.monotonic() - started
+        await producer.stop()
+        await consumer.stop()
+        return {
+            "hops": HOPS,
+            "messages": messages,
+            "received": received,
+            "payload_bytes": len(payload),
+            "seconds": round(elapsed, 2),
+            "per_second": round(received / elapsed, 1),
+        }
+    finally:
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.wait(10)
+
+
+# ---------------------------------------------------------------- fleet
+
+
+class Watch:
+    """When each order reached `allocated` and `in_fulfillment` (from the public status topic)."""
+
+    def __init__(self) -> None:
+        self.reached: dict[str, dict[str, float]] = {}
+
+    async def pump(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                now = time.monotonic()
+                for r in records:
+                    e = orjson.loads(r.value)
+                    self.reached.setdefault(e["external_id"], {}).setdefault(e["status"], now)
+
+    def count(self, status: str, ids: list[str] | None = None) -> int:
+        pool = ids if ids is not None else list(self.reached)
+        return sum(1 for i in pool if status in self.reached.get(i, {}))
+
+
+class Usage:
+    """CPU seconds and peak RSS of the fleet's processes and the broker."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.processes = {label: psutil.Process(pid) for label, pid in pids.items()}
+        self.start = self.cpu()
+
+    def cpu(self) -> dict[str, float]:
+        out = {}
+        for label, p in self.processes.items():
+            try:
+                t = p.cpu_times()
+                out[label] = (
+                    t.user + t.system + sum(c.cpu_times().user + c.cpu_times().system for c in p.children())
+                )
+            except psutil.NoSuchProcess:
+                out[label] = 0.0
+        return out
+
+    def peak_rss_mb(self) -> dict[str, float]:
+        out = {}
+        for label, p in self.processes.items():
+            try:
+                text = Path(f"/proc/{p.pid}/status").read_text()
+                kb = int(next(line for line in text.splitlines() if line.startswith("VmHWM")).split()[1])
+                out[label] = round(kb / 1024, 1)
+            except (OSError, StopIteration):
+                out[label] = 0.0
+        return out
+
+
+async def fleet_run(
+    infra: Infra, closed_s: float, open_s: float, warmup_s: float, open_share: float, log_dir: Path
+) -> dict[str, Any]:
+    from aiosmtpd.controller import Controller
+
+    class Sink:
+        async def handle_DATA(self, *_: Any) -> str:
+            return "250 OK"
+
+    smtp_port = _free_port()
+    smtp = Controller(Sink(), hostname="127.0.0.1", port=smtp_port)
+    prefix, database = fresh_name("bench") + ".", fresh_name("db")
+    settings = BatonSettings(
+        kafka_bootstrap_servers=infra.bootstrap_servers,
+        topic_prefix=prefix,
+        database_url=infra.database_url(database),
+    )
+    await ensure_database(settings.database_url)
+    await apply_topics(settings)
+    env = service_env(infra, prefix, database) | {
+        "BATON_SMTP_PORT": str(smtp_port),
+        "BATON_HTTP_PORT": "0",
+        "BATON_HOLD_THRESHOLD": "100000000",
+        "BATON_LOG_LEVEL": "WARNING",
+    }
+    fleet = Supervisor(env, log_dir)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=infra.bootstrap_servers,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=2,
+        max_batch_size=256 * 1024,
+    )
+    consumer = AIOKafkaConsumer(
+        settings.topic(topics.ORDERS_STATUS),
+        bootstrap_servers=infra.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    watch = Watch()
+    pump: asyncio.Task[None] | None = None
+    try:  # everything started from here on is stopped in `finally`, also when the run fails
+        smtp.start()
+        for name in SERVICES:
+            fleet.start(name, name)
+        await producer.start()
+        await consumer.start()
+        pump = asyncio.create_task(watch.pump(consumer))
+        shop = demo_shop(skus=50, units_per_location=10_000_000, sku_prefix="B")
+        sends = [
+            await producer.send(
+                settings.topic(topics.CATALOG_PRODUCTS), orjson.dumps(p), key=p["sku"].encode()
+            )
+            for p in shop.products
+        ]
+        sends += [
+            await producer.send(
+                settings.topic(topics.INVENTORY_LOCATIONS), orjson.dumps(loc), key=loc["location_id"].encode()
+            )
+            for loc in shop.locations
+        ]
+        sends += [
+            await producer.send(
+                settings.topic(topics.INVENTORY_ADJUSTMENTS), orjson.dumps(a), key=a["sku"].encode()
+            )
+            for a in shop.stock
+        ]
+        await asyncio.gather(*sends)
+        rng = random.Random(1)
+        counter = iter(range(10**9))
+
+        def next_order() -> tuple[str, bytes]:
+            external_id = f"b{next(counter)}"
+            return external_id, orjson.dumps(
+                random_order(rng, shop, external_id, invalid_share=0.0, express_share=0.2)
+            )
+
+        # Warm up until orders flow end to end.
+        warm = []
+        for _ in range(200):
+            eid, body = next_order()
+            warm.append(eid)
+            await producer.send(settings.topic(topics.ORDERS_SUBMITTED), body, key=f"webshop:{eid}".encode())
+        deadline = time.monotonic() + 180
+        while watch.count("in_fulfillment", warm) < 190 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        pids = {s: p.pid for s, p in fleet.processes.items()}
+        broker_pid = int((stack.KafkaBroker().pid_file).read_text()) if not stack.external_kafka() else None
+        if broker_pid:
+            pids["kafka"] = broker_pid
+
+        closed = await _closed_loop(producer, settings, watch, next_order, closed_s, warmup_s, pids)
+        rate = max(1.0, closed["in_fulfillment_per_s"] * open_share)
+        opened = await _open_loop(producer, settings, watch, next_order, rate, open_s)
+        usage = Usage(pids)
+        return {"closed_loop": closed, "open_loop": opened, "peak_rss_mb": usage.peak_rss_mb()}
+    finally:
+        if pump is not None:
+            pump.cancel()
+        await consumer.stop()
+        await producer.stop()
+        fleet.stop()
+        smtp.stop()
+
+
+async def _closed_loop(
+    producer: AIOKafkaProducer,
+    settings: BatonSettings,
+    watch: Watch,
+    next_order: Any,
+    duration_s: float,
+    warmup_s: float,
+    pids: dict[str, int],
+    window: int = 3000,
+) -> dict[str, Any]:
+    """Keep `window` orders in flight; measure completions over `duration_s` after `warmup_s`."""
+    submitted: list[str] = []
+    topic = settings.topic(topics.ORDERS_SUBMITTED)
+    started = time.monotonic()
+    measure_from = started + warmup_s
+    measure_to = measure_from + duration_s
+    base: dict[str, int] = {}
+    usage: Usage | None = None
+    cpu_before: dict[str, float] = {}
+    while time.monotonic() < measure_to:
+        done = watch.count("in_fulfillment")
+        in_flight = len(submitted) - done
+        for _ in range(max(0, min(500, window - in_flight))):
+            eid, body = next_order()
+            submitted.append(eid)
+            await producer.send(topic, body, key=f"webshop:{eid}".encode())
+        if not base and time.monotonic() >= measure_from:
+            base = {"allocated": watch.count("allocated"), "in_fulfillment": watch.count("in_fulfillment")}
+            usage = Usage(pids)
+            cpu_before = usage.start
+        await asyncio.sleep(0.05)
+    allocated = watch.count("allocated") - base["allocated"]
+    in_fulfillment = watch.count("in_fulfillment") - base["in_fulfillment"]
+    assert usage is not None
+    cpu_after = usage.cpu()
+    per_thousand = {
+        label: round((cpu_after[label] - cpu_before[label]) / max(1, in_fulfillment) * 1000, 2)
+        for label in cpu_after
+    }
+    return {
+        "seconds": duration_s,
+        "warmup_s": warmup_s,
+        "window": window,
+        "allocated_per_s": round(allocated / duration_s, 1),
+        "in_fulfillment_per_s": round(in_fulfillment / duration_s, 1),
+        "cpu_s_per_1000_orders": per_thousand,
+    }
+
+
+async def _open_loop(
+    producer: AIOKafkaProducer,
+    settings: BatonSettings,
+    watch: Watch,
+    next_order: Any,
+    rate: float,
+    duration_s: float,
+) -> dict[str, Any]:
+    """Send at a fixed rate; latency counts from when each order was *due*, not when it was sent."""
+    topic = settings.topic(topics.ORDERS_SUBMITTED)
+    await asyncio.sleep(5)  # let the closed loop drain
+    scheduled: dict[str, float] = {}
+    started = time.monotonic()
+    n = 0
+    while (due := started + n / rate) < started + duration_s:
+        if (delay := due - time.monotonic()) > 0:
+            await asyncio.sleep(delay)
+        eid, body = next_order()
+        scheduled[eid] = due
+        await producer.send(topic, body, key=f"webshop:{eid}".encode())
+        n += 1
+    deadline = time.monotonic() + 60
+    while watch.count("in_fulfillment", list(scheduled)) < len(scheduled) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    result: dict[str, Any] = {"rate_per_s": round(rate, 1), "seconds": duration_s, "orders": len(scheduled)}
+    for status in ("allocated", "in_fulfillment"):
+        latencies = sorted(
+            (watch.reached[e][status] - t) * 1000
+            for e, t in scheduled.items()
+            if status in watch.reached.get(e, {})
+        )
+        result[status] = _percentiles(latencies) | {"completed": len(latencies)}
+    return result
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+
+    def pct(p: float) -> float:
+        return round(values[min(len(values) - 1, int(p * len(values)))], 1)
+
+    return {
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "max_ms": round(values[-1], 1),
+        "mean_ms": round(statistics.fmean(values), 1),
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------- report
+
+
+def print_table(result: dict[str, Any], previous: dict[str, Any] | None) -> None:
+    def was(path: list[str]) -> str:
+        value: Any = previous
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return f" (was {value})" if value is not None else ""
+
+    t, c, o = result["transport"], result["fleet"]["closed_loop"], result["fleet"]["open_loop"]
+    ratio = c["in_fulfillment_per_s"] / t["per_second"] if t["per_second"] else 0
+    print(f"\nBaton benchmark {result['date']} on {result['machine']['cpus']} cores")
+    print(
+        f"  transport baseline ({t['hops']} hops, {t['payload_bytes']} B)   {t['per_second']:>8} msg/s"
+        + was(["transport", "per_second"])
+    )
+    print(
+        f"  fleet closed loop -> allocated              {c['allocated_per_s']:>8} orders/s"
+        + was(["fleet", "closed_loop", "allocated_per_s"])
+    )
+    print(
+        f"  fleet closed loop -> in_fulfillment         {c['in_fulfillment_per_s']:>8} orders/s"
+        + was(["fleet", "closed_loop", "in_fulfillment_per_s"])
+        + f"   = {ratio:.0%} of transport"
+    )
+    for status in ("allocated", "in_fulfillment"):
+        lat = o[status]
+        print(
+            f"  open loop @ {o['rate_per_s']}/s -> {status:15} p50 {lat.get('p50_ms')} ms  p95 {lat.get('p95_ms')}"
+            f"  p99 {lat.get('p99_ms')}  max {lat.get('max_ms')}"
+            + was(["fleet", "open_loop", status, "p99_ms"])
+        )
+    print("  CPU s per 1,000 orders: " + ", ".join(f"{k} {v}" for k, v in c["cpu_s_per_1000_orders"].items()))
+    print("  peak RSS MB: " + ", ".join(f"{k} {v}" for k, v in result["fleet"]["peak_rss_mb"].items()))
+    print(
+        "  targets: >= 500 orders/s to in_fulfillment, >= 40 % of transport, p99 allocated <= 250 ms, RSS <= 150 MB"
+    )
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c, o = result["fleet"]["closed_loop"], result["fleet"]["open_loop"]
+    fig, (a, b, d) = plt.subplots(1, 3, figsize=(15, 4.5))
+    a.bar(
+        ["transport\n(msg/s)", "fleet→allocated", "fleet→in_fulfillment"],
+        [result["transport"]["per_second"], c["allocated_per_s"], c["in_fulfillment_per_s"]],
+        color=["#999", "#4a7", "#27a"],
+    )
+    a.axhline(500, color="red", linestyle="--", label="target 500/s")
+    a.set_title("Throughput")
+    a.legend()
+    labels = ["p50_ms", "p95_ms", "p99_ms", "max_ms"]
+    for i, status in enumerate(("allocated", "in_fulfillment")):
+        b.bar([x + i * 0.4 for x in range(4)], [o[status].get(k, 0) for k in labels], width=0.4, label=status)
+    b.set_xticks([x + 0.2 for x in range(4)], labels)
+    b.axhline(250, color="red", linestyle="--", label="p99 target (allocated)")
+    b.set_title(f"Open-loop latency at {o['rate_per_s']}/s (ms)")
+    b.legend()
+    rss = result["fleet"]["peak_rss_mb"]
+    d.bar(list(rss), list(rss.values()), color="#a74")
+    d.axhline(150, color="red", linestyle="--", label="150 MB per service")
+    d.set_title("Peak RSS (MB)")
+    d.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    infra = start_infra()
+    try:
+        payload = orjson.dumps(random_order(random.Random(0), demo_shop(), "x" * 12))
+        transport = await transport_baseline(infra, args.transport_messages, payload)
+        log_dir = stack.cache_dir() / f"bench-logs-{int(time.time())}"
+        fleet = await fleet_run(
+            infra, args.duration, args.open_duration, args.warmup, args.open_share, log_dir
+        )
+    finally:
+        stop_infra(infra)
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ"),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "transport": transport,
+        "fleet": fleet,
+    }
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--relay":
+        import uvloop
+
+        uvloop.run(relay(sys.argv[2], sys.argv[3], sys.argv[4], f"relay-{sys.argv[3]}"))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=60, help="closed-loop measuring window (s)")
+    parser.add_argument("--warmup", type=float, default=15, help="closed-loop warm-up before measuring (s)")
+    parser.add_argument("--open-duration", type=float, default=60, help="open-loop window (s)")
+    parser.add_argument(
+        "--open-share", type=float, default=0.5, help="open-loop rate as a share of closed-loop"
+    )
+    parser.add_argument("--transport-messages", type=int, default=100_000)
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    previous_files = sorted(RESULTS.glob("*.json"))
+    previous = json.loads(previous_files[-1].read_text()) if previous_files else None
+    result = asyncio.run(main_async(args))
+    out = RESULTS / f"{result['date']}.json"
+    out.write_text(json.dumps(result, indent=2))
+    chart(result, out.with_suffix(".png"))
+    print_table(result, previous)
+    print(f"\nwrote {out} and {out.with_suffix('.png').name}")
+
+
+if __name__ == "__main__":
+    main()
