@@ -354,7 +354,12 @@ async def _open_loop(
 ) -> dict[str, Any]:
     """Send at a fixed rate; latency counts from when each order was *due*, not when it was sent."""
     topic = settings.topic(topics.ORDERS_SUBMITTED)
-    await asyncio.sleep(5)  # let the closed loop drain
+    # Start from an idle fleet: the closed loop's in-flight window must drain first, or its queue
+    # would be measured as open-loop latency.
+    deadline = time.monotonic() + 300
+    while watch.count("in_fulfillment") < len(watch.reached) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(2)
     scheduled: dict[str, float] = {}
     started = time.monotonic()
     n = 0

@@ -22,16 +22,20 @@ REDELIVERY = TypeAdapter(RedeliveryRequested)
 
 
 def subscriptions(runtime: Runtime) -> list[Subscription]:
+    webhook_subscriptions = intake.SubscriptionCache()
+    runtime.after_commit.append(webhook_subscriptions.after_commit)
+
     async def on_status_changed(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        return await intake.on_status(conn, parse(STATUS, record), record.value)
+        return await intake.on_status(conn, webhook_subscriptions, parse(STATUS, record), record.value)
 
     async def on_stage_changed(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        return await intake.on_stage(conn, parse(STAGE, record), record.value)
+        return await intake.on_stage(conn, webhook_subscriptions, parse(STAGE, record), record.value)
 
     async def on_order_received(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
         return await intake.on_received(conn, parse(RECEIVED, record))
 
     async def on_subscription_changed(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
+        webhook_subscriptions.invalidate()
         return await intake.change_subscription(conn, parse(SUBSCRIPTION, record))
 
     async def on_redelivery_requested(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:

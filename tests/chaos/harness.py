@@ -613,7 +613,7 @@ async def _report(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--orders", type=int, default=20_000)
-    parser.add_argument("--rate", type=float, default=100.0, help="orders per second the channel submits")
+    parser.add_argument("--rate", type=float, default=40.0, help="orders per second the channel submits (keep it within the fleet's capacity: a backlog is not a fault)")
     parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between SIGKILLs")
     args = parser.parse_args()
     infra = start_infra()

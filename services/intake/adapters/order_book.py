@@ -58,14 +58,10 @@ class PgOrderBook:
     async def record_status(
         self, order_id: UUID, version: int, status: str, event_json: str, occurred_at: datetime
     ) -> None:
+        """The order's current status and its timeline entry, in one statement."""
         await self._conn.execute(
-            "UPDATE orders SET status = $2, version = $3, updated_at = now() WHERE order_id = $1",
-            order_id,
-            status,
-            version,
-        )
-        await self._conn.execute(
-            "INSERT INTO status_history (order_id, version, status, event, occurred_at)"
+            "WITH moved AS (UPDATE orders SET status = $3, version = $2, updated_at = now() WHERE order_id = $1)"
+            " INSERT INTO status_history (order_id, version, status, event, occurred_at)"
             " VALUES ($1, $2, $3, $4::jsonb, $5)",
             order_id,
             version,

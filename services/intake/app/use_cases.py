@@ -54,14 +54,19 @@ class Topics:
 
 
 async def record_submission(book: PgOrderBook, order: OrderDetails, t: Topics) -> list[Outgoing]:
-    """A new channel order becomes `received`; a retry changes nothing; a conflict is refused."""
+    """A new channel order becomes `received`; a retry changes nothing; a conflict is refused.
+
+    The insert is tried first (one statement for the common case); only when the channel order
+    exists already is it read back to tell a retry from a conflict.
+    """
     digest = fingerprint(order.model_dump(mode="json"))
-    existing = await book.find_by_channel(order.channel, order.external_id)
-    outcome = classify_submission(existing.fingerprint if existing else None, digest)
-    if outcome is Submission.RETRY:
-        return []
-    if outcome is Submission.CONFLICT:
+    order_id = order_id_for(order.channel, order.external_id)
+    stored = StoredOrder(order_id, order.channel, order.external_id, digest, Status.RECEIVED.value, 1)
+    if not await book.insert(stored, order.model_dump_json()):
+        existing = await book.find_by_channel(order.channel, order.external_id)
         assert existing is not None
+        if classify_submission(existing.fingerprint, digest) is Submission.RETRY:
+            return []
         refusal = OrderRefused(
             channel=order.channel,
             external_id=order.external_id,
@@ -74,11 +79,6 @@ async def record_submission(book: PgOrderBook, order: OrderDetails, t: Topics) -
             ],
         )
         return [Outgoing.event(t.refused, order.channel_key, refusal)]
-
-    order_id = order_id_for(order.channel, order.external_id)
-    stored = StoredOrder(order_id, order.channel, order.external_id, digest, Status.RECEIVED.value, 1)
-    if not await book.insert(stored, order.model_dump_json()):
-        return []
     status = OrderStatusChanged(
         order_id=order_id,
         channel=order.channel,

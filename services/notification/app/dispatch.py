@@ -204,53 +204,67 @@ class Dispatcher:
             self._on_commit()
 
     async def _send_emails(self) -> int:
-        """Send due e-mails one transaction each: marked sent only after the SMTP server accepted them."""
-        sent = 0
-        for _ in range(50):
-            async with self._pool.acquire() as conn, conn.transaction():
-                row = await conn.fetchrow(
-                    "SELECT e.order_id, e.status, e.context::text AS context, c.email, c.name, c.external_id"
-                    " FROM emails e JOIN customers c USING (order_id)"
-                    " WHERE e.state = 'pending' AND e.next_attempt_at <= now()"
-                    " ORDER BY e.next_attempt_at LIMIT 1 FOR UPDATE OF e SKIP LOCKED"
-                )
-                if row is None:
-                    return sent
-                message = render_email(
-                    row["status"],
+        """Send due e-mails in rounds over one SMTP connection; each is marked sent only once accepted."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT e.order_id, e.status, e.context::text AS context, c.email, c.name, c.external_id"
+                " FROM emails e JOIN customers c USING (order_id)"
+                " WHERE e.state = 'pending' AND e.next_attempt_at <= now()"
+                " ORDER BY e.next_attempt_at LIMIT 50 FOR UPDATE OF e SKIP LOCKED"
+            )
+            if not rows:
+                return 0
+            messages = [
+                render_email(
+                    r["status"],
                     self._settings.smtp_from,
-                    row["email"],
+                    r["email"],
                     {
-                        "name": row["name"],
-                        "external_id": row["external_id"],
-                        "order_id": str(row["order_id"]),
-                        **orjson.loads(row["context"]),
+                        "name": r["name"],
+                        "external_id": r["external_id"],
+                        "order_id": str(r["order_id"]),
+                        **orjson.loads(r["context"]),
                     },
                 )
-                try:
-                    await asyncio.to_thread(self._smtp_send, message)
-                except (OSError, smtplib.SMTPException) as exc:
-                    await conn.execute(
-                        "UPDATE emails SET attempts = attempts + 1, last_error = $3,"
-                        " next_attempt_at = now() + make_interval(secs => least(300, 2 ^ least(attempts, 8)))"
-                        " WHERE order_id = $1 AND status = $2",
-                        row["order_id"],
-                        row["status"],
-                        repr(exc)[:500],
-                    )
-                    continue
-                await conn.execute(
+                for r in rows
+            ]
+            errors = await asyncio.to_thread(self._smtp_send_all, messages)
+            sent = [
+                (r["order_id"], r["status"]) for r, error in zip(rows, errors, strict=True) if error is None
+            ]
+            failed = [
+                (r["order_id"], r["status"], error) for r, error in zip(rows, errors, strict=True) if error
+            ]
+            if sent:
+                await conn.executemany(
                     "UPDATE emails SET state = 'sent', sent_at = now(), attempts = attempts + 1"
                     " WHERE order_id = $1 AND status = $2",
-                    row["order_id"],
-                    row["status"],
+                    sent,
                 )
-                sent += 1
-        return sent
+            if failed:
+                await conn.executemany(
+                    "UPDATE emails SET attempts = attempts + 1, last_error = $3,"
+                    " next_attempt_at = now() + make_interval(secs => least(300, 2 ^ least(attempts, 8)))"
+                    " WHERE order_id = $1 AND status = $2",
+                    failed,
+                )
+            return len(sent)
 
-    def _smtp_send(self, message: EmailMessage) -> None:
-        with smtplib.SMTP(self._settings.smtp_host, self._settings.smtp_port, timeout=10) as smtp:
-            smtp.send_message(message)
+    def _smtp_send_all(self, messages: list[EmailMessage]) -> list[str | None]:
+        """One connection for the round; per message, None when accepted or the error."""
+        try:
+            smtp = smtplib.SMTP(self._settings.smtp_host, self._settings.smtp_port, timeout=10)
+        except (OSError, smtplib.SMTPException) as exc:
+            return [repr(exc)[:500]] * len(messages)
+        results: list[str | None] = []
+        with smtp:
+            for message in messages:
+                try:
+                    smtp.send_message(message)
+                    results.append(None)
+                except (OSError, smtplib.SMTPException) as exc:
+                    results.append(repr(exc)[:500])
+        return results
 
 
 def render_email(status: str, sender: str, recipient: str, values: dict[str, str]) -> EmailMessage:
