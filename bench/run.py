@@ -33,12 +33,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from libs.contracts import topics
 from libs.platform import stack
-from libs.platform.db import ensure_database
-from libs.platform.kafka import apply_topics
 from libs.platform.settings import BatonSettings
 from libs.platform.supervisor import Supervisor
 from libs.simulators.world import demo_shop, random_order
-from tests.support.infra import Infra, fresh_name, service_env, start_infra, stop_infra
+from tests.support.infra import Infra, fresh_environment, fresh_name, service_env, start_infra, stop_infra
+from tests.support.mail import MailBox
 
 RESULTS = Path(__file__).parent / "results"
 HOPS = (
@@ -193,22 +192,9 @@ class Usage:
 async def fleet_run(
     infra: Infra, closed_s: float, open_s: float, warmup_s: float, open_share: float, log_dir: Path
 ) -> dict[str, Any]:
-    from aiosmtpd.controller import Controller
-
-    class Sink:
-        async def handle_DATA(self, *_: Any) -> str:
-            return "250 OK"
-
-    smtp_port = _free_port()
-    smtp = Controller(Sink(), hostname="127.0.0.1", port=smtp_port)
-    prefix, database = fresh_name("bench") + ".", fresh_name("db")
-    settings = BatonSettings(
-        kafka_bootstrap_servers=infra.bootstrap_servers,
-        topic_prefix=prefix,
-        database_url=infra.database_url(database),
-    )
-    await ensure_database(settings.database_url)
-    await apply_topics(settings)
+    smtp = MailBox()
+    smtp_port = smtp.port
+    settings, prefix, database = await fresh_environment(infra, "bench")
     env = service_env(infra, prefix, database) | {
         "BATON_SMTP_PORT": str(smtp_port),
         "BATON_HTTP_PORT": "0",
@@ -398,14 +384,6 @@ def _percentiles(values: list[float]) -> dict[str, float]:
         "max_ms": round(values[-1], 1),
         "mean_ms": round(statistics.fmean(values), 1),
     }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------- report

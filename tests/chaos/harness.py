@@ -25,15 +25,14 @@ from aiokafka import AIOKafkaConsumer
 
 from libs.contracts import topics
 from libs.platform import stack
-from libs.platform.db import ensure_database
-from libs.platform.kafka import apply_topics
 from libs.platform.settings import BatonSettings
 from libs.platform.supervisor import Supervisor
 from libs.simulators.sender import ResilientSender
 from libs.simulators.warehouse import WarehouseFloor
 from libs.simulators.world import demo_shop, random_order
 from services.intake.domain.orders import NEXT, Status
-from tests.support.infra import Infra, fresh_name, service_env, start_infra, stop_infra
+from tests.support.infra import Infra, free_port, fresh_environment, service_env, start_infra, stop_infra
+from tests.support.mail import MailBox
 
 EXPECTED_END = {"delivered", "rejected", "cancelled", "backordered"}
 FLEET = [("intake", 1), ("validation", 1), ("allocation", 2), ("fulfillment", 2), ("notification", 1)]
@@ -97,35 +96,6 @@ class WebhookSink:
             await self._runner.cleanup()
 
 
-class MailSink:
-    def __init__(self, port: int) -> None:
-        from aiosmtpd.controller import Controller
-
-        self.port = port
-        self.message_ids: Counter[str] = Counter()
-        self._controller = Controller(self, hostname="127.0.0.1", port=port)
-
-    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
-        from email import message_from_bytes
-
-        self.message_ids[str(message_from_bytes(envelope.content)["Message-ID"])] += 1
-        return "250 OK"
-
-    def start(self) -> None:
-        self._controller.start()
-
-    def stop(self) -> None:
-        self._controller.stop()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def send_until_acknowledged(sender: ResilientSender, topic: str, value: bytes, key: str) -> None:
     """A channel retries until the broker acknowledged; a retry of an order is de-duplicated by intake."""
     await sender.send(topic, value, key)
@@ -145,15 +115,8 @@ def bad_messages(run: str) -> list[tuple[str, str, bytes]]:
 
 async def run_chaos(orders: int, rate: float, kill_every: float, infra: Infra, log_dir: Path) -> bool:
     run = secrets.token_hex(3)
-    prefix, database = fresh_name("chaos") + ".", fresh_name("db")
-    settings = BatonSettings(
-        kafka_bootstrap_servers=infra.bootstrap_servers,
-        topic_prefix=prefix,
-        database_url=infra.database_url(database),
-    )
-    await ensure_database(settings.database_url)
-    await apply_topics(settings)
-    sink, mail = WebhookSink(free_port()), MailSink(free_port())
+    settings, prefix, database = await fresh_environment(infra, "chaos")
+    sink, mail = WebhookSink(free_port()), MailBox()
     await sink.start()
     mail.start()
     env = service_env(infra, prefix, database) | {
@@ -463,7 +426,7 @@ async def _report(
     submitted: dict[str, dict[str, Any]],
     faults: Faults,
     sink: WebhookSink,
-    mail: MailSink,
+    mail: MailBox,
     run: str,
     settled_at: float | None,
     settle_started: float,
@@ -613,7 +576,12 @@ async def _report(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--orders", type=int, default=20_000)
-    parser.add_argument("--rate", type=float, default=40.0, help="orders per second the channel submits (keep it within the fleet's capacity: a backlog is not a fault)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=40.0,
+        help="orders per second the channel submits (keep it within the fleet's capacity: a backlog is not a fault)",
+    )
     parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between SIGKILLs")
     args = parser.parse_args()
     infra = start_infra()

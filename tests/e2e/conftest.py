@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from email import message_from_bytes
-from email import policy as email_policy
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from aiosmtpd.controller import Controller
 
 from libs.contracts import topics
-from libs.platform.db import ensure_database
-from libs.platform.kafka import apply_topics
-from libs.platform.settings import BatonSettings
 from tests.support.fleet import Fleet
-from tests.support.infra import Infra, fresh_name, service_env
+from tests.support.infra import Infra, free_port, fresh_environment, service_env
 from tests.support.kafka_io import Publisher, TopicWatcher
+from tests.support.mail import MailBox
 from tests.support.orders import adjustment, location, product, stage_update
 
 SERVICES_TO_RUN = [
@@ -156,44 +149,12 @@ class LiveFleet:
             )
 
 
-class MailBox:
-    """A real SMTP server (aiosmtpd) keeping every message it accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.port = free_port()
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
-
-    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
-        self.messages.append(message_from_bytes(envelope.content, policy=email_policy.default))
-        return "250 OK"
-
-    def start(self) -> None:
-        self._controller.start()
-
-    def stop(self) -> None:
-        self._controller.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveFleet]:
-    prefix, database = fresh_name() + ".", fresh_name("db")
+    settings, prefix, database = await fresh_environment(infra)
     mailbox = MailBox()
     mailbox.start()
     http_port = free_port()
-    settings = BatonSettings(
-        kafka_bootstrap_servers=infra.bootstrap_servers,
-        topic_prefix=prefix,
-        database_url=infra.database_url(database),
-    )
-    await ensure_database(settings.database_url)
-    await apply_topics(settings)
     log_dir = Path(tmp_path_factory.mktemp("fleet-logs"))
     fleet = Fleet(service_env(infra, prefix, database), log_dir)
     watchers = [

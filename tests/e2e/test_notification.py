@@ -18,7 +18,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import LiveFleet, free_port
+from tests.e2e.conftest import LiveFleet
+from tests.support.infra import free_port
 from tests.support.orders import adjustment, location, order, product
 
 pytestmark = pytest.mark.e2e

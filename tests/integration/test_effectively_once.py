@@ -8,11 +8,8 @@ from pathlib import Path
 import pytest
 
 from libs.contracts import topics
-from libs.platform.db import ensure_database
-from libs.platform.kafka import apply_topics
-from libs.platform.settings import BatonSettings
 from tests.support.fleet import Fleet
-from tests.support.infra import Infra, fresh_name, service_env
+from tests.support.infra import Infra, fresh_environment, service_env
 from tests.support.kafka_io import Publisher, TopicWatcher
 from tests.support.orders import order, product
 
@@ -22,14 +19,7 @@ pytestmark = pytest.mark.integration
 async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_event_once(
     infra: Infra, tmp_path: Path
 ) -> None:
-    prefix, database = fresh_name() + ".", fresh_name("db")
-    settings = BatonSettings(
-        kafka_bootstrap_servers=infra.bootstrap_servers,
-        topic_prefix=prefix,
-        database_url=infra.database_url(database),
-    )
-    await ensure_database(settings.database_url)
-    await apply_topics(settings)
+    settings, prefix, database = await fresh_environment(infra)
     fleet = Fleet(service_env(infra, prefix, database), tmp_path)
     lifecycle = TopicWatcher(infra.bootstrap_servers, settings.topic(topics.ORDERS_LIFECYCLE))
     status = TopicWatcher(infra.bootstrap_servers, settings.topic(topics.ORDERS_STATUS))

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from libs.platform import stack
+from libs.platform.settings import BatonSettings
 
 
 @dataclass
@@ -65,3 +66,28 @@ def service_env(infra: Infra, topic_prefix: str, database: str) -> dict[str, str
         }
     )
     return env
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def fresh_environment(infra: Infra, kind: str = "t") -> tuple[BatonSettings, str, str]:
+    """Settings for a run of its own: new topic prefix (topics created) and a new database."""
+    from libs.platform.db import ensure_database
+    from libs.platform.kafka import apply_topics
+
+    prefix, database = fresh_name(kind) + ".", fresh_name("db")
+    settings = BatonSettings(
+        kafka_bootstrap_servers=infra.bootstrap_servers,
+        topic_prefix=prefix,
+        database_url=infra.database_url(database),
+    )
+    await ensure_database(settings.database_url)
+    await apply_topics(settings)
+    return settings, prefix, database
