@@ -13,6 +13,7 @@ import logging
 import smtplib
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from importlib import resources
@@ -46,47 +47,55 @@ class Dispatcher:
     def __init__(self, pool: asyncpg.Pool, settings: BatonSettings, on_commit: Any) -> None:
         self._pool = pool
         self._settings = settings
-        self._wake = asyncio.Event()
+        self._webhooks_due = asyncio.Event()
+        self._emails_due = asyncio.Event()
         self._stopping = False
         self._in_flight: dict[str, int] = defaultdict(int)
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._runners: list[asyncio.Task[None]] = []
         self._on_commit = on_commit
 
     def wake(self) -> None:
-        self._wake.set()
+        self._webhooks_due.set()
+        self._emails_due.set()
 
     def start(self) -> None:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self._settings.webhook_timeout_s)
         )
-        self._runner = asyncio.create_task(self._run(), name="notification-dispatcher")
+        # Two independent loops: an SMTP round never holds up webhooks, nor the other way round.
+        self._runners = [
+            asyncio.create_task(
+                self._loop(self._claim_webhooks, self._webhooks_due), name="webhook-dispatcher"
+            ),
+            asyncio.create_task(self._loop(self._send_emails, self._emails_due), name="email-dispatcher"),
+        ]
 
     async def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
-        if self._runner:
-            await asyncio.wait_for(self._runner, 15)
+        self.wake()
+        if self._runners:
+            await asyncio.wait_for(asyncio.gather(*self._runners), 15)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.webhook_timeout_s + 2)
         if self._session:
             await self._session.close()
 
-    async def _run(self) -> None:
+    async def _loop(self, work: Callable[[], Awaitable[int]], due: asyncio.Event) -> None:
+        """Run ``work`` while it finds something to do; otherwise wait to be woken (or poll)."""
         while not self._stopping:
             try:
-                claimed = await self._claim_webhooks()
-                sent = await self._send_emails()
+                done = await work()
             except Exception:
                 log.warning("dispatcher round failed; retrying", exc_info=True)
-                claimed, sent = 0, 0
-            if claimed == 0 and sent == 0:
+                done = 0
+            if done == 0:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+                    await asyncio.wait_for(due.wait(), timeout=0.5)
                 except TimeoutError:
                     pass
-                self._wake.clear()
+                due.clear()
 
     async def _claim_webhooks(self) -> int:
         per_subscription = self._settings.webhook_concurrency_per_subscription
@@ -144,7 +153,7 @@ class Dispatcher:
             log.warning("delivery bookkeeping failed; the lease will expire and it is retried", exc_info=True)
         finally:
             self._in_flight[due.subscription_id] -= 1
-            self._wake.set()
+            self._webhooks_due.set()
 
     async def _record(self, due: Due, status: int | None, error: str | None, duration_ms: int) -> None:
         settings = self._settings
