@@ -31,6 +31,7 @@ from services.notification.domain.webhooks import is_success, retry_delay, sign
 
 log = logging.getLogger("baton.notification")
 LEASE_S = 60.0
+SMTP_CONNECTIONS = 4
 
 
 @dataclass(frozen=True)
@@ -213,13 +214,13 @@ class Dispatcher:
             self._on_commit()
 
     async def _send_emails(self) -> int:
-        """Send due e-mails in rounds over one SMTP connection; each is marked sent only once accepted."""
+        """Send due e-mails in rounds of up to 200; each is marked sent only once the server accepted it."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT e.order_id, e.status, e.context::text AS context, c.email, c.name, c.external_id"
                 " FROM emails e JOIN customers c USING (order_id)"
                 " WHERE e.state = 'pending' AND e.next_attempt_at <= now()"
-                " ORDER BY e.next_attempt_at LIMIT 50 FOR UPDATE OF e SKIP LOCKED"
+                " ORDER BY e.next_attempt_at LIMIT 200 FOR UPDATE OF e SKIP LOCKED"
             )
             if not rows:
                 return 0
@@ -237,7 +238,14 @@ class Dispatcher:
                 )
                 for r in rows
             ]
-            errors = await asyncio.to_thread(self._smtp_send_all, messages)
+            # Up to four SMTP connections at once, each sending its share of the round.
+            shares = [messages[i::SMTP_CONNECTIONS] for i in range(SMTP_CONNECTIONS)]
+            results = await asyncio.gather(
+                *(asyncio.to_thread(self._smtp_send_all, share) for share in shares)
+            )
+            errors: list[str | None] = [None] * len(messages)
+            for offset, share_errors in enumerate(results):
+                errors[offset::SMTP_CONNECTIONS] = share_errors
             sent = [
                 (r["order_id"], r["status"]) for r, error in zip(rows, errors, strict=True) if error is None
             ]
@@ -260,7 +268,9 @@ class Dispatcher:
             return len(sent)
 
     def _smtp_send_all(self, messages: list[EmailMessage]) -> list[str | None]:
-        """One connection for the round; per message, None when accepted or the error."""
+        """One connection for these messages; per message, None when accepted or the error."""
+        if not messages:
+            return []
         try:
             smtp = smtplib.SMTP(self._settings.smtp_host, self._settings.smtp_port, timeout=10)
         except (OSError, smtplib.SMTPException) as exc:
