@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 log = logging.getLogger("baton.relay")
 
 POLL_INTERVAL_S = 1.0
-SEND_TIMEOUT_S = 15.0
+SEND_TIMEOUT_S = 5.0
 
 
 def relay_lock_id(schema: str) -> int:

@@ -11,7 +11,7 @@ import contextlib
 
 from aiokafka import AIOKafkaProducer
 
-SEND_TIMEOUT_S = 15.0
+SEND_TIMEOUT_S = 5.0
 
 
 class ResilientSender:

@@ -32,7 +32,7 @@ from libs.simulators.warehouse import WarehouseFloor
 from libs.simulators.world import demo_shop, random_order
 from services.intake.domain.orders import NEXT, Status
 from tests.support.infra import Infra, free_port, fresh_environment, service_env, start_infra, stop_infra
-from tests.support.mail import MailBox
+from tests.support.mail import MailSinkProcess
 
 EXPECTED_END = {"delivered", "rejected", "cancelled", "backordered"}
 FLEET = [("intake", 1), ("validation", 1), ("allocation", 2), ("fulfillment", 2), ("notification", 1)]
@@ -116,9 +116,8 @@ def bad_messages(run: str) -> list[tuple[str, str, bytes]]:
 async def run_chaos(orders: int, rate: float, kill_every: float, infra: Infra, log_dir: Path) -> bool:
     run = secrets.token_hex(3)
     settings, prefix, database = await fresh_environment(infra, "chaos")
-    sink, mail = WebhookSink(free_port()), MailBox()
-    await sink.start()
-    mail.start()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    sink, mail = WebhookSink(free_port()), MailSinkProcess(log_dir / "mail-ids.log")
     env = service_env(infra, prefix, database) | {
         "BATON_SMTP_PORT": str(mail.port),
         "BATON_HTTP_PORT": "0",
@@ -145,6 +144,8 @@ async def run_chaos(orders: int, rate: float, kill_every: float, infra: Infra, l
     started = time.monotonic()
     ok = False
     try:  # everything started from here on is stopped in `finally`, also when the run fails
+        await sink.start()
+        mail.start()
         for label in labels:
             fleet.start(label.split(".")[0], label)
         await consumer.start()
@@ -426,7 +427,7 @@ async def _report(
     submitted: dict[str, dict[str, Any]],
     faults: Faults,
     sink: WebhookSink,
-    mail: MailBox,
+    mail: MailSinkProcess,
     run: str,
     settled_at: float | None,
     settle_started: float,
