@@ -580,8 +580,9 @@ def main() -> None:
     parser.add_argument(
         "--rate",
         type=float,
-        default=40.0,
-        help="orders per second the channel submits (keep it within the fleet's capacity: a backlog is not a fault)",
+        default=25.0,
+        help="orders per second the channel submits; keep it within the fleet's capacity while processes are "
+        "being killed (a backlog would be counted against the 60 s settle limit)",
     )
     parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between SIGKILLs")
     args = parser.parse_args()
