@@ -16,13 +16,9 @@ import pytest
 from libs.contracts import topics
 from tests.e2e.conftest import LiveFleet
 from tests.support.orders import adjustment, location, order, product
+from tests.support.orders import unique_sku as sku
 
 pytestmark = pytest.mark.e2e
-
-
-def sku(name: str) -> str:
-    """Skus unique to one test, so tests sharing the fleet never share stock."""
-    return f"{name}-{secrets.token_hex(3)}"
 
 
 async def test_a_valid_order_is_received_validated_and_allocated_with_its_shipment(live: LiveFleet) -> None:

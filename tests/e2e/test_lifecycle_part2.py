@@ -9,12 +9,9 @@ import pytest
 from libs.contracts import topics
 from tests.e2e.conftest import LiveFleet
 from tests.support.orders import adjustment, location, order, product
+from tests.support.orders import unique_sku as sku
 
 pytestmark = pytest.mark.e2e
-
-
-def sku(name: str) -> str:
-    return f"{name}-{secrets.token_hex(3)}"
 
 
 async def _allocated_order(live: LiveFleet, item: str, wh: str, qty: int = 1, **order_kwargs: object) -> dict:  # type: ignore[type-arg]

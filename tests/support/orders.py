@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 from decimal import Decimal
 from typing import Any
 
 _counter = itertools.count(1)
 
 BERLIN = {"lat": 52.52, "lon": 13.405}
+
+
+def unique_sku(name: str) -> str:
+    """Skus unique to one test, so tests sharing one fleet never share stock."""
+    return f"{name}-{secrets.token_hex(3)}"
 
 
 def order(

@@ -69,11 +69,16 @@ def _stage_event(
     return Outgoing.event(t.stage_changes, str(s.order_id), event)
 
 
+def contract_lines(lines: dict[str, int]) -> list[ShipmentLine]:
+    """A shipment's {sku: units} as contract lines, sku order, empty lines left out."""
+    return [ShipmentLine(sku=sku, quantity=units) for sku, units in sorted(lines.items()) if units > 0]
+
+
 def _public(s: ShipmentRow) -> Shipment:
     return Shipment(
         shipment_id=s.shipment_id,
         location_id=s.location_id,
-        lines=[ShipmentLine(sku=k, quantity=v) for k, v in sorted(s.lines.items()) if v > 0],
+        lines=contract_lines(s.lines),
         pipeline=s.pipeline,
         stage=s.stage,
         carrier=s.carrier,
@@ -193,7 +198,7 @@ async def apply_update(
         shipment.active = False
         await store.save_shipment(shipment)
         out.append(_stage_event(t, shipment, shipment.stage, None, "left", reason=update.note or FAILED))
-        lines = [ShipmentLine(sku=k, quantity=v) for k, v in sorted(shipment.lines.items()) if v > 0]
+        lines = contract_lines(shipment.lines)
         out.append(
             Outgoing.event(
                 t.lifecycle,
@@ -230,9 +235,7 @@ async def apply_update(
                     order_id=order_id,
                     shipment_id=shipment.shipment_id,
                     location_id=shipment.location_id,
-                    lines=[
-                        ShipmentLine(sku=k, quantity=v) for k, v in sorted(shipment.lines.items()) if v > 0
-                    ],
+                    lines=contract_lines(shipment.lines),
                 ),
             )
         )
@@ -315,7 +318,7 @@ async def decide_cancel(
             Shipment(
                 shipment_id=sid,
                 location_id=next(s.location_id for s in shipments if s.shipment_id == sid),
-                lines=[ShipmentLine(sku=k, quantity=v) for k, v in sorted(lines.items())],
+                lines=contract_lines(lines),
             )
             for sid, lines in sorted(release.items())
         ],
