@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import signal
@@ -138,7 +139,9 @@ def running_fleet(counts: dict[str, int], log_dir: Path | None) -> Iterator[Supe
     """The stack (unless the environment provides it) and the services; all stopped on the way out."""
     own_kafka, own_pg = not stack.external_kafka(), not stack.external_database()
     env = dict(os.environ) | {"BATON_LOG_JSON": os.environ.get("BATON_LOG_JSON", "false")}
-    fleet = Supervisor(env, log_dir)
+    if not env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        env.setdefault("BATON_TRACE_DIR", str(stack.cache_dir() / "traces"))
+    fleet = Supervisor(env, log_dir, ops_port_base=int(os.environ.get("BATON_OPS_PORT_BASE", "9101")))
     try:
         stack_up(kafka_only=False)
         for name, count in counts.items():
@@ -286,6 +289,35 @@ def webhooks_redeliver(
         {"delivery_id": delivery_id, "subscription_id": subscription},
     )
     typer.echo("redelivery requested")
+
+
+@app.command()
+def trace(
+    order_id: str,
+    trace_dir: Annotated[Path | None, typer.Option(help="default: $BATON_TRACE_DIR or .cache/traces")] = None,
+) -> None:
+    """Print one order's span tree across all services (from the local trace files)."""
+    from libs.cli.traces import load_order_spans, render
+
+    folder = trace_dir or Path(os.environ.get("BATON_TRACE_DIR") or stack.cache_dir() / "traces")
+    spans = load_order_spans(folder, order_id)
+    typer.echo(render(order_id, spans))
+    if not spans:
+        raise typer.Exit(1)
+
+
+@app.command()
+def top(
+    interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 2.0,
+    iterations: Annotated[
+        int | None, typer.Option(help="stop after N screens (default: until Ctrl-C)")
+    ] = None,
+) -> None:
+    """Live view: consumer lag, members and rate per consumer group; dead letters; outbox backlog."""
+    from libs.cli.top import watch
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(watch(_settings(), interval, iterations))
 
 
 @app.command()

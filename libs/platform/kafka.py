@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -15,7 +17,7 @@ from libs.platform.settings import BatonSettings
 log = logging.getLogger("baton.kafka")
 
 
-def make_broker(settings: BatonSettings, client_id: str) -> KafkaBroker:
+def make_broker(settings: BatonSettings, client_id: str, middlewares: Sequence[Any] = ()) -> KafkaBroker:
     """Producer side is idempotent with acks=all; consumers are configured per subscriber
     (manual commit after the database transaction, never faststream's ACK_FIRST default)."""
     return KafkaBroker(
@@ -25,6 +27,7 @@ def make_broker(settings: BatonSettings, client_id: str) -> KafkaBroker:
         acks="all",
         graceful_timeout=settings.graceful_timeout_s,
         logger=logging.getLogger("faststream"),
+        middlewares=tuple(middlewares),
     )
 
 

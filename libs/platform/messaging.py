@@ -24,9 +24,11 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanContext
 from pydantic import TypeAdapter, ValidationError
 
 from libs.contracts.envelope import Event
+from libs.platform import metrics, tracing
 
 log = logging.getLogger("baton.messaging")
 
@@ -159,7 +161,11 @@ class BatchProcessor:
         dead_letter_topic: str,
         on_commit: Callable[[], None],
         retry_for_s: float = 60.0,
+        service: str = "",
+        subscription: str = "",
     ) -> None:
+        self._service = service
+        self._subscription = subscription
         self._pool = pool
         self._handler = handler
         self._dead_letter_topic = dead_letter_topic
@@ -187,9 +193,12 @@ class BatchProcessor:
                 delay = min(delay * 2, 5.0)
 
     async def _apply_batch(self, records: Sequence[Incoming]) -> None:
+        started = time.perf_counter()
+        started_ns = tracing.now_ns()
         try:
-            async with self._pool().acquire() as conn, conn.transaction():
-                await self._apply(conn, records)
+            with metrics.held_until_commit() as counted:
+                async with self._pool().acquire() as conn, conn.transaction():
+                    spans = await self._apply(conn, records)
         except TRANSIENT_ERRORS:
             raise
         except Exception:
@@ -199,22 +208,49 @@ class BatchProcessor:
             log.warning("batch failed; isolating the poison record", exc_info=True)
             for record in records:
                 await self._apply_batch([record])
+            return
+        metrics.apply(counted)
+        metrics.BATCH_SECONDS.labels(self._service, self._subscription).observe(time.perf_counter() - started)
+        if tracing.enabled():
+            tracing.batch_span(
+                f"{self._service} transaction {self._subscription}",
+                started_ns,
+                len(records),
+                spans,
+                **{"db.system": "postgresql", "baton.service": self._service},
+            )
 
-    async def _apply(self, conn: asyncpg.Connection, records: Sequence[Incoming]) -> None:
+    async def _apply(self, conn: asyncpg.Connection, records: Sequence[Incoming]) -> list[SpanContext | None]:
         fresh = await claim(conn, [r.message_id for r in records])
         out: list[Outgoing] = []
+        spans: list[SpanContext | None] = []
+        traced = tracing.enabled()
         for record in records:
             if record.message_id not in fresh:
+                metrics.count(metrics.RECORDS, self._service, self._subscription, "duplicate")
                 continue
             fresh.discard(record.message_id)  # a duplicate inside the same batch applies once
+            started_ns = tracing.now_ns() if traced else 0
             try:
-                out.extend(await self._handler(conn, record))
+                caused = await self._handler(conn, record)
+                outcome = "applied"
             except Rejected as rejected:
                 log.info(
                     "dead-lettering record", extra={"cause": rejected.cause, "source": record.message_id}
                 )
-                out.append(dead_letter(self._dead_letter_topic, record, rejected.cause, rejected.detail))
+                caused = [dead_letter(self._dead_letter_topic, record, rejected.cause, rejected.detail)]
+                outcome = "dead_lettered"
+                metrics.count(metrics.DEAD_LETTERS, self._service, rejected.cause)
+            metrics.count(metrics.RECORDS, self._service, self._subscription, outcome)
+            if traced:
+                spans.append(
+                    tracing.record_span(
+                        self._service, self._subscription, record, caused, started_ns, outcome
+                    )
+                )
+            out.extend(caused)
         await write_outbox(conn, out)
+        return spans
 
     async def _dead_letter_after_failure(self, record: Incoming) -> None:
         """The record failed on its own with a non-transient error: park it with the cause."""
@@ -225,6 +261,8 @@ class BatchProcessor:
             await write_outbox(
                 conn, [dead_letter(self._dead_letter_topic, record, "processing_failed", detail)]
             )
+        metrics.count(metrics.DEAD_LETTERS, self._service, "processing_failed")
+        metrics.count(metrics.RECORDS, self._service, self._subscription, "dead_lettered")
 
 
 def headers_dict(raw: Any) -> dict[str, str]:

@@ -21,6 +21,8 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from libs.platform import metrics, tracing
+
 log = logging.getLogger("baton.relay")
 
 POLL_INTERVAL_S = 1.0
@@ -139,10 +141,13 @@ class OutboxRelay:
         if not rows:
             return 0
 
+        started_ns = tracing.now_ns()
+        row_headers = [orjson.loads(row["headers"]) for row in rows]
+
         async def send_all() -> None:
             futures = []
-            for row in rows:
-                headers = [(k, str(v).encode()) for k, v in orjson.loads(row["headers"]).items()]
+            for row, header_map in zip(rows, row_headers, strict=True):
+                headers = [(k, str(v).encode()) for k, v in header_map.items()]
                 futures.append(
                     await producer.send(
                         row["topic"], value=bytes(row["value"]), key=row["key"].encode(), headers=headers
@@ -158,4 +163,13 @@ class OutboxRelay:
             os._exit(86)
         await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
         self.sent += len(rows)
+        metrics.OUTBOX_RELAYED.labels(self._schema).inc(len(rows))
+        if tracing.enabled():
+            tracing.batch_span(
+                f"{self._schema} outbox relay",
+                started_ns,
+                len(rows),
+                tracing.contexts_of(row_headers),
+                **{"messaging.system": "kafka", "baton.service": self._schema},
+            )
         return len(rows)

@@ -16,12 +16,15 @@ import asyncpg
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
 from libs.contracts.topics import dead_letter_topic
+from libs.platform import metrics, tracing
 from libs.platform.db import create_pool, ensure_database, migrate
 from libs.platform.kafka import apply_topics, make_broker
 from libs.platform.logs import configure_logging
 from libs.platform.messaging import TRANSIENT_ERRORS, BatchProcessor, Handler, Incoming, headers_dict
+from libs.platform.ops import OpsServer
 from libs.platform.relay import OutboxRelay
 from libs.platform.settings import BatonSettings
 
@@ -53,6 +56,8 @@ class Runtime:
     _pool: asyncpg.Pool | None = None
     relay: OutboxRelay | None = None
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Consumer group -> topics it reads (for lag)."""
     stoppers: list[Stopper] = field(default_factory=list)
 
     @property
@@ -100,8 +105,12 @@ def _register(broker: KafkaBroker, runtime: Runtime, subscription: Subscription)
         handler=subscription.handler,
         dead_letter_topic=settings.topic(dead_letter_topic(runtime.service)),
         on_commit=runtime.committed,
+        service=runtime.service,
+        subscription=subscription.name,
     )
     wanted = subscription.event_types
+    group = settings.group(runtime.service, subscription.name)
+    runtime.groups[group] = tuple(settings.topic(t) for t in subscription.topics)
 
     async def on_batch(msg: KafkaMessage) -> None:
         raw = msg.raw_message
@@ -114,7 +123,7 @@ def _register(broker: KafkaBroker, runtime: Runtime, subscription: Subscription)
     broker.subscriber(
         *[settings.topic(t) for t in subscription.topics],
         batch=True,
-        group_id=settings.group(runtime.service, subscription.name),
+        group_id=group,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_records=settings.batch_max_records,
@@ -129,8 +138,15 @@ def _register(broker: KafkaBroker, runtime: Runtime, subscription: Subscription)
 def build_service_app(definition: ServiceDefinition, settings: BatonSettings) -> FastStream:
     """Nothing connects here: connections open in the app's start-up hook."""
     configure_logging(definition.name, settings.log_level, settings.log_json)
+    tracing.configure(definition.name, settings.instance_id, settings.trace_dir)
     runtime = Runtime(service=definition.name, settings=settings)
-    broker = make_broker(settings, client_id=f"baton-{definition.name}-{settings.instance_id}")
+    broker = make_broker(
+        settings,
+        client_id=f"baton-{definition.name}-{settings.instance_id}",
+        middlewares=(
+            KafkaPrometheusMiddleware(registry=metrics.REGISTRY, app_name=f"baton-{definition.name}"),
+        ),
+    )
     for subscription in definition.subscriptions(runtime):
         _register(broker, runtime, subscription)
     app = FastStream(broker, logger=logging.getLogger("faststream"))
@@ -138,6 +154,9 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
     @app.on_startup
     async def prepare() -> None:
         """Wait out a broker or database that is not up yet (a restart, a rollout) instead of exiting."""
+        ops = OpsServer(runtime, settings.ops_port, broker.ping)
+        await ops.start()
+        runtime.stoppers.append(ops.stop)
         delay = 0.5
         while True:
             try:
@@ -178,6 +197,16 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
             await runtime.relay.stop()
         if runtime._pool is not None:
             await runtime._pool.close()
+        tracing.shutdown()
         log.info("service stopped", extra={"instance": settings.instance_id})
 
     return app
+
+
+def consumer_groups(definition: ServiceDefinition, settings: BatonSettings) -> dict[str, tuple[str, ...]]:
+    """The service's consumer groups and the topics each reads (what lag and KEDA are about)."""
+    runtime = Runtime(service=definition.name, settings=settings)
+    return {
+        settings.group(definition.name, s.name): tuple(settings.topic(t) for t in s.topics)
+        for s in definition.subscriptions(runtime)
+    }

@@ -60,6 +60,12 @@ class BatonSettings(BaseSettings):
     webhook_backoff_cap_s: float = 300.0
     webhook_concurrency_per_subscription: int = Field(default=4, ge=1)
     http_port: int = Field(default=8085, description="Status API port (notification); 0 picks a free port")
+    ops_port: int = Field(
+        default=9100, description="/metrics, /livez and /readyz of every service; 0 picks a free port"
+    )
+    trace_dir: str | None = Field(
+        default=None, description="Write spans as JSON lines here (read by `baton trace`)"
+    )
     topic_replication_factor: int = Field(default=1, ge=1)
     fault_relay_exit_after_send: bool = Field(
         default=False,

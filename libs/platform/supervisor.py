@@ -7,6 +7,7 @@ fleet exactly the way an operator does.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +17,19 @@ from typing import IO
 
 
 class Supervisor:
-    def __init__(self, env: dict[str, str], log_dir: Path | None = None) -> None:
-        """With ``log_dir`` each process logs to ``<label>.log``; without, output is prefixed to stdout."""
+    def __init__(
+        self, env: dict[str, str], log_dir: Path | None = None, ops_port_base: int | None = None
+    ) -> None:
+        """With ``log_dir`` each process logs to ``<label>.log``; without, output is prefixed to stdout.
+
+        Each process serves /metrics, /livez and /readyz on a port of its own: ``ops_port_base``,
+        ``ops_port_base + 1``, ... in start order, or free ports when no base is given.
+        """
         self.env = env
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.ops_ports: dict[str, int] = {}
+        self._ops_port_base = ops_port_base
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -29,9 +38,13 @@ class Supervisor:
         output: IO[bytes] | int = (
             (self.log_dir / f"{label}.log").open("ab") if self.log_dir is not None else subprocess.PIPE
         )
+        port = self.ops_ports.get(label) or (
+            self._ops_port_base + len(self.ops_ports) if self._ops_port_base else _free_port()
+        )
+        self.ops_ports[label] = port
         process = subprocess.Popen(
             [sys.executable, "-m", "libs.cli.main", "run", service],
-            env=self.env | {"BATON_INSTANCE_ID": label} | (extra_env or {}),
+            env=self.env | {"BATON_INSTANCE_ID": label, "BATON_OPS_PORT": str(port)} | (extra_env or {}),
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -72,6 +85,12 @@ class Supervisor:
                 process.kill()
                 process.wait()
         self.processes.clear()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _prefix_output(label: str, process: subprocess.Popen[bytes]) -> None:

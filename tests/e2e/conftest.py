@@ -42,6 +42,7 @@ class LiveFleet:
     prefix: str
     mailbox: MailBox
     api: str
+    trace_dir: Path
 
     async def submit(self, order: dict[str, Any]) -> str:
         await self.publisher.send(
@@ -156,7 +157,8 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     mailbox.start()
     http_port = free_port()
     log_dir = Path(tmp_path_factory.mktemp("fleet-logs"))
-    fleet = Fleet(service_env(infra, prefix, database), log_dir)
+    trace_dir = Path(tmp_path_factory.mktemp("traces"))
+    fleet = Fleet(service_env(infra, prefix, database) | {"BATON_TRACE_DIR": str(trace_dir)}, log_dir)
     watchers = [
         TopicWatcher(infra.bootstrap_servers, settings.topic(t))
         for t in (
@@ -198,6 +200,7 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
             prefix=prefix,
             mailbox=mailbox,
             api=f"http://127.0.0.1:{http_port}",
+            trace_dir=trace_dir,
         )
         await live_fleet.wait_row(
             "SELECT count(*) = 3 FROM pg_namespace WHERE nspname IN ('intake', 'validation', 'allocation')",

@@ -63,6 +63,7 @@ def service_env(infra: Infra, topic_prefix: str, database: str) -> dict[str, str
             "BATON_DATABASE_URL": infra.database_url(database),
             "BATON_TOPIC_PREFIX": topic_prefix,
             "BATON_LOG_JSON": "true",
+            "BATON_OPS_PORT": "0",
         }
     )
     return env

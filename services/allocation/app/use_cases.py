@@ -21,6 +21,7 @@ from libs.contracts.lifecycle import (
     ShipmentShipped,
 )
 from libs.contracts.orders import OrderDetails, Reason, Shipment, ShipmentLine, ShippingMethod
+from libs.platform import metrics
 from libs.platform.messaging import Outgoing, Rejected
 from services.allocation.adapters.ledger import PgOrderReservations, PgStockLedger
 from services.allocation.domain import sourcing
@@ -74,6 +75,9 @@ async def _try_allocate(
         await ledger.reserve(
             order_id, [(shipment_id(order_id, generation, s.location_id), s) for s in outcome.shipments]
         )
+        metrics.count(metrics.RESERVATIONS, "allocated")
+        units = sum(q for s in outcome.shipments for _, q in s.lines)
+        metrics.count(metrics.RESERVED_UNITS, amount=units)
     return outcome
 
 
@@ -103,6 +107,7 @@ async def allocate_order(
     key = str(order_id)
     if isinstance(outcome, Shortage):
         await ledger.save_allocation(order_id, "backordered", order.model_dump_json(), skus, 0)
+        metrics.count(metrics.RESERVATIONS, "backordered")
         reasons = [Reason(code=m.code, message=m.message, sku=m.sku) for m in outcome.missing]
         return [Outgoing.event(lifecycle_topic, key, OrderBackordered(order_id=order_id, reasons=reasons))]
     await ledger.save_allocation(order_id, "allocated", order.model_dump_json(), skus, 1)
@@ -207,6 +212,7 @@ async def fail_shipment(
     )
     if isinstance(outcome, Shortage):
         await reservations.set_status(fact.order_id, "backordered", generation, orjson.dumps(lines).decode())
+        metrics.count(metrics.RESERVATIONS, "backordered")
         reasons = [Reason(code=m.code, message=m.message, sku=m.sku) for m in outcome.missing]
         return [
             Outgoing.event(

@@ -24,6 +24,7 @@ from libs.contracts.lifecycle import (
 )
 from libs.contracts.orders import Reason, Shipment, ShipmentLine
 from libs.geo import distance_km
+from libs.platform import metrics
 from libs.platform.messaging import Outgoing, Rejected
 from services.fulfillment.adapters.store import OrderRow, PgFulfillmentStore, ShipmentRow
 from services.fulfillment.domain.pipelines import (
@@ -66,6 +67,7 @@ def _stage_event(
         change=change,
         reason=reason,
     )  # type: ignore[arg-type]
+    metrics.count(metrics.STAGE_CHANGES, s.pipeline, entered or left or "", change)
     return Outgoing.event(t.stage_changes, str(s.order_id), event)
 
 

@@ -17,6 +17,7 @@ class StoredOrder:
     fingerprint: str
     status: str
     version: int
+    received_at: datetime | None = None
 
 
 class PgOrderBook:
@@ -34,8 +35,8 @@ class PgOrderBook:
 
     async def lock(self, order_id: UUID) -> StoredOrder | None:
         row = await self._conn.fetchrow(
-            "SELECT order_id, channel, external_id, fingerprint, status, version FROM orders"
-            " WHERE order_id = $1 FOR UPDATE",
+            "SELECT order_id, channel, external_id, fingerprint, status, version,"
+            " created_at AS received_at FROM orders WHERE order_id = $1 FOR UPDATE",
             order_id,
         )
         return StoredOrder(**dict(row)) if row else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID
 
 from libs.contracts import topics
@@ -30,6 +31,7 @@ from libs.contracts.orders import (
     Reason,
     Shipment,
 )
+from libs.platform import metrics
 from libs.platform.messaging import Outgoing, Rejected
 from services.intake.adapters.order_book import PgOrderBook, StoredOrder
 from services.intake.domain.orders import (
@@ -87,6 +89,7 @@ async def record_submission(book: PgOrderBook, order: OrderDetails, t: Topics) -
         version=1,
     )
     await book.record_status(order_id, 1, status.status.value, status.model_dump_json(), status.occurred_at)
+    metrics.count(metrics.ORDER_STATUS, Status.RECEIVED.value)
     received = OrderReceived(order_id=order_id, order=order)
     return [
         Outgoing.event(t.status, str(order_id), status),
@@ -173,6 +176,10 @@ async def publish_status(book: PgOrderBook, fact: OrderFact, t: Topics) -> list[
     await book.record_status(
         order.order_id, version, proposed.value, event.model_dump_json(), event.occurred_at
     )
+    metrics.count(metrics.ORDER_STATUS, proposed.value)
+    if order.received_at is not None:
+        since_receipt = (datetime.now(UTC) - order.received_at).total_seconds()
+        metrics.observe(metrics.STATUS_LATENCY, proposed.value, value=since_receipt)
     return [Outgoing.event(t.status, str(order.order_id), event), *out]
 
 

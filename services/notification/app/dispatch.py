@@ -25,6 +25,7 @@ import asyncpg
 import orjson
 
 from libs.contracts.topics import dead_letter_topic
+from libs.platform import metrics
 from libs.platform.messaging import Outgoing, write_outbox
 from libs.platform.settings import BatonSettings
 from services.notification.domain.webhooks import is_success, retry_delay, sign
@@ -210,7 +211,11 @@ class Dispatcher:
                     due.delivery_id,
                     delay,
                 )
-        if error is not None and attempt >= settings.webhook_max_attempts:
+        outcome = (
+            "delivered" if error is None else "dead" if attempt >= settings.webhook_max_attempts else "retry"
+        )
+        metrics.count(metrics.WEBHOOK_ATTEMPTS, outcome)
+        if outcome == "dead":
             self._on_commit()
 
     async def _send_emails(self) -> int:
@@ -265,7 +270,9 @@ class Dispatcher:
                     " WHERE order_id = $1 AND status = $2",
                     failed,
                 )
-            return len(sent)
+        metrics.count(metrics.EMAILS, "sent", amount=len(sent))
+        metrics.count(metrics.EMAILS, "failed", amount=len(failed))
+        return len(sent)
 
     def _smtp_send_all(self, messages: list[EmailMessage]) -> list[str | None]:
         """One connection for these messages; per message, None when accepted or the error."""

@@ -7,6 +7,7 @@ from decimal import Decimal
 from libs.contracts.catalog import ProductUpdated
 from libs.contracts.lifecycle import OrderHeld, OrderRejected, OrderValidated
 from libs.contracts.orders import HoldDecision, OrderDetails, Reason
+from libs.platform import metrics
 from libs.platform.messaging import Outgoing, Rejected
 from services.validation.adapters.store import PgValidationStore
 from services.validation.domain import rules
@@ -47,6 +48,10 @@ async def validate_order(
     )
     verdict = rules.validate(domain_order, ctx)
     key = str(order_id)
+    metrics.count(metrics.VALIDATION_DECISIONS, verdict.outcome.value)
+    if verdict.outcome is Outcome.REJECTED:
+        for reason in reasons(verdict.findings):
+            metrics.count(metrics.REJECTIONS, reason.code)
     if verdict.outcome is Outcome.REJECTED:
         return [
             Outgoing.event(

@@ -1,0 +1,110 @@
+"""`baton top`: a live terminal view of the fleet for people without Grafana.
+
+Per service and consumer group: members, partitions, consumer lag and records consumed per second
+(from committed offsets); dead letters per service; committed events waiting in each outbox.
+Everything is read from Kafka and PostgreSQL, so it works against any running fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import time
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from libs.contracts.topics import SERVICES, dead_letter_topic
+from libs.platform.lag import GroupLag, LagProbe
+from libs.platform.service import ServiceDefinition, consumer_groups
+from libs.platform.settings import BatonSettings
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    at: float
+    lags: dict[str, list[GroupLag]]
+    dead_letters: dict[str, int]
+    outbox: dict[str, int | None]
+
+
+def fleet_groups(settings: BatonSettings) -> dict[str, dict[str, tuple[str, ...]]]:
+    groups = {}
+    for service in SERVICES:
+        definition: ServiceDefinition = importlib.import_module(f"services.{service}.main").DEFINITION
+        groups[service] = consumer_groups(definition, settings)
+    return groups
+
+
+async def take_snapshot(
+    settings: BatonSettings, probe: LagProbe, groups: dict[str, dict[str, tuple[str, ...]]]
+) -> Snapshot:
+    lags = {service: await probe.read(service_groups) for service, service_groups in groups.items()}
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        dlq_partitions = {s: TopicPartition(settings.topic(dead_letter_topic(s)), 0) for s in SERVICES}
+        ends = await consumer.end_offsets(list(dlq_partitions.values()))
+        dead = {s: ends.get(tp, 0) for s, tp in dlq_partitions.items()}
+    finally:
+        await consumer.stop()
+    outbox: dict[str, int | None] = {s: None for s in SERVICES}
+    with contextlib.suppress(Exception):
+        conn = await asyncpg.connect(settings.database_url, timeout=3)
+        try:
+            for service in SERVICES:
+                with contextlib.suppress(asyncpg.PostgresError):
+                    outbox[service] = await conn.fetchval(f'SELECT count(*) FROM "{service}".outbox')
+        finally:
+            await conn.close()
+    return Snapshot(time.monotonic(), lags, dead, outbox)
+
+
+def render(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> str:
+    """Group names are shown without the environment's topic prefix."""
+    lines = [
+        f"{'service':<13}{'consumer group':<44}{'members':>8}{'parts':>6}{'lag':>9}{'rec/s':>9}",
+        "-" * 89,
+    ]
+    for service, rows in current.lags.items():
+        before = {(r.group, r.topic): r for r in previous.lags.get(service, [])} if previous else {}
+        elapsed = current.at - previous.at if previous else 0
+        for row in rows:
+            rate = ""
+            if elapsed > 0 and (old := before.get((row.group, row.topic))) is not None:
+                rate = f"{max(0, row.committed - old.committed) / elapsed:.1f}"
+            group = row.group.removeprefix(prefix)
+            lines.append(
+                f"{service:<13}{group[:43]:<44}{row.members:>8}{row.partitions:>6}{row.lag:>9}{rate:>9}"
+            )
+    lines.append("")
+    lines.append(f"{'service':<13}{'dead letters':>13}{'outbox waiting':>16}")
+    for service in SERVICES:
+        waiting = current.outbox.get(service)
+        lines.append(
+            f"{service:<13}{current.dead_letters.get(service, 0):>13}"
+            f"{'-' if waiting is None else waiting:>16}"
+        )
+    return "\n".join(lines)
+
+
+async def watch(settings: BatonSettings, interval: float, iterations: int | None) -> None:
+    probe = LagProbe(settings.kafka_bootstrap_servers)
+    groups = fleet_groups(settings)
+    previous: Snapshot | None = None
+    done = 0
+    try:
+        while iterations is None or done < iterations:
+            current = await take_snapshot(settings, probe, groups)
+            screen = render(current, previous, settings.topic_prefix)
+            if iterations is None:
+                print("\033[2J\033[H", end="")
+            print(time.strftime("%H:%M:%S"), "baton top (Ctrl-C to quit)\n" + screen, flush=True)
+            previous = current
+            done += 1
+            if iterations is None or done < iterations:
+                await asyncio.sleep(interval)
+    finally:
+        await probe.stop()

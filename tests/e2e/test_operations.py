@@ -1,0 +1,158 @@
+"""What SREs rely on, on the real fleet: one trace per order across all five services, metrics and
+health endpoints on every process, and `baton trace` / `baton top` working against it."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from libs.cli.traces import load_order_spans, services_in
+from libs.contracts.topics import SERVICES
+from tests.e2e.conftest import LiveFleet
+from tests.support.orders import adjustment, location, order, product
+from tests.support.orders import unique_sku as sku
+
+pytestmark = pytest.mark.e2e
+
+
+async def _get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url, timeout=aiohttp.ClientTimeout(10)) as r:
+        return r.status, await r.text()
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return sum(
+        v for (n, ls), v in samples.items() if n == name and all((k, lv) in ls for k, lv in labels.items())
+    )
+
+
+async def _delivered_order(live: LiveFleet) -> dict[str, Any]:
+    item = sku("TRACE")
+    wh = f"wh-{item}"
+    await live.seed(
+        products=[product(item)],
+        locations=[location(wh, lat=52.4, lon=13.1)],
+        adjustments=[adjustment(f"i-{item}", item, wh, delta=3)],
+    )
+    external_id = await live.submit(order(lines=[(item, 1, "10.00")]))
+    status = await live.wait_status(external_id, "in_fulfillment")
+    shipment_id = status["shipments"][0]["shipment_id"]
+    for stage in ("picking", "packed"):
+        await live.move(shipment_id, stage)
+    await live.move(shipment_id, "shipped", carrier="DHL", tracking_number="TR0001")
+    await live.move(shipment_id, "delivered")
+    return await live.wait_status(external_id, "delivered")
+
+
+async def test_one_order_is_one_trace_across_all_five_services(live: LiveFleet) -> None:
+    delivered = await _delivered_order(live)
+    order_id = delivered["order_id"]
+
+    deadline = time.monotonic() + 30
+    spans: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        spans = load_order_spans(live.trace_dir, order_id)
+        if services_in(spans) >= set(SERVICES) and any(
+            s["attributes"].get("baton.event_type") == "order.status-changed"
+            and "notification" in s["service"]
+            and s["start_ns"] >= max(x["start_ns"] for x in spans if "fulfillment" in x["service"])
+            for s in spans
+        ):
+            break
+        await asyncio.sleep(0.3)
+    assert services_in(spans) >= set(SERVICES), f"services in the trace: {services_in(spans)}"
+    assert {s["trace_id"] for s in spans} == {f"{int(order_id.replace('-', ''), 16):032x}"}
+    by_id = {s["span_id"]: s for s in spans}
+    # The hops are parent/child links, not just a shared id: validation's span descends from intake's.
+    validation = next(s for s in spans if s["service"] == "baton-validation")
+    parent = by_id.get(validation["parent_id"])
+    assert parent is not None and parent["service"] == "baton-intake"
+    # The warehouse's updates carried no context, yet they are in the order's trace too.
+    assert any(
+        s["service"] == "baton-fulfillment"
+        and s["attributes"].get("messaging.destination.name", "").endswith("fulfillment.updates.v1")
+        for s in spans
+    )
+
+    printed = subprocess.run(
+        [sys.executable, "-m", "libs.cli.main", "trace", order_id, "--trace-dir", str(live.trace_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for service in SERVICES:
+        assert f"baton-{service}" in printed
+    assert "outbox relay" not in printed  # relay rounds are linked, not part of one order's tree
+
+
+async def test_every_process_serves_health_and_metrics_with_domain_counters(live: LiveFleet) -> None:
+    await _delivered_order(live)
+    ports = dict(live.fleet.ops_ports)
+    assert len(ports) == 6
+    for label, port in ports.items():
+        assert (await _get(f"http://127.0.0.1:{port}/livez"))[0] == 200, label
+        code, body = await _get(f"http://127.0.0.1:{port}/readyz")
+        assert code == 200, (label, body)
+        assert '"kafka": true' in body and '"database": true' in body
+
+    async def scrape(label: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        code, text = await _get(f"http://127.0.0.1:{ports[label]}/metrics")
+        assert code == 200
+        return _samples(text)
+
+    deadline = time.monotonic() + 30
+    while True:
+        intake = await scrape("intake")
+        if _total(intake, "baton_order_status_total", status="delivered") >= 1 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert _total(intake, "baton_order_status_total", status="received") >= 1
+    assert _total(intake, "baton_order_status_total", status="delivered") >= 1
+    assert _total(intake, "baton_order_status_latency_seconds_count", status="allocated") >= 1
+    assert _total(intake, "baton_records_total", service="intake", outcome="applied") >= 1
+    assert _total(intake, "faststream_received_messages_total") >= 1
+    assert any(n == "baton_outbox_pending_rows" for n, _ in intake)
+    assert any(n == "baton_consumer_lag" and ("service", "intake") in ls for n, ls in intake)
+
+    validation = await scrape("validation")
+    assert _total(validation, "baton_validation_decisions_total", decision="validated") >= 1
+    allocation = _total(
+        await scrape("allocation.1"), "baton_reservations_total", outcome="allocated"
+    ) + _total(await scrape("allocation.2"), "baton_reservations_total", outcome="allocated")
+    assert allocation >= 1
+    fulfillment = await scrape("fulfillment")
+    assert _total(fulfillment, "baton_stage_changes_total", stage="delivered", change="moved") >= 1
+    notification = await scrape("notification")
+    assert _total(notification, "baton_emails_total", outcome="sent") >= 1
+
+
+async def test_baton_top_shows_every_consumer_group_with_its_lag(live: LiveFleet) -> None:
+    env = live.fleet.env
+    printed = subprocess.run(
+        [sys.executable, "-m", "libs.cli.main", "top", "--iterations", "2", "--interval", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=env,
+    ).stdout
+    for service in SERVICES:
+        assert f"baton.{service}." in printed, printed
+    assert "dead letters" in printed
+    assert "rec/s" in printed

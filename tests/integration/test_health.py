@@ -1,0 +1,86 @@
+"""Readiness means "can work right now": a service that cannot reach PostgreSQL is live but not ready,
+and becomes ready by itself once the database is reachable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+
+from tests.support.infra import Infra, free_port, fresh_name, service_env
+
+pytestmark = pytest.mark.integration
+
+
+async def _probe(port: int, path: str) -> tuple[int, dict[str, object]] | None:
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(5)) as r,
+        ):
+            return r.status, json.loads(await r.text())
+    except aiohttp.ClientError:
+        return None
+
+
+async def _wait_for(port: int, path: str, status: int, timeout: float = 60) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await _probe(port, path)
+        if last is not None and last[0] == status:
+            return last[1]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{path} did not answer {status} within {timeout}s (last: {last})")
+
+
+async def test_a_service_without_its_database_is_live_but_not_ready_until_the_database_is_back(
+    infra: Infra,
+) -> None:
+    prefix, database = fresh_name() + ".", fresh_name("db")
+    port, dead_db_port = free_port(), free_port()
+    env = service_env(infra, prefix, database) | {"BATON_OPS_PORT": str(port)}
+    unreachable = f"postgresql://postgres@127.0.0.1:{dead_db_port}/{database}"
+    # A TCP forwarder we can switch on: the database "comes back" when it starts forwarding.
+    forwarding: list[asyncio.Server] = []
+    target_host, target_port = infra.database_url(database).split("@", 1)[1].split("/", 1)[0].split(":")
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def forward(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(target_host, int(target_port))
+        await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.probe_service"],
+        env=env | {"BATON_DATABASE_URL": unreachable},
+    )
+    try:
+        await _wait_for(port, "/livez", 200)
+        body = await _wait_for(port, "/readyz", 503)
+        assert body["checks"]["database"] is False  # type: ignore[index]
+
+        forwarding.append(await asyncio.start_server(forward, "127.0.0.1", dead_db_port))
+        body = await _wait_for(port, "/readyz", 200, timeout=90)
+        assert body["checks"] == {"kafka": True, "database": True}
+    finally:
+        process.terminate()
+        try:
+            await asyncio.to_thread(process.wait, 30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        for server in forwarding:
+            server.close()
