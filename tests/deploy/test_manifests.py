@@ -1,0 +1,180 @@
+"""The deployment files, checked offline: Kubernetes objects against the Kubernetes schemas, KEDA
+objects against KEDA's CRD schema kept in the repo, Compose against the Compose specification's
+schema, and all of them against what the code says (consumer groups, topics, partitions, ports)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from libs.cli.top import fleet_groups
+from libs.contracts.topics import SERVICES, TOPICS
+from libs.platform import metrics
+from libs.platform.settings import BatonSettings
+
+pytestmark = pytest.mark.contract
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+K8S_BASE = DEPLOY / "k8s" / "base"
+KUBERNETES_VERSION = "1.34.0"
+PARTITIONS = {t.name: t.partitions for t in TOPICS}
+
+
+def rendered_base() -> list[dict[str, Any]]:
+    """`kubectl kustomize` when kubectl exists; else the kustomization's resources with its namespace."""
+    if shutil.which("kubectl"):
+        out = subprocess.run(
+            ["kubectl", "kustomize", str(K8S_BASE)], capture_output=True, text=True, check=True
+        ).stdout
+        return [d for d in yaml.safe_load_all(out) if d]
+    kustomization = yaml.safe_load((K8S_BASE / "kustomization.yaml").read_text())
+    docs = []
+    for resource in kustomization["resources"]:
+        for doc in yaml.safe_load_all((K8S_BASE / resource).read_text()):
+            if doc:
+                if doc["kind"] != "Namespace":
+                    doc["metadata"]["namespace"] = kustomization["namespace"]
+                docs.append(doc)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def objects() -> list[dict[str, Any]]:
+    return rendered_base()
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def test_every_kubernetes_object_is_valid_against_the_kubernetes_schema(
+    objects: list[dict[str, Any]],
+) -> None:
+    checked = 0
+    for obj in objects:
+        if obj["apiVersion"].startswith("keda.sh/"):
+            continue
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        checked += 1
+    assert checked >= 14
+
+
+def test_every_scaled_object_is_valid_against_the_keda_crd_schema(objects: list[dict[str, Any]]) -> None:
+    crd = yaml.safe_load((DEPLOY / "k8s" / "crds" / "keda.sh_scaledobjects.yaml").read_text())
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    schema = _closed(version["schema"]["openAPIV3Schema"])
+    scaled = of_kind(objects, "ScaledObject")
+    assert set(scaled) == set(SERVICES)
+    for obj in scaled.values():
+        jsonschema.validate(obj, schema)
+
+
+def _closed(schema: dict[str, Any]) -> dict[str, Any]:
+    """Structural CRD schemas prune unknown fields silently; refuse them here so typos show."""
+    schema = dict(schema)
+    if "properties" in schema and "additionalProperties" not in schema:
+        schema["additionalProperties"] = False
+        if "metadata" in schema["properties"]:
+            schema["properties"] = dict(schema["properties"]) | {"metadata": {"type": "object"}}
+    for key in ("properties",):
+        if key in schema:
+            schema[key] = {k: _closed(v) for k, v in schema[key].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            schema[key] = _closed(schema[key])
+    return schema
+
+
+def test_each_service_has_a_safe_deployment_a_disruption_budget_and_a_lag_based_scaler(
+    objects: list[dict[str, Any]],
+) -> None:
+    deployments = of_kind(objects, "Deployment")
+    budgets = of_kind(objects, "PodDisruptionBudget")
+    scaled = of_kind(objects, "ScaledObject")
+    groups = fleet_groups(BatonSettings(topic_prefix=""))
+    graceful = float(BatonSettings().graceful_timeout_s)
+    for service in SERVICES:
+        pod = deployments[service]["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert container["args"] == ["run", service]
+        assert pod["terminationGracePeriodSeconds"] > graceful + 10, "drain + relay flush must fit"
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert {"name": "ops", "containerPort": 9100} in container["ports"]
+        assert container["resources"]["limits"]["memory"]
+        assert budgets[service]["spec"]["selector"] == deployments[service]["spec"]["selector"]
+
+        spec = scaled[service]["spec"]
+        assert spec["scaleTargetRef"]["name"] == service
+        triggers = spec["triggers"]
+        assert triggers and all(t["type"] == "kafka" for t in triggers)
+        for trigger in triggers:
+            meta = trigger["metadata"]
+            assert groups[service].get(meta["consumerGroup"]) == (meta["topic"],), (
+                f"{service}: {meta['consumerGroup']} does not read {meta['topic']}"
+            )
+            assert meta["allowIdleConsumers"] == "false"
+            assert int(meta["lagThreshold"]) > 0
+        # Replicas beyond the partition count would only sit idle.
+        assert spec["maxReplicaCount"] <= max(PARTITIONS[t["metadata"]["topic"]] for t in triggers)
+        # The order-flow input with the most partitions is among the triggers.
+        busiest = max(groups[service].items(), key=lambda kv: PARTITIONS[kv[1][0]])
+        assert busiest[0] in {t["metadata"]["consumerGroup"] for t in triggers}
+
+
+def test_compose_file_follows_the_compose_specification_and_runs_every_service() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+    schema = json.loads((DEPLOY / "compose" / "schema" / "compose-spec.json").read_text())
+    jsonschema.validate(compose, schema)
+    services = compose["services"]
+    for service in SERVICES:
+        assert services[service]["command"] == ["run", service]
+        assert services[service]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+        assert "topics" in services[service]["depends_on"]
+    assert services["kafka"]["image"].startswith("apache/kafka:4.")
+    assert services["topics"]["command"] == ["topics", "apply"]
+    for needed in ("postgres", "otel-collector", "prometheus", "grafana"):
+        assert needed in services
+    dockerfile = (DEPLOY / "compose" / "Dockerfile").read_text()
+    assert re.search(r"^USER 10001", dockerfile, re.MULTILINE), "the image must not run as root"
+    assert dockerfile.index("requirements.txt") < dockerfile.index("COPY libs"), "dependency layer first"
+    scraped = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
+    names = scraped["scrape_configs"][0]["dns_sd_configs"][0]["names"]
+    assert sorted(names) == sorted(SERVICES)
+
+
+@pytest.mark.skipif(
+    subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0
+    if shutil.which("docker")
+    else True,
+    reason="the Docker Compose plugin is not installed here",
+)
+def test_docker_compose_accepts_the_file() -> None:
+    subprocess.run(
+        ["docker", "compose", "-f", str(DEPLOY / "compose" / "compose.yaml"), "config", "--quiet"], check=True
+    )
+
+
+def test_the_dashboard_only_queries_metrics_baton_exports() -> None:
+    from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+
+    KafkaPrometheusMiddleware(registry=metrics.REGISTRY)  # registers faststream's metrics, as services do
+    exported = metrics.metric_names()
+    dashboard = json.loads((DEPLOY / "grafana" / "baton.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\b((?:baton|faststream)_[a-z_]+)\b", e)}
+    assert used, "the dashboard has no queries"
+    assert used <= exported, f"not exported by any service: {sorted(used - exported)}"
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("status", "latency", "lag", "dead letters"):
+        assert topic in titles
