@@ -8,10 +8,11 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
+from libs.contracts.inventory import StockAdjusted
 from libs.contracts.orders import OrderDetails
 from libs.platform.db import ensure_database, migrate
 from services.allocation.adapters.ledger import PgStockLedger
-from services.allocation.app.use_cases import allocate_order
+from services.allocation.app.use_cases import adjust_stock, allocate_order
 from services.allocation.domain.sourcing import Location, Rules
 from tests.support.infra import Infra, fresh_name
 from tests.support.orders import order
@@ -50,6 +51,44 @@ async def test_a_second_order_for_the_last_unit_waits_for_the_first_and_is_backo
         assert await asyncio.wait_for(racing, 10) == "order.backordered"
         row = await first.fetchrow("SELECT on_hand, reserved FROM stock WHERE sku = 'LAST'")
         assert (row["on_hand"], row["reserved"]) == (1, 1)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_an_order_backordered_while_the_first_stock_of_its_sku_arrives_is_allocated_by_that_arrival(
+    infra: Infra,
+) -> None:
+    """The stock row does not exist yet, so no row lock can order the two transactions."""
+    dsn = infra.database_url(fresh_name("db"))
+    await ensure_database(dsn)
+    await migrate(dsn, "allocation", "services.allocation.adapters.migrations")
+    first = await asyncpg.connect(dsn, server_settings={"search_path": "allocation"})
+    second = await asyncpg.connect(dsn, server_settings={"search_path": "allocation"})
+    try:
+        setup = PgStockLedger(first)
+        await setup.upsert_location(Location("wh", "warehouse", frozenset({"DE"}), 5), "wh")  # type: ignore[arg-type]
+        details = OrderDetails.model_validate(order(lines=[("NEW", 1, "10.00")]))
+        order_id = uuid4()
+
+        tx1 = first.transaction()
+        await tx1.start()
+        out = await allocate_order(PgStockLedger(first), order_id, details, Rules(), "lifecycle")
+        assert out[0].headers["event_type"] == "order.backordered"
+
+        async def first_delivery() -> list[str]:
+            async with second.transaction():
+                arrival = StockAdjusted(adjustment_id="first", sku="NEW", location_id="wh", delta=3)
+                caused = await adjust_stock(PgStockLedger(second), arrival, Rules(), "lifecycle")
+                return [o.headers["event_type"] for o in caused]
+
+        racing = asyncio.create_task(first_delivery())
+        await asyncio.sleep(0.5)
+        assert not racing.done(), "the arrival must wait for the order's transaction on the same sku"
+        await tx1.commit()
+        assert await asyncio.wait_for(racing, 10) == ["order.allocated"]
+        status = await first.fetchval("SELECT status FROM allocations WHERE order_id = $1", order_id)
+        assert status == "allocated"
     finally:
         await first.close()
         await second.close()

@@ -19,6 +19,10 @@ class OversellRefused(Exception):
     """A reservation found less stock than planned: a bug, never a customer-visible state."""
 
 
+SKU_LOCK_CLASS = 7_001
+"""First key of allocation's two-key advisory locks (a space apart from the relay's one-key locks)."""
+
+
 @dataclass(frozen=True)
 class StockRow:
     sku: str
@@ -71,7 +75,23 @@ class PgStockLedger:
             for r in rows
         ]
 
+    async def _serialise_skus(self, skus: list[str]) -> None:
+        """Per-sku transaction locks, taken in sku order before any stock row.
+
+        Row locks cannot cover stock that does not exist yet: an order finding no row for a sku
+        would backorder while the first adjustment for that sku inserts the row and looks for
+        backorders in a concurrent transaction — neither sees the other and the order waits for
+        the next delivery. Both paths take these locks first, so one always sees the other's commit.
+        """
+        await self._conn.execute(
+            "SELECT pg_advisory_xact_lock($2, hashtext(s))"
+            " FROM (SELECT DISTINCT s FROM unnest($1::text[]) AS s ORDER BY s) AS ordered",
+            skus,
+            SKU_LOCK_CLASS,
+        )
+
     async def lock_stock(self, skus: list[str]) -> list[StockRow]:
+        await self._serialise_skus(skus)
         rows = await self._conn.fetch(
             "SELECT sku, location_id, on_hand, reserved FROM stock WHERE sku = ANY($1::text[])"
             " ORDER BY sku, location_id FOR UPDATE",
@@ -80,6 +100,7 @@ class PgStockLedger:
         return [StockRow(**dict(r)) for r in rows]
 
     async def lock_stock_row(self, sku: str, location_id: str) -> StockRow:
+        await self._serialise_skus([sku])
         await self._conn.execute(
             "INSERT INTO stock (sku, location_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", sku, location_id
         )
