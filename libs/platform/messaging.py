@@ -17,6 +17,7 @@ import random
 import time
 import traceback
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -163,7 +164,11 @@ class BatchProcessor:
         retry_for_s: float = 60.0,
         service: str = "",
         subscription: str = "",
+        lanes: int = 0,
     ) -> None:
+        """``lanes`` > 0: one transaction per record instead of per batch, records of different keys
+        applied concurrently over that many lanes (one key always in one lane, in order)."""
+        self._lanes = lanes
         self._service = service
         self._subscription = subscription
         self._pool = pool
@@ -176,6 +181,19 @@ class BatchProcessor:
         """Apply the batch durably, retrying transient failures; raises only if they persist."""
         if not records:
             return
+        if self._lanes:
+            lanes: dict[int, list[Incoming]] = {}
+            for record in records:
+                lanes.setdefault(zlib.crc32((record.key or "").encode()) % self._lanes, []).append(record)
+            await asyncio.gather(*(self._apply_one_by_one(lane) for lane in lanes.values()))
+            return
+        await self._durably(records)
+
+    async def _apply_one_by_one(self, records: Sequence[Incoming]) -> None:
+        for record in records:
+            await self._durably([record])
+
+    async def _durably(self, records: Sequence[Incoming]) -> None:
         started = time.monotonic()
         delay = 0.1
         while True:

@@ -42,6 +42,10 @@ class Subscription:
     topics: tuple[str, ...]
     handler: Handler
     event_types: frozenset[str] | None = None
+    transaction_per_record: bool = False
+    """Commit each record on its own (in parallel lanes by key) instead of one transaction per batch:
+    for handlers that lock shared rows (stock), where a batch would hold many locks in no global
+    order and batches of two processes would deadlock."""
 
 
 Stopper = Callable[[], Awaitable[None]]
@@ -107,6 +111,7 @@ def _register(broker: KafkaBroker, runtime: Runtime, subscription: Subscription)
         on_commit=runtime.committed,
         service=runtime.service,
         subscription=subscription.name,
+        lanes=settings.record_lanes if subscription.transaction_per_record else 0,
     )
     wanted = subscription.event_types
     group = settings.group(runtime.service, subscription.name)

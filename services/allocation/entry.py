@@ -72,6 +72,19 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
 
     return [
         Subscription("location_updated", (topics.INVENTORY_LOCATIONS,), on_location_updated),
-        Subscription("stock_adjusted", (topics.INVENTORY_ADJUSTMENTS,), on_stock_adjusted),
-        Subscription("order_fact", (topics.ORDERS_LIFECYCLE,), on_order_fact, ORDER_FACTS),
+        # Both lock stock: one transaction per record (each takes its skus' locks in sku order), so
+        # allocation processes never deadlock on each other's batches and scale out.
+        Subscription(
+            "stock_adjusted",
+            (topics.INVENTORY_ADJUSTMENTS,),
+            on_stock_adjusted,
+            transaction_per_record=True,
+        ),
+        Subscription(
+            "order_fact",
+            (topics.ORDERS_LIFECYCLE,),
+            on_order_fact,
+            ORDER_FACTS,
+            transaction_per_record=True,
+        ),
     ]

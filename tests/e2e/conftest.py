@@ -172,9 +172,7 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     publisher = Publisher(infra.bootstrap_servers, prefix)
     try:
         for service, label in SERVICES_TO_RUN:
-            # One record per transaction in allocation, so the two processes' transactions interleave
-            # and the race test really races (batches would mostly serialise by timing alone).
-            extra = {"BATON_BATCH_MAX_RECORDS": "1"} if service == "allocation" else {}
+            extra: dict[str, str] = {}
             if service == "notification":
                 extra = {
                     "BATON_SMTP_PORT": str(mailbox.port),
