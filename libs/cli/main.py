@@ -131,6 +131,10 @@ def up(
         counts[service_module(name).split(".")[1]] = int(n)
     with running_fleet(counts, log_dir=None) as fleet:
         typer.echo(f"fleet up: {', '.join(fleet.processes)} — Ctrl-C to stop")
+        typer.echo(
+            "metrics and health: "
+            + ", ".join(f"{label} :{port}" for label, port in fleet.ops_ports.items())
+        )
         wait_for_stop(fleet)
 
 
