@@ -132,8 +132,7 @@ def up(
     with running_fleet(counts, log_dir=None) as fleet:
         typer.echo(f"fleet up: {', '.join(fleet.processes)} — Ctrl-C to stop")
         typer.echo(
-            "metrics and health: "
-            + ", ".join(f"{label} :{port}" for label, port in fleet.ops_ports.items())
+            "metrics and health: " + ", ".join(f"{label} :{port}" for label, port in fleet.ops_ports.items())
         )
         wait_for_stop(fleet)
 
