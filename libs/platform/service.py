@@ -8,15 +8,18 @@ committed; on a persistent failure the batch is rewound (``seek``) and consumed 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.message import StreamMessage
 
 from libs.contracts.topics import dead_letter_topic
 from libs.platform import metrics, tracing
@@ -90,7 +93,7 @@ class ServiceDefinition:
     """Starts the service's own workers (dispatchers, HTTP) and returns how to stop them."""
 
 
-def to_incoming(record: object) -> Incoming:
+def to_incoming(record: object, headers: dict[str, str] | None = None) -> Incoming:
     key = getattr(record, "key", None)
     return Incoming(
         topic=record.topic,  # type: ignore[attr-defined]
@@ -98,8 +101,29 @@ def to_incoming(record: object) -> Incoming:
         offset=record.offset,  # type: ignore[attr-defined]
         key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
         value=record.value or b"",  # type: ignore[attr-defined]
-        headers=headers_dict(getattr(record, "headers", ())),
+        headers=headers if headers is not None else headers_dict(getattr(record, "headers", ())),
     )
+
+
+async def _tolerant_parser(
+    batch: tuple[Any, ...], original: Callable[[tuple[Any, ...]], Awaitable[StreamMessage[Any]]]
+) -> StreamMessage[Any]:
+    """faststream decodes header values as strict UTF-8; one foreign record with a bad header byte
+    would fail the whole batch forever. Such headers are decoded with replacement instead."""
+    try:
+        return await original(batch)
+    except UnicodeDecodeError:
+        cleaned = tuple(
+            dataclasses.replace(r, headers=[(k, v.decode("utf-8", "replace").encode()) for k, v in r.headers])
+            for r in batch
+        )
+        return await original(cleaned)
+
+
+async def _no_body(_: StreamMessage[Any]) -> None:
+    """Baton reads the raw records itself; skip faststream's per-record parse and JSON decode of a
+    batch body nobody uses (a fifth of a consumer's CPU in profiles)."""
+    return None
 
 
 def _register(broker: KafkaBroker, runtime: Runtime, subscription: Subscription) -> None:
@@ -119,7 +143,9 @@ def _register(broker: KafkaBroker, runtime: Runtime, subscription: Subscription)
 
     async def on_batch(msg: KafkaMessage) -> None:
         raw = msg.raw_message
-        records = [to_incoming(r) for r in (raw if isinstance(raw, tuple) else (raw,))]
+        batch = raw if isinstance(raw, tuple) else (raw,)
+        parsed_headers = msg.batch_headers if len(msg.batch_headers) == len(batch) else None
+        records = [to_incoming(r, parsed_headers[i] if parsed_headers else None) for i, r in enumerate(batch)]
         if wanted is not None:
             records = [r for r in records if r.event_type in wanted]
         await processor.process(records)
@@ -137,6 +163,8 @@ def _register(broker: KafkaBroker, runtime: Runtime, subscription: Subscription)
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
         title=f"{runtime.service}:{subscription.name}",
+        parser=_tolerant_parser,
+        decoder=_no_body,
     )(on_batch)
 
 

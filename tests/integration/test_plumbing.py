@@ -106,7 +106,10 @@ async def test_a_consumer_killed_before_committing_its_offset_gets_the_message_a
 
 
 async def _count_rows(dsn: str, body: str | None = None) -> int:
-    conn = await asyncpg.connect(dsn)
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        return 0  # the service has not created its database yet
     try:
         if body is None:
             return int(await conn.fetchval("SELECT count(*) FROM probe.applied"))
@@ -115,3 +118,29 @@ async def _count_rows(dsn: str, body: str | None = None) -> int:
         return 0
     finally:
         await conn.close()
+
+
+async def test_a_record_with_undecodable_header_bytes_is_applied_and_does_not_block_the_next(
+    infra: Infra,
+) -> None:
+    prefix, database = fresh_name() + ".", fresh_name("db")
+    env = service_env(infra, prefix, database)
+    publisher = Publisher(infra.bootstrap_servers, prefix)
+    await publisher.start()
+    service = subprocess.Popen([sys.executable, "-m", "tests.support.probe_service"], env=env)
+    try:
+        await publisher._producer.send_and_wait(
+            prefix + PROBE_TOPIC, b"odd-header", key=b"k", headers=[("trace", b"\xff\xfe")]
+        )
+        await publisher.send(PROBE_TOPIC, "k", b"after-it")
+        dsn = infra.database_url(database)
+        for _ in range(300):
+            if await _count_rows(dsn, "after-it") == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert await _count_rows(dsn, "after-it") == 1
+        assert await _count_rows(dsn, "odd-header") == 1
+    finally:
+        service.terminate()
+        service.wait(30)
+        await publisher.stop()
