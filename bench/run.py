@@ -266,6 +266,10 @@ async def fleet_run(
         broker_pid = int((stack.KafkaBroker().pid_file).read_text()) if not stack.external_kafka() else None
         if broker_pid:
             pids["kafka"] = broker_pid
+        if not stack.external_database():  # the database's CPU is part of the fleet's cost too
+            postmaster = stack.PostgresServer().data_dir / "postmaster.pid"
+            pids["postgres"] = int(postmaster.read_text().split()[0])
+        pids["load generator"] = os.getpid()  # competes for the same cores: shown, not hidden
 
         closed = await _closed_loop(producer, settings, watch, next_order, closed_s, warmup_s, pids)
         rate = max(1.0, closed["in_fulfillment_per_s"] * open_share)

@@ -165,10 +165,19 @@ class BatchProcessor:
         service: str = "",
         subscription: str = "",
         lanes: int = 0,
+        lock_keys: Callable[[Incoming], list[str] | None] | None = None,
+        chunk: int = 1,
     ) -> None:
-        """``lanes`` > 0: one transaction per record instead of per batch, records of different keys
-        applied concurrently over that many lanes (one key always in one lane, in order)."""
+        """``lanes`` > 0: records of different keys are applied concurrently over that many lanes
+        (one key always in one lane, in order), in small transactions instead of one per batch.
+
+        With ``lock_keys``, consecutive records whose keys are known share a transaction of up to
+        ``chunk`` records that takes all their locks first, in key order, so transactions of
+        different processes wait for each other but never deadlock. A record whose keys are not
+        known beforehand gets a transaction of its own."""
         self._lanes = lanes
+        self._lock_keys = lock_keys
+        self._chunk = max(1, chunk)
         self._service = service
         self._subscription = subscription
         self._pool = pool
@@ -190,15 +199,30 @@ class BatchProcessor:
         await self._durably(records)
 
     async def _apply_one_by_one(self, records: Sequence[Incoming]) -> None:
+        chunk: list[Incoming] = []
+        keys: set[str] = set()
         for record in records:
-            await self._durably([record])
+            wanted = self._lock_keys(record) if self._lock_keys is not None else None
+            if wanted is None:
+                if chunk:
+                    await self._durably(chunk, sorted(keys))
+                    chunk, keys = [], set()
+                await self._durably([record])
+                continue
+            chunk.append(record)
+            keys.update(wanted)
+            if len(chunk) >= self._chunk:
+                await self._durably(chunk, sorted(keys))
+                chunk, keys = [], set()
+        if chunk:
+            await self._durably(chunk, sorted(keys))
 
-    async def _durably(self, records: Sequence[Incoming]) -> None:
+    async def _durably(self, records: Sequence[Incoming], locks: Sequence[str] = ()) -> None:
         started = time.monotonic()
         delay = 0.1
         while True:
             try:
-                await self._apply_batch(records)
+                await self._apply_batch(records, locks)
                 self._on_commit()
                 return
             except TRANSIENT_ERRORS as exc:
@@ -210,12 +234,14 @@ class BatchProcessor:
                 await asyncio.sleep(delay + random.uniform(0, delay))
                 delay = min(delay * 2, 5.0)
 
-    async def _apply_batch(self, records: Sequence[Incoming]) -> None:
+    async def _apply_batch(self, records: Sequence[Incoming], locks: Sequence[str] = ()) -> None:
         started = time.perf_counter()
         started_ns = tracing.now_ns()
         try:
             with metrics.held_until_commit() as counted:
                 async with self._pool().acquire() as conn, conn.transaction():
+                    if locks:
+                        await take_key_locks(conn, locks)
                     spans = await self._apply(conn, records)
         except TRANSIENT_ERRORS:
             raise
@@ -281,6 +307,22 @@ class BatchProcessor:
             )
         metrics.count(metrics.DEAD_LETTERS, self._service, "processing_failed")
         metrics.count(metrics.RECORDS, self._service, self._subscription, "dead_lettered")
+
+
+KEY_LOCK_CLASS = 7_001
+"""First key of Baton's two-key advisory locks on business keys (a space apart from the relay's)."""
+
+
+async def take_key_locks(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
+    """Transaction-scoped locks on business keys (skus, ...), always taken in key order.
+
+    Re-entrant: a handler may ask again for a key its transaction already holds."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($2, hashtext(k))"
+        " FROM (SELECT DISTINCT k FROM unnest($1::text[]) AS k ORDER BY k) AS ordered",
+        list(keys),
+        KEY_LOCK_CLASS,
+    )
 
 
 def headers_dict(raw: Any) -> dict[str, str]:

@@ -49,6 +49,9 @@ class Subscription:
     """Commit each record on its own (in parallel lanes by key) instead of one transaction per batch:
     for handlers that lock shared rows (stock), where a batch would hold many locks in no global
     order and batches of two processes would deadlock."""
+    lock_keys: Callable[[Incoming], list[str] | None] | None = None
+    """With ``transaction_per_record``: the lock keys a record needs, known before applying it, so
+    several records can share one transaction that takes their locks first, in key order."""
 
 
 Stopper = Callable[[], Awaitable[None]]
@@ -136,6 +139,8 @@ def _register(broker: KafkaBroker, runtime: Runtime, subscription: Subscription)
         service=runtime.service,
         subscription=subscription.name,
         lanes=settings.record_lanes if subscription.transaction_per_record else 0,
+        lock_keys=subscription.lock_keys,
+        chunk=settings.record_chunk,
     )
     wanted = subscription.event_types
     group = settings.group(runtime.service, subscription.name)

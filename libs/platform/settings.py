@@ -36,6 +36,9 @@ class BatonSettings(BaseSettings):
     batch_max_records: int = Field(default=500, ge=1)
     batch_timeout_ms: int = Field(default=20, ge=0)
     db_pool_size: int = Field(default=4, ge=1)
+    record_chunk: int = Field(
+        default=20, ge=1, description="Records per transaction when their lock keys are known up front"
+    )
     record_lanes: int = Field(
         default=4, ge=1, description="Concurrent per-record transactions of a subscription that asks for them"
     )

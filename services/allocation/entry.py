@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+import orjson
 from pydantic import TypeAdapter
 
 from libs.contracts import topics
@@ -43,6 +44,18 @@ ORDER_FACTS = frozenset(
 )
 
 
+def skus_to_lock(record: Incoming) -> list[str] | None:
+    """A validated order names its skus: many can share a transaction that locks them first.
+    Other facts find their skus in the database, so each gets a transaction of its own."""
+    if record.event_type != "order.validated":
+        return None
+    try:
+        lines = orjson.loads(record.value)["order"]["lines"]
+        return sorted({str(line["sku"]) for line in lines})
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None  # parsed (and dead-lettered) by the handler, on its own
+
+
 def subscriptions(runtime: Runtime) -> list[Subscription]:
     rules = rules_from(runtime.settings.max_shipments, runtime.settings.cost_per_km)
     lifecycle = runtime.topic(topics.ORDERS_LIFECYCLE)
@@ -72,8 +85,8 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
 
     return [
         Subscription("location_updated", (topics.INVENTORY_LOCATIONS,), on_location_updated),
-        # Both lock stock: one transaction per record (each takes its skus' locks in sku order), so
-        # allocation processes never deadlock on each other's batches and scale out.
+        # Both lock stock: small transactions in lanes, each taking its skus' locks in sku order
+        # first, so allocation processes never deadlock on each other's batches and scale out.
         Subscription(
             "stock_adjusted",
             (topics.INVENTORY_ADJUSTMENTS,),
@@ -86,5 +99,6 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
             on_order_fact,
             ORDER_FACTS,
             transaction_per_record=True,
+            lock_keys=skus_to_lock,
         ),
     ]

@@ -12,15 +12,12 @@ from uuid import UUID
 
 import asyncpg
 
+from libs.platform.messaging import take_key_locks
 from services.allocation.domain.sourcing import Location, PlannedShipment
 
 
 class OversellRefused(Exception):
     """A reservation found less stock than planned: a bug, never a customer-visible state."""
-
-
-SKU_LOCK_CLASS = 7_001
-"""First key of allocation's two-key advisory locks (a space apart from the relay's one-key locks)."""
 
 
 @dataclass(frozen=True)
@@ -83,12 +80,7 @@ class PgStockLedger:
         backorders in a concurrent transaction — neither sees the other and the order waits for
         the next delivery. Both paths take these locks first, so one always sees the other's commit.
         """
-        await self._conn.execute(
-            "SELECT pg_advisory_xact_lock($2, hashtext(s))"
-            " FROM (SELECT DISTINCT s FROM unnest($1::text[]) AS s ORDER BY s) AS ordered",
-            skus,
-            SKU_LOCK_CLASS,
-        )
+        await take_key_locks(self._conn, skus)
 
     async def lock_stock(self, skus: list[str]) -> list[StockRow]:
         await self._serialise_skus(skus)
