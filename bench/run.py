@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,7 @@ class Watch:
 
     def __init__(self) -> None:
         self.reached: dict[str, dict[str, float]] = {}
+        self._counts: Counter[str] = Counter()
 
     async def pump(self, consumer: AIOKafkaConsumer) -> None:
         while True:
@@ -151,11 +153,18 @@ class Watch:
                 now = time.monotonic()
                 for r in records:
                     e = orjson.loads(r.value)
-                    self.reached.setdefault(e["external_id"], {}).setdefault(e["status"], now)
+                    statuses = self.reached.setdefault(e["external_id"], {})
+                    if e["status"] not in statuses:
+                        statuses[e["status"]] = now
+                        self._counts[e["status"]] += 1
 
     def count(self, status: str, ids: list[str] | None = None) -> int:
-        pool = ids if ids is not None else list(self.reached)
-        return sum(1 for i in pool if status in self.reached.get(i, {}))
+        """Orders that reached ``status``: kept as a running count, because the load loop asks
+        twenty times a second and a scan over every order seen made the load generator the
+        busiest process of the benchmark (14 CPU-s per 1,000 orders)."""
+        if ids is None:
+            return self._counts[status]
+        return sum(1 for i in ids if status in self.reached.get(i, {}))
 
 
 class Usage:
@@ -350,6 +359,7 @@ async def _open_loop(
     while watch.count("in_fulfillment") < len(watch.reached) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     await asyncio.sleep(2)
+    already = watch.count("in_fulfillment")
     scheduled: dict[str, float] = {}
     started = time.monotonic()
     n = 0
@@ -361,7 +371,8 @@ async def _open_loop(
         await producer.send(topic, body, key=f"webshop:{eid}".encode())
         n += 1
     deadline = time.monotonic() + 60
-    while watch.count("in_fulfillment", list(scheduled)) < len(scheduled) and time.monotonic() < deadline:
+    expected = already + len(scheduled)
+    while watch.count("in_fulfillment") < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     result: dict[str, Any] = {"rate_per_s": round(rate, 1), "seconds": duration_s, "orders": len(scheduled)}
     for status in ("allocated", "in_fulfillment"):
