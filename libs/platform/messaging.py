@@ -109,6 +109,10 @@ class Rejected(Exception):
 
 
 Handler = Callable[[asyncpg.Connection, Incoming], Awaitable[list[Outgoing]]]
+BatchHandler = Callable[[asyncpg.Connection, Sequence[Incoming]], Awaitable[list[list[Outgoing] | Rejected]]]
+"""Applies many records with set-based statements; returns one result per record, in order: the
+events it caused, or why it can never be applied. Raising fails the batch (records are then
+retried one by one)."""
 
 
 def dead_letter(service_topic: str, record: Incoming, cause: str, detail: str) -> Outgoing:
@@ -165,6 +169,7 @@ class BatchProcessor:
         service: str = "",
         subscription: str = "",
         lanes: int = 0,
+        batch_handler: BatchHandler | None = None,
         lock_keys: Callable[[Incoming], list[str] | None] | None = None,
         chunk: int = 1,
     ) -> None:
@@ -176,6 +181,7 @@ class BatchProcessor:
         different processes wait for each other but never deadlock. A record whose keys are not
         known beforehand gets a transaction of its own."""
         self._lanes = lanes
+        self._batch_handler = batch_handler
         self._lock_keys = lock_keys
         self._chunk = max(1, chunk)
         self._service = service
@@ -266,25 +272,38 @@ class BatchProcessor:
 
     async def _apply(self, conn: asyncpg.Connection, records: Sequence[Incoming]) -> list[SpanContext | None]:
         fresh = await claim(conn, [r.message_id for r in records])
-        out: list[Outgoing] = []
-        spans: list[SpanContext | None] = []
-        traced = tracing.enabled()
+        to_apply: list[Incoming] = []
         for record in records:
             if record.message_id not in fresh:
                 metrics.count(metrics.RECORDS, self._service, self._subscription, "duplicate")
                 continue
             fresh.discard(record.message_id)  # a duplicate inside the same batch applies once
+            to_apply.append(record)
+        traced = tracing.enabled()
+        results: list[tuple[Incoming, list[Outgoing] | Rejected, int]] = []
+        if self._batch_handler is not None and to_apply:
             started_ns = tracing.now_ns() if traced else 0
-            try:
-                caused = await self._handler(conn, record)
-                outcome = "applied"
-            except Rejected as rejected:
-                log.info(
-                    "dead-lettering record", extra={"cause": rejected.cause, "source": record.message_id}
-                )
-                caused = [dead_letter(self._dead_letter_topic, record, rejected.cause, rejected.detail)]
+            results = [
+                (record, result, started_ns)
+                for record, result in zip(to_apply, await self._batch_handler(conn, to_apply), strict=True)
+            ]
+        else:
+            for record in to_apply:
+                started_ns = tracing.now_ns() if traced else 0
+                try:
+                    results.append((record, await self._handler(conn, record), started_ns))
+                except Rejected as rejected:
+                    results.append((record, rejected, started_ns))
+        out: list[Outgoing] = []
+        spans: list[SpanContext | None] = []
+        for record, result, started_ns in results:
+            if isinstance(result, Rejected):
+                log.info("dead-lettering record", extra={"cause": result.cause, "source": record.message_id})
+                caused = [dead_letter(self._dead_letter_topic, record, result.cause, result.detail)]
                 outcome = "dead_lettered"
-                metrics.count(metrics.DEAD_LETTERS, self._service, rejected.cause)
+                metrics.count(metrics.DEAD_LETTERS, self._service, result.cause)
+            else:
+                caused, outcome = result, "applied"
             metrics.count(metrics.RECORDS, self._service, self._subscription, outcome)
             if traced:
                 spans.append(

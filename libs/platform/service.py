@@ -26,7 +26,14 @@ from libs.platform import metrics, tracing
 from libs.platform.db import create_pool, ensure_database, migrate
 from libs.platform.kafka import apply_topics, make_broker
 from libs.platform.logs import configure_logging
-from libs.platform.messaging import TRANSIENT_ERRORS, BatchProcessor, Handler, Incoming, headers_dict
+from libs.platform.messaging import (
+    TRANSIENT_ERRORS,
+    BatchHandler,
+    BatchProcessor,
+    Handler,
+    Incoming,
+    headers_dict,
+)
 from libs.platform.ops import OpsServer
 from libs.platform.relay import OutboxRelay
 from libs.platform.settings import BatonSettings
@@ -49,6 +56,8 @@ class Subscription:
     """Commit each record on its own (in parallel lanes by key) instead of one transaction per batch:
     for handlers that lock shared rows (stock), where a batch would hold many locks in no global
     order and batches of two processes would deadlock."""
+    batch_handler: BatchHandler | None = None
+    """Applies the batch's fresh records at once (set-based SQL); ``handler`` is then unused."""
     lock_keys: Callable[[Incoming], list[str] | None] | None = None
     """With ``transaction_per_record``: the lock keys a record needs, known before applying it, so
     several records can share one transaction that takes their locks first, in key order."""
@@ -140,6 +149,7 @@ def _register(broker: KafkaBroker, runtime: Runtime, subscription: Subscription)
         subscription=subscription.name,
         lanes=settings.record_lanes if subscription.transaction_per_record else 0,
         lock_keys=subscription.lock_keys,
+        batch_handler=subscription.batch_handler,
         chunk=settings.record_chunk,
     )
     wanted = subscription.event_types

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 from pydantic import TypeAdapter
 
 from libs.contracts import topics
 from libs.contracts.lifecycle import LifecycleFact
 from libs.contracts.orders import CancelRequested, OrderDetails, OrderSubmitted
-from libs.platform.messaging import Incoming, Outgoing, parse
+from libs.platform.messaging import Incoming, Outgoing, Rejected, parse
 from libs.platform.service import Runtime, Subscription
 from services.intake.adapters.order_book import PgOrderBook
 from services.intake.app.use_cases import (
     STATUS_FACTS,
     Topics,
     publish_status,
+    publish_statuses,
     record_submission,
     request_cancel,
 )
@@ -40,11 +43,30 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
     async def on_order_fact(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
         return await publish_status(PgOrderBook(conn), parse(FACT, record), t)
 
+    async def on_order_facts(
+        conn: asyncpg.Connection, records: Sequence[Incoming]
+    ) -> list[list[Outgoing] | Rejected]:
+        """The busiest input (four or five facts per order): applied set-based, three statements
+        per batch instead of two per fact."""
+        facts: list[LifecycleFact | Rejected] = []
+        for record in records:
+            try:
+                facts.append(parse(FACT, record))
+            except Rejected as rejected:
+                facts.append(rejected)
+        return await publish_statuses(PgOrderBook(conn), facts, t)
+
     async def on_cancel_requested(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
         return await request_cancel(PgOrderBook(conn), parse(CANCEL, record), t)
 
     return [
         Subscription("cancel_requested", (topics.ORDERS_CANCEL_REQUESTED,), on_cancel_requested),
         Subscription("order_submitted", (topics.ORDERS_SUBMITTED,), on_order_submitted),
-        Subscription("order_fact", (topics.ORDERS_LIFECYCLE,), on_order_fact, STATUS_FACTS),
+        Subscription(
+            "order_fact",
+            (topics.ORDERS_LIFECYCLE,),
+            on_order_fact,
+            STATUS_FACTS,
+            batch_handler=on_order_facts,
+        ),
     ]

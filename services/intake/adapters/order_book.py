@@ -20,6 +20,17 @@ class StoredOrder:
     received_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class StatusRow:
+    """One new version of an order: its timeline entry, and (the latest per order) its status."""
+
+    order_id: UUID
+    version: int
+    status: str
+    event_json: str
+    occurred_at: datetime
+
+
 class PgOrderBook:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -40,6 +51,32 @@ class PgOrderBook:
             order_id,
         )
         return StoredOrder(**dict(row)) if row else None
+
+    async def lock_many(self, order_ids: list[UUID]) -> dict[UUID, StoredOrder]:
+        rows = await self._conn.fetch(
+            "SELECT order_id, channel, external_id, fingerprint, status, version,"
+            " created_at AS received_at FROM orders WHERE order_id = ANY($1::uuid[])"
+            " ORDER BY order_id FOR UPDATE",
+            order_ids,
+        )
+        return {r["order_id"]: StoredOrder(**dict(r)) for r in rows}
+
+    async def record_statuses(self, rows: list[StatusRow]) -> None:
+        """Every new version's timeline entry, and each order's latest status, in one statement."""
+        await self._conn.execute(
+            "WITH new AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[],"
+            " $5::timestamptz[]) AS n(order_id, version, status, event, occurred_at)),"
+            " history AS (INSERT INTO status_history (order_id, version, status, event, occurred_at)"
+            " SELECT order_id, version, status, event::jsonb, occurred_at FROM new)"
+            " UPDATE orders o SET status = latest.status, version = latest.version, updated_at = now()"
+            " FROM (SELECT DISTINCT ON (order_id) order_id, version, status FROM new"
+            " ORDER BY order_id, version DESC) AS latest WHERE o.order_id = latest.order_id",
+            [r.order_id for r in rows],
+            [r.version for r in rows],
+            [r.status for r in rows],
+            [r.event_json for r in rows],
+            [r.occurred_at for r in rows],
+        )
 
     async def insert(self, order: StoredOrder, details_json: str) -> bool:
         """False when the channel order is already recorded (a concurrent duplicate)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -33,7 +35,7 @@ from libs.contracts.orders import (
 )
 from libs.platform import metrics
 from libs.platform.messaging import Outgoing, Rejected
-from services.intake.adapters.order_book import PgOrderBook, StoredOrder
+from services.intake.adapters.order_book import PgOrderBook, StatusRow, StoredOrder
 from services.intake.domain.orders import (
     Status,
     Submission,
@@ -136,19 +138,64 @@ def _outcome(
 
 
 async def publish_status(book: PgOrderBook, fact: OrderFact, t: Topics) -> list[Outgoing]:
-    """Give the order its next version if the state machine allows the move; else drop the fact.
+    """One fact (see ``publish_statuses``); raises ``Rejected`` when it can never apply."""
+    [result] = await publish_statuses(book, [fact], t)
+    if isinstance(result, Rejected):
+        raise result
+    return result
 
-    Cancellation outcomes are published here too: a cancel is accepted when the order becomes
-    `cancelled` (whole) or gets its reduced allocation (partial), refused when a service refused it.
+
+async def publish_statuses(
+    book: PgOrderBook, facts: Sequence[OrderFact | Rejected], t: Topics
+) -> list[list[Outgoing] | Rejected]:
+    """Give each order its next version if the state machine allows the move; else drop the fact.
+
+    A whole batch at once: the orders are locked in one statement, the facts applied in order in
+    memory (two facts for one order in a batch see each other), and the new versions written in
+    one statement. Cancellation outcomes are published here too: a cancel is accepted when the
+    order becomes `cancelled` (whole) or gets its reduced allocation (partial), refused when a
+    service refused it. Items that are already ``Rejected`` (unparseable records) pass through.
     """
-    if isinstance(fact, OrderCancelRefused):
-        return [_outcome(t, fact.order_id, fact.request_id, "refused", fact.reasons)]
-    order = await book.lock(fact.order_id)
-    if order is None:
-        raise LookupError(f"unknown order {fact.order_id}")
+    wanted = sorted({f.order_id for f in facts if not isinstance(f, Rejected | OrderCancelRefused)}, key=str)
+    orders = await book.lock_many(wanted) if wanted else {}
+    written: list[StatusRow] = []
+    results: list[list[Outgoing] | Rejected] = []
+    for fact in facts:
+        if isinstance(fact, Rejected):
+            results.append(fact)
+            continue
+        if isinstance(fact, OrderCancelRefused):
+            results.append([_outcome(t, fact.order_id, fact.request_id, "refused", fact.reasons)])
+            continue
+        order = orders.get(fact.order_id)
+        if order is None:
+            results.append(Rejected("unknown_order", f"no order {fact.order_id} was ever received"))
+            continue
+        out, moved, event = _apply_fact(order, fact, t)
+        if moved is not None and event is not None:
+            orders[fact.order_id] = moved
+            written.append(
+                StatusRow(
+                    order.order_id, moved.version, moved.status, event.model_dump_json(), event.occurred_at
+                )
+            )
+            metrics.count(metrics.ORDER_STATUS, moved.status)
+            if order.received_at is not None:
+                since_receipt = (datetime.now(UTC) - order.received_at).total_seconds()
+                metrics.observe(metrics.STATUS_LATENCY, moved.status, value=since_receipt)
+        results.append(out)
+    if written:
+        await book.record_statuses(written)
+    return results
+
+
+def _apply_fact(
+    order: StoredOrder, fact: OrderFact, t: Topics
+) -> tuple[list[Outgoing], StoredOrder | None, OrderStatusChanged | None]:
+    """Events one fact causes, and the order's next state (None: the status does not change)."""
     change = status_of(fact)
     if change is None:
-        return []
+        return [], None, None
     proposed, reasons, shipments = change
     out: list[Outgoing] = []
     if isinstance(fact, OrderCancelled):
@@ -160,7 +207,7 @@ async def publish_status(book: PgOrderBook, fact: OrderFact, t: Topics) -> list[
             "status change refused by the state machine",
             extra={"order_id": str(order.order_id), "from": order.status, "to": proposed.value},
         )
-        return out
+        return out, None, None
     version = order.version + 1
     event = OrderStatusChanged(
         order_id=order.order_id,
@@ -173,14 +220,8 @@ async def publish_status(book: PgOrderBook, fact: OrderFact, t: Topics) -> list[
         eta=fact.eta if isinstance(fact, OrderFulfillmentProgressed) else None,
         occurred_at=fact.occurred_at,
     )
-    await book.record_status(
-        order.order_id, version, proposed.value, event.model_dump_json(), event.occurred_at
-    )
-    metrics.count(metrics.ORDER_STATUS, proposed.value)
-    if order.received_at is not None:
-        since_receipt = (datetime.now(UTC) - order.received_at).total_seconds()
-        metrics.observe(metrics.STATUS_LATENCY, proposed.value, value=since_receipt)
-    return [Outgoing.event(t.status, str(order.order_id), event), *out]
+    moved = dataclasses.replace(order, status=proposed.value, version=version)
+    return [Outgoing.event(t.status, str(order.order_id), event), *out], moved, event
 
 
 async def request_cancel(book: PgOrderBook, request: CancelRequested, t: Topics) -> list[Outgoing]:
@@ -223,4 +264,12 @@ STATUS_FACTS = frozenset(
     }
 )
 
-__all__ = ["STATUS_FACTS", "Topics", "publish_status", "record_submission", "request_cancel", "topics"]
+__all__ = [
+    "STATUS_FACTS",
+    "Topics",
+    "publish_status",
+    "publish_statuses",
+    "record_submission",
+    "request_cancel",
+    "topics",
+]
