@@ -115,6 +115,18 @@ events it caused, or why it can never be applied. Raising fails the batch (recor
 retried one by one)."""
 
 
+def one_at_a_time(batch_handler: BatchHandler) -> Handler:
+    """A record handler that runs a batch handler on one record (for callers without a batch)."""
+
+    async def handle(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
+        [result] = await batch_handler(conn, [record])
+        if isinstance(result, Rejected):
+            raise result
+        return result
+
+    return handle
+
+
 def dead_letter(service_topic: str, record: Incoming, cause: str, detail: str) -> Outgoing:
     value = record.value[:MAX_DEAD_LETTER_BYTES]
     return Outgoing(

@@ -10,13 +10,12 @@ from pydantic import TypeAdapter
 from libs.contracts import topics
 from libs.contracts.lifecycle import LifecycleFact
 from libs.contracts.orders import CancelRequested, OrderDetails, OrderSubmitted
-from libs.platform.messaging import Incoming, Outgoing, Rejected, parse
+from libs.platform.messaging import Incoming, Outgoing, Rejected, one_at_a_time, parse
 from libs.platform.service import Runtime, Subscription
 from services.intake.adapters.order_book import PgOrderBook
 from services.intake.app.use_cases import (
     STATUS_FACTS,
     Topics,
-    publish_status,
     publish_statuses,
     record_submission,
     request_cancel,
@@ -40,9 +39,6 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
         order = OrderDetails.model_validate(submitted.model_dump(include=set(OrderDetails.model_fields)))
         return await record_submission(PgOrderBook(conn), order, t)
 
-    async def on_order_fact(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        return await publish_status(PgOrderBook(conn), parse(FACT, record), t)
-
     async def on_order_facts(
         conn: asyncpg.Connection, records: Sequence[Incoming]
     ) -> list[list[Outgoing] | Rejected]:
@@ -65,7 +61,7 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
         Subscription(
             "order_fact",
             (topics.ORDERS_LIFECYCLE,),
-            on_order_fact,
+            one_at_a_time(on_order_facts),
             STATUS_FACTS,
             batch_handler=on_order_facts,
         ),

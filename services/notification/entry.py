@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 from pydantic import TypeAdapter
 
@@ -10,7 +12,7 @@ from libs.contracts.fulfillment import StageChanged
 from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
-from libs.platform.messaging import Incoming, Outgoing, parse
+from libs.platform.messaging import Incoming, Outgoing, Rejected, one_at_a_time, parse
 from libs.platform.service import Runtime, Subscription
 from services.notification.app import intake
 
@@ -25,8 +27,17 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
     webhook_subscriptions = intake.SubscriptionCache()
     runtime.after_commit.append(webhook_subscriptions.after_commit)
 
-    async def on_status_changed(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        return await intake.on_status(conn, webhook_subscriptions, parse(STATUS, record), record.value)
+    async def on_statuses_changed(
+        conn: asyncpg.Connection, records: Sequence[Incoming]
+    ) -> list[list[Outgoing] | Rejected]:
+        """Four or five status events per order: applied set-based, a few statements per batch."""
+        items: list[tuple[OrderStatusChanged, bytes] | Rejected] = []
+        for record in records:
+            try:
+                items.append((parse(STATUS, record), record.value))
+            except Rejected as rejected:
+                items.append(rejected)
+        return await intake.on_statuses(conn, webhook_subscriptions, items)
 
     async def on_stage_changed(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
         return await intake.on_stage(conn, webhook_subscriptions, parse(STAGE, record), record.value)
@@ -47,6 +58,11 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
         Subscription(
             "order_received", (topics.ORDERS_LIFECYCLE,), on_order_received, frozenset({"order.received"})
         ),
-        Subscription("status_changed", (topics.ORDERS_STATUS,), on_status_changed),
+        Subscription(
+            "status_changed",
+            (topics.ORDERS_STATUS,),
+            one_at_a_time(on_statuses_changed),
+            batch_handler=on_statuses_changed,
+        ),
         Subscription("stage_changed", (topics.FULFILLMENT_STAGE_CHANGES,), on_stage_changed),
     ]

@@ -137,14 +137,6 @@ def _outcome(
     return Outgoing.event(t.cancellations, key or str(order_id), event)
 
 
-async def publish_status(book: PgOrderBook, fact: OrderFact, t: Topics) -> list[Outgoing]:
-    """One fact (see ``publish_statuses``); raises ``Rejected`` when it can never apply."""
-    [result] = await publish_statuses(book, [fact], t)
-    if isinstance(result, Rejected):
-        raise result
-    return result
-
-
 async def publish_statuses(
     book: PgOrderBook, facts: Sequence[OrderFact | Rejected], t: Topics
 ) -> list[list[Outgoing] | Rejected]:
@@ -267,7 +259,6 @@ STATUS_FACTS = frozenset(
 __all__ = [
     "STATUS_FACTS",
     "Topics",
-    "publish_status",
     "publish_statuses",
     "record_submission",
     "request_cancel",
