@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -203,8 +204,16 @@ class Usage:
 
 
 async def fleet_run(
-    infra: Infra, closed_s: float, open_s: float, warmup_s: float, open_share: float, log_dir: Path
+    infra: Infra,
+    closed_s: float,
+    open_s: float,
+    warmup_s: float,
+    open_share: float,
+    log_dir: Path,
+    hops_rate: float | None = None,
 ) -> dict[str, Any]:
+    """With ``hops_rate``: no closed loop; the fleet traces to files while orders arrive at that
+    rate, and the result says where each order's latency goes, hop by hop."""
     smtp = MailBox()
     smtp_port = smtp.port
     settings, prefix, database = await fresh_environment(infra, "bench")
@@ -214,6 +223,9 @@ async def fleet_run(
         "BATON_HOLD_THRESHOLD": "100000000",
         "BATON_LOG_LEVEL": "WARNING",
     }
+    trace_dir = log_dir / "traces"
+    if hops_rate is not None:
+        env["BATON_TRACE_DIR"] = str(trace_dir)
     fleet = Supervisor(env, log_dir)
     producer = AIOKafkaProducer(
         bootstrap_servers=infra.bootstrap_servers,
@@ -284,6 +296,11 @@ async def fleet_run(
             pids["postgres"] = int(postmaster.read_text().split()[0])
         pids["load generator + mail sink"] = os.getpid()  # same cores: shown, not hidden
 
+        if hops_rate is not None:
+            since_ns = time.time_ns()
+            opened = await _open_loop(producer, settings, watch, next_order, hops_rate, open_s)
+            await asyncio.sleep(2)  # the services flush spans every half second
+            return {"open_loop": opened, "hops": hop_gaps(trace_dir, since_ns)}
         closed = await _closed_loop(producer, settings, watch, next_order, closed_s, warmup_s, pids)
         rate = max(1.0, closed["in_fulfillment_per_s"] * open_share)
         opened = await _open_loop(producer, settings, watch, next_order, rate, open_s)
@@ -387,6 +404,33 @@ async def _open_loop(
         )
         result[status] = _percentiles(latencies) | {"completed": len(latencies)}
     return result
+
+
+def hop_gaps(trace_dir: Path, since_ns: int = 0) -> dict[str, dict[str, float]]:
+    """From the fleet's spans: per hop, the wait between the span that caused an event ending and
+    the span that applied it starting (commit, outbox relay, broker, fetch, batching), and per
+    service the time its handler took."""
+    spans: dict[str, dict[str, Any]] = {}
+    for path in trace_dir.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                span = json.loads(line)
+                if " process " in span["name"] and span["start_ns"] >= since_ns:
+                    spans[span["span_id"]] = span
+    waits: dict[str, list[float]] = {}
+    handling: dict[str, list[float]] = {}
+    for span in spans.values():
+        service = span["service"].removeprefix("baton-")
+        handling.setdefault(f"{service} handler", []).append((span["end_ns"] - span["start_ns"]) / 1e6)
+        parent = spans.get(span["parent_id"] or "")
+        if parent is None:
+            continue
+        topic = span["attributes"].get("messaging.destination.name", "").split(".", 1)[-1]
+        hop = f"{parent['service'].removeprefix('baton-')} -> {service} ({topic})"
+        waits.setdefault(hop, []).append((span["start_ns"] - parent["end_ns"]) / 1e6)
+    return {
+        name: _percentiles(sorted(values)) | {"n": len(values)} for name, values in sorted((waits | handling).items())
+    }
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -496,6 +540,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def hops_main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    infra = start_infra()
+    try:
+        log_dir = stack.cache_dir() / f"bench-logs-{int(time.time())}"
+        fleet = await fleet_run(infra, 0, args.open_duration, 0, 0, log_dir, hops_rate=args.hops)
+        opened = fleet["open_loop"]
+        print(f"open loop: {opened}")
+        return dict(fleet["hops"])
+    finally:
+        stop_infra(infra)
+
+
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--relay":
         import uvloop
@@ -512,7 +568,22 @@ def main() -> None:
         "--open-share", type=float, default=0.5, help="open-loop rate as a share of closed-loop"
     )
     parser.add_argument("--transport-messages", type=int, default=100_000)
+    parser.add_argument(
+        "--hops",
+        type=float,
+        metavar="RATE",
+        help="instead: trace the fleet at RATE orders/s for --open-duration s and print where latency goes",
+    )
     args = parser.parse_args()
+    if args.hops:
+        hops = asyncio.run(hops_main(args))
+        print(f"\nwait before each hop and handler time, ms, at {args.hops} orders/s:")
+        for name, figures in hops.items():
+            print(
+                f"  {name:58} p50 {figures.get('p50_ms', 0):8.1f}  p95 {figures.get('p95_ms', 0):8.1f}"
+                f"  p99 {figures.get('p99_ms', 0):8.1f}  n {figures['n']}"
+            )
+        return
     RESULTS.mkdir(exist_ok=True)
     previous_files = sorted(RESULTS.glob("*.json"))
     previous = json.loads(previous_files[-1].read_text()) if previous_files else None
