@@ -429,7 +429,8 @@ def hop_gaps(trace_dir: Path, since_ns: int = 0) -> dict[str, dict[str, float]]:
         hop = f"{parent['service'].removeprefix('baton-')} -> {service} ({topic})"
         waits.setdefault(hop, []).append((span["start_ns"] - parent["end_ns"]) / 1e6)
     return {
-        name: _percentiles(sorted(values)) | {"n": len(values)} for name, values in sorted((waits | handling).items())
+        name: _percentiles(sorted(values)) | {"n": len(values)}
+        for name, values in sorted((waits | handling).items())
     }
 
 
