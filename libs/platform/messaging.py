@@ -158,11 +158,19 @@ async def claim(conn: asyncpg.Connection, message_ids: Sequence[str]) -> set[str
 
 
 async def write_outbox(conn: asyncpg.Connection, records: Iterable[Outgoing]) -> int:
-    rows = [(r.topic, r.key, r.value, orjson.dumps(r.headers).decode()) for r in records]
+    """One statement for all of a transaction's events, ids assigned in the order given (the relay
+    sends by id, so one order's events keep their order)."""
+    rows = list(records)
     if not rows:
         return 0
-    await conn.executemany(
-        "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4::jsonb)", rows
+    await conn.execute(
+        "INSERT INTO outbox (topic, key, value, headers)"
+        " SELECT t, k, v, h::jsonb FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])"
+        " WITH ORDINALITY AS o(t, k, v, h, n) ORDER BY n",
+        [r.topic for r in rows],
+        [r.key for r in rows],
+        [r.value for r in rows],
+        [orjson.dumps(r.headers).decode() for r in rows],
     )
     return len(rows)
 
