@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from uuid import UUID
 
@@ -31,24 +32,31 @@ class PgValidationStore:
         )
         return {r["sku"]: Product(r["sku"], r["price"], r["currency"], r["active"]) for r in rows}
 
-    async def customer_has_history(self, customer_key: str) -> bool:
-        count = await self._conn.fetchval(
-            "SELECT validated_orders FROM customers WHERE customer_key = $1", customer_key
+    async def validated_counts(self, customer_keys: list[str]) -> dict[str, int]:
+        rows = await self._conn.fetch(
+            "SELECT customer_key, validated_orders FROM customers WHERE customer_key = ANY($1::text[])",
+            customer_keys,
         )
-        return bool(count)
+        return {r["customer_key"]: r["validated_orders"] for r in rows}
 
-    async def count_validated(self, customer_key: str) -> None:
+    async def count_validated_many(self, counts: Mapping[str, int]) -> None:
+        """In customer order: two processes updating the same customers lock them in one order."""
+        keys = sorted(counts)
         await self._conn.execute(
-            "INSERT INTO customers (customer_key, validated_orders) VALUES ($1, 1)"
-            " ON CONFLICT (customer_key) DO UPDATE SET validated_orders = customers.validated_orders + 1",
-            customer_key,
+            "INSERT INTO customers (customer_key, validated_orders)"
+            " SELECT k, n FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS c(k, n, i) ORDER BY i"
+            " ON CONFLICT (customer_key) DO UPDATE"
+            " SET validated_orders = customers.validated_orders + EXCLUDED.validated_orders",
+            keys,
+            [counts[k] for k in keys],
         )
 
-    async def hold(self, order_id: UUID, details_json: str) -> None:
+    async def hold_many(self, holds: list[tuple[UUID, str]]) -> None:
         await self._conn.execute(
-            "INSERT INTO held_orders (order_id, order_details) VALUES ($1, $2::jsonb) ON CONFLICT DO NOTHING",
-            order_id,
-            details_json,
+            "INSERT INTO held_orders (order_id, order_details)"
+            " SELECT o, d::jsonb FROM unnest($1::uuid[], $2::text[]) AS h(o, d) ON CONFLICT DO NOTHING",
+            [h[0] for h in holds],
+            [h[1] for h in holds],
         )
 
     async def undecided_hold(self, order_id: UUID) -> str | None:

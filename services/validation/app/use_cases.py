@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from decimal import Decimal
+from uuid import UUID
 
 from libs.contracts.catalog import ProductUpdated
 from libs.contracts.lifecycle import OrderHeld, OrderRejected, OrderValidated
@@ -37,36 +40,52 @@ async def update_product(store: PgValidationStore, product: ProductUpdated) -> l
     return []
 
 
-async def validate_order(
-    store: PgValidationStore, order_id: object, order: OrderDetails, policy: Policy, lifecycle_topic: str
-) -> list[Outgoing]:
-    domain_order = to_domain(order)
-    ctx = rules.Context(
-        catalog=await store.products(sorted({line.sku for line in domain_order.lines})),
-        policy=policy,
-        customer_has_history=await store.customer_has_history(domain_order.customer_key),
-    )
-    verdict = rules.validate(domain_order, ctx)
-    key = str(order_id)
-    metrics.count(metrics.VALIDATION_DECISIONS, verdict.outcome.value)
-    if verdict.outcome is Outcome.REJECTED:
-        for reason in reasons(verdict.findings):
-            metrics.count(metrics.REJECTIONS, reason.code)
-    if verdict.outcome is Outcome.REJECTED:
-        return [
-            Outgoing.event(
-                lifecycle_topic, key, OrderRejected(order_id=order_id, reasons=reasons(verdict.findings))
+async def validate_orders(
+    store: PgValidationStore,
+    received: Sequence[tuple[UUID, OrderDetails] | Rejected],
+    policy: Policy,
+    lifecycle_topic: str,
+) -> list[list[Outgoing] | Rejected]:
+    """Check a batch of received orders: the catalog and customer histories are read once, the
+    verdicts decided in order in memory (a customer's second order in the batch sees the first),
+    holds and history written once. Unparseable items (``Rejected``) pass through."""
+    orders = [item for item in received if not isinstance(item, Rejected)]
+    domain = {order_id: to_domain(order) for order_id, order in orders}
+    catalog = await store.products(sorted({line.sku for o in domain.values() for line in o.lines}))
+    history = await store.validated_counts(sorted({o.customer_key for o in domain.values()}))
+    holds: list[tuple[UUID, str]] = []
+    newly_validated: Counter[str] = Counter()
+    results: list[list[Outgoing] | Rejected] = []
+    for item in received:
+        if isinstance(item, Rejected):
+            results.append(item)
+            continue
+        order_id, order = item
+        domain_order = domain[order_id]
+        customer = domain_order.customer_key
+        ctx = rules.Context(catalog=catalog, policy=policy, customer_has_history=history.get(customer, 0) > 0)
+        verdict = rules.validate(domain_order, ctx)
+        key = str(order_id)
+        metrics.count(metrics.VALIDATION_DECISIONS, verdict.outcome.value)
+        if verdict.outcome is Outcome.REJECTED:
+            for reason in reasons(verdict.findings):
+                metrics.count(metrics.REJECTIONS, reason.code)
+            fact: OrderRejected | OrderHeld | OrderValidated = OrderRejected(
+                order_id=order_id, reasons=reasons(verdict.findings)
             )
-        ]
-    if verdict.outcome is Outcome.ON_HOLD:
-        await store.hold(order_id, order.model_dump_json())  # type: ignore[arg-type]
-        return [
-            Outgoing.event(
-                lifecycle_topic, key, OrderHeld(order_id=order_id, reasons=reasons(verdict.findings))
-            )
-        ]
-    await store.count_validated(domain_order.customer_key)
-    return [Outgoing.event(lifecycle_topic, key, OrderValidated(order_id=order_id, order=order))]
+        elif verdict.outcome is Outcome.ON_HOLD:
+            holds.append((order_id, order.model_dump_json()))
+            fact = OrderHeld(order_id=order_id, reasons=reasons(verdict.findings))
+        else:
+            history[customer] = history.get(customer, 0) + 1
+            newly_validated[customer] += 1
+            fact = OrderValidated(order_id=order_id, order=order)
+        results.append([Outgoing.event(lifecycle_topic, key, fact)])
+    if holds:
+        await store.hold_many(holds)
+    if newly_validated:
+        await store.count_validated_many(newly_validated)
+    return results
 
 
 async def decide_hold(
@@ -89,7 +108,7 @@ async def decide_hold(
             Outgoing.event(lifecycle_topic, key, OrderRejected(order_id=decision.order_id, reasons=[reason]))
         ]
     order = OrderDetails.model_validate_json(details)
-    await store.count_validated(f"{order.channel}:{order.customer.id}")
+    await store.count_validated_many(Counter({f"{order.channel}:{order.customer.id}": 1}))
     return [Outgoing.event(lifecycle_topic, key, OrderValidated(order_id=decision.order_id, order=order))]
 
 
