@@ -18,6 +18,7 @@ import time
 import traceback
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -293,9 +294,10 @@ class BatchProcessor:
     async def _apply(self, conn: asyncpg.Connection, records: Sequence[Incoming]) -> list[SpanContext | None]:
         fresh = await claim(conn, [r.message_id for r in records])
         to_apply: list[Incoming] = []
+        outcomes: Counter[str] = Counter()
         for record in records:
             if record.message_id not in fresh:
-                metrics.count(metrics.RECORDS, self._service, self._subscription, "duplicate")
+                outcomes["duplicate"] += 1
                 continue
             fresh.discard(record.message_id)  # a duplicate inside the same batch applies once
             to_apply.append(record)
@@ -324,7 +326,7 @@ class BatchProcessor:
                 metrics.count(metrics.DEAD_LETTERS, self._service, result.cause)
             else:
                 caused, outcome = result, "applied"
-            metrics.count(metrics.RECORDS, self._service, self._subscription, outcome)
+            outcomes[outcome] += 1
             if traced:
                 spans.append(
                     tracing.record_span(
@@ -332,6 +334,8 @@ class BatchProcessor:
                     )
                 )
             out.extend(caused)
+        for outcome, n in outcomes.items():
+            metrics.count(metrics.RECORDS, self._service, self._subscription, outcome, amount=n)
         await write_outbox(conn, out)
         return spans
 
