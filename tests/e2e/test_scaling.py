@@ -30,9 +30,9 @@ from tests.support.orders import adjustment, location, order
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-ORDERS = 30_000
+ORDERS = 20_000
 SKUS = 300
-UNITS_PER_SKU = 120  # 36,000 units for 30,000 one-unit orders: nothing backorders
+UNITS_PER_SKU = 80  # 24,000 units for 20,000 one-unit orders: nothing backorders
 WINDOW_S = 10.0
 
 
@@ -66,10 +66,12 @@ class Scenario:
 @pytest.fixture
 async def scenario(infra: Infra, tmp_path: Path) -> AsyncIterator[Scenario]:
     settings, prefix, database = await fresh_environment(infra, "scale")
-    # One lane per process: on a 2-core machine a single process with four lanes already takes most
-    # of the CPU PostgreSQL leaves, so this measures how work spreads over processes (each its own
-    # unit of capacity, as pods on their own cores are), not how many cores this machine has.
-    fleet = Fleet(service_env(infra, prefix, database) | {"BATON_RECORD_LANES": "1"}, tmp_path)
+    # One lane of one-record transactions per process: on a 2-core machine a single process with its
+    # default four lanes of 20-record chunks already takes most of the CPU PostgreSQL leaves, so this
+    # measures how work spreads over processes (each its own unit of capacity, as pods on their own
+    # cores are), not how many cores this machine has.
+    single_lane = {"BATON_RECORD_LANES": "1", "BATON_RECORD_CHUNK": "1"}
+    fleet = Fleet(service_env(infra, prefix, database) | single_lane, tmp_path)
     try:
         yield Scenario(settings, fleet, database, settings.database_url)
     finally:
