@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from uuid import uuid4
 
 import asyncpg
@@ -20,15 +22,29 @@ from tests.support.orders import order
 pytestmark = pytest.mark.integration
 
 
-async def test_a_second_order_for_the_last_unit_waits_for_the_first_and_is_backordered(infra: Infra) -> None:
+@asynccontextmanager
+async def two_connections_with_a_warehouse(
+    infra: Infra,
+) -> AsyncIterator[tuple[asyncpg.Connection, asyncpg.Connection]]:
+    """A fresh allocation schema with warehouse `wh`, and two connections to race on it."""
     dsn = infra.database_url(fresh_name("db"))
     await ensure_database(dsn)
     await migrate(dsn, "allocation", "services.allocation.adapters.migrations")
     first = await asyncpg.connect(dsn, server_settings={"search_path": "allocation"})
     second = await asyncpg.connect(dsn, server_settings={"search_path": "allocation"})
     try:
-        setup = PgStockLedger(first)
-        await setup.upsert_location(Location("wh", "warehouse", frozenset({"DE"}), 5), "wh")  # type: ignore[arg-type]
+        await PgStockLedger(first).upsert_location(
+            Location("wh", "warehouse", frozenset({"DE"}), 5),  # type: ignore[arg-type]
+            "wh",
+        )
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_second_order_for_the_last_unit_waits_for_the_first_and_is_backordered(infra: Infra) -> None:
+    async with two_connections_with_a_warehouse(infra) as (first, second):
         await first.execute("INSERT INTO stock (sku, location_id, on_hand) VALUES ('LAST', 'wh', 1)")
         details = [OrderDetails.model_validate(order(lines=[("LAST", 1, "10.00")])) for _ in range(2)]
 
@@ -51,23 +67,13 @@ async def test_a_second_order_for_the_last_unit_waits_for_the_first_and_is_backo
         assert await asyncio.wait_for(racing, 10) == "order.backordered"
         row = await first.fetchrow("SELECT on_hand, reserved FROM stock WHERE sku = 'LAST'")
         assert (row["on_hand"], row["reserved"]) == (1, 1)
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def test_an_order_backordered_while_the_first_stock_of_its_sku_arrives_is_allocated_by_that_arrival(
     infra: Infra,
 ) -> None:
     """The stock row does not exist yet, so no row lock can order the two transactions."""
-    dsn = infra.database_url(fresh_name("db"))
-    await ensure_database(dsn)
-    await migrate(dsn, "allocation", "services.allocation.adapters.migrations")
-    first = await asyncpg.connect(dsn, server_settings={"search_path": "allocation"})
-    second = await asyncpg.connect(dsn, server_settings={"search_path": "allocation"})
-    try:
-        setup = PgStockLedger(first)
-        await setup.upsert_location(Location("wh", "warehouse", frozenset({"DE"}), 5), "wh")  # type: ignore[arg-type]
+    async with two_connections_with_a_warehouse(infra) as (first, second):
         details = OrderDetails.model_validate(order(lines=[("NEW", 1, "10.00")]))
         order_id = uuid4()
 
@@ -89,6 +95,3 @@ async def test_an_order_backordered_while_the_first_stock_of_its_sku_arrives_is_
         assert await asyncio.wait_for(racing, 10) == ["order.allocated"]
         status = await first.fetchval("SELECT status FROM allocations WHERE order_id = $1", order_id)
         assert status == "allocated"
-    finally:
-        await first.close()
-        await second.close()
