@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from libs.contracts import topics
 from libs.platform import stack
+from libs.platform.relay import make_producer
 from libs.platform.settings import BatonSettings
 from libs.platform.supervisor import Supervisor
 from libs.simulators.world import demo_shop, random_order
@@ -61,13 +62,7 @@ async def relay(bootstrap: str, source: str, target: str, group: str) -> None:
         auto_offset_reset="earliest",
         max_poll_records=1000,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=2,
-        max_batch_size=256 * 1024,
-    )
+    producer = make_producer(bootstrap, "bench")
     await consumer.start()
     await producer.start()
     try:
@@ -102,13 +97,7 @@ async def transport_baseline(infra: Infra, messages: int, payload: bytes) -> dic
         await consumer.start()
         consumer.assign([TopicPartition(names[-1], p) for p in range(8)])
         await consumer.seek_to_end()
-        producer = AIOKafkaProducer(
-            bootstrap_servers=infra.bootstrap_servers,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=2,
-            max_batch_size=256 * 1024,
-        )
+        producer = make_producer(infra.bootstrap_servers, "bench")
         await producer.start()
         await asyncio.sleep(5)  # relays join their groups
         started = time.monotonic()
@@ -227,13 +216,7 @@ async def fleet_run(
     if hops_rate is not None:
         env["BATON_TRACE_DIR"] = str(trace_dir)
     fleet = Supervisor(env, log_dir)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=infra.bootstrap_servers,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=2,
-        max_batch_size=256 * 1024,
-    )
+    producer = make_producer(infra.bootstrap_servers, "bench")
     consumer = AIOKafkaConsumer(
         settings.topic(topics.ORDERS_STATUS),
         bootstrap_servers=infra.bootstrap_servers,
