@@ -32,8 +32,12 @@ async def change_subscription(
     conn: asyncpg.Connection, command: WebhookSubscriptionChanged
 ) -> list[Outgoing]:
     if command.action == "remove":
+        # Its pending deliveries are cancelled, not sent: a removed endpoint gets nothing more.
         await conn.execute(
-            "UPDATE subscriptions SET active = false, updated_at = now() WHERE subscription_id = $1",
+            "WITH removed AS (UPDATE subscriptions SET active = false, updated_at = now()"
+            " WHERE subscription_id = $1)"
+            " UPDATE deliveries SET status = 'cancelled', last_error = 'subscription removed'"
+            " WHERE subscription_id = $1 AND status = 'pending'",
             command.subscription_id,
         )
         return []
