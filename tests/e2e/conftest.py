@@ -36,6 +36,8 @@ class LiveFleet:
     status: TopicWatcher
     refused: TopicWatcher
     dead_letters: TopicWatcher
+    """intake's dead-letter topic"""
+    fulfillment_dead_letters: TopicWatcher
     stages: TopicWatcher
     cancellations: TopicWatcher
     dsn: str
@@ -167,6 +169,7 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
             topics.dead_letter_topic("intake"),
             topics.FULFILLMENT_STAGE_CHANGES,
             topics.ORDERS_CANCELLATIONS,
+            topics.dead_letter_topic("fulfillment"),
         )
     ]
     publisher = Publisher(infra.bootstrap_servers, prefix)
@@ -185,13 +188,14 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
         await publisher.start()
         for watcher in watchers:
             await watcher.start()
-        status, refused, dead_letters, stages, cancellations = watchers
+        status, refused, dead_letters, stages, cancellations, fulfillment_dead_letters = watchers
         live_fleet = LiveFleet(
             fleet,
             publisher,
             status=status,
             refused=refused,
             dead_letters=dead_letters,
+            fulfillment_dead_letters=fulfillment_dead_letters,
             stages=stages,
             cancellations=cancellations,
             dsn=settings.database_url,

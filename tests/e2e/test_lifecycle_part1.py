@@ -340,3 +340,95 @@ async def test_dead_letters_can_be_listed_and_replayed_to_their_source(live: Liv
             break
         await asyncio.sleep(0.2)
     assert len(await listed()) > len(before)
+
+
+async def test_a_lifecycle_dead_letter_is_applied_after_its_cause_is_fixed_and_it_is_replayed(
+    live: LiveFleet,
+) -> None:
+    """A fact intake could not apply (its order was not known yet) is dead-lettered with its
+    headers; once the order exists, `baton dlq replay` sends it back as it came and intake applies
+    it. `--cause` and `--since` select exactly the dead letters they name."""
+    import math
+    import subprocess
+    import sys
+    import time
+    from datetime import UTC, datetime
+
+    from libs.contracts.lifecycle import OrderRejected
+    from libs.contracts.orders import Reason
+    from services.intake.domain.orders import order_id_for
+
+    def baton(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "libs.cli.main", *args],
+            env=live.fleet.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def dead_letters(cause: str, key: str) -> list[Any]:
+        return [
+            r
+            for r in live.dead_letters.raw
+            if r.key == key.encode() and dict(r.headers).get("dlq-cause") == cause.encode()
+        ]
+
+    item = sku("REPLAY")
+    await live.seed(products=[product(item, "1500.00")])
+    external_id = f"replay-{secrets.token_hex(4)}"
+    order_id = str(order_id_for("webshop", external_id))
+    # `--since` takes whole seconds: start at the next one, so no earlier test's dead letter is after it.
+    since = datetime.fromtimestamp(math.ceil(time.time()), UTC)
+    await asyncio.sleep(max(0.0, since.timestamp() - time.time()))
+
+    # Two dead letters of this test: malformed input (invalid_json) and a fact for an unknown order.
+    await live.publisher.send(topics.ORDERS_SUBMITTED, f"replay:{order_id}", b"{not json")
+    fact = OrderRejected(
+        order_id=order_id, reasons=[Reason(code="fraud_suspected", message="the payment provider flagged it")]
+    )
+    await live.publisher.send(
+        topics.ORDERS_LIFECYCLE,
+        order_id,
+        fact,
+        headers={"event_id": str(fact.event_id), "event_type": fact.event_type},
+    )
+    await live.dead_letters.wait_for(
+        lambda _: (
+            bool(dead_letters("unknown_order", order_id))
+            and bool(dead_letters("invalid_json", f"replay:{order_id}"))
+        ),
+        60,
+        "both records of this test dead-lettered by intake",
+    )
+    [letter] = dead_letters("unknown_order", order_id)
+    kept = {k: v.decode() for k, v in letter.headers}
+    assert kept["event_id"] == str(fact.event_id) and kept["event_type"] == "order.rejected"
+    after_both = datetime.fromtimestamp(math.ceil(float(kept["dlq-at"]) + 0.001), UTC)
+
+    # The cause is fixed: the order arrives (and waits for a person's review).
+    await live.submit(order(external_id, lines=[(item, 1, "1500.00")]))
+    await live.wait_status(external_id, "on_hold")
+
+    since_arg = since.strftime("%Y-%m-%dT%H:%M:%S")
+    after_arg = after_both.strftime("%Y-%m-%dT%H:%M:%S")
+    assert baton(
+        "dlq", "replay", "--service", "intake", "--cause", "unknown_order", "--since", after_arg
+    ) == ("replayed 0 record(s)")
+    assert baton(
+        "dlq", "replay", "--service", "intake", "--cause", "unknown_order", "--since", since_arg
+    ) == ("replayed 1 record(s)")
+    rejected = await live.wait_status(external_id, "rejected")
+    assert [r["code"] for r in rejected["reasons"]] == ["fraud_suspected"]
+
+    # The malformed record is still malformed: replayed alone, it is dead-lettered again.
+    assert baton("dlq", "replay", "--service", "intake", "--cause", "invalid_json", "--since", since_arg) == (
+        "replayed 1 record(s)"
+    )
+    await live.dead_letters.wait_for(
+        lambda _: len(dead_letters("invalid_json", f"replay:{order_id}")) == 2,
+        60,
+        "the replayed malformed record dead-lettered again",
+    )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
+import orjson
 import pytest
 
 from libs.contracts import topics
@@ -103,7 +105,21 @@ async def test_stages_move_forward_only_and_a_repeated_update_changes_nothing(li
     await live.move(shipment_id, "shipped")
     await live.wait_status(status["external_id"], "shipped")
     assert [e[2] for e in live.stage_events(status["order_id"])] == ["new", "packed", "shipped"]
-    await live.dead_letters.wait_for(lambda _: True, 1, "")
+    backwards = f"{shipment_id}:back"
+
+    def dead_lettered_backwards(letters: list[Any]) -> bool:
+        return any(
+            headers.get("dlq-cause") == "stage_backwards"
+            and orjson.loads(r.value).get("update_id") == backwards
+            for r in letters
+            for headers in [{k: v.decode() for k, v in r.headers}]
+        )
+
+    await live.fulfillment_dead_letters.wait_for(
+        lambda _: dead_lettered_backwards(live.fulfillment_dead_letters.raw),
+        60,
+        "the backwards update dead-lettered by fulfillment with cause stage_backwards",
+    )
     refused = await live.wait_row(
         "SELECT outcome FROM fulfillment.applied_updates WHERE update_id = $1", f"{shipment_id}:back"
     )
