@@ -274,3 +274,53 @@ async def test_cancelling_an_order_that_does_not_exist_yet_is_refused_and_can_be
         None,
         "unknown_order",
     )
+
+
+async def test_every_release_goes_to_the_oldest_waiting_backorder_first(live: LiveFleet) -> None:
+    """Units freed by a cancellation, by a location re-activated and by a partial cancel each go to
+    the oldest backorder still waiting — never to a younger one, never left unused."""
+    item, other = sku("FIFO"), sku("FIFO-B")
+    wh, store = f"wh-{item}", f"store-{item}"
+    await live.seed(
+        products=[product(item), product(other)],
+        locations=[location(wh), location(store, kind="store", active=False)],
+        adjustments=[
+            adjustment(f"i-{item}", item, wh, delta=2),
+            adjustment(f"i-{other}", other, wh, delta=1),
+            adjustment(f"s-{item}", item, store, delta=1),  # at an inactive location: not usable yet
+        ],
+    )
+    partial = await live.submit(order(lines=[(item, 1, "10.00"), (other, 1, "10.00")]))
+    partial_status = await live.wait_status(partial, "in_fulfillment")
+    whole = await _allocated_order(live, item, wh)
+    waiting = []
+    for _ in range(3):  # one after the other, so their age is certain
+        waiting.append(await live.submit(order(lines=[(item, 1, "10.00")])))
+        await live.wait_status(waiting[-1], "backordered")
+    oldest, middle, youngest = waiting
+
+    def allocated(external_id: str) -> bool:
+        return any(e["status"] == "allocated" for e in live.history(external_id))
+
+    async def wait_allocated(external_id: str, what: str) -> None:
+        await live.status.wait_for(lambda _: allocated(external_id), 60, what)
+
+    # 1. A whole cancellation frees one unit: the oldest backorder gets it.
+    assert (await live.cancel(whole["order_id"], f"cx-{item}"))["outcome"] == "accepted"
+    await wait_allocated(oldest, "the oldest backorder to get the cancelled order's unit")
+    assert not allocated(middle) and not allocated(youngest)
+
+    # 2. The store becomes active: its unit goes to the oldest of those still waiting.
+    await live.seed(locations=[location(store, kind="store", active=True)])
+    await wait_allocated(middle, "the next oldest backorder to get the re-activated store's unit")
+    assert not allocated(youngest)
+
+    # 3. A partial cancel releases one unit of a reserved line: the youngest (last waiting) gets it.
+    outcome = await live.cancel(
+        partial_status["order_id"], f"px-{item}", lines=[{"sku": item, "quantity": 1}]
+    )
+    assert outcome["outcome"] == "accepted"
+    await wait_allocated(youngest, "the last backorder to get the partially cancelled unit")
+    reserved = await live.fetchval("SELECT sum(reserved) FROM allocation.stock WHERE sku = $1", item)
+    on_hand = await live.fetchval("SELECT sum(on_hand) FROM allocation.stock WHERE sku = $1", item)
+    assert (reserved, on_hand) == (3, 3)
