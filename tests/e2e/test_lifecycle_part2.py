@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -324,3 +325,79 @@ async def test_every_release_goes_to_the_oldest_waiting_backorder_first(live: Li
     reserved = await live.fetchval("SELECT sum(reserved) FROM allocation.stock WHERE sku = $1", item)
     on_hand = await live.fetchval("SELECT sum(on_hand) FROM allocation.stock WHERE sku = $1", item)
     assert (reserved, on_hand) == (3, 3)
+
+
+@dataclass(frozen=True)
+class TwoParcels:
+    external_id: str
+    order_id: str
+    first_location: str
+    second_sku: str
+    spare_location: str
+
+
+async def _second_parcel_failed_after_the_first_shipped(live: LiveFleet, *, spare: bool) -> TwoParcels:
+    """An order of two skus that only two different warehouses stock, so it ships as two parcels:
+    the first leaves, then the second fails. With ``spare``, a dearer third warehouse holds one
+    more of the second sku."""
+    x, y = sku("TWO-X"), sku("TWO-Y")
+    wh1, wh2, wh3 = f"wh1-{x}", f"wh2-{x}", f"wh3-{x}"
+    await live.seed(
+        products=[product(x), product(y)],
+        locations=[location(wh1, cost="1.00"), location(wh2, cost="2.00")]
+        + ([location(wh3, cost="9.00")] if spare else []),
+        adjustments=[adjustment(f"i1-{x}", x, wh1, delta=1), adjustment(f"i2-{x}", y, wh2, delta=1)]
+        + ([adjustment(f"i3-{x}", y, wh3, delta=1)] if spare else []),
+    )
+    external_id = await live.submit(order(lines=[(x, 1, "10.00"), (y, 1, "10.00")]))
+    status = await live.wait_status(external_id, "in_fulfillment")
+    by_location = {s["location_id"]: s["shipment_id"] for s in status["shipments"]}
+    assert set(by_location) == {wh1, wh2}
+    await live.move(by_location[wh1], "shipped", carrier="UPS", tracking_number=f"1Z{x}")
+    await live.wait_status(external_id, "partially_shipped")
+    await live.move(by_location[wh2], "failed", note="damaged")
+    return TwoParcels(external_id, status["order_id"], wh1, y, wh3)
+
+
+async def test_a_parcel_failing_after_its_sibling_shipped_leaves_the_order_partially_shipped_and_cancellable(
+    live: LiveFleet,
+) -> None:
+    o = await _second_parcel_failed_after_the_first_shipped(live, spare=True)
+    await live.status.wait_for(
+        lambda _: any(
+            e["status"] == "partially_shipped"
+            and any(s["location_id"] == o.spare_location for s in e["shipments"])
+            for e in live.history(o.external_id)
+        ),
+        60,
+        "the failed parcel sourced again from the third warehouse, the order still partially shipped",
+    )
+    assert "shipped" not in [e["status"] for e in live.history(o.external_id)]
+
+    # The part that has not left can still be cancelled; then all that is left has shipped.
+    lines = [{"sku": o.second_sku, "quantity": 1}]
+    assert (await live.cancel(o.order_id, f"rest-{o.second_sku}", lines=lines))["outcome"] == "accepted"
+    shipped = await live.wait_status(o.external_id, "shipped")
+    assert [s["location_id"] for s in shipped["shipments"]] == [o.first_location]
+    assert await live.fetchval("SELECT sum(reserved) FROM allocation.stock WHERE sku = $1", o.second_sku) == 0
+
+
+async def test_a_failed_parcel_that_waits_for_stock_keeps_the_order_partially_shipped_and_cancellable(
+    live: LiveFleet,
+) -> None:
+    o = await _second_parcel_failed_after_the_first_shipped(live, spare=False)
+    await live.status.wait_for(
+        lambda _: any(
+            e["status"] == "partially_shipped"
+            and [(r["code"], r["sku"]) for r in e["reasons"]] == [("insufficient_stock", o.second_sku)]
+            for e in live.history(o.external_id)
+        ),
+        60,
+        "the failed parcel's line waiting for stock, the order still partially shipped",
+    )
+    assert "shipped" not in [e["status"] for e in live.history(o.external_id)]
+
+    lines = [{"sku": o.second_sku, "quantity": 1}]
+    assert (await live.cancel(o.order_id, f"rest-{o.second_sku}", lines=lines))["outcome"] == "accepted"
+    shipped = await live.wait_status(o.external_id, "shipped")
+    assert [s["location_id"] for s in shipped["shipments"]] == [o.first_location]

@@ -182,8 +182,10 @@ async def _current_allocation(
     order: OrderDetails,
     topic: str,
     cancel_request_id: str | None = None,
+    backordered: list[tuple[str, int]] | None = None,
 ) -> Outgoing:
-    """`order.allocated` with every shipment the order still has (reserved or already shipped)."""
+    """`order.allocated` with every shipment the order still has (reserved or already shipped),
+    and the lines still waiting for stock, if any."""
     by_shipment: dict[str, Shipment] = {}
     for r in await reservations.reservations(order_id):
         if r.status not in ("reserved", "shipped"):
@@ -197,6 +199,7 @@ async def _current_allocation(
         order=order,
         shipments=list(by_shipment.values()),
         cancel_request_id=cancel_request_id,
+        backordered_lines=[ShipmentLine(sku=sku, quantity=q) for sku, q in backordered or []],
     )
     return Outgoing.event(topic, str(order_id), fact)
 
@@ -271,10 +274,37 @@ async def request_cancel(
         return [
             Outgoing.event(topic, key, OrderCancelled(order_id=fact.order_id, request_id=fact.request_id))
         ]
+    waiting = _pending(state.pending_lines) if state is not None and state.status == "backordered" else None
+    if fact.lines is not None and waiting and _covers(waiting, fact.lines):
+        # Lines of a backordered remainder hold no stock: cancelled here, nothing to release.
+        assert state is not None
+        left = _minus(waiting, fact.lines)
+        await reservations.set_status(
+            fact.order_id,
+            "backordered" if left else "allocated",
+            state.generation,
+            orjson.dumps(left).decode() if left else None,
+        )
+        order = OrderDetails.model_validate_json(state.order_details)
+        return [
+            await _current_allocation(reservations, fact.order_id, order, topic, fact.request_id, left)
+        ]
     forwarded = OrderCancelForwarded(
         order_id=fact.order_id, request_id=fact.request_id, lines=fact.lines, reason=fact.reason
     )
     return [Outgoing.event(topic, key, forwarded)]
+
+
+def _covers(waiting: list[tuple[str, int]], lines: list[ShipmentLine]) -> bool:
+    available = dict(waiting)
+    return all(available.get(line.sku, 0) >= line.quantity for line in lines)
+
+
+def _minus(waiting: list[tuple[str, int]], lines: list[ShipmentLine]) -> list[tuple[str, int]]:
+    left = dict(waiting)
+    for line in lines:
+        left[line.sku] -= line.quantity
+    return [(sku, q) for sku, q in left.items() if q > 0]
 
 
 async def release_cancelled(
@@ -298,7 +328,10 @@ async def release_cancelled(
         out = [Outgoing.event(topic, str(fact.order_id), cancelled)]
     else:
         order = OrderDetails.model_validate_json(state.order_details)
-        out = [await _current_allocation(reservations, fact.order_id, order, topic, fact.request_id)]
+        waiting = _pending(state.pending_lines) if state.status == "backordered" else None
+        out = [
+            await _current_allocation(reservations, fact.order_id, order, topic, fact.request_id, waiting)
+        ]
     # The freed units go to the oldest waiting backorders, not to whichever order asks next.
     return out + await allocate_waiting(reservations, freed, rules, topic)
 

@@ -19,7 +19,9 @@ from libs.contracts.orders import OrderStatusChanged
 from libs.platform.messaging import Outgoing, Rejected
 from services.notification.domain.webhooks import wants
 
-EMAIL_STATUSES = frozenset({"received", "shipped", "delivered", "cancelled", "backordered"})
+EMAIL_STATUSES = frozenset(
+    {"received", "partially_shipped", "shipped", "delivered", "cancelled", "backordered"}
+)
 DELIVERY_NAMESPACE = uuid.UUID("0b5d8a51-7c55-4bd4-8f6e-5a3a8c1c2f10")
 
 
