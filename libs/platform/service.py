@@ -24,7 +24,7 @@ from faststream.message import StreamMessage
 from libs.contracts.topics import dead_letter_topic
 from libs.platform import metrics, tracing
 from libs.platform.db import create_pool, ensure_database, migrate
-from libs.platform.kafka import apply_topics, make_broker
+from libs.platform.kafka import apply_topics, make_broker, wait_for_group_coordinators
 from libs.platform.logs import configure_logging
 from libs.platform.messaging import (
     TRANSIENT_ERRORS,
@@ -213,6 +213,7 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
                 if applied:
                     log.info("migrations applied", extra={"applied": applied})
                 await apply_topics(settings)
+                await wait_for_group_coordinators(settings, list(runtime.groups))
                 runtime._pool = await create_pool(
                     settings.database_url, definition.name, settings.db_pool_size
                 )

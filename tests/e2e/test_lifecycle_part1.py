@@ -45,7 +45,7 @@ async def test_a_valid_order_is_received_validated_and_allocated_with_its_shipme
             "lines": [{"sku": item, "quantity": 2}],
         }
     ]
-    assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 2
+    assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 1
 
 
 @pytest.mark.parametrize(
@@ -105,13 +105,16 @@ async def test_a_large_first_order_is_held_then_released_and_allocated(live: Liv
     await live.publisher.send(topics.ORDERS_HOLD_DECISIONS, held["order_id"], decision)
     await live.wait_status(external_id, "allocated")
     await live.publisher.send(topics.ORDERS_HOLD_DECISIONS, held["order_id"], decision)  # repeated: no effect
+    # A barrier on the same partition: another held order's release, sent after the repeat.
+    second = await live.submit(order(lines=[(item, 1, "1500.00")]))
+    second_held = await live.wait_status(second, "on_hold")
+    release = {"order_id": second_held["order_id"], "decision": "release", "decided_by": "support@shop"}
+    await live.publisher.send(topics.ORDERS_HOLD_DECISIONS, held["order_id"], release)
+    await live.wait_status(second, "validated")
 
-    assert [e["status"] for e in live.history(external_id)] == [
-        "received",
-        "on_hold",
-        "validated",
-        "allocated",
-    ]
+    statuses = [e["status"] for e in live.history(external_id)]
+    assert statuses[:4] == ["received", "on_hold", "validated", "allocated"]
+    assert statuses.count("validated") == 1 and statuses.count("allocated") == 1
 
 
 async def test_a_held_order_can_be_rejected_by_support(live: LiveFleet) -> None:
@@ -159,13 +162,18 @@ async def test_a_channel_retry_makes_one_order_and_a_conflicting_payload_is_refu
     )
     refusal = next(r for r in live.refused.records if r.get("external_id") == external_id)
     assert [r["code"] for r in refusal["reasons"]] == ["duplicate_external_id_conflict"]
-    await live.submit(order(lines=[(item, 1, "10.00")], external_id=f"{external_id}-next"))
-    await live.wait_status(f"{external_id}-next", "allocated")  # everything before it has been consumed
+    # A barrier on the same key (same partition): a second conflicting payload after the last retry.
+    await live.submit(conflicting | {"currency": "USD"})
+    await live.refused.wait_for(
+        lambda rs: sum(1 for r in rs if r.get("external_id") == external_id) == 2,
+        30,
+        "the second conflicting resubmission to be refused",
+    )
     history = live.history(external_id)
     assert [e["status"] for e in history][:3] == ["received", "validated", "allocated"]
     assert [e["status"] for e in history].count("received") == 1
     assert len({e["order_id"] for e in history}) == 1
-    assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 2
+    assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 1
 
 
 async def test_malformed_submissions_are_dead_lettered_with_their_cause_and_orders_keep_flowing(

@@ -101,10 +101,14 @@ async def test_stages_move_forward_only_and_a_repeated_update_changes_nothing(li
     status = await _allocated_order(live, item, f"wh-{item}")
     shipment_id = status["shipments"][0]["shipment_id"]
     await live.move(shipment_id, "packed")  # skipping `picking` is allowed
-    await live.move(shipment_id, "packed")  # same update id: no effect
+    # The same update id again, now naming a later stage: it changes nothing.
+    await live.move(shipment_id, "delivered", update_id=f"{shipment_id}:packed")
     await live.move(shipment_id, "picking", update_id=f"{shipment_id}:back")  # backwards: refused
     await live.move(shipment_id, "shipped")
     await live.wait_status(status["external_id"], "shipped")
+    await live.stages.wait_for(
+        lambda _: "shipped" in [e[2] for e in live.stage_events(status["order_id"])], 60, "the shipped stage"
+    )
     assert [e[2] for e in live.stage_events(status["order_id"])] == ["new", "packed", "shipped"]
     backwards = f"{shipment_id}:back"
 
@@ -194,8 +198,12 @@ async def test_cancelling_a_whole_order_before_shipping_releases_its_stock_for_t
     assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 0
     assert live.stage_events(status["order_id"])[-1] == ("standard", "new", None, "left")
 
-    again = await live.cancel(status["order_id"], f"cx-{item}")  # same request id: nothing new happens
-    assert again == outcome
+    repeated = {"request_id": f"cx-{item}", "order_id": status["order_id"], "reason": "customer asked"}
+    await live.publisher.send(topics.ORDERS_CANCEL_REQUESTED, status["order_id"], repeated)
+    barrier = await live.cancel(status["order_id"], f"cx2-{item}")  # sent after it, same partition
+    assert [r["code"] for r in barrier["reasons"]] == ["already_final"]
+    assert sum(1 for r in live.cancellations.records if r.get("request_id") == f"cx-{item}") == 1
+    assert [e["status"] for e in live.history(status["external_id"])].count("cancelled") == 1
     follower = await _allocated_order(live, item, wh, qty=2)
     assert follower["shipments"][0]["lines"] == [{"sku": item, "quantity": 2}]
 

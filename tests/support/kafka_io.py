@@ -93,6 +93,16 @@ class TopicWatcher:
                 await self._task
         await self._consumer.stop()
 
+    async def caught_up(self, timeout: float = 60) -> None:
+        """Wait until every record on the topic right now has been read here."""
+        partitions = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout
+        while any([await self._consumer.position(tp) < end for tp, end in ends.items()]):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.topic} not read to its end after {timeout}s")
+            await asyncio.sleep(0.1)
+
     async def wait_for(
         self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str
     ) -> None:
@@ -120,3 +130,36 @@ def statuses_by_order(records: list[dict[str, Any]]) -> dict[str, list[dict[str,
 def latest_status(records: list[dict[str, Any]], external_id: str) -> str | None:
     found = [r for r in records if r.get("external_id") == external_id]
     return max(found, key=lambda r: r["version"])["status"] if found else None
+
+
+async def wait_consumed(bootstrap: str, group: str, topic: str, timeout: float = 60) -> None:
+    """Wait until ``group`` has committed past every record now on ``topic``: a barrier that proves
+    a consumer has seen (and applied) everything before it, without guessing how long that takes."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout
+        while True:
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            behind = {
+                tp: end
+                for tp, end in ends.items()
+                if end > 0 and (tp not in committed or committed[tp].offset < end)
+            }
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{group} has not consumed {topic} up to {behind} after {timeout}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+        await admin.close()

@@ -286,9 +286,7 @@ async def request_cancel(
             orjson.dumps(left).decode() if left else None,
         )
         order = OrderDetails.model_validate_json(state.order_details)
-        return [
-            await _current_allocation(reservations, fact.order_id, order, topic, fact.request_id, left)
-        ]
+        return [await _current_allocation(reservations, fact.order_id, order, topic, fact.request_id, left)]
     forwarded = OrderCancelForwarded(
         order_id=fact.order_id, request_id=fact.request_id, lines=fact.lines, reason=fact.reason
     )
@@ -329,9 +327,7 @@ async def release_cancelled(
     else:
         order = OrderDetails.model_validate_json(state.order_details)
         waiting = _pending(state.pending_lines) if state.status == "backordered" else None
-        out = [
-            await _current_allocation(reservations, fact.order_id, order, topic, fact.request_id, waiting)
-        ]
+        out = [await _current_allocation(reservations, fact.order_id, order, topic, fact.request_id, waiting)]
     # The freed units go to the oldest waiting backorders, not to whichever order asks next.
     return out + await allocate_waiting(reservations, freed, rules, topic)
 
