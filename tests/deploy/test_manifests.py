@@ -178,3 +178,11 @@ def test_the_dashboard_only_queries_metrics_baton_exports() -> None:
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
     for topic in ("status", "latency", "lag", "dead letters"):
         assert topic in titles
+
+
+def test_the_status_api_binds_loopback_by_default_and_every_interface_in_kubernetes(
+    objects: list[dict[str, Any]],
+) -> None:
+    assert BatonSettings().http_host == "127.0.0.1"
+    [container] = of_kind(objects, "Deployment")["notification"]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "BATON_HTTP_HOST", "value": "0.0.0.0"} in container["env"]
