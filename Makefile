@@ -58,6 +58,13 @@ test: install
 test-fast: $(STAMP)
 	$(PYTEST) -m "unit or contract" -q -p no:cacheprovider
 
+# The images built with Podman from Debian's packages (installed here when missing) and the Compose
+# stack run with podman-compose; Podman's storage is kept in .cache/containers between runs.
+test-containers: $(STAMP)
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null || { \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc mmdebstrap; }
+	$(PYTEST) -m containers -p no:cacheprovider tests/containers
+
 lint: $(STAMP)
 	$(BIN)/ruff check libs services tests bench
 	$(BIN)/ruff format --check libs services tests bench
