@@ -7,6 +7,8 @@ LOCK   := requirements/dev.lock
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 PYTEST := $(BIN)/pytest
 # uv resolves for every platform and Python >= 3.11, so one lock serves laptops, CI and the image.
+# Debian's packages that build and run the images (catatonit is the containers' init).
+CONTAINER_PACKAGES := podman runc catatonit mmdebstrap
 COMPILE := $(BIN)/uv pip compile pyproject.toml requirements/tools.in --universal --python-version 3.11 --generate-hashes --quiet
 
 .PHONY: help install lock kafka stack-up stack-down run test test-fast test-containers lint contracts demo bench chaos clean
@@ -61,8 +63,8 @@ test-fast: $(STAMP)
 # The images built with Podman from Debian's packages (installed here when missing) and the Compose
 # stack run with podman-compose; Podman's storage is kept in .cache/containers between runs.
 test-containers: $(STAMP)
-	@command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null || { \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc mmdebstrap; }
+	@dpkg-query -W $(CONTAINER_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CONTAINER_PACKAGES); }
 	$(PYTEST) -m containers -p no:cacheprovider tests/containers
 
 lint: $(STAMP)
