@@ -16,6 +16,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -106,7 +107,10 @@ class Podman:
             "-",
             *sources,
         ]
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as bootstrap:
+        with (
+            tempfile.TemporaryFile() as stderr,
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr) as bootstrap,
+        ):
             assert bootstrap.stdout is not None
             imported = subprocess.run(
                 [
@@ -126,7 +130,9 @@ class Podman:
                 timeout=900,
             )
             bootstrap.stdout.close()
-            errors = bootstrap.stderr.read().decode(errors="replace") if bootstrap.stderr else ""
+            bootstrap.wait()
+            stderr.seek(0)
+            errors = stderr.read().decode(errors="replace")
         if bootstrap.returncode != 0 or imported.returncode != 0:
             raise PodmanError(f"bootstrapping {tag} failed:\n{errors[-3000:]}\n{imported.stderr[-3000:]}")
         return tag
