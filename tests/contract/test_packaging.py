@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.contract
 
@@ -189,8 +190,10 @@ def test_an_installed_baton_reads_templates_pipelines_and_migrations_from_its_ow
     assert found["source_checkout"] == "None"
     assert found["cache_dir"] == str(Path(installed.env["XDG_CACHE_HOME"]) / "baton")
     assert found["subjects"]["delivered"] == "Your order ext-1 was delivered"
-    assert set(found["subjects"]) == {"backordered", "cancelled", "delivered", "received", "shipped"}
-    assert found["pipelines"] == ["express", "dropship", "standard"]
+    templates = ROOT / "services/notification/templates"
+    assert set(found["subjects"]) == {t.stem for t in templates.glob("*.txt")}
+    pipelines = yaml.safe_load((ROOT / "services/fulfillment/pipelines.yaml").read_text())["pipelines"]
+    assert found["pipelines"] == [p["name"] for p in pipelines]
     assert all(m[0].startswith("000_") and len(m) >= 2 for m in found["migrations"].values())
     outside = [f for f in found["loaded"] if not f.startswith(str(installed.venv))]
     assert outside == [], "Baton code loaded from outside the installed wheel"
