@@ -369,12 +369,20 @@ def dlq_replay(
 
 @app.command()
 def contracts(
-    output: Annotated[Path, typer.Option(help="where to write the AsyncAPI document")] = stack.REPO_ROOT
-    / "docs/asyncapi.yaml",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="where to write the AsyncAPI document "
+            "(default: docs/asyncapi.yaml in a source checkout, else ./asyncapi.yaml)"
+        ),
+    ] = None,
 ) -> None:
     """Write the AsyncAPI 3 document of Baton's topics and event contracts."""
     from libs.contracts.asyncapi import render_asyncapi
 
+    if output is None:
+        checkout = stack.source_checkout()
+        output = checkout / "docs/asyncapi.yaml" if checkout else Path("asyncapi.yaml")
     output.write_text(render_asyncapi())
     typer.echo(f"wrote {output}")
 

@@ -65,6 +65,10 @@ class BatonSettings(BaseSettings):
     webhook_backoff_base_s: float = 1.0
     webhook_backoff_cap_s: float = 300.0
     webhook_concurrency_per_subscription: int = Field(default=4, ge=1)
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address the status API binds (notification): loopback locally, 0.0.0.0 in a container",
+    )
     http_port: int = Field(default=8085, description="Status API port (notification); 0 picks a free port")
     ops_port: int = Field(
         default=9100, description="/metrics, /livez and /readyz of every service; 0 picks a free port"
