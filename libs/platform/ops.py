@@ -36,7 +36,7 @@ class OpsServer:
         self._port = port
         self._broker_ping = broker_ping
         self._runner: web.AppRunner | None = None
-        self._lag = LagProbe(runtime.settings.kafka_bootstrap_servers)
+        self._lag = LagProbe(runtime.settings.kafka)
         self._lag_read_at = 0.0
         self.port = port
 

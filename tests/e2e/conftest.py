@@ -160,7 +160,7 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     trace_dir = Path(tmp_path_factory.mktemp("traces"))
     fleet = Fleet(service_env(infra, prefix, database) | {"BATON_TRACE_DIR": str(trace_dir)}, log_dir)
     watchers = [
-        TopicWatcher(infra.bootstrap_servers, settings.topic(t))
+        TopicWatcher(infra.kafka, settings.topic(t))
         for t in (
             topics.ORDERS_STATUS,
             topics.ORDERS_REFUSED,
@@ -169,7 +169,7 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
             topics.ORDERS_CANCELLATIONS,
         )
     ]
-    publisher = Publisher(infra.bootstrap_servers, prefix)
+    publisher = Publisher(infra.kafka, prefix)
     try:
         for service, label in SERVICES_TO_RUN:
             extra: dict[str, str] = {}

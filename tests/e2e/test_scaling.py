@@ -15,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from libs.contracts import topics
 from libs.contracts.lifecycle import OrderValidated
@@ -79,7 +79,7 @@ async def scenario(infra: Infra, tmp_path: Path) -> AsyncIterator[Scenario]:
 
 
 async def _seed_stock_and_backlog(settings: BatonSettings) -> list[str]:
-    publisher = Publisher(settings.kafka_bootstrap_servers, settings.topic_prefix)
+    publisher = Publisher(settings.kafka, settings.topic_prefix)
     await publisher.start()
     try:
         await publisher.send(topics.INVENTORY_LOCATIONS, "wh-1", location("wh-1", lat=52.4, lon=13.1))
@@ -92,9 +92,7 @@ async def _seed_stock_and_backlog(settings: BatonSettings) -> list[str]:
         )
     finally:
         await publisher.stop()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=20
-    )
+    producer = settings.kafka.producer(enable_idempotence=True, acks="all", linger_ms=20)
     await producer.start()
     order_ids = []
     try:
@@ -126,7 +124,7 @@ async def _seed_stock_and_backlog(settings: BatonSettings) -> list[str]:
 
 async def _allocated_event_ids(settings: BatonSettings) -> dict[str, set[str]]:
     """Every order.allocated fact on the lifecycle topic, by order: event ids seen per order."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = settings.kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     try:
         topic = settings.topic(topics.ORDERS_LIFECYCLE)
@@ -168,7 +166,7 @@ async def _wait_for_members(
 async def test_allocation_scales_from_one_to_three_processes_while_orders_flow(scenario: Scenario) -> None:
     settings = scenario.settings
     group = settings.group("allocation", "order_fact")
-    probe = LagProbe(settings.kafka_bootstrap_servers)
+    probe = LagProbe(settings.kafka)
     try:
         scenario.fleet.start("allocation", "allocation.1")
         # Stock and locations first, applied before any order arrives.

@@ -21,9 +21,9 @@ async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_
 ) -> None:
     settings, prefix, database = await fresh_environment(infra)
     fleet = Fleet(service_env(infra, prefix, database), tmp_path)
-    lifecycle = TopicWatcher(infra.bootstrap_servers, settings.topic(topics.ORDERS_LIFECYCLE))
-    status = TopicWatcher(infra.bootstrap_servers, settings.topic(topics.ORDERS_STATUS))
-    publisher = Publisher(infra.bootstrap_servers, prefix)
+    lifecycle = TopicWatcher(infra.kafka, settings.topic(topics.ORDERS_LIFECYCLE))
+    status = TopicWatcher(infra.kafka, settings.topic(topics.ORDERS_STATUS))
+    publisher = Publisher(infra.kafka, prefix)
     try:
         await publisher.start()
         await lifecycle.start()
