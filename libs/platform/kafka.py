@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
     IllegalSaslStateError,
     KafkaConnectionError,
     KafkaError,
@@ -331,7 +332,11 @@ class TopicsMissing(KafkaError):  # type: ignore[misc]
     retriable = True
 
 
-AUTHORIZATION_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
+AUTHORIZATION_ERRORS = (
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+)
 
 
 async def apply_topics(settings: BatonSettings) -> list[str]:

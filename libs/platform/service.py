@@ -198,10 +198,11 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
             KafkaPrometheusMiddleware(registry=metrics.REGISTRY, app_name=f"baton-{definition.name}"),
         ),
     )
-    for subscription in definition.subscriptions(runtime):
+    subscriptions = definition.subscriptions(runtime)
+    for subscription in subscriptions:
         _register(broker, runtime, subscription)
     app = FastStream(broker, logger=logging.getLogger("faststream"))
-    needed = service_topics(definition, runtime)
+    needed = service_topics(definition.name, subscriptions)
 
     @app.on_startup
     async def prepare() -> None:
@@ -261,16 +262,12 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
     return app
 
 
-def service_topics(definition: ServiceDefinition, runtime: Runtime) -> list[str]:
+def service_topics(service: str, subscriptions: Sequence[Subscription]) -> list[str]:
     """The topics a service reads and writes (unprefixed): what it checks at start-up when it may
     not create topics. Writes come from the ACL table; a service outside it (a test probe) writes
     only its dead letters."""
-    reads = {t for s in definition.subscriptions(runtime) for t in s.topics}
-    writes = (
-        set(service_writes(definition.name))
-        if definition.name in SERVICE_TOPICS
-        else {dead_letter_topic(definition.name)}
-    )
+    reads = {t for s in subscriptions for t in s.topics}
+    writes = set(service_writes(service)) if service in SERVICE_TOPICS else {dead_letter_topic(service)}
     return sorted(reads | writes)
 
 

@@ -172,12 +172,13 @@ async def live(e2e_infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> As
         yield fleet
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def secure_live(
     secure_infra: Infra, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[LiveFleet]:
     """The fleet on the secured broker: each service logs in as itself and may do only what its ACLs
-    grant (no topic creation); the CLI (``fleet.env``) is the operator; the test's own clients the admin."""
+    grant (no topic creation); the CLI (``fleet.env``) is the operator; the test's own clients the admin.
+    Per module, so its processes do not idle on the cores for the rest of the session."""
     async with running_fleet(secure_infra, tmp_path_factory) as fleet:
         yield fleet
 
