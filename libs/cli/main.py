@@ -24,7 +24,11 @@ from libs.platform.supervisor import Supervisor
 if TYPE_CHECKING:
     from libs.platform.settings import BatonSettings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+# Typer's rich tracebacks print every frame's local variables by default: a Kafka password would be
+# among them. Tracebacks keep their frames, never their values.
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_show_locals=False
+)
 stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker and PostgreSQL server.")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics Baton uses.")
 acls_app = typer.Typer(no_args_is_help=True, help="Kafka ACLs: one principal per service and role.")
@@ -123,7 +127,7 @@ def _secure_kafka_up() -> None:
     """The secured broker, with Baton's topics and ACLs (for ``BATON_TOPIC_PREFIX``) applied as admin."""
     from libs.contracts.acls import grants
     from libs.platform.acls import apply_acls
-    from libs.platform.kafka import apply_topics
+    from libs.platform.kafka import apply_topics, wait_for_login
     from libs.platform.secure_stack import ADMIN, SecureKafkaBroker
     from libs.platform.settings import BatonSettings
 
@@ -135,7 +139,7 @@ def _secure_kafka_up() -> None:
     )
 
     async def prepare() -> None:
-        await _wait_for_login(admin)
+        await wait_for_login(admin.kafka)
         await apply_topics(admin)
         await apply_acls(admin.kafka, grants(admin.topic_prefix))
 
@@ -145,23 +149,6 @@ def _secure_kafka_up() -> None:
         f"{time.monotonic() - started:.1f}s); topics and ACLs applied; CA {broker.ca_file}; "
         f"each principal's settings in {broker.env_dir}/<principal>.env (0600)"
     )
-
-
-async def _wait_for_login(settings: BatonSettings, timeout: float = 60) -> None:
-    """Until the broker accepts a login (its listener opens a moment before SCRAM users load)."""
-    from aiokafka.errors import KafkaConnectionError
-
-    from libs.platform.kafka import check_access
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await check_access(settings.kafka)
-            return
-        except KafkaConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.3)
 
 
 @stack_app.command("down")

@@ -308,6 +308,19 @@ async def check_access(access: KafkaAccess, timeout_s: float = 10.0) -> None:
     raise KafkaConnectionError(f"no Kafka broker reachable ({security.who()}): {'; '.join(failures)}")
 
 
+async def wait_for_login(access: KafkaAccess, timeout_s: float = 60.0) -> None:
+    """Until a broker just started accepts a login (its listener opens a moment before it serves)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            await check_access(access)
+            return
+        except KafkaConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
 # ---------------------------------------------------------------- broker and topics
 
 

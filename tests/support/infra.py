@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from libs.platform import stack
-from libs.platform.kafka import KafkaAccess, KafkaSecurity
+from libs.platform.kafka import KafkaAccess, KafkaSecurity, wait_for_login
 from libs.platform.secure_stack import ADMIN, SecureKafkaBroker
 from libs.platform.settings import BatonSettings
 
@@ -82,23 +82,6 @@ def start_secure_infra(plain: Infra) -> Infra:
     if started:
         print(f"\n[infra] secured Kafka started in {time.monotonic() - t0:.1f}s")
     return secured
-
-
-async def wait_for_login(kafka: KafkaAccess, timeout: float = 60) -> None:
-    """Until the broker accepts a login: its listener opens a moment before it serves clients."""
-    from aiokafka.errors import KafkaConnectionError
-
-    from libs.platform.kafka import check_access
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await check_access(kafka)
-            return
-        except KafkaConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.3)
 
 
 def fresh_name(prefix: str = "t") -> str:
