@@ -58,7 +58,9 @@ def start_infra() -> Infra:
         started_pg = not pg.running()
         pg.start()
         dsn = pg.dsn
-    return Infra(bootstrap, dsn, started_kafka, started_pg)
+    # A broker named by the environment is reached with the environment's security settings too.
+    security = KafkaSecurity.from_environment() if stack.external_kafka() else KafkaSecurity()
+    return Infra(bootstrap, dsn, started_kafka, started_pg, security)
 
 
 def stop_infra(infra: Infra) -> None:
