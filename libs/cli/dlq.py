@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from libs.contracts.topics import SERVICES, dead_letter_topic
 from libs.platform.messaging import REPLAYED_FROM_HEADER
@@ -35,11 +36,9 @@ async def read_dead_letters(
     settings: BatonSettings, services: tuple[str, ...] = SERVICES
 ) -> list[DeadLetter]:
     """Everything currently in the services' dead-letter topics, oldest first."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
+    consumer = settings.kafka.consumer(group_id=None, enable_auto_commit=False)
     try:
+        await consumer.start()
         partitions = []
         owner: dict[str, str] = {}
         for service in services:
@@ -82,7 +81,11 @@ def dead_lettered_at(headers: dict[str, str], record_timestamp_ms: int) -> datet
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The topic's partitions; a topic we may not read raises (an assigned consumer would
+    otherwise wait for records that never come)."""
     await consumer._client.force_metadata_update()
+    if topic in consumer._client.cluster.unauthorized_topics:
+        raise TopicAuthorizationFailedError(f"may not read {topic}")
     return consumer.partitions_for_topic(topic) or set()
 
 
@@ -101,14 +104,9 @@ async def replay(settings: BatonSettings, service: str, since: datetime | None, 
         and (since is None or d.at >= since)
         and (cause is None or d.cause == cause)
     ]
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_idempotence=True,
-        acks="all",
-        max_request_size=4 * 1024 * 1024,
-    )
-    await producer.start()
+    producer = settings.kafka.producer(enable_idempotence=True, acks="all", max_request_size=4 * 1024 * 1024)
     try:
+        await producer.start()
         for d in letters:
             headers = [(k, v.encode()) for k, v in d.headers.items() if not k.startswith("dlq-")]
             origin = f"{settings.topic(dead_letter_topic(service))}@{d.offset}"

@@ -24,11 +24,17 @@ from libs.platform.supervisor import Supervisor
 if TYPE_CHECKING:
     from libs.platform.settings import BatonSettings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+# Typer's rich tracebacks print every frame's local variables by default: a Kafka password would be
+# among them. Tracebacks keep their frames, never their values.
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_show_locals=False
+)
 stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker and PostgreSQL server.")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics Baton uses.")
+acls_app = typer.Typer(no_args_is_help=True, help="Kafka ACLs: one principal per service and role.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
+app.add_typer(acls_app, name="acls")
 dlq_app = typer.Typer(
     no_args_is_help=True, help="Dead letters: records a service could not apply, with the cause."
 )
@@ -38,9 +44,27 @@ app.add_typer(webhooks_app, name="webhooks")
 
 
 def _settings() -> BatonSettings:
+    """The settings, or one line per invalid one (never a traceback, never a value: it may be secret)."""
+    from pydantic import ValidationError
+
     from libs.platform.settings import BatonSettings
 
-    return BatonSettings()
+    try:
+        return BatonSettings()
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(p) for p in error["loc"])
+            typer.echo(f"baton: invalid setting{' ' + where if where else ''}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _kafka_settings() -> BatonSettings:
+    """The settings, once Kafka accepted our login: a refusal ends the command with its one line."""
+    from libs.platform.kafka import check_access
+
+    settings = _settings()
+    asyncio.run(check_access(settings.kafka))
+    return settings
 
 
 def service_module(name: str) -> str:
@@ -56,7 +80,12 @@ def run(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICE
     fast_app = module.build_app(_settings())
     import uvloop
 
-    uvloop.run(fast_app.run())
+    from libs.platform.kafka import KafkaAccessRefused
+
+    try:
+        uvloop.run(fast_app.run())
+    except KafkaAccessRefused:  # the service logged the one line saying why
+        raise typer.Exit(EXIT_REFUSED) from None
 
 
 @stack_app.command("fetch")
@@ -69,33 +98,76 @@ def stack_fetch() -> None:
 
 
 @stack_app.command("up")
-def stack_up(kafka_only: bool = False) -> None:
+def stack_up(
+    kafka_only: bool = False,
+    secure: Annotated[
+        bool,
+        typer.Option(help="the secured broker instead: SASL_SSL + SCRAM, ACLs, one principal per service"),
+    ] = False,
+) -> None:
     """Start the local broker and database (whichever are not provided by the environment)."""
     started = time.monotonic()
     if not stack.external_kafka():
-        broker = stack.KafkaBroker()
-        broker.start()
-        typer.echo(
-            f"Kafka {broker.kafka_version} ready on {broker.bootstrap_servers} "
-            f"({time.monotonic() - started:.1f}s)"
-        )
+        if secure:
+            _secure_kafka_up()
+        else:
+            broker = stack.KafkaBroker()
+            broker.start()
+            typer.echo(
+                f"Kafka {broker.kafka_version} ready on {broker.bootstrap_servers} "
+                f"({time.monotonic() - started:.1f}s)"
+            )
     if not kafka_only and not stack.external_database():
         pg = stack.PostgresServer()
         pg.start()
         typer.echo(f"PostgreSQL ready on {pg.dsn}")
 
 
+def _secure_kafka_up() -> None:
+    """The secured broker, with Baton's topics and ACLs (for ``BATON_TOPIC_PREFIX``) applied as admin."""
+    from libs.contracts.acls import grants
+    from libs.platform.acls import apply_acls
+    from libs.platform.kafka import apply_topics, wait_for_login
+    from libs.platform.secure_stack import ADMIN, SecureKafkaBroker
+    from libs.platform.settings import BatonSettings
+
+    started = time.monotonic()
+    broker = SecureKafkaBroker()
+    broker.start()
+    admin = BatonSettings(
+        kafka_bootstrap_servers=broker.bootstrap_servers, kafka_security=broker.security(ADMIN)
+    )
+
+    async def prepare() -> None:
+        await wait_for_login(admin.kafka)
+        await apply_topics(admin)
+        await apply_acls(admin.kafka, grants(admin.topic_prefix))
+
+    asyncio.run(prepare())
+    typer.echo(
+        f"secured Kafka {broker.kafka_version} ready on {broker.bootstrap_servers} (SASL_SSL, "
+        f"{time.monotonic() - started:.1f}s); topics and ACLs applied; CA {broker.ca_file}; "
+        f"each principal's settings in {broker.env_dir}/<principal>.env (0600)"
+    )
+
+
 @stack_app.command("down")
 def stack_down() -> None:
-    """Stop the local broker and database that Baton started."""
+    """Stop the local brokers (plain and secured) and the database that Baton started."""
+    from libs.platform.secure_stack import SecureKafkaBroker
+
     stack.KafkaBroker().stop()
+    SecureKafkaBroker().stop()
     stack.PostgresServer().stop()
     typer.echo("stack stopped")
 
 
 @stack_app.command("status")
 def stack_status() -> None:
+    from libs.platform.secure_stack import SecureKafkaBroker
+
     typer.echo(f"kafka: {'running' if stack.KafkaBroker().running() else 'stopped'}")
+    typer.echo(f"kafka (secured): {'running' if SecureKafkaBroker().running() else 'stopped'}")
     typer.echo(f"postgres: {'running' if stack.PostgresServer().running() else 'stopped'}")
 
 
@@ -104,8 +176,47 @@ def topics_apply() -> None:
     """Create every missing topic with its partition count (idempotent)."""
     from libs.platform.kafka import apply_topics
 
-    created = asyncio.run(apply_topics(_settings()))
+    created = asyncio.run(apply_topics(_kafka_settings()))
     typer.echo("\n".join(created) if created else "all topics exist")
+
+
+@acls_app.command("apply")
+def acls_apply(
+    prune: Annotated[
+        bool, typer.Option(help="also delete these principals' grants on this prefix that the table lacks")
+    ] = False,
+    user: Annotated[
+        list[str],
+        typer.Option(
+            help="NAME=PRINCIPAL when the cluster knows a principal otherwise, e.g. intake=User:svc-intake"
+        ),
+    ] = [],  # noqa: B006
+) -> None:
+    """Grant every principal exactly what libs/contracts/acls.py says (idempotent; run as an admin)."""
+    from libs.contracts.acls import grants
+    from libs.platform.acls import apply_acls, describe_binding
+
+    settings = _kafka_settings()
+    users = dict(item.split("=", 1) for item in user)
+    changes = asyncio.run(
+        apply_acls(
+            settings.kafka,
+            grants(settings.topic_prefix),
+            users,
+            settings.topic_prefix if prune else None,
+        )
+    )
+    typer.echo(f"{len(changes.created)} ACL(s) created, {len(changes.deleted)} deleted")
+    for binding in changes.deleted:
+        typer.echo(f"  deleted: {describe_binding(binding)}")
+
+
+@acls_app.command("list")
+def acls_list() -> None:
+    """The ACL table for BATON_TOPIC_PREFIX, as the README shows it."""
+    from libs.contracts.acls import render_markdown
+
+    typer.echo(render_markdown(_settings().topic_prefix), nl=False)
 
 
 @topics_app.command("list")
@@ -123,13 +234,16 @@ def up(
     replicas: Annotated[
         list[str], typer.Option("--replicas", "-r", help="service=N, e.g. allocation=2")
     ] = [],  # noqa: B006
+    secure: Annotated[
+        bool, typer.Option(help="on the secured local broker, each service as its own principal")
+    ] = False,
 ) -> None:
     """Start Kafka, PostgreSQL and all five services; Ctrl-C stops everything started here."""
     counts = {name: 1 for name in SERVICES}
     for item in replicas:
         name, _, n = item.partition("=")
         counts[service_module(name).split(".")[1]] = int(n)
-    with running_fleet(counts, log_dir=None) as fleet:
+    with running_fleet(counts, log_dir=None, secure=secure) as fleet:
         typer.echo(f"fleet up: {', '.join(fleet.processes)} — Ctrl-C to stop")
         typer.echo(
             "metrics and health: " + ", ".join(f"{label} :{port}" for label, port in fleet.ops_ports.items())
@@ -138,23 +252,34 @@ def up(
 
 
 @contextmanager
-def running_fleet(counts: dict[str, int], log_dir: Path | None) -> Iterator[Supervisor]:
-    """The stack (unless the environment provides it) and the services; all stopped on the way out."""
+def running_fleet(counts: dict[str, int], log_dir: Path | None, secure: bool = False) -> Iterator[Supervisor]:
+    """The stack (unless the environment provides it) and the services; all stopped on the way out.
+
+    ``secure``: the secured local broker; each service runs as its own principal and, like in a
+    least-privilege cluster, does not create topics (``stack up --secure`` did, as admin)."""
+    from libs.platform.secure_stack import SecureKafkaBroker
+
     own_kafka, own_pg = not stack.external_kafka(), not stack.external_database()
     env = dict(os.environ) | {"BATON_LOG_JSON": os.environ.get("BATON_LOG_JSON", "false")}
     if not env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         env.setdefault("BATON_TRACE_DIR", str(stack.cache_dir() / "traces"))
     fleet = Supervisor(env, log_dir, ops_port_base=int(os.environ.get("BATON_OPS_PORT_BASE", "9101")))
     try:
-        stack_up(kafka_only=False)
+        stack_up(kafka_only=False, secure=secure and own_kafka)
         for name, count in counts.items():
+            extra = (
+                SecureKafkaBroker().env(name) | {"BATON_APPLY_TOPICS": "false"}
+                if secure and own_kafka
+                else {}
+            )
             for i in range(count):
-                fleet.start(name, f"{name}.{i + 1}")
+                fleet.start(name, f"{name}.{i + 1}", extra)
         yield fleet
     finally:
         fleet.stop()
         if own_kafka:
             stack.KafkaBroker().stop()
+            SecureKafkaBroker().stop()
         if own_pg:
             stack.PostgresServer().stop()
         typer.echo("fleet stopped")
@@ -178,16 +303,13 @@ def wait_for_stop(fleet: Supervisor, until: threading.Event | None = None) -> No
 def _publish(topic: str, key: str, body: dict[str, object]) -> None:
     """Send one command to the fleet over Kafka (idempotent producer, acks=all)."""
     import orjson
-    from aiokafka import AIOKafkaProducer
 
-    settings = _settings()
+    settings = _kafka_settings()
 
     async def send() -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, acks="all"
-        )
-        await producer.start()
+        producer = settings.kafka.producer(enable_idempotence=True, acks="all")
         try:
+            await producer.start()
             await producer.send_and_wait(settings.topic(topic), orjson.dumps(body), key=key.encode())
         finally:
             await producer.stop()
@@ -320,7 +442,7 @@ def top(
     from libs.cli.top import watch
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(watch(_settings(), interval, iterations))
+        asyncio.run(watch(_kafka_settings(), interval, iterations))
 
 
 @app.command()
@@ -345,7 +467,7 @@ def dlq_list(
     from libs.cli.dlq import read_dead_letters
 
     services = (service_module(service).split(".")[1],) if service else SERVICES
-    letters = asyncio.run(read_dead_letters(_settings(), services))
+    letters = asyncio.run(read_dead_letters(_kafka_settings(), services))
     for d in letters:
         typer.echo(f"{d.at:%Y-%m-%d %H:%M:%S}  {d.service:12} {d.cause:26} {d.source}")
         if verbose:
@@ -363,7 +485,7 @@ def dlq_replay(
     from libs.cli.dlq import replay
 
     when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    count = asyncio.run(replay(_settings(), service_module(service).split(".")[1], when, cause))
+    count = asyncio.run(replay(_kafka_settings(), service_module(service).split(".")[1], when, cause))
     typer.echo(f"replayed {count} record(s)")
 
 
@@ -398,7 +520,7 @@ def demo(
 
     run_id = f"demo-{int(time.time())}"
     if attach:
-        asyncio.run(run_demo(_settings(), rate, duration, run_id))
+        asyncio.run(run_demo(_kafka_settings(), rate, duration, run_id))
         return
     log_dir = stack.cache_dir() / "demo-logs"
     with running_fleet({name: 1 for name in SERVICES}, log_dir=log_dir) as fleet:
@@ -406,5 +528,25 @@ def demo(
         asyncio.run(run_demo(_settings(), rate, duration, run_id, healthy=lambda: not fleet.exited()))
 
 
+EXIT_REFUSED = 78
+"""EX_CONFIG: Kafka refused our credentials or certificate; restarting will not help."""
+
+
+def main() -> None:
+    """``baton``: a refusal by Kafka ends any command with its one line, not a traceback."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from libs.platform.kafka import KafkaAccessRefused
+
+    try:
+        app()
+    except KafkaAccessRefused as refused:
+        typer.echo(f"baton: {refused}", err=True)
+        raise SystemExit(EXIT_REFUSED) from None
+    except KafkaConnectionError as unreachable:
+        typer.echo(f"baton: {unreachable}", err=True)
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -120,6 +120,8 @@ class KafkaBroker:
     port: int = KAFKA_PORT
     controller_port: int = KAFKA_CONTROLLER_PORT
     home: Path = field(default_factory=lambda: cache_dir() / "kafka")
+    jars_home: Path = field(default_factory=lambda: cache_dir() / "kafka")
+    """Where the Maven jars live: shared by every local broker (plain and secured)."""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -133,7 +135,7 @@ class KafkaBroker:
     def libs_dir(self) -> Path:
         if kafka_home := os.environ.get("KAFKA_HOME"):
             return Path(kafka_home) / "libs"
-        return self.home / f"libs-{self.kafka_version}"
+        return self.jars_home / f"libs-{self.kafka_version}"
 
     @property
     def data_dir(self) -> Path:
@@ -188,19 +190,34 @@ class KafkaBroker:
             raise RuntimeError("a JDK 17+ is needed to run Kafka (java not found)")
         return str(java)
 
+    def _listener_config(self) -> list[str]:
+        """Listeners and their security; the secured broker replaces these lines."""
+        return [
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            "auto.create.topics.enable=true",
+        ]
+
+    def _format_args(self) -> list[str]:
+        """Extra arguments of the storage format (the secured broker adds its users from a file)."""
+        return []
+
+    def _after_format(self) -> None:
+        """Called once the storage format ran (or failed)."""
+
     def _write_config(self) -> Path:
         config = self.home / "server.properties"
+        config.touch(mode=0o600)
         config.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    "inter.broker.listener.name=PLAINTEXT",
+                    *self._listener_config(),
                     f"log.dirs={self.data_dir}",
                     "num.partitions=4",
                     "offsets.topic.replication.factor=1",
@@ -209,7 +226,6 @@ class KafkaBroker:
                     "transaction.state.log.min.isr=1",
                     "share.coordinator.state.topic.replication.factor=1",
                     "group.initial.rebalance.delay.ms=0",
-                    "auto.create.topics.enable=true",
                     "log.retention.hours=24",
                     "message.max.bytes=2097152",
                     "",
@@ -234,23 +250,29 @@ class KafkaBroker:
         classpath = f"{self.libs_dir}/*"
         java = self._java()
         if not (self.data_dir / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            subprocess.run(
-                [
-                    java,
-                    "-cp",
-                    classpath,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "--standalone",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(config),
-                ],
-                check=True,
-                capture_output=True,
-            )
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # the storage tool would read a leading "-" as an option
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            try:
+                subprocess.run(
+                    [
+                        java,
+                        "-cp",
+                        classpath,
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "--standalone",
+                        "-t",
+                        cluster_id,
+                        "-c",
+                        str(config),
+                        *self._format_args(),
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
+            finally:
+                self._after_format()
         heap = os.environ.get("BATON_KAFKA_HEAP", "-Xms256m -Xmx768m").split()
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(

@@ -142,13 +142,12 @@ async def run_chaos(
     }
     fleet = Supervisor(env, log_dir)
     labels = [f"{name}.{i + 1}" for name, count in FLEET for i in range(count)]
-    producer = ResilientSender(infra.bootstrap_servers)
+    producer = ResilientSender(infra.kafka)
     observed, faults = Observed(), Faults()
     floor = WarehouseFloor(producer, prefix, seed=run, step_s=(0.2, 1.5), failure_share=0.02)
-    consumer = AIOKafkaConsumer(
+    consumer = settings.kafka.consumer(
         *(settings.topic(t) for t in (topics.ORDERS_STATUS, topics.FULFILLMENT_STAGE_CHANGES)),
         *(settings.topic(topics.dead_letter_topic(s)) for s in topics.SERVICES),
-        bootstrap_servers=infra.bootstrap_servers,
         group_id=None,
         auto_offset_reset="earliest",
         metadata_max_age_ms=2000,

@@ -15,11 +15,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from libs.contracts import topics
 from libs.contracts.topics import SERVICES
+from libs.platform.kafka import KafkaAccess, KafkaSecurity
 from tests.containers.podman import ComposeStack, Podman, compose_images, remove_project
 from tests.support.infra import free_port
 from tests.support.kafka_io import Publisher, TopicWatcher
@@ -92,7 +92,8 @@ def running() -> Iterator[Running]:
 @pytest.fixture
 async def kafka(running: Running) -> AsyncIterator[tuple[Publisher, TopicWatcher]]:
     """A publisher and a watcher of `orders.status.v1` on the host, through the published port."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=running.bootstrap)
+    kafka = KafkaAccess(running.bootstrap, KafkaSecurity())
+    admin = kafka.admin()
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -103,8 +104,8 @@ async def kafka(running: Running) -> AsyncIterator[tuple[Publisher, TopicWatcher
                 raise
             await asyncio.sleep(0.5)
     await admin.close()
-    publisher = Publisher(running.bootstrap, prefix="")
-    status = TopicWatcher(running.bootstrap, topics.ORDERS_STATUS)
+    publisher = Publisher(kafka, prefix="")
+    status = TopicWatcher(kafka, topics.ORDERS_STATUS)
     await publisher.start()
     try:
         await status.start()

@@ -1,8 +1,15 @@
-"""One real fleet for the end-to-end tests: every service a separate process, on fresh topics and database."""
+"""One real fleet for the end-to-end tests: every service a separate process, on fresh topics and database.
+
+``live`` runs on the plain broker, or on the secured one with ``BATON_E2E_KAFKA=secure`` (each
+service as its own principal, least privilege). ``secure_live`` is always the secured fleet: the
+tests written for it run in every ``make test``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +21,7 @@ import pytest
 
 from libs.contracts import topics
 from tests.support.fleet import Fleet
-from tests.support.infra import Infra, free_port, fresh_environment, service_env
+from tests.support.infra import Infra, free_port, fresh_environment, revoke_environment, service_env
 from tests.support.kafka_io import Publisher, TopicWatcher
 from tests.support.mail import MailBox
 from tests.support.orders import adjustment, location, product, stage_update
@@ -153,16 +160,47 @@ class LiveFleet:
 
 
 @pytest.fixture(scope="session")
-async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveFleet]:
+def e2e_infra(request: pytest.FixtureRequest, infra: Infra) -> Infra:
+    """The broker the e2e tier runs on: the plain one, or the secured one with BATON_E2E_KAFKA=secure."""
+    if os.environ.get("BATON_E2E_KAFKA", "plain") == "secure":
+        secured: Infra = request.getfixturevalue("secure_infra")
+        return secured
+    return infra
+
+
+@pytest.fixture(scope="session")
+async def live(e2e_infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveFleet]:
+    async with running_fleet(e2e_infra, tmp_path_factory) as fleet:
+        yield fleet
+
+
+@pytest.fixture(scope="module")
+async def secure_live(
+    secure_infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LiveFleet]:
+    """The fleet on the secured broker: each service logs in as itself and may do only what its ACLs
+    grant (no topic creation); the CLI (``fleet.env``) is the operator; the test's own clients the admin.
+    Per module, so its processes do not idle on the cores for the rest of the session."""
+    async with running_fleet(secure_infra, tmp_path_factory) as fleet:
+        yield fleet
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveFleet]:
     settings, prefix, database = await fresh_environment(infra)
     mailbox = MailBox()
     mailbox.start()
     http_port = free_port()
     log_dir = Path(tmp_path_factory.mktemp("fleet-logs"))
     trace_dir = Path(tmp_path_factory.mktemp("traces"))
-    fleet = Fleet(service_env(infra, prefix, database) | {"BATON_TRACE_DIR": str(trace_dir)}, log_dir)
+    fleet = Fleet(
+        service_env(infra, prefix, database)
+        | infra.principal_env("operator")
+        | {"BATON_TRACE_DIR": str(trace_dir)},
+        log_dir,
+    )
     watchers = [
-        TopicWatcher(infra.bootstrap_servers, settings.topic(t))
+        TopicWatcher(infra.kafka, settings.topic(t))
         for t in (
             topics.ORDERS_STATUS,
             topics.ORDERS_REFUSED,
@@ -172,12 +210,12 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
             topics.dead_letter_topic("fulfillment"),
         )
     ]
-    publisher = Publisher(infra.bootstrap_servers, prefix)
+    publisher = Publisher(infra.kafka, prefix)
     try:
         for service, label in SERVICES_TO_RUN:
-            extra: dict[str, str] = {}
+            extra = infra.principal_env(service)
             if service == "notification":
-                extra = {
+                extra |= {
                     "BATON_SMTP_PORT": str(mailbox.port),
                     "BATON_HTTP_PORT": str(http_port),
                     "BATON_WEBHOOK_BACKOFF_BASE_S": "0.2",
@@ -217,6 +255,7 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
         await publisher.stop()
         fleet.stop()
         mailbox.stop()
+        await revoke_environment(infra, prefix)
 
 
 __all__ = ["LiveFleet", "adjustment", "location", "product"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -26,6 +29,29 @@ async def _allocated_order(live: LiveFleet, item: str, wh: str, qty: int = 1, **
 async def test_a_standard_order_travels_every_stage_to_delivered_with_stage_events_in_order(
     live: LiveFleet,
 ) -> None:
+    await _travels_every_stage_to_delivered(live)
+
+
+async def test_on_the_secured_broker_each_service_as_its_own_principal_takes_an_order_to_delivered(
+    secure_live: LiveFleet,
+) -> None:
+    """SASL_SSL, deny-by-default ACLs, services that may not create topics: the same lifecycle, and
+    notification (reading the public topics as itself) serves the delivered order."""
+    order_id = await _travels_every_stage_to_delivered(secure_live)
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{secure_live.api}/orders/{order_id}") as response:
+                view = await response.json() if response.status == 200 else {}
+            if view.get("status") == "delivered" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    assert view.get("status") == "delivered", view
+    secure_live.fleet.assert_alive()
+
+
+async def _travels_every_stage_to_delivered(live: LiveFleet) -> str:
+    """Returns the order id."""
     item = sku("BOOK")
     wh = f"wh-{item}"
     await live.seed(
@@ -68,6 +94,7 @@ async def test_a_standard_order_travels_every_stage_to_delivered_with_stage_even
         item,
     )
     assert shipped_units == "(4,0,1)"
+    return str(order_id)
 
 
 async def test_pipelines_are_chosen_by_method_and_location_kind(live: LiveFleet) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from libs.contracts import topics
 from libs.contracts.lifecycle import OrderValidated
@@ -26,7 +26,7 @@ from libs.platform.lag import LagProbe
 from libs.platform.messaging import Outgoing
 from libs.platform.settings import BatonSettings
 from tests.support.fleet import Fleet
-from tests.support.infra import Infra, fresh_environment, service_env
+from tests.support.infra import Infra, fresh_environment, revoke_environment, service_env
 from tests.support.kafka_io import Publisher
 from tests.support.orders import adjustment, location, order
 
@@ -66,22 +66,26 @@ class Scenario:
 
 
 @pytest.fixture
-async def scenario(infra: Infra, tmp_path: Path) -> AsyncIterator[Scenario]:
+async def scenario(e2e_infra: Infra, tmp_path: Path) -> AsyncIterator[Scenario]:
+    infra = e2e_infra
     settings, prefix, database = await fresh_environment(infra, "scale")
     # One lane of one-record transactions per process: on a 2-core machine a single process with its
     # default four lanes of 20-record chunks already takes most of the CPU PostgreSQL leaves, so this
     # measures how work spreads over processes (each its own unit of capacity, as pods on their own
     # cores are), not how many cores this machine has.
     single_lane = {"BATON_RECORD_LANES": "1", "BATON_RECORD_CHUNK": "1"}
-    fleet = Fleet(service_env(infra, prefix, database) | single_lane, tmp_path)
+    fleet = Fleet(
+        service_env(infra, prefix, database) | infra.principal_env("allocation") | single_lane, tmp_path
+    )
     try:
         yield Scenario(settings, fleet, database, settings.database_url)
     finally:
         fleet.stop()
+        await revoke_environment(infra, prefix)
 
 
 async def _seed_stock_and_backlog(settings: BatonSettings) -> list[str]:
-    publisher = Publisher(settings.kafka_bootstrap_servers, settings.topic_prefix)
+    publisher = Publisher(settings.kafka, settings.topic_prefix)
     await publisher.start()
     try:
         await publisher.send(topics.INVENTORY_LOCATIONS, "wh-1", location("wh-1", lat=52.4, lon=13.1))
@@ -94,9 +98,7 @@ async def _seed_stock_and_backlog(settings: BatonSettings) -> list[str]:
         )
     finally:
         await publisher.stop()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=20
-    )
+    producer = settings.kafka.producer(enable_idempotence=True, acks="all", linger_ms=20)
     await producer.start()
     order_ids = []
     try:
@@ -128,7 +130,7 @@ async def _seed_stock_and_backlog(settings: BatonSettings) -> list[str]:
 
 async def _allocated_event_ids(settings: BatonSettings) -> dict[str, set[str]]:
     """Every order.allocated fact on the lifecycle topic, by order: event ids seen per order."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = settings.kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     try:
         topic = settings.topic(topics.ORDERS_LIFECYCLE)
@@ -170,7 +172,7 @@ async def _wait_for_members(
 async def test_allocation_scales_from_one_to_three_processes_while_orders_flow(scenario: Scenario) -> None:
     settings = scenario.settings
     group = settings.group("allocation", "order_fact")
-    probe = LagProbe(settings.kafka_bootstrap_servers)
+    probe = LagProbe(settings.kafka)
     try:
         scenario.fleet.start("allocation", "allocation.1")
         # Stock and locations first, applied before any order arrives.

@@ -22,9 +22,9 @@ async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_
 ) -> None:
     settings, prefix, database = await fresh_environment(infra)
     fleet = Fleet(service_env(infra, prefix, database), tmp_path)
-    lifecycle = TopicWatcher(infra.bootstrap_servers, settings.topic(topics.ORDERS_LIFECYCLE))
-    status = TopicWatcher(infra.bootstrap_servers, settings.topic(topics.ORDERS_STATUS))
-    publisher = Publisher(infra.bootstrap_servers, prefix)
+    lifecycle = TopicWatcher(infra.kafka, settings.topic(topics.ORDERS_LIFECYCLE))
+    status = TopicWatcher(infra.kafka, settings.topic(topics.ORDERS_STATUS))
+    publisher = Publisher(infra.kafka, prefix)
     try:
         await publisher.start()
         await lifecycle.start()
@@ -53,7 +53,7 @@ async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_
         )
         # Validation has committed past every copy: a second validation would be there by now.
         await wait_consumed(
-            infra.bootstrap_servers,
+            infra.kafka,
             settings.group("validation", "order_received"),
             settings.topic(topics.ORDERS_LIFECYCLE),
         )

@@ -36,7 +36,7 @@ async def test_spans_reach_an_otlp_collector(infra: Infra) -> None:
 
     prefix, database = fresh_name() + ".", fresh_name("db")
     env = service_env(infra, prefix, database) | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
-    publisher = Publisher(infra.bootstrap_servers, prefix)
+    publisher = Publisher(infra.kafka, prefix)
     await publisher.start()
     process = subprocess.Popen([sys.executable, "-m", "tests.support.probe_service"], env=env)
     try:

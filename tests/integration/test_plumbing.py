@@ -71,7 +71,7 @@ async def test_a_consumer_killed_before_committing_its_offset_gets_the_message_a
 ) -> None:
     prefix, database = fresh_name() + ".", fresh_name("db")
     env = service_env(infra, prefix, database)
-    publisher = Publisher(infra.bootstrap_servers, prefix)
+    publisher = Publisher(infra.kafka, prefix)
     await publisher.start()
     try:
         await publisher.send(PROBE_TOPIC, "k", b"payload-1")
@@ -125,7 +125,7 @@ async def test_a_record_with_undecodable_header_bytes_is_applied_and_does_not_bl
 ) -> None:
     prefix, database = fresh_name() + ".", fresh_name("db")
     env = service_env(infra, prefix, database)
-    publisher = Publisher(infra.bootstrap_servers, prefix)
+    publisher = Publisher(infra.kafka, prefix)
     await publisher.start()
     service = subprocess.Popen([sys.executable, "-m", "tests.support.probe_service"], env=env)
     try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from libs.platform import stack
+from libs.platform.kafka import KafkaAccess, KafkaSecurity, wait_for_login
+from libs.platform.secure_stack import ADMIN, SecureKafkaBroker
 from libs.platform.settings import BatonSettings
 
 
@@ -17,10 +20,25 @@ class Infra:
     server_dsn: str  # a database URL without the database name's meaning: tests derive fresh ones
     started_kafka: bool
     started_postgres: bool
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    """How the tests' own clients connect (on the secured broker: as the admin)."""
+    secured: SecureKafkaBroker | None = None
+    """The secured local broker, when this is the secured infrastructure."""
+
+    @property
+    def kafka(self) -> KafkaAccess:
+        return KafkaAccess(self.bootstrap_servers, self.security)
 
     def database_url(self, name: str) -> str:
         base = self.server_dsn.rsplit("/", 1)[0]
         return f"{base}/{name}"
+
+    def principal_env(self, principal: str) -> dict[str, str]:
+        """What a process needs to run as ``principal``: on the secured broker its own login (and,
+        least privilege, no topic creation); on the plain one nothing."""
+        if self.secured is None:
+            return {}
+        return self.secured.env(principal) | {"BATON_APPLY_TOPICS": "false"}
 
 
 def start_infra() -> Infra:
@@ -40,14 +58,32 @@ def start_infra() -> Infra:
         started_pg = not pg.running()
         pg.start()
         dsn = pg.dsn
-    return Infra(bootstrap, dsn, started_kafka, started_pg)
+    # A broker named by the environment is reached with the environment's security settings too.
+    security = KafkaSecurity.from_environment() if stack.external_kafka() else KafkaSecurity()
+    return Infra(bootstrap, dsn, started_kafka, started_pg, security)
 
 
 def stop_infra(infra: Infra) -> None:
     if infra.started_kafka:
-        stack.KafkaBroker().stop()
+        (infra.secured or stack.KafkaBroker()).stop()
     if infra.started_postgres:
         stack.PostgresServer().stop()
+
+
+def start_secure_infra(plain: Infra) -> Infra:
+    """The secured local broker (started here unless it runs), beside the plain one, on the same
+    PostgreSQL; the tests' own clients log in as the admin."""
+    broker = SecureKafkaBroker()
+    started = not broker.running()
+    t0 = time.monotonic()
+    broker.start()
+    secured = Infra(
+        broker.bootstrap_servers, plain.server_dsn, started, False, broker.security(ADMIN), broker
+    )
+    asyncio.run(wait_for_login(secured.kafka))
+    if started:
+        print(f"\n[infra] secured Kafka started in {time.monotonic() - t0:.1f}s")
+    return secured
 
 
 def fresh_name(prefix: str = "t") -> str:
@@ -79,16 +115,31 @@ def free_port() -> int:
 
 
 async def fresh_environment(infra: Infra, kind: str = "t") -> tuple[BatonSettings, str, str]:
-    """Settings for a run of its own: new topic prefix (topics created) and a new database."""
+    """Settings for a run of its own: new topic prefix (topics created; on the secured broker its
+    ACLs granted, see ``revoke_environment``) and a new database."""
+    from libs.contracts.acls import grants
+    from libs.platform.acls import apply_acls
     from libs.platform.db import ensure_database
     from libs.platform.kafka import apply_topics
 
     prefix, database = fresh_name(kind) + ".", fresh_name("db")
     settings = BatonSettings(
         kafka_bootstrap_servers=infra.bootstrap_servers,
+        kafka_security=infra.security,
         topic_prefix=prefix,
         database_url=infra.database_url(database),
     )
     await ensure_database(settings.database_url)
     await apply_topics(settings)
+    if infra.secured is not None:
+        await apply_acls(settings.kafka, grants(prefix))
     return settings, prefix, database
+
+
+async def revoke_environment(infra: Infra, prefix: str) -> None:
+    """Remove a run's grants from the secured broker (its data dir outlives the run)."""
+    from libs.contracts.acls import grants
+    from libs.platform.acls import revoke_acls
+
+    if infra.secured is not None:
+        await revoke_acls(infra.kafka, grants(prefix))
