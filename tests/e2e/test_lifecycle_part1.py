@@ -45,7 +45,7 @@ async def test_a_valid_order_is_received_validated_and_allocated_with_its_shipme
             "lines": [{"sku": item, "quantity": 2}],
         }
     ]
-    assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 1
+    assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 2
 
 
 @pytest.mark.parametrize(
