@@ -34,3 +34,7 @@ class Event(Contract):
     event_type: str = Field(description="What happened, e.g. `order.status-changed`")
     occurred_at: AwareDatetime = Field(default_factory=utcnow, description="When it happened (UTC)")
     schema_version: int = Field(default=1, ge=1, description="Version of this event's schema")
+
+    def partition_key(self) -> str:
+        """The Kafka message key: the aggregate's id, so one aggregate's events stay in order."""
+        raise NotImplementedError(f"{type(self).__name__} names no partition key")

@@ -41,3 +41,6 @@ class StageChanged(Event):
     entered_stage: str | None
     change: Literal["entered", "moved", "left"]
     reason: str | None = None
+
+    def partition_key(self) -> str:
+        return str(self.order_id)

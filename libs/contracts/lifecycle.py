@@ -19,6 +19,9 @@ from libs.contracts.orders import OrderDetails, Reason, Shipment, ShipmentLine
 class OrderFact(Event):
     order_id: UUID
 
+    def partition_key(self) -> str:
+        return str(self.order_id)
+
 
 class OrderReceived(OrderFact):
     event_type: Literal["order.received"] = "order.received"

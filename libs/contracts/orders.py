@@ -140,6 +140,9 @@ class OrderStatusChanged(Event):
     shipments: list[Shipment] = Field(default_factory=list, description="Set when allocated")
     eta: datetime | None = Field(default=None, description="Expected delivery, once known")
 
+    def partition_key(self) -> str:
+        return str(self.order_id)
+
 
 class OrderRefused(Event):
     """A submission that did not become an order, on `orders.refused.v1` (key `<channel>:<external_id>`).
@@ -152,6 +155,9 @@ class OrderRefused(Event):
     external_id: str
     existing_order_id: UUID | None = None
     reasons: list[Reason]
+
+    def partition_key(self) -> str:
+        return f"{self.channel}:{self.external_id}"
 
 
 class HoldDecision(Contract):
@@ -186,6 +192,10 @@ class CancellationOutcome(Event):
     order_id: UUID | None
     outcome: Literal["accepted", "refused"]
     reasons: list[Reason] = Field(default_factory=list)
+
+    def partition_key(self) -> str:
+        """The order's id; a request for no known order is keyed by what it named."""
+        return str(self.order_id) if self.order_id is not None else f"request:{self.request_id}"
 
 
 __all__ = [

@@ -29,6 +29,11 @@ def dead_letter_topic(service: str) -> str:
     return f"{service}.dead-letters.v1"
 
 
+def facts_topic(service: str) -> str:
+    """The order facts addressed to one service (internal, key = order id)."""
+    return f"{service}.facts.v1"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -53,5 +58,6 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(FULFILLMENT_STAGE_CHANGES, 8, "order id", True),
     TopicSpec(NOTIFICATION_SUBSCRIPTIONS, 1, "subscription id", False),
     TopicSpec(NOTIFICATION_REDELIVERIES, 1, "delivery id", False),
+    *(TopicSpec(facts_topic(s), 8, "order id", False) for s in SERVICES),
     *(TopicSpec(dead_letter_topic(s), 1, "source key", False, 720) for s in SERVICES),
 )

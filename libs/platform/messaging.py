@@ -89,6 +89,17 @@ class Outgoing:
     headers: dict[str, str]
 
     @classmethod
+    def events(cls, topics: Sequence[str], key: str, event: Event) -> list[Outgoing]:
+        """The same event (one serialisation, one ``event_id``) to each of ``topics``."""
+        value = event.model_dump_json().encode()
+        headers = {
+            "event_id": str(event.event_id),
+            "event_type": event.event_type,
+            "content-type": "application/json",
+        }
+        return [cls(topic=t, key=key, value=value, headers=dict(headers)) for t in topics]
+
+    @classmethod
     def event(cls, topic: str, key: str, event: Event) -> Outgoing:
         return cls(
             topic=topic,

@@ -2,44 +2,58 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from decimal import Decimal
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 import asyncpg
 
+from libs.contracts.orders import OrderDetails
 from services.validation.domain.rules import Product
 
 
 class PgValidationStore:
+    """Implements the ``Catalog``, ``CustomerHistory`` and ``HeldOrders`` ports on one connection."""
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def upsert_product(self, sku: str, name: str, price: Decimal, currency: str, active: bool) -> None:
+    @property
+    def catalog(self) -> PgValidationStore:
+        return self
+
+    @property
+    def customers(self) -> PgValidationStore:
+        return self
+
+    @property
+    def holds(self) -> PgValidationStore:
+        return self
+
+    async def upsert(self, product: Product, name: str) -> None:
         await self._conn.execute(
             "INSERT INTO products (sku, name, price, currency, active) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (sku) DO UPDATE SET name = $2, price = $3, currency = $4, active = $5, updated_at = now()",
-            sku,
+            product.sku,
             name,
-            price,
-            currency,
-            active,
+            product.price,
+            product.currency,
+            product.active,
         )
 
-    async def products(self, skus: list[str]) -> dict[str, Product]:
+    async def products(self, skus: Sequence[str]) -> dict[str, Product]:
         rows = await self._conn.fetch(
-            "SELECT sku, price, currency, active FROM products WHERE sku = ANY($1::text[])", skus
+            "SELECT sku, price, currency, active FROM products WHERE sku = ANY($1::text[])", list(skus)
         )
         return {r["sku"]: Product(r["sku"], r["price"], r["currency"], r["active"]) for r in rows}
 
-    async def validated_counts(self, customer_keys: list[str]) -> dict[str, int]:
+    async def validated_counts(self, customer_keys: Sequence[str]) -> dict[str, int]:
         rows = await self._conn.fetch(
             "SELECT customer_key, validated_orders FROM customers WHERE customer_key = ANY($1::text[])",
-            customer_keys,
+            list(customer_keys),
         )
         return {r["customer_key"]: r["validated_orders"] for r in rows}
 
-    async def count_validated_many(self, counts: Mapping[str, int]) -> None:
+    async def count_validated(self, counts: Mapping[str, int]) -> None:
         """In customer order: two processes updating the same customers lock them in one order."""
         keys = sorted(counts)
         await self._conn.execute(
@@ -51,23 +65,22 @@ class PgValidationStore:
             [counts[k] for k in keys],
         )
 
-    async def hold_many(self, holds: list[tuple[UUID, str]]) -> None:
+    async def hold(self, orders: Sequence[tuple[UUID, OrderDetails]]) -> None:
         await self._conn.execute(
             "INSERT INTO held_orders (order_id, order_details)"
             " SELECT o, d::jsonb FROM unnest($1::uuid[], $2::text[]) AS h(o, d) ON CONFLICT DO NOTHING",
-            [h[0] for h in holds],
-            [h[1] for h in holds],
+            [order_id for order_id, _ in orders],
+            [order.model_dump_json() for _, order in orders],
         )
 
-    async def undecided_hold(self, order_id: UUID) -> str | None:
-        """The held order's details if it still waits for a decision (row locked), else None."""
+    async def undecided(self, order_id: UUID) -> OrderDetails | None:
         details = await self._conn.fetchval(
             "SELECT order_details::text FROM held_orders WHERE order_id = $1 AND decision IS NULL FOR UPDATE",
             order_id,
         )
-        return str(details) if details is not None else None
+        return OrderDetails.model_validate_json(details) if details is not None else None
 
-    async def is_known_hold(self, order_id: UUID) -> bool:
+    async def known(self, order_id: UUID) -> bool:
         return bool(await self._conn.fetchval("SELECT true FROM held_orders WHERE order_id = $1", order_id))
 
     async def decide(self, order_id: UUID, decision: str, decided_by: str) -> None:

@@ -1,0 +1,246 @@
+"""Who reads and writes what: Baton's topology as data.
+
+Each service declares its inputs (a topic, the consumer group that reads it, the contract types it
+carries) and the events it emits. Everything else is derived from this table, never from importing
+a service: where an emitted event goes (`topics_for`), the consumer groups the CLI and the KEDA
+manifests know, the ACL table, the AsyncAPI document's send/receive operations.
+
+Order facts between services travel on one topic per consuming service, `<service>.facts.v1`
+(key = order id): a service fetches only the facts it handles, and all facts about one order that
+it handles stay in the order they were written. A fact that two services need is written to both
+topics (e.g. `order.validated` to intake, which publishes the status, and to allocation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from libs.contracts.catalog import ProductUpdated
+from libs.contracts.envelope import Contract
+from libs.contracts.fulfillment import FulfillmentUpdate, StageChanged
+from libs.contracts.inventory import LocationUpdated, StockAdjusted
+from libs.contracts.lifecycle import (
+    OrderAllocated,
+    OrderBackordered,
+    OrderCancelAccepted,
+    OrderCancelForwarded,
+    OrderCancelled,
+    OrderCancelRefused,
+    OrderCancelRequested,
+    OrderFact,
+    OrderFulfillmentProgressed,
+    OrderHeld,
+    OrderReceived,
+    OrderRejected,
+    OrderValidated,
+    ShipmentFailed,
+    ShipmentShipped,
+)
+from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
+from libs.contracts.orders import (
+    CancellationOutcome,
+    CancelRequested,
+    HoldDecision,
+    OrderRefused,
+    OrderStatusChanged,
+    OrderSubmitted,
+)
+from libs.contracts.topics import (
+    CATALOG_PRODUCTS,
+    FULFILLMENT_STAGE_CHANGES,
+    FULFILLMENT_UPDATES,
+    INVENTORY_ADJUSTMENTS,
+    INVENTORY_LOCATIONS,
+    NOTIFICATION_REDELIVERIES,
+    NOTIFICATION_SUBSCRIPTIONS,
+    ORDERS_CANCEL_REQUESTED,
+    ORDERS_CANCELLATIONS,
+    ORDERS_HOLD_DECISIONS,
+    ORDERS_REFUSED,
+    ORDERS_STATUS,
+    ORDERS_SUBMITTED,
+    SERVICES,
+    dead_letter_topic,
+    facts_topic,
+)
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input of a service: a topic read by its own consumer group, carrying these contracts."""
+
+    name: str
+    topic: str
+    carries: tuple[type[Contract], ...]
+
+
+@dataclass(frozen=True)
+class ServiceTopology:
+    name: str
+    inputs: tuple[Input, ...]
+    emits: tuple[type[Contract], ...]
+
+    def input(self, name: str) -> Input:
+        return next(i for i in self.inputs if i.name == name)
+
+    def input_for(self, contract: type[Contract]) -> Input:
+        """The input that carries ``contract`` (each contract arrives on one input of a service)."""
+        for candidate in self.inputs:
+            if contract in candidate.carries:
+                return candidate
+        raise LookupError(f"{self.name} has no input carrying {contract.__name__}")
+
+    def group(self, input_name: str) -> str:
+        """One consumer group per input: a new member rebalances only the inputs it joins."""
+        return f"baton.{self.name}.{input_name}"
+
+    @property
+    def groups(self) -> dict[str, str]:
+        """Consumer group -> the topic it reads."""
+        return {self.group(i.name): i.topic for i in self.inputs}
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(i.topic for i in self.inputs))
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        """Every topic the service produces to: where its events go, and its own dead letters."""
+        return (
+            *dict.fromkeys(t for contract in self.emits for t in topics_for(contract)),
+            dead_letter_topic(self.name),
+        )
+
+
+PUBLISHED_ON: dict[type[Contract], str] = {
+    OrderSubmitted: ORDERS_SUBMITTED,
+    CancelRequested: ORDERS_CANCEL_REQUESTED,
+    HoldDecision: ORDERS_HOLD_DECISIONS,
+    ProductUpdated: CATALOG_PRODUCTS,
+    LocationUpdated: INVENTORY_LOCATIONS,
+    StockAdjusted: INVENTORY_ADJUSTMENTS,
+    FulfillmentUpdate: FULFILLMENT_UPDATES,
+    WebhookSubscriptionChanged: NOTIFICATION_SUBSCRIPTIONS,
+    RedeliveryRequested: NOTIFICATION_REDELIVERIES,
+    OrderStatusChanged: ORDERS_STATUS,
+    OrderRefused: ORDERS_REFUSED,
+    CancellationOutcome: ORDERS_CANCELLATIONS,
+    StageChanged: FULFILLMENT_STAGE_CHANGES,
+}
+"""The topic of every contract that is not an order fact: public events, and inputs from outside."""
+
+
+def _facts(service: str, *carries: type[OrderFact]) -> Input:
+    return Input("order_facts", facts_topic(service), carries)
+
+
+def _from(name: str, contract: type[Contract]) -> Input:
+    return Input(name, PUBLISHED_ON[contract], (contract,))
+
+
+TOPOLOGY: tuple[ServiceTopology, ...] = (
+    ServiceTopology(
+        "intake",
+        inputs=(
+            _from("order_submitted", OrderSubmitted),
+            _from("cancel_requested", CancelRequested),
+            _facts(
+                "intake",
+                OrderValidated,
+                OrderRejected,
+                OrderHeld,
+                OrderAllocated,
+                OrderBackordered,
+                OrderCancelled,
+                OrderCancelRefused,
+                OrderFulfillmentProgressed,
+            ),
+        ),
+        emits=(OrderStatusChanged, OrderRefused, CancellationOutcome, OrderReceived, OrderCancelRequested),
+    ),
+    ServiceTopology(
+        "validation",
+        inputs=(
+            _from("product_updated", ProductUpdated),
+            _facts("validation", OrderReceived),
+            _from("hold_decision", HoldDecision),
+        ),
+        emits=(OrderValidated, OrderRejected, OrderHeld),
+    ),
+    ServiceTopology(
+        "allocation",
+        inputs=(
+            _from("location_updated", LocationUpdated),
+            _from("stock_adjusted", StockAdjusted),
+            _facts(
+                "allocation",
+                OrderValidated,
+                OrderCancelRequested,
+                OrderCancelAccepted,
+                ShipmentShipped,
+                ShipmentFailed,
+            ),
+        ),
+        emits=(OrderAllocated, OrderBackordered, OrderCancelled, OrderCancelRefused, OrderCancelForwarded),
+    ),
+    ServiceTopology(
+        "fulfillment",
+        inputs=(
+            _from("location_updated", LocationUpdated),
+            _facts("fulfillment", OrderAllocated, OrderCancelForwarded),
+            _from("fulfillment_update", FulfillmentUpdate),
+        ),
+        emits=(
+            StageChanged,
+            OrderFulfillmentProgressed,
+            ShipmentShipped,
+            ShipmentFailed,
+            OrderCancelAccepted,
+            OrderCancelRefused,
+        ),
+    ),
+    ServiceTopology(
+        "notification",
+        inputs=(
+            _from("subscription_changed", WebhookSubscriptionChanged),
+            _from("redelivery_requested", RedeliveryRequested),
+            _facts("notification", OrderReceived),
+            _from("status_changed", OrderStatusChanged),
+            _from("stage_changed", StageChanged),
+        ),
+        emits=(),
+    ),
+)
+
+SERVICE_TOPOLOGY: dict[str, ServiceTopology] = {s.name: s for s in TOPOLOGY}
+assert tuple(SERVICE_TOPOLOGY) == SERVICES
+
+
+def consumers_of(contract: type[Contract]) -> tuple[str, ...]:
+    """The services whose facts topic carries ``contract``."""
+    return tuple(
+        s.name for s in TOPOLOGY for i in s.inputs if i.topic == facts_topic(s.name) and contract in i.carries
+    )
+
+
+def topics_for(contract: type[Contract]) -> tuple[str, ...]:
+    """Where an event of this type is published: its public topic, or every consumer's facts topic."""
+    if contract in PUBLISHED_ON:
+        return (PUBLISHED_ON[contract],)
+    consumers = consumers_of(contract)
+    if not consumers:
+        raise LookupError(
+            f"nobody consumes {contract.__name__}: add it to a service's inputs or PUBLISHED_ON"
+        )
+    return tuple(facts_topic(c) for c in consumers)
+
+
+def producers_of(topic: str) -> tuple[str, ...]:
+    """The services that write to ``topic``."""
+    return tuple(s.name for s in TOPOLOGY if topic in s.writes)
+
+
+def consumer_groups(services: Iterable[str] = SERVICES) -> dict[str, str]:
+    """Every consumer group of these services and the topic it reads (unprefixed)."""
+    return {group: topic for name in services for group, topic in SERVICE_TOPOLOGY[name].groups.items()}

@@ -1,0 +1,139 @@
+"""The consumer loop of one service input: fetch, apply durably, then commit the offsets.
+
+Baton runs its own loop on aiokafka rather than faststream's batch subscriber (README, *Stack*):
+- it long-polls (``getmany`` returns as soon as records arrive and waits up to a second when
+  there are none), where faststream's subscriber sleeps its batch timeout after an empty fetch —
+  latency at every hop when the timeout is long, idle polling when it is short;
+- it hands the raw records of a poll to the input's processor, with no per-record message object;
+- it commits each partition's offset only after the transaction that applied the records has
+  committed, and rewinds to the first unapplied record when applying keeps failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from libs.platform.kafka import KafkaAccess
+from libs.platform.messaging import Incoming, headers_dict
+from libs.platform.processing import InputProcessor
+
+log = logging.getLogger("baton.consumer")
+
+POLL_TIMEOUT_MS = 1000
+RETRY_PAUSE_S = 1.0
+
+
+def to_incoming(record: ConsumerRecord[Any, Any]) -> Incoming:
+    key = record.key
+    return Incoming(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+        value=record.value or b"",
+        headers=headers_dict(record.headers),  # foreign header bytes are decoded with replacement
+    )
+
+
+class InputConsumer:
+    """Reads one topic in one consumer group and feeds a poll's records to the input's processor."""
+
+    def __init__(
+        self,
+        *,
+        kafka: KafkaAccess,
+        topic: str,
+        group: str,
+        processor: InputProcessor,
+        client_id: str,
+        max_records: int = 500,
+    ) -> None:
+        self.topic = topic
+        self.group = group
+        self._processor = processor
+        self._max_records = max_records
+        self._consumer = kafka.consumer(
+            topic,
+            group_id=group,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=max_records,
+            fetch_max_wait_ms=500,
+            max_poll_interval_ms=300_000,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.last_poll_at = 0.0
+        """When a fetch last answered (readiness: a consumer that cannot reach its broker is stale)."""
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"consume-{self.group}")
+
+    async def stop(self) -> None:
+        """Finish the poll in hand (apply and commit it), then leave the group."""
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._consumer.stop()
+
+    def healthy(self, within_s: float) -> bool:
+        return (
+            self._task is not None
+            and not self._task.done()
+            and time.monotonic() - self.last_poll_at < within_s
+        )
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                polled = await self._consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=self._max_records
+                )
+            except ConsumerStoppedError:
+                return
+            except KafkaError as exc:
+                log.warning("fetch failed; retrying", extra={"group": self.group, "error": repr(exc)})
+                await self._pause()
+                continue
+            self.last_poll_at = time.monotonic()
+            if polled:
+                await self._apply(polled)
+
+    async def _apply(self, polled: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        records = [to_incoming(r) for batch in polled.values() for r in batch]
+        try:
+            await self._processor.process(records)
+        except Exception as exc:  # transient failures outlasted the processor's retries
+            log.error(
+                "could not apply a poll; it is fetched again",
+                extra={"group": self.group, "records": len(records), "error": repr(exc)},
+            )
+            for tp, batch in polled.items():
+                self._consumer.seek(tp, batch[0].offset)
+            await self._pause()
+            return
+        offsets = {tp: OffsetAndMetadata(batch[-1].offset + 1, "") for tp, batch in polled.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The partitions moved to another member (or the broker is away): it fetches them from
+            # the last committed offset, and the inbox drops what was applied here already.
+            log.warning("offset commit failed", extra={"group": self.group, "error": repr(exc)})
+
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), RETRY_PAUSE_S)

@@ -1,0 +1,103 @@
+"""Validation's use cases on in-memory ports: what each input causes, without Kafka or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from uuid import uuid4
+
+import pytest
+
+from libs.contracts.catalog import ProductUpdated
+from libs.contracts.envelope import Event
+from libs.contracts.lifecycle import OrderHeld, OrderReceived, OrderRejected, OrderValidated
+from libs.contracts.orders import HoldDecision, OrderDetails
+from libs.platform.messaging import Rejected
+from services.validation.app.use_cases import decide_hold, policy_from, update_product, validate_orders
+from tests.support.orders import order
+from tests.unit.fakes.validation import FakeValidationUnit
+
+pytestmark = pytest.mark.unit
+
+POLICY = policy_from("DE,AT", "1000")
+
+
+def received(
+    customer: str = "c1", price: str = "10.00", quantity: int = 1, sku: str = "MUG"
+) -> OrderReceived:
+    details = OrderDetails.model_validate(order(lines=[(sku, quantity, price)], customer_id=customer))
+    return OrderReceived(order_id=uuid4(), order=details)
+
+
+def applied(results: Sequence[Sequence[Event] | Rejected]) -> list[Sequence[Event]]:
+    """The events of each item, asserting that none was rejected."""
+    assert not any(isinstance(r, Rejected) for r in results), results
+    return [r for r in results if not isinstance(r, Rejected)]
+
+
+async def with_mug(price: str = "10.00") -> FakeValidationUnit:
+    uow = FakeValidationUnit()
+    await update_product(ProductUpdated(sku="MUG", name="Mug", price=Decimal(price), currency="EUR"), uow)
+    return uow
+
+
+async def test_a_valid_order_is_validated_and_counts_for_its_customer() -> None:
+    uow = await with_mug()
+    fact = received()
+    [[event]] = applied(await validate_orders([fact], uow, POLICY))
+    assert isinstance(event, OrderValidated) and event.order_id == fact.order_id
+    assert uow.validated == {"webshop:c1": 1}
+
+
+async def test_an_order_breaking_rules_is_rejected_with_every_reason() -> None:
+    uow = await with_mug()
+    [[cheap], [ghost]] = applied(
+        await validate_orders([received(price="9.99"), received(sku="GHOST")], uow, POLICY)
+    )
+    assert isinstance(cheap, OrderRejected) and isinstance(ghost, OrderRejected)
+    assert [r.code for r in cheap.reasons] == ["price_mismatch"]
+    assert [(r.code, r.sku) for r in ghost.reasons] == [("unknown_sku", "GHOST")]
+    assert uow.validated == {}
+
+
+async def test_a_customers_second_order_in_the_same_batch_is_not_a_first_order() -> None:
+    uow = await with_mug("1500.00")
+    first, second = received(price="1500.00"), received(price="1500.00")
+    results = await validate_orders([first, second], uow, POLICY)
+    assert [type(r[0]) for r in applied(results)] == [OrderHeld, OrderHeld]
+    assert set(uow.held) == {first.order_id, second.order_id}
+    small = await with_mug()
+    a, b = received(customer="c2"), received(customer="c2")
+    await validate_orders([a], small, POLICY)
+    assert small.validated == {"webshop:c2": 1}
+    await validate_orders([b], small, POLICY)
+    assert small.validated == {"webshop:c2": 2}
+
+
+async def test_a_held_order_is_released_once_and_a_late_or_unknown_decision_changes_nothing() -> None:
+    uow = await with_mug("1500.00")
+    fact = received(price="1500.00")
+    [[held]] = applied(await validate_orders([fact], uow, POLICY))
+    assert isinstance(held, OrderHeld)
+    release = HoldDecision(order_id=fact.order_id, decision="release", decided_by="ops")
+    [released] = await decide_hold(release, uow)
+    assert isinstance(released, OrderValidated) and released.order == fact.order
+    assert await decide_hold(release, uow) == []
+    assert uow.validated == {"webshop:c1": 1}
+    with pytest.raises(Rejected) as unknown:
+        await decide_hold(HoldDecision(order_id=uuid4(), decision="release", decided_by="ops"), uow)
+    assert unknown.value.cause == "unknown_held_order"
+
+
+async def test_a_rejected_hold_names_who_rejected_it() -> None:
+    uow = await with_mug("1500.00")
+    fact = received(price="1500.00")
+    await validate_orders([fact], uow, POLICY)
+    [rejected] = await decide_hold(
+        HoldDecision(order_id=fact.order_id, decision="reject", decided_by="ops", reason="fraud"), uow
+    )
+    assert isinstance(rejected, OrderRejected)
+    assert [(r.code, r.message) for r in rejected.reasons] == [
+        ("manual_review_rejected", "rejected by ops: fraud")
+    ]
+    assert uow.validated == {}
