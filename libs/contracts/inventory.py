@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from pydantic import Field, model_validator
 
 from libs.contracts.envelope import Contract, Money
-
-
-class LocationKind(StrEnum):
-    WAREHOUSE = "warehouse"
-    STORE = "store"
-    DROPSHIP = "dropship"
+from libs.contracts.vocabulary import LocationKind
 
 
 class LocationUpdated(Contract):

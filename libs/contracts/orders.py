@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, Field
 
 from libs.contracts.envelope import Contract, Event, Money
+from libs.contracts.vocabulary import OrderStatus, ShippingMethod
 
 
 class Customer(Contract):
@@ -27,11 +27,6 @@ class Address(Contract):
     country: str = Field(max_length=8, description="ISO-3166 alpha-2 country code, e.g. `DE`")
     lat: float | None = Field(default=None, description="Latitude, for distance-aware sourcing")
     lon: float | None = Field(default=None, description="Longitude, for distance-aware sourcing")
-
-
-class ShippingMethod(StrEnum):
-    STANDARD = "standard"
-    EXPRESS = "express"
 
 
 class OrderLine(Contract):
@@ -75,29 +70,6 @@ class OrderSubmitted(OrderDetails):
     event_id: UUID | None = Field(default=None, description="Optional; Baton assigns ids itself")
     event_type: Literal["order.submitted"] = "order.submitted"
     schema_version: int = 1
-
-
-class OrderStatus(StrEnum):
-    """Where an order stands, as its customer should hear it.
-
-    `partially_shipped` (added in schema version 1, additive): at least one parcel has left and
-    some of the order has not — still in a pipeline, being sourced again after a parcel failed,
-    or waiting for stock. Once part of an order has left it stays `partially_shipped` (with the
-    current shipments, and reasons for what waits) until every part has shipped; the parts that
-    have not left can still be cancelled by lines.
-    """
-
-    RECEIVED = "received"
-    VALIDATED = "validated"
-    REJECTED = "rejected"
-    ON_HOLD = "on_hold"
-    ALLOCATED = "allocated"
-    BACKORDERED = "backordered"
-    IN_FULFILLMENT = "in_fulfillment"
-    PARTIALLY_SHIPPED = "partially_shipped"
-    SHIPPED = "shipped"
-    DELIVERED = "delivered"
-    CANCELLED = "cancelled"
 
 
 class Reason(Contract):

@@ -152,22 +152,44 @@ REPLAYED_FROM_HEADER = "dlq-replayed-from"
 def dead_letter(service_topic: str, record: Incoming, cause: str, detail: str) -> Outgoing:
     """The record as it came (value, key and every header, so a replay restores it exactly), plus
     ``dlq-*`` headers saying why and where from."""
-    value = record.value[:MAX_DEAD_LETTER_BYTES]
     original = {k: v for k, v in record.headers.items() if not k.startswith("dlq-")}
-    return Outgoing(
-        topic=service_topic,
+    return dead_letter_of(
+        service_topic,
         key=record.key or "",
-        value=value,
+        value=record.value,
+        cause=cause,
+        detail=detail,
         headers={
             **original,
-            "dlq-id": str(uuid.uuid4()),
-            "dlq-cause": cause,
-            "dlq-error": detail[:2000],
             "dlq-source-topic": record.topic,
             "dlq-source-partition": str(record.partition),
             "dlq-source-offset": str(record.offset),
             "dlq-source-message-id": record.message_id,
-            "dlq-truncated": "true" if len(record.value) > MAX_DEAD_LETTER_BYTES else "false",
+        },
+    )
+
+
+def dead_letter_of(
+    service_topic: str,
+    *,
+    key: str,
+    value: bytes,
+    cause: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+) -> Outgoing:
+    """A dead letter of anything a service gave up on (a record, an undeliverable webhook): the
+    payload (cut at 512 KB) with ``dlq-cause``, ``dlq-error``, ``dlq-at`` and the given headers."""
+    return Outgoing(
+        topic=service_topic,
+        key=key,
+        value=value[:MAX_DEAD_LETTER_BYTES],
+        headers={
+            **(headers or {}),
+            "dlq-id": str(uuid.uuid4()),
+            "dlq-cause": cause,
+            "dlq-error": detail[:2000],
+            "dlq-truncated": "true" if len(value) > MAX_DEAD_LETTER_BYTES else "false",
             "dlq-at": str(time.time()),
         },
     )

@@ -1,0 +1,43 @@
+"""The words Baton's contracts and its domain code share: plain enums, no pydantic.
+
+Domain code (pure, framework-free) and contracts use these same types, so each concept is defined
+once: a status that exists in the contract exists in the state machine, and the other way round.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ShippingMethod(StrEnum):
+    STANDARD = "standard"
+    EXPRESS = "express"
+
+
+class LocationKind(StrEnum):
+    WAREHOUSE = "warehouse"
+    STORE = "store"
+    DROPSHIP = "dropship"
+
+
+class OrderStatus(StrEnum):
+    """Where an order stands, as its customer should hear it.
+
+    `partially_shipped` (added in schema version 1, additive): at least one parcel has left and
+    some of the order has not — still in a pipeline, being sourced again after a parcel failed,
+    or waiting for stock. Once part of an order has left it stays `partially_shipped` (with the
+    current shipments, and reasons for what waits) until every part has shipped; the parts that
+    have not left can still be cancelled by lines.
+    """
+
+    RECEIVED = "received"
+    VALIDATED = "validated"
+    REJECTED = "rejected"
+    ON_HOLD = "on_hold"
+    ALLOCATED = "allocated"
+    BACKORDERED = "backordered"
+    IN_FULFILLMENT = "in_fulfillment"
+    PARTIALLY_SHIPPED = "partially_shipped"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
