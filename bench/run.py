@@ -39,7 +39,7 @@ from libs.platform.relay import make_producer
 from libs.platform.settings import BatonSettings
 from libs.platform.supervisor import Supervisor
 from libs.simulators.world import demo_shop, random_order
-from tests.support.infra import Infra, fresh_environment, fresh_name, service_env, start_infra, stop_infra
+from tests.support.infra import Infra, fresh_environment, fresh_name, start_infra, stop_infra
 from tests.support.mail import MailBox
 
 RESULTS = Path(__file__).parent / "results"
@@ -205,8 +205,9 @@ async def fleet_run(
     rate, and the result says where each order's latency goes, hop by hop."""
     smtp = MailBox()
     smtp_port = smtp.port
-    settings, prefix, database = await fresh_environment(infra, "bench")
-    env = service_env(infra, prefix, database) | {
+    environment = await fresh_environment(infra, "bench")
+    settings = environment.settings
+    env = environment.service_env() | {
         "BATON_SMTP_PORT": str(smtp_port),
         "BATON_HTTP_PORT": "0",
         "BATON_HOLD_THRESHOLD": "100000000",
@@ -215,7 +216,7 @@ async def fleet_run(
     trace_dir = log_dir / "traces"
     if hops_rate is not None:
         env["BATON_TRACE_DIR"] = str(trace_dir)
-    fleet = Supervisor(env, log_dir)
+    fleet = Supervisor(env, log_dir, database_urls=environment.database_urls)
     producer = make_producer(infra.bootstrap_servers, "bench")
     consumer = AIOKafkaConsumer(
         settings.topic(topics.ORDERS_STATUS),
@@ -296,6 +297,7 @@ async def fleet_run(
         await producer.stop()
         fleet.stop()
         smtp.stop()
+        await environment.drop()
 
 
 async def _closed_loop(

@@ -14,7 +14,7 @@ import pytest
 
 from libs.contracts import topics
 from tests.support.fleet import Fleet
-from tests.support.infra import Infra, free_port, fresh_environment, service_env
+from tests.support.infra import Infra, free_port, fresh_environment
 from tests.support.kafka_io import Publisher, TopicWatcher
 from tests.support.mail import MailBox
 from tests.support.orders import adjustment, location, product, stage_update
@@ -152,13 +152,15 @@ class LiveFleet:
 
 @pytest.fixture(scope="session")
 async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveFleet]:
-    settings, prefix, database = await fresh_environment(infra)
+    # Each service logs in as its own role, the CLI commands the tests run as the read-only operator.
+    environment = await fresh_environment(infra)
+    settings, prefix = environment.settings, environment.prefix
     mailbox = MailBox()
     mailbox.start()
     http_port = free_port()
     log_dir = Path(tmp_path_factory.mktemp("fleet-logs"))
     trace_dir = Path(tmp_path_factory.mktemp("traces"))
-    fleet = Fleet(service_env(infra, prefix, database) | {"BATON_TRACE_DIR": str(trace_dir)}, log_dir)
+    fleet = environment.fleet(log_dir, {"BATON_TRACE_DIR": str(trace_dir)})
     watchers = [
         TopicWatcher(infra.bootstrap_servers, settings.topic(t))
         for t in (
@@ -194,7 +196,7 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
             dead_letters=dead_letters,
             stages=stages,
             cancellations=cancellations,
-            dsn=settings.database_url,
+            dsn=environment.dsn,
             prefix=prefix,
             mailbox=mailbox,
             api=f"http://127.0.0.1:{http_port}",
@@ -213,6 +215,7 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
         await publisher.stop()
         fleet.stop()
         mailbox.stop()
+        await environment.drop()
 
 
 __all__ = ["LiveFleet", "adjustment", "location", "product"]

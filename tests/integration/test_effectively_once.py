@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from libs.contracts import topics
-from tests.support.fleet import Fleet
-from tests.support.infra import Infra, fresh_environment, service_env
+from tests.support.infra import Infra, fresh_environment
 from tests.support.kafka_io import Publisher, TopicWatcher
 from tests.support.orders import order, product
 
@@ -19,8 +18,9 @@ pytestmark = pytest.mark.integration
 async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_event_once(
     infra: Infra, tmp_path: Path
 ) -> None:
-    settings, prefix, database = await fresh_environment(infra)
-    fleet = Fleet(service_env(infra, prefix, database), tmp_path)
+    environment = await fresh_environment(infra)
+    settings, prefix = environment.settings, environment.prefix
+    fleet = environment.fleet(tmp_path)
     lifecycle = TopicWatcher(infra.bootstrap_servers, settings.topic(topics.ORDERS_LIFECYCLE))
     status = TopicWatcher(infra.bootstrap_servers, settings.topic(topics.ORDERS_STATUS))
     publisher = Publisher(infra.bootstrap_servers, prefix)
@@ -66,3 +66,4 @@ async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_
         await status.stop()
         await publisher.stop()
         fleet.stop()
+        await environment.drop()

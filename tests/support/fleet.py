@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from libs.platform.supervisor import Supervisor
 
 
 class Fleet(Supervisor):
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        super().__init__(env, log_dir)
+    def __init__(self, env: dict[str, str], log_dir: Path, database_urls: Mapping[str, str]) -> None:
+        """``database_urls``: each service logs in as its own role, as deployed."""
+        super().__init__(env, log_dir, database_urls=database_urls)
 
     def assert_alive(self) -> None:
         if dead := self.exited():
