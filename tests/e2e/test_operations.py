@@ -10,11 +10,13 @@ import time
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from libs.cli.traces import load_order_spans, services_in
 from libs.contracts.topics import SERVICES
+from libs.platform import dsn
 from tests.e2e.conftest import LiveFleet
 from tests.support.orders import adjustment, location, order, product
 from tests.support.orders import unique_sku as sku
@@ -162,3 +164,24 @@ async def test_baton_top_shows_every_consumer_group_with_its_lag(live: LiveFleet
         assert f"baton.{service}." in printed, printed
     assert "dead letters" in printed
     assert "rec/s" in printed
+    # Run as the read-only operator role (the fleet's CLI environment): every outbox is readable.
+    backlog = printed.split("outbox waiting")[-1]
+    for service in SERVICES:
+        [line] = [row for row in backlog.splitlines() if row.startswith(service)]
+        assert line.split()[-1].isdigit(), f"{service}'s outbox backlog unreadable: {line}"
+
+
+async def test_each_service_process_logs_in_as_its_own_database_role(live: LiveFleet) -> None:
+    """As deployed: no process shares a role, none uses the migrator's."""
+    conn = await asyncpg.connect(live.dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT DISTINCT application_name, usename FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE 'baton-%'"
+        )
+    finally:
+        await conn.close()
+    roles = {r["application_name"].removeprefix("baton-"): r["usename"] for r in rows}
+    expected = {s: dsn.user_name(live.fleet.database_urls[s]) for s in SERVICES}
+    assert roles == expected
+    assert len(set(roles.values())) == len(SERVICES)
