@@ -108,6 +108,9 @@ class SchemaState:
     """Applied migrations this release does not know: a newer release migrated (fine while it rolls
     out, because migrations only ever add)."""
 
+    unreadable: str | None = None
+    """Why the role could not read ``schema_migrations`` (no schema yet, no grant yet), if so."""
+
     @property
     def current(self) -> bool:
         return not self.missing and not self.changed
@@ -117,20 +120,22 @@ async def schema_state(conn: asyncpg.Connection, schema: str, package: str) -> S
     """Read ``schema_migrations`` of the schema; a schema or table the role cannot see yet counts as
     nothing applied (``baton migrate`` creates both and grants the service role SELECT on it)."""
     expected = {name: checksum_of(sql) for name, sql in migration_files(PLATFORM_MIGRATIONS, package)}
+    unreadable = None
     try:
         rows = await conn.fetch(f"SELECT version, checksum FROM {quote_ident(schema)}.schema_migrations")
     except (
         asyncpg.UndefinedTableError,
         asyncpg.InvalidSchemaNameError,
         asyncpg.InsufficientPrivilegeError,
-    ):
-        rows = []
+    ) as exc:
+        rows, unreadable = [], str(exc)
     applied = {r["version"]: r["checksum"] for r in rows}
     return SchemaState(
         schema=schema,
         missing=tuple(sorted(v for v in expected if v not in applied)),
         changed=tuple(sorted(v for v, c in expected.items() if v in applied and applied[v] != c)),
         newer=tuple(sorted(v for v in applied if v not in expected)),
+        unreadable=unreadable,
     )
 
 

@@ -110,6 +110,11 @@ async def ensure_role(conn: asyncpg.Connection, login: Login) -> str:
                 f"role {login.role} has {', '.join(risky).upper()}: a Baton service or operator role must "
                 "have none of these (ALTER ROLE ... NO<attribute>, or give another role)"
             )
+        if await conn.fetchval("SELECT pg_has_role($1, current_user, 'USAGE')", login.role):
+            raise AccessRefused(
+                f"role {login.role} is the migrator or inherits its rights: give each service a role "
+                "of its own, not a member of the schemas' owner"
+            )
     if login.password is not None:
         await conn.execute(
             f"ALTER ROLE {role} PASSWORD {password_sql_literal(login.password.get_secret_value())}"

@@ -304,7 +304,11 @@ async def await_schema(
                 if state.newer:
                     log.info("schema is ahead of this release", extra={"newer": list(state.newer)})
                 return state
-            problem = f"schema {schema} is behind this release: {', '.join(state.missing)} not applied"
+            problem = (
+                f"schema {schema} is not readable yet ({state.unreadable})"
+                if state.unreadable
+                else f"schema {schema} is behind this release: {', '.join(state.missing)} not applied"
+            )
         now = time.monotonic()
         if now >= deadline:
             raise StartupRefused(

@@ -264,14 +264,21 @@ async def test_baton_migrate_is_idempotent_and_refuses_an_edited_applied_migrati
         await drop_roles(infra, database, [prefix + n for n in [*SERVICES, "operator"]])
 
 
-async def test_baton_migrate_refuses_a_service_role_with_superuser_powers(
-    infra: Infra, tmp_path: Path
+@pytest.mark.parametrize(
+    ("attributes", "refusal"),
+    [
+        ("LOGIN CREATEDB", "has CREATEDB"),
+        ("LOGIN IN ROLE postgres", "is the migrator or inherits its rights"),
+    ],
+)
+async def test_baton_migrate_refuses_a_service_role_with_more_power_than_its_schema(
+    infra: Infra, tmp_path: Path, attributes: str, refusal: str
 ) -> None:
     database = fresh_name("db")
     role = f"{database}_intake"
     admin = await asyncpg.connect(infra.server_dsn)
     try:
-        await admin.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
+        await admin.execute(f'CREATE ROLE "{role}" {attributes}')
     finally:
         await admin.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")} | {
@@ -282,7 +289,7 @@ async def test_baton_migrate_refuses_a_service_role_with_superuser_powers(
     try:
         result = run_migrate(env, "--service", "intake", "--passfile", str(tmp_path / "pgpass"))
         assert result.returncode == 1
-        assert f"role {role} has CREATEDB" in result.stderr
+        assert f"role {role} {refusal}" in result.stderr
         assert "any-password-1" not in result.stdout + result.stderr
     finally:
         await drop_roles(infra, database, [role, f"{database}_operator"])
