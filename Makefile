@@ -3,27 +3,41 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+LOCK   := requirements/dev.lock
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 PYTEST := $(BIN)/pytest
+# uv resolves for every platform and Python >= 3.11, so one lock serves laptops, CI and the image.
+# Debian's packages that build and run the images (catatonit is the containers' init).
+CONTAINER_PACKAGES := podman runc catatonit mmdebstrap
+COMPILE := $(BIN)/uv pip compile pyproject.toml requirements/tools.in --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: help install kafka stack-up stack-down run test test-fast lint contracts demo bench chaos clean
+.PHONY: help install lock kafka stack-up stack-down run test test-fast test-containers lint contracts demo bench chaos clean
 
 help:
 	@echo "make run        start Kafka, PostgreSQL and the five services (Ctrl-C stops all)"
 	@echo "make test       install everything needed and run unit, contract, integration and e2e tests"
 	@echo "make test-fast  unit + contract tests only (seconds, no broker or database)"
 	@echo "make lint       ruff + mypy + import boundaries"
+	@echo "make test-containers  build the images with Podman, run the Compose stack, one order to delivered"
+	@echo "make lock       refresh requirements/*.lock after changing pins in pyproject.toml"
 	@echo "make demo       seed data and play a channel submitting orders, showing orders by status"
 	@echo "make kafka      download (once) and start the local Kafka broker"
 	@echo "make bench      throughput, latency, CPU and memory of the fleet vs the bare transport"
 	@echo "make chaos      20,000 orders while processes are killed, the broker and database restarted"
 
-$(STAMP): pyproject.toml
+# Exactly the locked, hashed set (runtime + dev + pip/setuptools), then Baton itself with no resolution.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+# After changing a pin in pyproject.toml (or requirements/tools.in): re-resolve both locks from PyPI.
+lock: $(STAMP)
+	$(COMPILE) -o requirements/runtime.lock
+	$(COMPILE) --extra dev -o requirements/dev.lock
 
 install: $(STAMP)
 	$(BIN)/baton stack fetch
@@ -45,6 +59,13 @@ test: install
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "unit or contract" -q -p no:cacheprovider
+
+# The images built with Podman from Debian's packages (installed here when missing) and the Compose
+# stack run with podman-compose; Podman's storage is kept in .cache/containers between runs.
+test-containers: $(STAMP)
+	@dpkg-query -W $(CONTAINER_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CONTAINER_PACKAGES); }
+	$(PYTEST) -m containers -p no:cacheprovider tests/containers
 
 lint: $(STAMP)
 	$(BIN)/ruff check libs services tests bench

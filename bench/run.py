@@ -3,6 +3,9 @@
 1. Transport baseline: a chain of bare aiokafka relay processes with as many hops as the order
    pipeline (getmany, sends not awaited one by one, idempotent producer, acks=all, commit after the
    sends are acknowledged), carrying messages of an order's size. The ceiling Kafka + Python give us.
+   Run twice: on the plain broker and on the secured one (SASL_SSL, SCRAM-SHA-512, TLS everywhere);
+   the ratio is what security costs. The secured chain logs in as the admin, a super user, so the
+   authorizer's ACL lookup (a map lookup per request) is not in the figure; TLS and SASL are.
 2. Fleet, closed loop: the five services as processes, one each, fed as fast as they accept
    (a bounded window of orders in flight); sustained orders/s to `allocated` and `in_fulfillment`.
 3. Fleet, open loop: a fixed arrival rate (default 50 % of the closed-loop figure); latency from the
@@ -32,14 +35,23 @@ from typing import Any
 import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import NewTopic
 
 from libs.contracts import topics
 from libs.platform import stack
+from libs.platform.kafka import KafkaAccess, KafkaSecurity
 from libs.platform.relay import make_producer
 from libs.platform.settings import BatonSettings
 from libs.platform.supervisor import Supervisor
 from libs.simulators.world import demo_shop, random_order
-from tests.support.infra import Infra, fresh_environment, fresh_name, start_infra, stop_infra
+from tests.support.infra import (
+    Infra,
+    fresh_environment,
+    fresh_name,
+    start_infra,
+    start_secure_infra,
+    stop_infra,
+)
 from tests.support.mail import MailBox
 
 RESULTS = Path(__file__).parent / "results"
@@ -52,17 +64,16 @@ SERVICES = ["intake", "validation", "allocation", "fulfillment", "notification"]
 # ---------------------------------------------------------------- transport baseline
 
 
-async def relay(bootstrap: str, source: str, target: str, group: str) -> None:
+async def relay(kafka: KafkaAccess, source: str, target: str, group: str) -> None:
     """One hop of the bare chain: consume a batch, send it all, await the acks, then commit."""
-    consumer = AIOKafkaConsumer(
+    consumer = kafka.consumer(
         source,
-        bootstrap_servers=bootstrap,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=1000,
     )
-    producer = make_producer(bootstrap, "bench")
+    producer = make_producer(kafka, "bench")
     await consumer.start()
     await producer.start()
     try:
@@ -80,24 +91,27 @@ async def relay(bootstrap: str, source: str, target: str, group: str) -> None:
 async def transport_baseline(infra: Infra, messages: int, payload: bytes) -> dict[str, Any]:
     prefix = fresh_name("bench") + "."
     names = [f"{prefix}hop{i}" for i in range(HOPS + 1)]
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap_servers)
+    kafka = infra.kafka
+    admin = kafka.admin()
     await admin.start()
     await admin.create_topics([NewTopic(n, 8, 1) for n in names])
     await admin.close()
+    # The relays learn how to log in from their environment, never from their command line.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "BATON_KAFKA_"))}
+    env |= infra.principal_env("admin") if infra.secured else {}
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.run", "--relay", infra.bootstrap_servers, names[i], names[i + 1]]
+            [sys.executable, "-m", "bench.run", "--relay", infra.bootstrap_servers, names[i], names[i + 1]],
+            env=env,
         )
         for i in range(HOPS)
     ]
     try:
-        consumer = AIOKafkaConsumer(bootstrap_servers=infra.bootstrap_servers, group_id=None)
+        consumer = kafka.consumer(group_id=None)
         await consumer.start()
         consumer.assign([TopicPartition(names[-1], p) for p in range(8)])
         await consumer.seek_to_end()
-        producer = make_producer(infra.bootstrap_servers, "bench")
+        producer = make_producer(kafka, "bench")
         await producer.start()
         await asyncio.sleep(5)  # relays join their groups
         started = time.monotonic()
@@ -217,10 +231,9 @@ async def fleet_run(
     if hops_rate is not None:
         env["BATON_TRACE_DIR"] = str(trace_dir)
     fleet = Supervisor(env, log_dir, database_urls=environment.database_urls)
-    producer = make_producer(infra.bootstrap_servers, "bench")
-    consumer = AIOKafkaConsumer(
+    producer = make_producer(infra.kafka, "bench")
+    consumer = infra.kafka.consumer(
         settings.topic(topics.ORDERS_STATUS),
-        bootstrap_servers=infra.bootstrap_servers,
         group_id=None,
         auto_offset_reset="earliest",
     )
@@ -448,10 +461,7 @@ def print_table(result: dict[str, Any], previous: dict[str, Any] | None) -> None
     t, c, o = result["transport"], result["fleet"]["closed_loop"], result["fleet"]["open_loop"]
     ratio = c["in_fulfillment_per_s"] / t["per_second"] if t["per_second"] else 0
     print(f"\nBaton benchmark {result['date']} on {result['machine']['cpus']} cores")
-    print(
-        f"  transport baseline ({t['hops']} hops, {t['payload_bytes']} B)   {t['per_second']:>8} msg/s"
-        + was(["transport", "per_second"])
-    )
+    print_transport(result, was)
     print(
         f"  fleet closed loop -> allocated              {c['allocated_per_s']:>8} orders/s"
         + was(["fleet", "closed_loop", "allocated_per_s"])
@@ -473,6 +483,20 @@ def print_table(result: dict[str, Any], previous: dict[str, Any] | None) -> None
     print(
         "  targets: >= 500 orders/s to in_fulfillment, >= 40 % of transport, p99 allocated <= 250 ms, RSS <= 150 MB"
     )
+
+
+def print_transport(result: dict[str, Any], was: Any = lambda path: "") -> None:
+    t, s = result["transport"], result.get("transport_secured")
+    print(
+        f"  transport baseline ({t['hops']} hops, {t['payload_bytes']} B)   {t['per_second']:>8} msg/s"
+        + was(["transport", "per_second"])
+    )
+    if s:
+        print(
+            f"  transport secured (SASL_SSL)              {s['per_second']:>8} msg/s"
+            f"   = {result['secured_ratio']:.2f} of plain (expected >= 0.8; rounds: plain "
+            f"{t.get('rounds')}, secured {s.get('rounds')})" + was(["secured_ratio"])
+        )
 
 
 def chart(result: dict[str, Any], path: Path) -> None:
@@ -507,21 +531,47 @@ def chart(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+async def transports(infra: Infra, messages: int, payload: bytes, rounds: int) -> tuple[dict[str, Any], ...]:
+    """The chain on the plain and on the secured broker (started here unless it runs, stopped if
+    started), alternating for ``rounds`` rounds; the best round of each, so that a moment of load
+    from elsewhere on the machine does not decide the ratio."""
+    secured_infra = await asyncio.to_thread(start_secure_infra, infra)
+    plain: list[dict[str, Any]] = []
+    secured: list[dict[str, Any]] = []
+    try:
+        for _ in range(rounds):
+            plain.append(await transport_baseline(infra, messages, payload))
+            secured.append(await transport_baseline(secured_infra, messages, payload))
+    finally:
+        stop_infra(secured_infra)
+    best_plain = max(plain, key=lambda r: r["per_second"])
+    best_secured = max(secured, key=lambda r: r["per_second"])
+    return best_plain | {"rounds": [r["per_second"] for r in plain]}, best_secured | {
+        "rounds": [r["per_second"] for r in secured]
+    }
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     infra = start_infra()
+    fleet: dict[str, Any] | None = None
     try:
         payload = orjson.dumps(random_order(random.Random(0), demo_shop(), "x" * 12))
-        transport = await transport_baseline(infra, args.transport_messages, payload)
-        log_dir = stack.cache_dir() / f"bench-logs-{int(time.time())}"
-        fleet = await fleet_run(
-            infra, args.duration, args.open_duration, args.warmup, args.open_share, log_dir
-        )
+        transport, secured = await transports(infra, args.transport_messages, payload, args.transport_rounds)
+        if not args.transport_only:
+            log_dir = stack.cache_dir() / f"bench-logs-{int(time.time())}"
+            fleet = await fleet_run(
+                infra, args.duration, args.open_duration, args.warmup, args.open_share, log_dir
+            )
     finally:
         stop_infra(infra)
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ"),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "transport": transport,
+        "transport_secured": secured,
+        "secured_ratio": round(secured["per_second"] / transport["per_second"], 3)
+        if transport["per_second"]
+        else 0.0,
         "fleet": fleet,
     }
 
@@ -542,7 +592,8 @@ def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--relay":
         import uvloop
 
-        uvloop.run(relay(sys.argv[2], sys.argv[3], sys.argv[4], f"relay-{sys.argv[3]}"))
+        kafka = KafkaAccess(sys.argv[2], KafkaSecurity.from_environment())
+        uvloop.run(relay(kafka, sys.argv[3], sys.argv[4], f"relay-{sys.argv[3]}"))
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -554,6 +605,14 @@ def main() -> None:
         "--open-share", type=float, default=0.5, help="open-loop rate as a share of closed-loop"
     )
     parser.add_argument("--transport-messages", type=int, default=100_000)
+    parser.add_argument(
+        "--transport-rounds", type=int, default=2, help="plain and secured chains, alternating, best of"
+    )
+    parser.add_argument(
+        "--transport-only",
+        action="store_true",
+        help="only the bare transport, plain and secured, and their ratio (nothing is written)",
+    )
     parser.add_argument(
         "--hops",
         type=float,
@@ -574,6 +633,10 @@ def main() -> None:
     previous_files = sorted(RESULTS.glob("*.json"))
     previous = json.loads(previous_files[-1].read_text()) if previous_files else None
     result = asyncio.run(main_async(args))
+    if args.transport_only:
+        print(f"\nBaton transport {result['date']} on {result['machine']['cpus']} cores")
+        print_transport(result)
+        return
     out = RESULTS / f"{result['date']}.json"
     out.write_text(json.dumps(result, indent=2))
     chart(result, out.with_suffix(".png"))

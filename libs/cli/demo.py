@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from libs.contracts import topics
 from libs.platform.kafka import apply_topics
@@ -89,11 +88,10 @@ async def run_demo(
     healthy: Callable[[], bool] = lambda: True,
 ) -> Counter[str]:
     await apply_topics(settings)
-    producer = ResilientSender(settings.kafka_bootstrap_servers)
-    consumer = AIOKafkaConsumer(
+    producer = ResilientSender(settings.kafka)
+    consumer = settings.kafka.consumer(
         settings.topic(topics.ORDERS_STATUS),
         settings.topic(topics.FULFILLMENT_STAGE_CHANGES),
-        bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=None,
         auto_offset_reset="earliest",  # this run's orders only (filtered by external id prefix)
     )

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from libs.contracts.topics import SERVICES, dead_letter_topic
+from libs.platform.messaging import REPLAYED_FROM_HEADER
 from libs.platform.settings import BatonSettings
 
 
@@ -34,11 +36,9 @@ async def read_dead_letters(
     settings: BatonSettings, services: tuple[str, ...] = SERVICES
 ) -> list[DeadLetter]:
     """Everything currently in the services' dead-letter topics, oldest first."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
+    consumer = settings.kafka.consumer(group_id=None, enable_auto_commit=False)
     try:
+        await consumer.start()
         partitions = []
         owner: dict[str, str] = {}
         for service in services:
@@ -61,7 +61,7 @@ async def read_dead_letters(
                         DeadLetter(
                             owner[tp.topic],
                             r.offset,
-                            datetime.fromtimestamp(r.timestamp / 1000, UTC),
+                            dead_lettered_at(headers, r.timestamp),
                             r.key,
                             r.value,
                             headers,
@@ -72,16 +72,30 @@ async def read_dead_letters(
         await consumer.stop()
 
 
+def dead_lettered_at(headers: dict[str, str], record_timestamp_ms: int) -> datetime:
+    """When the service gave up on the record (``dlq-at``); the record's own timestamp otherwise."""
+    try:
+        return datetime.fromtimestamp(float(headers["dlq-at"]), UTC)
+    except (KeyError, ValueError):
+        return datetime.fromtimestamp(record_timestamp_ms / 1000, UTC)
+
+
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The topic's partitions; a topic we may not read raises (an assigned consumer would
+    otherwise wait for records that never come)."""
     await consumer._client.force_metadata_update()
+    if topic in consumer._client.cluster.unauthorized_topics:
+        raise TopicAuthorizationFailedError(f"may not read {topic}")
     return consumer.partitions_for_topic(topic) or set()
 
 
 async def replay(settings: BatonSettings, service: str, since: datetime | None, cause: str | None) -> int:
     """Publish dead letters back to their source topic (same key); returns how many were sent.
 
-    A replayed record gets a new offset, so the service applies it afresh; if it is still bad it
-    is dead-lettered again. The `dlq-replayed-from` header says where it came from.
+    The record goes back exactly as it came (key, value and its original headers, which the dead
+    letter kept), plus a `dlq-replayed-from` header naming the dead letter: the service applies it
+    afresh (once per dead letter, however often it is replayed); if it is still bad it is
+    dead-lettered again.
     """
     letters = [
         d
@@ -90,17 +104,13 @@ async def replay(settings: BatonSettings, service: str, since: datetime | None, 
         and (since is None or d.at >= since)
         and (cause is None or d.cause == cause)
     ]
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_idempotence=True,
-        acks="all",
-        max_request_size=4 * 1024 * 1024,
-    )
-    await producer.start()
+    producer = settings.kafka.producer(enable_idempotence=True, acks="all", max_request_size=4 * 1024 * 1024)
     try:
+        await producer.start()
         for d in letters:
             headers = [(k, v.encode()) for k, v in d.headers.items() if not k.startswith("dlq-")]
-            headers.append(("dlq-replayed-from", f"{dead_letter_topic(service)}@{d.offset}".encode()))
+            origin = f"{settings.topic(dead_letter_topic(service))}@{d.offset}"
+            headers.append((REPLAYED_FROM_HEADER, origin.encode()))
             await producer.send_and_wait(d.headers["dlq-source-topic"], d.value, key=d.key, headers=headers)
     finally:
         await producer.stop()

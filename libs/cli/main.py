@@ -24,11 +24,17 @@ from libs.platform.supervisor import Supervisor
 if TYPE_CHECKING:
     from libs.platform.settings import BatonSettings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+# Typer's rich tracebacks print every frame's local variables by default: a Kafka password would be
+# among them. Tracebacks keep their frames, never their values.
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_show_locals=False
+)
 stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker and PostgreSQL server.")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics Baton uses.")
+acls_app = typer.Typer(no_args_is_help=True, help="Kafka ACLs: one principal per service and role.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
+app.add_typer(acls_app, name="acls")
 dlq_app = typer.Typer(
     no_args_is_help=True, help="Dead letters: records a service could not apply, with the cause."
 )
@@ -38,9 +44,27 @@ app.add_typer(webhooks_app, name="webhooks")
 
 
 def _settings() -> BatonSettings:
+    """The settings, or one line per invalid one (never a traceback, never a value: it may be secret)."""
+    from pydantic import ValidationError
+
     from libs.platform.settings import BatonSettings
 
-    return BatonSettings()
+    try:
+        return BatonSettings()
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(p) for p in error["loc"])
+            typer.echo(f"baton: invalid setting{' ' + where if where else ''}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _kafka_settings() -> BatonSettings:
+    """The settings, once Kafka accepted our login: a refusal ends the command with its one line."""
+    from libs.platform.kafka import check_access
+
+    settings = _settings()
+    asyncio.run(check_access(settings.kafka))
+    return settings
 
 
 def service_module(name: str) -> str:
@@ -55,10 +79,15 @@ def run(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICE
 
     It never migrates: it waits (BATON_SCHEMA_WAIT_S) for `baton migrate` to bring its schema to
     this release, then exits with one line saying what is missing."""
+    from libs.platform.kafka import KafkaAccessRefused
     from libs.platform.service import run_app
 
     module = importlib.import_module(service_module(service))
-    raise typer.Exit(run_app(module.build_app(_settings())))
+    try:
+        status = run_app(module.build_app(_settings()))
+    except KafkaAccessRefused:  # the service logged the one line saying why
+        raise typer.Exit(EXIT_REFUSED) from None
+    raise typer.Exit(status)
 
 
 def fleet_migrations(services: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -129,33 +158,76 @@ def stack_fetch() -> None:
 
 
 @stack_app.command("up")
-def stack_up(kafka_only: bool = False) -> None:
+def stack_up(
+    kafka_only: bool = False,
+    secure: Annotated[
+        bool,
+        typer.Option(help="the secured broker instead: SASL_SSL + SCRAM, ACLs, one principal per service"),
+    ] = False,
+) -> None:
     """Start the local broker and database (whichever are not provided by the environment)."""
     started = time.monotonic()
     if not stack.external_kafka():
-        broker = stack.KafkaBroker()
-        broker.start()
-        typer.echo(
-            f"Kafka {broker.kafka_version} ready on {broker.bootstrap_servers} "
-            f"({time.monotonic() - started:.1f}s)"
-        )
+        if secure:
+            _secure_kafka_up()
+        else:
+            broker = stack.KafkaBroker()
+            broker.start()
+            typer.echo(
+                f"Kafka {broker.kafka_version} ready on {broker.bootstrap_servers} "
+                f"({time.monotonic() - started:.1f}s)"
+            )
     if not kafka_only and not stack.external_database():
         pg = stack.PostgresServer()
         pg.start()
         typer.echo(f"PostgreSQL ready on {pg.dsn}")
 
 
+def _secure_kafka_up() -> None:
+    """The secured broker, with Baton's topics and ACLs (for ``BATON_TOPIC_PREFIX``) applied as admin."""
+    from libs.contracts.acls import grants
+    from libs.platform.acls import apply_acls
+    from libs.platform.kafka import apply_topics, wait_for_login
+    from libs.platform.secure_stack import ADMIN, SecureKafkaBroker
+    from libs.platform.settings import BatonSettings
+
+    started = time.monotonic()
+    broker = SecureKafkaBroker()
+    broker.start()
+    admin = BatonSettings(
+        kafka_bootstrap_servers=broker.bootstrap_servers, kafka_security=broker.security(ADMIN)
+    )
+
+    async def prepare() -> None:
+        await wait_for_login(admin.kafka)
+        await apply_topics(admin)
+        await apply_acls(admin.kafka, grants(admin.topic_prefix))
+
+    asyncio.run(prepare())
+    typer.echo(
+        f"secured Kafka {broker.kafka_version} ready on {broker.bootstrap_servers} (SASL_SSL, "
+        f"{time.monotonic() - started:.1f}s); topics and ACLs applied; CA {broker.ca_file}; "
+        f"each principal's settings in {broker.env_dir}/<principal>.env (0600)"
+    )
+
+
 @stack_app.command("down")
 def stack_down() -> None:
-    """Stop the local broker and database that Baton started."""
+    """Stop the local brokers (plain and secured) and the database that Baton started."""
+    from libs.platform.secure_stack import SecureKafkaBroker
+
     stack.KafkaBroker().stop()
+    SecureKafkaBroker().stop()
     stack.PostgresServer().stop()
     typer.echo("stack stopped")
 
 
 @stack_app.command("status")
 def stack_status() -> None:
+    from libs.platform.secure_stack import SecureKafkaBroker
+
     typer.echo(f"kafka: {'running' if stack.KafkaBroker().running() else 'stopped'}")
+    typer.echo(f"kafka (secured): {'running' if SecureKafkaBroker().running() else 'stopped'}")
     typer.echo(f"postgres: {'running' if stack.PostgresServer().running() else 'stopped'}")
 
 
@@ -164,8 +236,47 @@ def topics_apply() -> None:
     """Create every missing topic with its partition count (idempotent)."""
     from libs.platform.kafka import apply_topics
 
-    created = asyncio.run(apply_topics(_settings()))
+    created = asyncio.run(apply_topics(_kafka_settings()))
     typer.echo("\n".join(created) if created else "all topics exist")
+
+
+@acls_app.command("apply")
+def acls_apply(
+    prune: Annotated[
+        bool, typer.Option(help="also delete these principals' grants on this prefix that the table lacks")
+    ] = False,
+    user: Annotated[
+        list[str],
+        typer.Option(
+            help="NAME=PRINCIPAL when the cluster knows a principal otherwise, e.g. intake=User:svc-intake"
+        ),
+    ] = [],  # noqa: B006
+) -> None:
+    """Grant every principal exactly what libs/contracts/acls.py says (idempotent; run as an admin)."""
+    from libs.contracts.acls import grants
+    from libs.platform.acls import apply_acls, describe_binding
+
+    settings = _kafka_settings()
+    users = dict(item.split("=", 1) for item in user)
+    changes = asyncio.run(
+        apply_acls(
+            settings.kafka,
+            grants(settings.topic_prefix),
+            users,
+            settings.topic_prefix if prune else None,
+        )
+    )
+    typer.echo(f"{len(changes.created)} ACL(s) created, {len(changes.deleted)} deleted")
+    for binding in changes.deleted:
+        typer.echo(f"  deleted: {describe_binding(binding)}")
+
+
+@acls_app.command("list")
+def acls_list() -> None:
+    """The ACL table for BATON_TOPIC_PREFIX, as the README shows it."""
+    from libs.contracts.acls import render_markdown
+
+    typer.echo(render_markdown(_settings().topic_prefix), nl=False)
 
 
 @topics_app.command("list")
@@ -183,13 +294,16 @@ def up(
     replicas: Annotated[
         list[str], typer.Option("--replicas", "-r", help="service=N, e.g. allocation=2")
     ] = [],  # noqa: B006
+    secure: Annotated[
+        bool, typer.Option(help="on the secured local broker, each service as its own principal")
+    ] = False,
 ) -> None:
     """Start Kafka, PostgreSQL and all five services; Ctrl-C stops everything started here."""
     counts = {name: 1 for name in SERVICES}
     for item in replicas:
         name, _, n = item.partition("=")
         counts[service_module(name).split(".")[1]] = int(n)
-    with running_fleet(counts, log_dir=None) as fleet:
+    with running_fleet(counts, log_dir=None, secure=secure) as fleet:
         typer.echo(f"fleet up: {', '.join(fleet.processes)} — Ctrl-C to stop")
         typer.echo(
             "metrics and health: " + ", ".join(f"{label} :{port}" for label, port in fleet.ops_ports.items())
@@ -198,14 +312,17 @@ def up(
 
 
 @contextmanager
-def running_fleet(counts: dict[str, int], log_dir: Path | None) -> Iterator[Supervisor]:
+def running_fleet(counts: dict[str, int], log_dir: Path | None, secure: bool = False) -> Iterator[Supervisor]:
     """The stack (unless the environment provides it), the migrate step, then the services, each
     logged in as its own role; all stopped on the way out.
 
     DATABASE_URL (default: the local server) is the migrator here; the roles' generated passwords
     stay in the pgpass file ``.cache/pgpass`` (0600) that the processes read via PGPASSFILE.
-    """
+
+    ``secure``: the secured local broker; each service runs as its own principal and, like in a
+    least-privilege cluster, does not create topics (``stack up --secure`` did, as admin)."""
     from libs.platform.roles import MigrateSettings, prepare_local
+    from libs.platform.secure_stack import SecureKafkaBroker
 
     own_kafka, own_pg = not stack.external_kafka(), not stack.external_database()
     passfile = stack.cache_dir() / "pgpass"
@@ -217,7 +334,7 @@ def running_fleet(counts: dict[str, int], log_dir: Path | None) -> Iterator[Supe
         env.setdefault("BATON_TRACE_DIR", str(stack.cache_dir() / "traces"))
     fleet: Supervisor | None = None
     try:
-        stack_up(kafka_only=False)
+        stack_up(kafka_only=False, secure=secure and own_kafka)
         settings = MigrateSettings()
         database_urls = asyncio.run(
             prepare_local(
@@ -234,14 +351,20 @@ def running_fleet(counts: dict[str, int], log_dir: Path | None) -> Iterator[Supe
             database_urls=database_urls,
         )
         for name, count in counts.items():
+            extra = (
+                SecureKafkaBroker().env(name) | {"BATON_APPLY_TOPICS": "false"}
+                if secure and own_kafka
+                else {}
+            )
             for i in range(count):
-                fleet.start(name, f"{name}.{i + 1}")
+                fleet.start(name, f"{name}.{i + 1}", extra)
         yield fleet
     finally:
         if fleet is not None:
             fleet.stop()
         if own_kafka:
             stack.KafkaBroker().stop()
+            SecureKafkaBroker().stop()
         if own_pg:
             stack.PostgresServer().stop()
         typer.echo("fleet stopped")
@@ -265,16 +388,13 @@ def wait_for_stop(fleet: Supervisor, until: threading.Event | None = None) -> No
 def _publish(topic: str, key: str, body: dict[str, object]) -> None:
     """Send one command to the fleet over Kafka (idempotent producer, acks=all)."""
     import orjson
-    from aiokafka import AIOKafkaProducer
 
-    settings = _settings()
+    settings = _kafka_settings()
 
     async def send() -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, acks="all"
-        )
-        await producer.start()
+        producer = settings.kafka.producer(enable_idempotence=True, acks="all")
         try:
+            await producer.start()
             await producer.send_and_wait(settings.topic(topic), orjson.dumps(body), key=key.encode())
         finally:
             await producer.stop()
@@ -408,7 +528,7 @@ def top(
     from libs.cli.top import watch
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(watch(_settings(), interval, iterations))
+        asyncio.run(watch(_kafka_settings(), interval, iterations))
 
 
 @app.command()
@@ -433,7 +553,7 @@ def dlq_list(
     from libs.cli.dlq import read_dead_letters
 
     services = (service_module(service).split(".")[1],) if service else SERVICES
-    letters = asyncio.run(read_dead_letters(_settings(), services))
+    letters = asyncio.run(read_dead_letters(_kafka_settings(), services))
     for d in letters:
         typer.echo(f"{d.at:%Y-%m-%d %H:%M:%S}  {d.service:12} {d.cause:26} {d.source}")
         if verbose:
@@ -451,18 +571,26 @@ def dlq_replay(
     from libs.cli.dlq import replay
 
     when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    count = asyncio.run(replay(_settings(), service_module(service).split(".")[1], when, cause))
+    count = asyncio.run(replay(_kafka_settings(), service_module(service).split(".")[1], when, cause))
     typer.echo(f"replayed {count} record(s)")
 
 
 @app.command()
 def contracts(
-    output: Annotated[Path, typer.Option(help="where to write the AsyncAPI document")] = stack.REPO_ROOT
-    / "docs/asyncapi.yaml",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="where to write the AsyncAPI document "
+            "(default: docs/asyncapi.yaml in a source checkout, else ./asyncapi.yaml)"
+        ),
+    ] = None,
 ) -> None:
     """Write the AsyncAPI 3 document of Baton's topics and event contracts."""
     from libs.contracts.asyncapi import render_asyncapi
 
+    if output is None:
+        checkout = stack.source_checkout()
+        output = checkout / "docs/asyncapi.yaml" if checkout else Path("asyncapi.yaml")
     output.write_text(render_asyncapi())
     typer.echo(f"wrote {output}")
 
@@ -478,7 +606,7 @@ def demo(
 
     run_id = f"demo-{int(time.time())}"
     if attach:
-        asyncio.run(run_demo(_settings(), rate, duration, run_id))
+        asyncio.run(run_demo(_kafka_settings(), rate, duration, run_id))
         return
     log_dir = stack.cache_dir() / "demo-logs"
     with running_fleet({name: 1 for name in SERVICES}, log_dir=log_dir) as fleet:
@@ -486,5 +614,25 @@ def demo(
         asyncio.run(run_demo(_settings(), rate, duration, run_id, healthy=lambda: not fleet.exited()))
 
 
+EXIT_REFUSED = 78
+"""EX_CONFIG: Kafka refused our credentials or certificate; restarting will not help."""
+
+
+def main() -> None:
+    """``baton``: a refusal by Kafka ends any command with its one line, not a traceback."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from libs.platform.kafka import KafkaAccessRefused
+
+    try:
+        app()
+    except KafkaAccessRefused as refused:
+        typer.echo(f"baton: {refused}", err=True)
+        raise SystemExit(EXIT_REFUSED) from None
+    except KafkaConnectionError as unreachable:
+        typer.echo(f"baton: {unreachable}", err=True)
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from libs.contracts.topics import SERVICES, dead_letter_topic
 from libs.platform.lag import GroupLag, LagProbe
@@ -42,9 +42,9 @@ async def take_snapshot(
     settings: BatonSettings, probe: LagProbe, groups: dict[str, dict[str, tuple[str, ...]]]
 ) -> Snapshot:
     lags = {service: await probe.read(service_groups) for service, service_groups in groups.items()}
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await consumer.start()
+    consumer = settings.kafka.consumer()
     try:
+        await consumer.start()
         dlq_partitions = {s: TopicPartition(settings.topic(dead_letter_topic(s)), 0) for s in SERVICES}
         ends = await consumer.end_offsets(list(dlq_partitions.values()))
         dead = {s: ends.get(tp, 0) for s, tp in dlq_partitions.items()}
@@ -91,7 +91,7 @@ def render(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> st
 
 
 async def watch(settings: BatonSettings, interval: float, iterations: int | None) -> None:
-    probe = LagProbe(settings.kafka_bootstrap_servers)
+    probe = LagProbe(settings.kafka)
     groups = fleet_groups(settings)
     previous: Snapshot | None = None
     done = 0

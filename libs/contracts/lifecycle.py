@@ -47,6 +47,10 @@ class OrderAllocated(OrderFact):
     shipments: list[Shipment]
     order: OrderDetails
     cancel_request_id: str | None = Field(default=None, description="Set when a partial cancel caused it")
+    backordered_lines: list[ShipmentLine] = Field(
+        default_factory=list,
+        description="Lines still waiting for stock (a failed parcel that could not be sourced again)",
+    )
 
 
 class OrderBackordered(OrderFact):
@@ -95,7 +99,7 @@ class OrderFulfillmentProgressed(OrderFact):
     """Fulfillment: the order as a whole moved (first shipment in, all shipped, all delivered)."""
 
     event_type: Literal["order.fulfillment-progressed"] = "order.fulfillment-progressed"
-    status: Literal["in_fulfillment", "shipped", "delivered"]
+    status: Literal["in_fulfillment", "partially_shipped", "shipped", "delivered"]
     shipments: list[Shipment]
     eta: datetime | None = None
 

@@ -78,6 +78,15 @@ class OrderSubmitted(OrderDetails):
 
 
 class OrderStatus(StrEnum):
+    """Where an order stands, as its customer should hear it.
+
+    `partially_shipped` (added in schema version 1, additive): at least one parcel has left and
+    some of the order has not — still in a pipeline, being sourced again after a parcel failed,
+    or waiting for stock. Once part of an order has left it stays `partially_shipped` (with the
+    current shipments, and reasons for what waits) until every part has shipped; the parts that
+    have not left can still be cancelled by lines.
+    """
+
     RECEIVED = "received"
     VALIDATED = "validated"
     REJECTED = "rejected"
@@ -85,6 +94,7 @@ class OrderStatus(StrEnum):
     ALLOCATED = "allocated"
     BACKORDERED = "backordered"
     IN_FULFILLMENT = "in_fulfillment"
+    PARTIALLY_SHIPPED = "partially_shipped"
     SHIPPED = "shipped"
     DELIVERED = "delivered"
     CANCELLED = "cancelled"

@@ -1,16 +1,20 @@
 """Consumer lag: how far each consumer group's committed offsets trail the end of its topics.
 
 The figure KEDA scales on; Baton computes it the same way for ``/metrics`` and ``baton top``.
+A topic or group the principal may not describe raises an authorization error instead of
+reading as "no lag": a group-less consumer is otherwise silently shown nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.errors import TopicAuthorizationFailedError, for_code
+
+from libs.platform.kafka import KafkaAccess, close_quietly
 
 
 @dataclass(frozen=True)
@@ -30,24 +34,23 @@ class GroupLag:
 class LagProbe:
     """Keeps one admin client and one group-less consumer open between readings."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
-        self._bootstrap = bootstrap_servers
+    def __init__(self, kafka: KafkaAccess) -> None:
+        self._kafka = kafka
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=5000)
-        await self._admin.start()
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
-        await self._consumer.start()
+        self._admin = self._kafka.admin(request_timeout_ms=5000)
+        self._consumer = self._kafka.consumer(enable_auto_commit=False)
+        try:
+            await self._admin.start()
+            await self._consumer.start()
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._consumer is not None:
-                await self._consumer.stop()
-        with contextlib.suppress(Exception):
-            if self._admin is not None:
-                await self._admin.close()
+        await close_quietly(self._consumer, self._admin)
         self._admin = self._consumer = None
 
     async def read(self, groups: dict[str, tuple[str, ...]]) -> list[GroupLag]:
@@ -63,6 +66,8 @@ class LagProbe:
                     if ids is None:
                         await self._consumer._client.force_metadata_update()
                         ids = self._consumer.partitions_for_topic(topic) or set()
+                    if topic in self._consumer._client.cluster.unauthorized_topics:
+                        raise TopicAuthorizationFailedError(f"may not describe topic {topic}")
                     partitions[topic] = [TopicPartition(topic, p) for p in sorted(ids)]
         every = [tp for tps in partitions.values() for tp in tps]
         ends = await self._consumer.end_offsets(every) if every else {}
@@ -96,6 +101,8 @@ class LagProbe:
             # that describes several groups at once (buffer underrun, connection dropped).
             for response in await self._admin.describe_consumer_groups([group_id]):
                 for group in response.groups:
+                    if group[0]:
+                        raise for_code(group[0])(f"describing consumer group {group[1]}")
                     found[group[1]] = len(group[5])
         return found
 

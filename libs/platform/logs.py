@@ -49,7 +49,7 @@ class ScrubbingFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str, secrets: Iterable[str | None] = ()) -> None:
-        """``secrets`` (the database password) are blanked out of every line, traceback included:
+        """``secrets`` (the database and Kafka passwords) are blanked out of every line, traceback included:
         settings never print them, but a third-party error message might quote a URL."""
         super().__init__()
         self.service = service

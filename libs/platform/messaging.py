@@ -65,8 +65,14 @@ class Incoming:
 
     @property
     def message_id(self) -> str:
-        """Baton's own events carry ``event_id``; foreign input is identified by its position."""
-        return self.headers.get("event_id") or f"{self.topic}/{self.partition}/{self.offset}"
+        """Baton's own events carry ``event_id``; foreign input is identified by its position.
+
+        A record replayed from a dead-letter topic keeps its original headers (``event_id``
+        included), but its first delivery is in the inbox already: the replay is told apart by the
+        dead letter it came from, so it is applied once per replayed dead letter."""
+        base = self.headers.get("event_id") or f"{self.topic}/{self.partition}/{self.offset}"
+        replayed_from = self.headers.get(REPLAYED_FROM_HEADER)
+        return f"{base}/replay/{replayed_from}" if replayed_from else base
 
     @property
     def event_type(self) -> str | None:
@@ -128,15 +134,22 @@ def one_at_a_time(batch_handler: BatchHandler) -> Handler:
     return handle
 
 
+REPLAYED_FROM_HEADER = "dlq-replayed-from"
+"""Set by `baton dlq replay` on a record sent back to its source topic: `<dead-letter topic>@<offset>`."""
+
+
 def dead_letter(service_topic: str, record: Incoming, cause: str, detail: str) -> Outgoing:
+    """The record as it came (value, key and every header, so a replay restores it exactly), plus
+    ``dlq-*`` headers saying why and where from."""
     value = record.value[:MAX_DEAD_LETTER_BYTES]
+    original = {k: v for k, v in record.headers.items() if not k.startswith("dlq-")}
     return Outgoing(
         topic=service_topic,
         key=record.key or "",
         value=value,
         headers={
-            "event_id": str(uuid.uuid4()),
-            "event_type": "dead-letter",
+            **original,
+            "dlq-id": str(uuid.uuid4()),
             "dlq-cause": cause,
             "dlq-error": detail[:2000],
             "dlq-source-topic": record.topic,

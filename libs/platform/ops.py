@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from libs.platform import metrics
+from libs.platform.kafka import AUTHORIZATION_ERRORS
 from libs.platform.lag import LagProbe
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class OpsServer:
         self._port = port
         self._broker_ping = broker_ping
         self._runner: web.AppRunner | None = None
-        self._lag = LagProbe(runtime.settings.kafka_bootstrap_servers)
+        self._lag = LagProbe(runtime.settings.kafka)
         self._lag_read_at = 0.0
         self.port = port
 
@@ -108,7 +109,8 @@ class OpsServer:
             async with asyncio.timeout(CHECK_TIMEOUT_S * 2):
                 rows = await self._lag.read(self._runtime.groups)
         except Exception as exc:  # the broker may be away; metrics must still answer
-            log.debug("consumer lag not readable", extra={"error": repr(exc)})
+            denied = isinstance(exc, AUTHORIZATION_ERRORS)  # a missing grant, not an outage: say so
+            (log.warning if denied else log.debug)("consumer lag not readable", extra={"error": repr(exc)})
             await self._lag.stop()
             return
         for row in rows:

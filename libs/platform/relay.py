@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from libs.platform import metrics, tracing
 from libs.platform.db import session_settings
+from libs.platform.kafka import KafkaAccess
 
 log = logging.getLogger("baton.relay")
 
@@ -34,10 +35,9 @@ def relay_lock_id(schema: str) -> int:
     return zlib.crc32(f"baton-relay:{schema}".encode())
 
 
-def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
+def make_producer(kafka: KafkaAccess, client_id: str) -> AIOKafkaProducer:
     """Idempotent producer, acks from all in-sync replicas: no loss, no broker-side duplicates."""
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
+    return kafka.producer(
         client_id=client_id,
         enable_idempotence=True,
         acks="all",
@@ -54,7 +54,7 @@ class OutboxRelay:
         *,
         dsn: str,
         schema: str,
-        bootstrap_servers: str,
+        kafka: KafkaAccess,
         client_id: str,
         batch_size: int,
         exit_after_send: bool = False,
@@ -63,7 +63,7 @@ class OutboxRelay:
         and before the rows are deleted — the window in which a crash re-sends events."""
         self._dsn = dsn
         self._schema = schema
-        self._bootstrap = bootstrap_servers
+        self._kafka = kafka
         self._client_id = client_id
         self._batch_size = batch_size
         self._exit_after_send = exit_after_send
@@ -114,7 +114,7 @@ class OutboxRelay:
                     return
                 await self._sleep(POLL_INTERVAL_S)
             await conn.add_listener(f"outbox_{self._schema}", self._on_notify)
-            producer = make_producer(self._bootstrap, self._client_id)
+            producer = make_producer(self._kafka, self._client_id)
             await producer.start()
             log.info("outbox relay leading", extra={"schema": self._schema})
             while True:

@@ -17,15 +17,22 @@ from typing import Any
 
 import asyncpg
 from faststream import AckPolicy, FastStream
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, Topic
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 
+from libs.contracts.acls import SERVICE_TOPICS, service_writes
 from libs.contracts.topics import dead_letter_topic
 from libs.platform import dsn, metrics, tracing
 from libs.platform.db import SchemaState, create_pool, schema_state, session_settings
-from libs.platform.kafka import apply_topics, make_broker
+from libs.platform.kafka import (
+    KafkaAccessRefused,
+    check_access,
+    ensure_topics,
+    make_broker,
+    wait_for_group_coordinators,
+)
 from libs.platform.logs import configure_logging
 from libs.platform.messaging import (
     TRANSIENT_ERRORS,
@@ -175,7 +182,9 @@ def _register(broker: KafkaBroker, runtime: Runtime, subscription: Subscription)
 
     on_batch.__name__ = f"on_{subscription.name}"
     broker.subscriber(
-        *[settings.topic(t) for t in subscription.topics],
+        # Baton creates its topics itself (partitions, retention); faststream would otherwise
+        # create a missing one with a single partition, or warn where the principal may not.
+        *[Topic(settings.topic(t), declare=False) for t in subscription.topics],
         batch=True,
         group_id=group,
         auto_offset_reset="earliest",
@@ -197,7 +206,12 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
         definition.name,
         settings.log_level,
         settings.log_json,
-        secrets=[dsn.password(settings.database_url.get_secret_value())],
+        secrets=[
+            dsn.password(settings.database_url.get_secret_value()),
+            settings.kafka_security.sasl_password.get_secret_value()
+            if settings.kafka_security.sasl_password is not None
+            else None,
+        ],
     )
     tracing.configure(definition.name, settings.instance_id, settings.trace_dir)
     runtime = Runtime(service=definition.name, settings=settings)
@@ -208,14 +222,18 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
             KafkaPrometheusMiddleware(registry=metrics.REGISTRY, app_name=f"baton-{definition.name}"),
         ),
     )
-    for subscription in definition.subscriptions(runtime):
+    subscriptions = definition.subscriptions(runtime)
+    for subscription in subscriptions:
         _register(broker, runtime, subscription)
     app = FastStream(broker, logger=logging.getLogger("faststream"))
+    needed = service_topics(definition.name, subscriptions)
 
     @app.on_startup
     async def prepare() -> None:
         """Wait out a broker or database that is not up yet (a restart, a rollout) instead of exiting,
-        and wait (up to ``schema_wait_s``) for `baton migrate` to bring the schema to this release."""
+        and wait (up to ``schema_wait_s``) for `baton migrate` to bring the schema to this release;
+        but stop at once, with one line naming the setting, when Kafka refuses our credentials or
+        certificate: no amount of waiting fixes those."""
         ops = OpsServer(runtime, settings.ops_port, broker.ping)
         await ops.start()
         runtime.stoppers.append(ops.stop)
@@ -224,10 +242,15 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
         delay = 0.5
         while True:
             try:
-                await apply_topics(settings)
+                await check_access(settings.kafka)
+                await ensure_topics(settings, needed)
                 await await_schema(url, definition, schema_deadline, settings.schema_wait_s)
+                await wait_for_group_coordinators(settings, list(runtime.groups))
                 runtime._pool = await create_pool(url, definition.name, settings.db_pool_size)
                 break
+            except KafkaAccessRefused as refused:
+                log.critical(str(refused))
+                raise
             except TRANSIENT_ERRORS as exc:
                 log.warning("start-up waiting for Kafka or PostgreSQL", extra={"error": repr(exc)})
                 await asyncio.sleep(delay)
@@ -235,7 +258,7 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
         runtime.relay = OutboxRelay(
             dsn=url,
             schema=definition.name,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            kafka=settings.kafka,
             client_id=f"baton-{definition.name}-relay-{settings.instance_id}",
             batch_size=settings.relay_batch_size,
             exit_after_send=settings.fault_relay_exit_after_send,
@@ -334,10 +357,21 @@ def run_app(app: FastStream) -> int:
     except StartupRefused as exc:
         log.critical(str(exc))
         return 1
+    except KafkaAccessRefused:  # logged already; the caller exits with its own status
+        raise
     except Exception:
         log.critical("service failed", exc_info=True)
         return 1
     return 0
+
+
+def service_topics(service: str, subscriptions: Sequence[Subscription]) -> list[str]:
+    """The topics a service reads and writes (unprefixed): what it checks at start-up when it may
+    not create topics. Writes come from the ACL table; a service outside it (a test probe) writes
+    only its dead letters."""
+    reads = {t for s in subscriptions for t in s.topics}
+    writes = set(service_writes(service)) if service in SERVICE_TOPICS else {dead_letter_topic(service)}
+    return sorted(reads | writes)
 
 
 def consumer_groups(definition: ServiceDefinition, settings: BatonSettings) -> dict[str, tuple[str, ...]]:

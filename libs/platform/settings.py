@@ -1,7 +1,8 @@
 """Settings for every service, read from the environment (prefix ``BATON_``).
 
-``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` are honoured without the prefix because they are
-the names operators and tools already use.
+``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL`` and the Kafka security settings (``KAFKA_SECURITY_PROTOCOL``,
+``KAFKA_SASL_*``, ``KAFKA_SSL_*``, see ``libs/platform/kafka.py``) are honoured without the prefix
+because they are the names operators and tools already use.
 """
 
 from __future__ import annotations
@@ -12,15 +13,22 @@ import socket
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from libs.platform.kafka import KafkaAccess, KafkaSecurity
 from libs.platform.stack import KAFKA_PORT, POSTGRES_PORT
 
 
 class BatonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BATON_", env_ignore_empty=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="BATON_", env_ignore_empty=True, extra="ignore", hide_input_in_errors=True
+    )
 
     kafka_bootstrap_servers: str = Field(
         default=f"127.0.0.1:{KAFKA_PORT}",
         validation_alias=AliasChoices("BATON_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    kafka_security: KafkaSecurity = Field(
+        default_factory=KafkaSecurity.from_environment,
+        description="KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* (libs/platform/kafka.py)",
     )
     database_url: SecretStr = Field(
         default=SecretStr(f"postgresql://postgres@127.0.0.1:{POSTGRES_PORT}/baton"),
@@ -73,6 +81,10 @@ class BatonSettings(BaseSettings):
     webhook_backoff_base_s: float = 1.0
     webhook_backoff_cap_s: float = 300.0
     webhook_concurrency_per_subscription: int = Field(default=4, ge=1)
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address the status API binds (notification): loopback locally, 0.0.0.0 in a container",
+    )
     http_port: int = Field(default=8085, description="Status API port (notification); 0 picks a free port")
     ops_port: int = Field(
         default=9100, description="/metrics, /livez and /readyz of every service; 0 picks a free port"
@@ -81,10 +93,20 @@ class BatonSettings(BaseSettings):
         default=None, description="Write spans as JSON lines here (read by `baton trace`)"
     )
     topic_replication_factor: int = Field(default=1, ge=1)
+    apply_topics: bool = Field(
+        default=True,
+        description="Services create missing topics at start-up; false where a Job or an operator does "
+        "(least privilege): they then only check that their topics exist",
+    )
     fault_relay_exit_after_send: bool = Field(
         default=False,
         description="Fault injection for tests only: the relay exits after a send is acknowledged",
     )
+
+    @property
+    def kafka(self) -> KafkaAccess:
+        """The factory of every Kafka client this process opens."""
+        return KafkaAccess(self.kafka_bootstrap_servers, self.kafka_security)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

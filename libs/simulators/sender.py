@@ -11,26 +11,31 @@ import contextlib
 
 from aiokafka import AIOKafkaProducer
 
+from libs.platform.kafka import KafkaAccess, close_quietly
+
 SEND_TIMEOUT_S = 5.0
 
 
 class ResilientSender:
-    def __init__(self, bootstrap_servers: str) -> None:
-        self._bootstrap = bootstrap_servers
+    def __init__(self, kafka: KafkaAccess) -> None:
+        self._kafka = kafka
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
     async def _current(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self._bootstrap,
+                producer = self._kafka.producer(
                     enable_idempotence=True,
                     acks="all",
                     max_request_size=4 * 1024 * 1024,
                     request_timeout_ms=10000,
                 )
-                await producer.start()
+                try:
+                    await producer.start()
+                except BaseException:
+                    await close_quietly(producer)
+                    raise
                 self._producer = producer
             return self._producer
 

@@ -61,7 +61,7 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
     lifecycle = runtime.topic(topics.ORDERS_LIFECYCLE)
 
     async def on_location_updated(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        return await update_location(PgStockLedger(conn), parse(LOCATION, record))
+        return await update_location(PgStockLedger(conn), parse(LOCATION, record), rules, lifecycle)
 
     async def on_stock_adjusted(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
         return await adjust_stock(PgStockLedger(conn), parse(ADJUSTMENT, record), rules, lifecycle)
@@ -76,7 +76,7 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
             case OrderCancelRequested():
                 return await request_cancel(ledger, fact, lifecycle)
             case OrderCancelAccepted():
-                return await release_cancelled(ledger, fact, lifecycle)
+                return await release_cancelled(ledger, fact, rules, lifecycle)
             case ShipmentShipped():
                 return await ship_shipment(ledger, fact)
             case ShipmentFailed():

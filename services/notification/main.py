@@ -23,7 +23,7 @@ async def start_workers(runtime: Runtime) -> Stopper:
     runtime.after_commit.append(dispatcher.wake)
     runner = web.AppRunner(build_api(runtime.pool), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", runtime.settings.http_port).start()
+    await web.TCPSite(runner, runtime.settings.http_host, runtime.settings.http_port).start()
     log.info("status API listening", extra={"port": runtime.settings.http_port})
 
     async def stop() -> None:

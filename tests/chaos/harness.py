@@ -31,6 +31,7 @@ from libs.simulators.sender import ResilientSender
 from libs.simulators.warehouse import WarehouseFloor
 from libs.simulators.world import demo_shop, random_order
 from services.intake.domain.orders import NEXT, Status
+from services.notification.app.intake import EMAIL_STATUSES
 from tests.support.infra import Infra, free_port, fresh_environment, start_infra, stop_infra
 from tests.support.mail import MailSinkProcess
 
@@ -113,7 +114,20 @@ def bad_messages(run: str) -> list[tuple[str, str, bytes]]:
     return out
 
 
-async def run_chaos(orders: int, rate: float, kill_every: float, infra: Infra, log_dir: Path) -> bool:
+async def run_chaos(
+    orders: int,
+    rate: float,
+    kill_every: float,
+    infra: Infra,
+    log_dir: Path,
+    settle_limit_s: float | None = 60.0,
+) -> bool:
+    """Play ``orders`` while injecting faults, then check the invariants.
+
+    ``settle_limit_s``: how soon after the last fault everything must have settled to pass — a
+    speed target for `make chaos`. `make test` passes None: there the settle time is printed, and
+    only settling at all (within the generous overall deadline) is required, so a busy machine
+    cannot fail an otherwise correct run."""
     run = secrets.token_hex(3)
     environment = await fresh_environment(infra, "chaos")
     settings, prefix = environment.settings, environment.prefix
@@ -129,13 +143,12 @@ async def run_chaos(orders: int, rate: float, kill_every: float, infra: Infra, l
     }
     fleet = Supervisor(env, log_dir, database_urls=environment.database_urls)
     labels = [f"{name}.{i + 1}" for name, count in FLEET for i in range(count)]
-    producer = ResilientSender(infra.bootstrap_servers)
+    producer = ResilientSender(infra.kafka)
     observed, faults = Observed(), Faults()
     floor = WarehouseFloor(producer, prefix, seed=run, step_s=(0.2, 1.5), failure_share=0.02)
-    consumer = AIOKafkaConsumer(
+    consumer = settings.kafka.consumer(
         *(settings.topic(t) for t in (topics.ORDERS_STATUS, topics.FULFILLMENT_STAGE_CHANGES)),
         *(settings.topic(topics.dead_letter_topic(s)) for s in topics.SERVICES),
-        bootstrap_servers=infra.bootstrap_servers,
         group_id=None,
         auto_offset_reset="earliest",
         metadata_max_age_ms=2000,
@@ -189,7 +202,7 @@ async def run_chaos(orders: int, rate: float, kill_every: float, infra: Infra, l
         channel_done.set()
         await faults_task
         settle_started = time.monotonic()
-        settled_at = await _wait_settled(settings, observed, submitted, faults, deadline_s=240, fleet=fleet)
+        settled_at = await _wait_settled(settings, observed, submitted, faults, deadline_s=300, fleet=fleet)
         fleet_dead = fleet.exited()
         ok = await _report(
             settings,
@@ -203,6 +216,7 @@ async def run_chaos(orders: int, rate: float, kill_every: float, infra: Infra, l
             settle_started,
             fleet_dead,
             time.monotonic() - started,
+            settle_limit_s,
         )
         return ok
     finally:
@@ -435,6 +449,7 @@ async def _report(
     settle_started: float,
     fleet_dead: dict[str, int],
     total_s: float,
+    settle_limit_s: float | None,
 ) -> bool:
     results: list[tuple[str, bool, str]] = []
     latest = {e: _latest(observed, e) for e in submitted}
@@ -492,7 +507,6 @@ async def _report(
             "SELECT sum(on_hand) oh, sum(reserved) r, sum(shipped) s, sum(written_off) w"
             " FROM allocation.stock"
         )
-        expected_mails = await conn.fetchval("SELECT count(*) FROM notification.emails")
     finally:
         await conn.close()
     results.append(
@@ -514,13 +528,22 @@ async def _report(
     missing_hooks = [i for i in hook_event_ids if not sink.ids_per_event.get(i)]
     split_hooks = [i for i, ids in sink.ids_per_event.items() if len(ids) > 1]
     repeated = sum(c - 1 for c in sink.by_id.values())
-    mail_ok = len(mail.message_ids) == expected_mails
+    # One e-mail per (order, status that has an e-mail), as seen on the public status topic.
+    expected_mails = {
+        f"<{order_id}.{status}@baton>"
+        for order_id, events in observed.statuses.items()
+        for status in {e["status"] for e in events}
+        if status in EMAIL_STATUSES
+    }
+    sent_mails = set(mail.message_ids)
+    mail_ok = sent_mails == expected_mails
     results.append(
         (
             "4 one webhook per event, one e-mail per status",
             not missing_hooks and not split_hooks and mail_ok,
             f"webhook events {len(hook_event_ids)}, missing {len(missing_hooks)}, two ids {len(split_hooks)},"
-            f" repeats under one id {repeated}; e-mails {len(mail.message_ids)} distinct of {expected_mails},"
+            f" repeats under one id {repeated}; e-mails {len(sent_mails)} distinct of {len(expected_mails)}"
+            f" (missing {len(expected_mails - sent_mails)}, unexpected {len(sent_mails - expected_mails)}),"
             f" repeats {sum(c - 1 for c in mail.message_ids.values())}",
         )
     )
@@ -534,23 +557,41 @@ async def _report(
                 t == dlq and k == key.encode() and h.get("dlq-cause") for t, k, h in observed.dead_letters
             ):
                 missing_dlq.append((service, key))
-    valid_keys = {f"webshop:{e}".encode() for e in submitted}
-    valid_dead = [k for _, k, h in observed.dead_letters if k in valid_keys]
+    injected_keys = {key.encode() for _, key, _ in injected}
+    valid_dead = [
+        (k, h.get("dlq-cause"))
+        for _, k, h in observed.dead_letters
+        if k not in injected_keys and h.get("dlq-cause") != "webhook_undeliverable"
+    ]
     results.append(
         (
             "5 bad input dead-lettered with cause; no valid order",
             not missing_dlq and not valid_dead,
             f"injected {len(injected)} on {len(BAD_TARGETS)} topics; missing {len(missing_dlq)} {missing_dlq[:2]};"
-            f" valid orders dead-lettered {len(valid_dead)}",
+            f" other records dead-lettered {len(valid_dead)} {valid_dead[:3]}",
         )
     )
 
     settle_s = (settled_at - faults.last_fault_at) if settled_at else None
     results.append(
         (
-            "6 settled within 60 s of the last fault",
-            settle_s is not None and settle_s <= 60,
+            f"6 settled within {settle_limit_s:g} s of the last fault"
+            if settle_limit_s is not None
+            else "6 settled after the last fault (time reported)",
+            settle_s is not None and (settle_limit_s is None or settle_s <= settle_limit_s),
             f"{settle_s:.1f} s" if settle_s is not None else "did not settle",
+        )
+    )
+    planned_restarts = (faults.broker_restarts == 1 or stack.external_kafka() is not None) and (
+        faults.database_restarts == 1 or stack.external_database() is not None
+    )
+    results.append(
+        (
+            "faults injected as planned",
+            faults.kills > 0 and faults.bad_messages == len(injected) and planned_restarts,
+            f"kills {faults.kills}, bad messages {faults.bad_messages} of {len(injected)},"
+            f" broker restarts {faults.broker_restarts}, database restarts {faults.database_restarts}"
+            " (-1: skipped, the infrastructure is external)",
         )
     )
     results.append(("fleet processes alive at the end", not fleet_dead, str(fleet_dead or "all")))

@@ -20,6 +20,7 @@ from libs.cli.top import fleet_groups
 from libs.contracts.topics import SERVICES, TOPICS
 from libs.platform import dsn, metrics
 from libs.platform.settings import BatonSettings
+from libs.platform.stack import kafka_version
 
 pytestmark = pytest.mark.contract
 
@@ -207,13 +208,9 @@ def test_compose_file_follows_the_compose_specification_and_runs_every_service()
         assert services["migrate"]["environment"][f"BATON_DB_URL_{service.upper()}"] == own
         assert dsn.user_name(own) != dsn.user_name(migrator)
     assert services["migrate"]["command"] == ["migrate"]
-    assert services["kafka"]["image"].startswith("apache/kafka:4.")
     assert services["topics"]["command"] == ["topics", "apply"]
     for needed in ("postgres", "otel-collector", "prometheus", "grafana"):
         assert needed in services
-    dockerfile = (DEPLOY / "compose" / "Dockerfile").read_text()
-    assert re.search(r"^USER 10001", dockerfile, re.MULTILINE), "the image must not run as root"
-    assert dockerfile.index("requirements.txt") < dockerfile.index("COPY libs"), "dependency layer first"
     scraped = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
     names = scraped["scrape_configs"][0]["dns_sd_configs"][0]["names"]
     assert sorted(names) == sorted(SERVICES)
@@ -244,3 +241,68 @@ def test_the_dashboard_only_queries_metrics_baton_exports() -> None:
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
     for topic in ("status", "latency", "lag", "dead letters"):
         assert topic in titles
+
+
+def test_the_status_api_binds_loopback_by_default_and_every_interface_in_kubernetes(
+    objects: list[dict[str, Any]],
+) -> None:
+    assert BatonSettings().http_host == "127.0.0.1"
+    [container] = of_kind(objects, "Deployment")["notification"]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "BATON_HTTP_HOST", "value": "0.0.0.0"} in container["env"]
+
+
+def compose_services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())[
+        "services"
+    ]
+    return services
+
+
+def test_the_default_compose_stack_needs_no_registry_image() -> None:
+    """Everything but the opt-in observability extras is built here from Debian's packages, Maven's
+    jars and the lock file; only the base image (a build argument) may come from a registry."""
+    services = compose_services()
+    default = {name: s for name, s in services.items() if not s.get("profiles")}
+    assert set(default) == {"kafka", "postgres", "topics", "migrate", *SERVICES}
+    assert {name: "build" in s for name, s in default.items()} == dict.fromkeys(default, True)
+    assert services["kafka"]["build"]["dockerfile"] == "deploy/compose/kafka.Dockerfile"
+    assert services["kafka"]["image"] == f"baton-kafka:{kafka_version()}", "tag the version the pom resolves"
+    assert services["postgres"]["build"]["dockerfile"] == "deploy/compose/postgres.Dockerfile"
+    extras = {name for name, s in services.items() if s.get("profiles")}
+    assert extras == {"mailpit", "otel-collector", "jaeger", "prometheus", "grafana"}
+    assert all(services[name]["profiles"] == ["observability"] for name in extras)
+
+
+def test_host_clients_reach_kafka_and_the_status_api_on_loopback_ports_only() -> None:
+    services = compose_services()
+    kafka = services["kafka"]
+    [kafka_port] = kafka["ports"]
+    assert kafka_port.startswith("127.0.0.1:${BATON_KAFKA_HOST_PORT")
+    assert kafka_port.split(":")[-1] in kafka["environment"]["KAFKA_LISTENERS"]
+    assert "HOST://127.0.0.1:${BATON_KAFKA_HOST_PORT" in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    notification = services["notification"]
+    assert notification["environment"]["BATON_HTTP_HOST"] == "0.0.0.0"
+    assert notification["ports"] == ["127.0.0.1:${BATON_STATUS_API_PORT:-8085}:8085"]
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "kafka.Dockerfile", "postgres.Dockerfile"])
+def test_each_dockerfile_takes_its_base_as_an_argument_runs_unprivileged_and_uses_standard_syntax(
+    name: str,
+) -> None:
+    dockerfile = (DEPLOY / "compose" / name).read_text()
+    assert re.match(r"(#[^\n]*\n)*ARG BASE_IMAGE=\S+\n", dockerfile), "base image is a build argument"
+    stages: list[str] = []
+    for image, alias in re.findall(r"^FROM (\S+)(?: AS (\S+))?$", dockerfile, re.MULTILINE):
+        assert image == "${BASE_IMAGE}" or image in stages, f"FROM {image}: not the base nor an earlier stage"
+        stages.append(alias)
+    users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0", "0:0"), "the image must not run as root"
+    assert not re.search(r"^RUN --|<<", dockerfile, re.MULTILINE), "BuildKit-only syntax"
+    assert "COPY /run/host" not in dockerfile and "ENV PIP_CERT" not in dockerfile, "a CA is never baked in"
+
+
+def test_the_app_image_installs_exactly_the_hashed_lock_before_the_code() -> None:
+    dockerfile = (DEPLOY / "compose" / "Dockerfile").read_text()
+    assert "--require-hashes --no-deps -r /src/requirements/runtime.lock" in dockerfile
+    assert dockerfile.index("runtime.lock") < dockerfile.index("COPY libs"), "dependency layer first"
+    assert "pip install -q --no-deps --no-build-isolation /src" in dockerfile

@@ -1,8 +1,15 @@
-"""One real fleet for the end-to-end tests: every service a separate process, on fresh topics and database."""
+"""One real fleet for the end-to-end tests: every service a separate process, on fresh topics and database.
+
+``live`` runs on the plain broker, or on the secured one with ``BATON_E2E_KAFKA=secure`` (each
+service as its own principal, least privilege). ``secure_live`` is always the secured fleet: the
+tests written for it run in every ``make test``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -13,6 +20,7 @@ import asyncpg
 import pytest
 
 from libs.contracts import topics
+from libs.platform.dsn import user_name
 from tests.support.fleet import Fleet
 from tests.support.infra import Infra, free_port, fresh_environment
 from tests.support.kafka_io import Publisher, TopicWatcher
@@ -36,6 +44,8 @@ class LiveFleet:
     status: TopicWatcher
     refused: TopicWatcher
     dead_letters: TopicWatcher
+    """intake's dead-letter topic"""
+    fulfillment_dead_letters: TopicWatcher
     stages: TopicWatcher
     cancellations: TopicWatcher
     dsn: str
@@ -101,6 +111,22 @@ class LiveFleet:
         finally:
             await conn.close()
 
+    async def database_roles(self) -> dict[str, str]:
+        """Service -> the database role its processes are logged in as (from pg_stat_activity)."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT DISTINCT application_name, usename FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name LIKE 'baton-%'"
+            )
+        finally:
+            await conn.close()
+        return {r["application_name"].removeprefix("baton-"): r["usename"] for r in rows}
+
+    def own_roles(self) -> dict[str, str | None]:
+        """Service -> the role it was given (its own, as deployed)."""
+        return {s: user_name(self.fleet.database_urls[s]) for s in topics.SERVICES}
+
     async def wait_row(self, sql: str, *args: Any, timeout: float = 60, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
         while True:
@@ -151,8 +177,35 @@ class LiveFleet:
 
 
 @pytest.fixture(scope="session")
-async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveFleet]:
-    # Each service logs in as its own role, the CLI commands the tests run as the read-only operator.
+def e2e_infra(request: pytest.FixtureRequest, infra: Infra) -> Infra:
+    """The broker the e2e tier runs on: the plain one, or the secured one with BATON_E2E_KAFKA=secure."""
+    if os.environ.get("BATON_E2E_KAFKA", "plain") == "secure":
+        secured: Infra = request.getfixturevalue("secure_infra")
+        return secured
+    return infra
+
+
+@pytest.fixture(scope="session")
+async def live(e2e_infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveFleet]:
+    async with running_fleet(e2e_infra, tmp_path_factory) as fleet:
+        yield fleet
+
+
+@pytest.fixture(scope="module")
+async def secure_live(
+    secure_infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LiveFleet]:
+    """The fleet on the secured broker: each service logs in as itself and may do only what its ACLs
+    grant (no topic creation); the CLI (``fleet.env``) is the operator; the test's own clients the admin.
+    Per module, so its processes do not idle on the cores for the rest of the session."""
+    async with running_fleet(secure_infra, tmp_path_factory) as fleet:
+        yield fleet
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveFleet]:
+    # Each service logs in as its own database role and (on the secured broker) its own Kafka
+    # principal; the CLI commands the tests run are the read-only operator on both.
     environment = await fresh_environment(infra)
     settings, prefix = environment.settings, environment.prefix
     mailbox = MailBox()
@@ -162,16 +215,17 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     trace_dir = Path(tmp_path_factory.mktemp("traces"))
     fleet = environment.fleet(log_dir, {"BATON_TRACE_DIR": str(trace_dir)})
     watchers = [
-        TopicWatcher(infra.bootstrap_servers, settings.topic(t))
+        TopicWatcher(infra.kafka, settings.topic(t))
         for t in (
             topics.ORDERS_STATUS,
             topics.ORDERS_REFUSED,
             topics.dead_letter_topic("intake"),
             topics.FULFILLMENT_STAGE_CHANGES,
             topics.ORDERS_CANCELLATIONS,
+            topics.dead_letter_topic("fulfillment"),
         )
     ]
-    publisher = Publisher(infra.bootstrap_servers, prefix)
+    publisher = Publisher(infra.kafka, prefix)
     try:
         for service, label in SERVICES_TO_RUN:
             extra: dict[str, str] = {}
@@ -187,13 +241,14 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
         await publisher.start()
         for watcher in watchers:
             await watcher.start()
-        status, refused, dead_letters, stages, cancellations = watchers
+        status, refused, dead_letters, stages, cancellations, fulfillment_dead_letters = watchers
         live_fleet = LiveFleet(
             fleet,
             publisher,
             status=status,
             refused=refused,
             dead_letters=dead_letters,
+            fulfillment_dead_letters=fulfillment_dead_letters,
             stages=stages,
             cancellations=cancellations,
             dsn=environment.dsn,

@@ -105,13 +105,16 @@ async def test_a_large_first_order_is_held_then_released_and_allocated(live: Liv
     await live.publisher.send(topics.ORDERS_HOLD_DECISIONS, held["order_id"], decision)
     await live.wait_status(external_id, "allocated")
     await live.publisher.send(topics.ORDERS_HOLD_DECISIONS, held["order_id"], decision)  # repeated: no effect
+    # A barrier on the same partition: another held order's release, sent after the repeat.
+    second = await live.submit(order(lines=[(item, 1, "1500.00")]))
+    second_held = await live.wait_status(second, "on_hold")
+    release = {"order_id": second_held["order_id"], "decision": "release", "decided_by": "support@shop"}
+    await live.publisher.send(topics.ORDERS_HOLD_DECISIONS, held["order_id"], release)
+    await live.wait_status(second, "validated")
 
-    assert [e["status"] for e in live.history(external_id)] == [
-        "received",
-        "on_hold",
-        "validated",
-        "allocated",
-    ]
+    statuses = [e["status"] for e in live.history(external_id)]
+    assert statuses[:4] == ["received", "on_hold", "validated", "allocated"]
+    assert statuses.count("validated") == 1 and statuses.count("allocated") == 1
 
 
 async def test_a_held_order_can_be_rejected_by_support(live: LiveFleet) -> None:
@@ -159,13 +162,18 @@ async def test_a_channel_retry_makes_one_order_and_a_conflicting_payload_is_refu
     )
     refusal = next(r for r in live.refused.records if r.get("external_id") == external_id)
     assert [r["code"] for r in refusal["reasons"]] == ["duplicate_external_id_conflict"]
-    await live.submit(order(lines=[(item, 1, "10.00")], external_id=f"{external_id}-next"))
-    await live.wait_status(f"{external_id}-next", "allocated")  # everything before it has been consumed
+    # A barrier on the same key (same partition): a second conflicting payload after the last retry.
+    await live.submit(conflicting | {"currency": "USD"})
+    await live.refused.wait_for(
+        lambda rs: sum(1 for r in rs if r.get("external_id") == external_id) == 2,
+        30,
+        "the second conflicting resubmission to be refused",
+    )
     history = live.history(external_id)
     assert [e["status"] for e in history][:3] == ["received", "validated", "allocated"]
     assert [e["status"] for e in history].count("received") == 1
     assert len({e["order_id"] for e in history}) == 1
-    assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 2
+    assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 1
 
 
 async def test_malformed_submissions_are_dead_lettered_with_their_cause_and_orders_keep_flowing(
@@ -340,3 +348,95 @@ async def test_dead_letters_can_be_listed_and_replayed_to_their_source(live: Liv
             break
         await asyncio.sleep(0.2)
     assert len(await listed()) > len(before)
+
+
+async def test_a_lifecycle_dead_letter_is_applied_after_its_cause_is_fixed_and_it_is_replayed(
+    live: LiveFleet,
+) -> None:
+    """A fact intake could not apply (its order was not known yet) is dead-lettered with its
+    headers; once the order exists, `baton dlq replay` sends it back as it came and intake applies
+    it. `--cause` and `--since` select exactly the dead letters they name."""
+    import math
+    import subprocess
+    import sys
+    import time
+    from datetime import UTC, datetime
+
+    from libs.contracts.lifecycle import OrderRejected
+    from libs.contracts.orders import Reason
+    from services.intake.domain.orders import order_id_for
+
+    def baton(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "libs.cli.main", *args],
+            env=live.fleet.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def dead_letters(cause: str, key: str) -> list[Any]:
+        return [
+            r
+            for r in live.dead_letters.raw
+            if r.key == key.encode() and dict(r.headers).get("dlq-cause") == cause.encode()
+        ]
+
+    item = sku("REPLAY")
+    await live.seed(products=[product(item, "1500.00")])
+    external_id = f"replay-{secrets.token_hex(4)}"
+    order_id = str(order_id_for("webshop", external_id))
+    # `--since` takes whole seconds: start at the next one, so no earlier test's dead letter is after it.
+    since = datetime.fromtimestamp(math.ceil(time.time()), UTC)
+    await asyncio.sleep(max(0.0, since.timestamp() - time.time()))
+
+    # Two dead letters of this test: malformed input (invalid_json) and a fact for an unknown order.
+    await live.publisher.send(topics.ORDERS_SUBMITTED, f"replay:{order_id}", b"{not json")
+    fact = OrderRejected(
+        order_id=order_id, reasons=[Reason(code="fraud_suspected", message="the payment provider flagged it")]
+    )
+    await live.publisher.send(
+        topics.ORDERS_LIFECYCLE,
+        order_id,
+        fact,
+        headers={"event_id": str(fact.event_id), "event_type": fact.event_type},
+    )
+    await live.dead_letters.wait_for(
+        lambda _: (
+            bool(dead_letters("unknown_order", order_id))
+            and bool(dead_letters("invalid_json", f"replay:{order_id}"))
+        ),
+        60,
+        "both records of this test dead-lettered by intake",
+    )
+    [letter] = dead_letters("unknown_order", order_id)
+    kept = {k: v.decode() for k, v in letter.headers}
+    assert kept["event_id"] == str(fact.event_id) and kept["event_type"] == "order.rejected"
+    after_both = datetime.fromtimestamp(math.ceil(float(kept["dlq-at"]) + 0.001), UTC)
+
+    # The cause is fixed: the order arrives (and waits for a person's review).
+    await live.submit(order(external_id, lines=[(item, 1, "1500.00")]))
+    await live.wait_status(external_id, "on_hold")
+
+    since_arg = since.strftime("%Y-%m-%dT%H:%M:%S")
+    after_arg = after_both.strftime("%Y-%m-%dT%H:%M:%S")
+    assert baton(
+        "dlq", "replay", "--service", "intake", "--cause", "unknown_order", "--since", after_arg
+    ) == ("replayed 0 record(s)")
+    assert baton(
+        "dlq", "replay", "--service", "intake", "--cause", "unknown_order", "--since", since_arg
+    ) == ("replayed 1 record(s)")
+    rejected = await live.wait_status(external_id, "rejected")
+    assert [r["code"] for r in rejected["reasons"]] == ["fraud_suspected"]
+
+    # The malformed record is still malformed: replayed alone, it is dead-lettered again.
+    assert baton("dlq", "replay", "--service", "intake", "--cause", "invalid_json", "--since", since_arg) == (
+        "replayed 1 record(s)"
+    )
+    await live.dead_letters.wait_for(
+        lambda _: len(dead_letters("invalid_json", f"replay:{order_id}")) == 2,
+        60,
+        "the replayed malformed record dead-lettered again",
+    )

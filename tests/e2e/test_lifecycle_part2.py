@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
 
+import aiohttp
+import orjson
 import pytest
 
 from libs.contracts import topics
@@ -23,6 +29,33 @@ async def _allocated_order(live: LiveFleet, item: str, wh: str, qty: int = 1, **
 async def test_a_standard_order_travels_every_stage_to_delivered_with_stage_events_in_order(
     live: LiveFleet,
 ) -> None:
+    await _travels_every_stage_to_delivered(live)
+
+
+async def test_on_the_secured_broker_each_service_as_its_own_principal_takes_an_order_to_delivered(
+    secure_live: LiveFleet,
+) -> None:
+    """SASL_SSL, deny-by-default ACLs, services that may not create topics: the same lifecycle, and
+    notification (reading the public topics as itself) serves the delivered order. Each service is
+    its own database role too, as deployed."""
+    order_id = await _travels_every_stage_to_delivered(secure_live)
+    roles = await secure_live.database_roles()
+    assert roles == secure_live.own_roles()
+    assert len(set(roles.values())) == len(roles)
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{secure_live.api}/orders/{order_id}") as response:
+                view = await response.json() if response.status == 200 else {}
+            if view.get("status") == "delivered" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    assert view.get("status") == "delivered", view
+    secure_live.fleet.assert_alive()
+
+
+async def _travels_every_stage_to_delivered(live: LiveFleet) -> str:
+    """Returns the order id."""
     item = sku("BOOK")
     wh = f"wh-{item}"
     await live.seed(
@@ -65,6 +98,7 @@ async def test_a_standard_order_travels_every_stage_to_delivered_with_stage_even
         item,
     )
     assert shipped_units == "(4,0,1)"
+    return str(order_id)
 
 
 async def test_pipelines_are_chosen_by_method_and_location_kind(live: LiveFleet) -> None:
@@ -98,12 +132,30 @@ async def test_stages_move_forward_only_and_a_repeated_update_changes_nothing(li
     status = await _allocated_order(live, item, f"wh-{item}")
     shipment_id = status["shipments"][0]["shipment_id"]
     await live.move(shipment_id, "packed")  # skipping `picking` is allowed
-    await live.move(shipment_id, "packed")  # same update id: no effect
+    # The same update id again, now naming a later stage: it changes nothing.
+    await live.move(shipment_id, "delivered", update_id=f"{shipment_id}:packed")
     await live.move(shipment_id, "picking", update_id=f"{shipment_id}:back")  # backwards: refused
     await live.move(shipment_id, "shipped")
     await live.wait_status(status["external_id"], "shipped")
+    await live.stages.wait_for(
+        lambda _: "shipped" in [e[2] for e in live.stage_events(status["order_id"])], 60, "the shipped stage"
+    )
     assert [e[2] for e in live.stage_events(status["order_id"])] == ["new", "packed", "shipped"]
-    await live.dead_letters.wait_for(lambda _: True, 1, "")
+    backwards = f"{shipment_id}:back"
+
+    def dead_lettered_backwards(letters: list[Any]) -> bool:
+        return any(
+            headers.get("dlq-cause") == "stage_backwards"
+            and orjson.loads(r.value).get("update_id") == backwards
+            for r in letters
+            for headers in [{k: v.decode() for k, v in r.headers}]
+        )
+
+    await live.fulfillment_dead_letters.wait_for(
+        lambda _: dead_lettered_backwards(live.fulfillment_dead_letters.raw),
+        60,
+        "the backwards update dead-lettered by fulfillment with cause stage_backwards",
+    )
     refused = await live.wait_row(
         "SELECT outcome FROM fulfillment.applied_updates WHERE update_id = $1", f"{shipment_id}:back"
     )
@@ -177,8 +229,12 @@ async def test_cancelling_a_whole_order_before_shipping_releases_its_stock_for_t
     assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 0
     assert live.stage_events(status["order_id"])[-1] == ("standard", "new", None, "left")
 
-    again = await live.cancel(status["order_id"], f"cx-{item}")  # same request id: nothing new happens
-    assert again == outcome
+    repeated = {"request_id": f"cx-{item}", "order_id": status["order_id"], "reason": "customer asked"}
+    await live.publisher.send(topics.ORDERS_CANCEL_REQUESTED, status["order_id"], repeated)
+    barrier = await live.cancel(status["order_id"], f"cx2-{item}")  # sent after it, same partition
+    assert [r["code"] for r in barrier["reasons"]] == ["already_final"]
+    assert sum(1 for r in live.cancellations.records if r.get("request_id") == f"cx-{item}") == 1
+    assert [e["status"] for e in live.history(status["external_id"])].count("cancelled") == 1
     follower = await _allocated_order(live, item, wh, qty=2)
     assert follower["shipments"][0]["lines"] == [{"sku": item, "quantity": 2}]
 
@@ -258,3 +314,129 @@ async def test_cancelling_an_order_that_does_not_exist_yet_is_refused_and_can_be
         None,
         "unknown_order",
     )
+
+
+async def test_every_release_goes_to_the_oldest_waiting_backorder_first(live: LiveFleet) -> None:
+    """Units freed by a cancellation, by a location re-activated and by a partial cancel each go to
+    the oldest backorder still waiting — never to a younger one, never left unused."""
+    item, other = sku("FIFO"), sku("FIFO-B")
+    wh, store = f"wh-{item}", f"store-{item}"
+    await live.seed(
+        products=[product(item), product(other)],
+        locations=[location(wh), location(store, kind="store", active=False)],
+        adjustments=[
+            adjustment(f"i-{item}", item, wh, delta=2),
+            adjustment(f"i-{other}", other, wh, delta=1),
+            adjustment(f"s-{item}", item, store, delta=1),  # at an inactive location: not usable yet
+        ],
+    )
+    partial = await live.submit(order(lines=[(item, 1, "10.00"), (other, 1, "10.00")]))
+    partial_status = await live.wait_status(partial, "in_fulfillment")
+    whole = await _allocated_order(live, item, wh)
+    waiting = []
+    for _ in range(3):  # one after the other, so their age is certain
+        waiting.append(await live.submit(order(lines=[(item, 1, "10.00")])))
+        await live.wait_status(waiting[-1], "backordered")
+    oldest, middle, youngest = waiting
+
+    def allocated(external_id: str) -> bool:
+        return any(e["status"] == "allocated" for e in live.history(external_id))
+
+    async def wait_allocated(external_id: str, what: str) -> None:
+        await live.status.wait_for(lambda _: allocated(external_id), 60, what)
+
+    # 1. A whole cancellation frees one unit: the oldest backorder gets it.
+    assert (await live.cancel(whole["order_id"], f"cx-{item}"))["outcome"] == "accepted"
+    await wait_allocated(oldest, "the oldest backorder to get the cancelled order's unit")
+    assert not allocated(middle) and not allocated(youngest)
+
+    # 2. The store becomes active: its unit goes to the oldest of those still waiting.
+    await live.seed(locations=[location(store, kind="store", active=True)])
+    await wait_allocated(middle, "the next oldest backorder to get the re-activated store's unit")
+    assert not allocated(youngest)
+
+    # 3. A partial cancel releases one unit of a reserved line: the youngest (last waiting) gets it.
+    outcome = await live.cancel(
+        partial_status["order_id"], f"px-{item}", lines=[{"sku": item, "quantity": 1}]
+    )
+    assert outcome["outcome"] == "accepted"
+    await wait_allocated(youngest, "the last backorder to get the partially cancelled unit")
+    reserved = await live.fetchval("SELECT sum(reserved) FROM allocation.stock WHERE sku = $1", item)
+    on_hand = await live.fetchval("SELECT sum(on_hand) FROM allocation.stock WHERE sku = $1", item)
+    assert (reserved, on_hand) == (3, 3)
+
+
+@dataclass(frozen=True)
+class TwoParcels:
+    external_id: str
+    order_id: str
+    first_location: str
+    second_sku: str
+    spare_location: str
+
+
+async def _second_parcel_failed_after_the_first_shipped(live: LiveFleet, *, spare: bool) -> TwoParcels:
+    """An order of two skus that only two different warehouses stock, so it ships as two parcels:
+    the first leaves, then the second fails. With ``spare``, a dearer third warehouse holds one
+    more of the second sku."""
+    x, y = sku("TWO-X"), sku("TWO-Y")
+    wh1, wh2, wh3 = f"wh1-{x}", f"wh2-{x}", f"wh3-{x}"
+    await live.seed(
+        products=[product(x), product(y)],
+        locations=[location(wh1, cost="1.00"), location(wh2, cost="2.00")]
+        + ([location(wh3, cost="9.00")] if spare else []),
+        adjustments=[adjustment(f"i1-{x}", x, wh1, delta=1), adjustment(f"i2-{x}", y, wh2, delta=1)]
+        + ([adjustment(f"i3-{x}", y, wh3, delta=1)] if spare else []),
+    )
+    external_id = await live.submit(order(lines=[(x, 1, "10.00"), (y, 1, "10.00")]))
+    status = await live.wait_status(external_id, "in_fulfillment")
+    by_location = {s["location_id"]: s["shipment_id"] for s in status["shipments"]}
+    assert set(by_location) == {wh1, wh2}
+    await live.move(by_location[wh1], "shipped", carrier="UPS", tracking_number=f"1Z{x}")
+    await live.wait_status(external_id, "partially_shipped")
+    await live.move(by_location[wh2], "failed", note="damaged")
+    return TwoParcels(external_id, status["order_id"], wh1, y, wh3)
+
+
+async def test_a_parcel_failing_after_its_sibling_shipped_leaves_the_order_partially_shipped_and_cancellable(
+    live: LiveFleet,
+) -> None:
+    o = await _second_parcel_failed_after_the_first_shipped(live, spare=True)
+    await live.status.wait_for(
+        lambda _: any(
+            e["status"] == "partially_shipped"
+            and any(s["location_id"] == o.spare_location for s in e["shipments"])
+            for e in live.history(o.external_id)
+        ),
+        60,
+        "the failed parcel sourced again from the third warehouse, the order still partially shipped",
+    )
+    assert "shipped" not in [e["status"] for e in live.history(o.external_id)]
+
+    # The part that has not left can still be cancelled; then all that is left has shipped.
+    lines = [{"sku": o.second_sku, "quantity": 1}]
+    assert (await live.cancel(o.order_id, f"rest-{o.second_sku}", lines=lines))["outcome"] == "accepted"
+    shipped = await live.wait_status(o.external_id, "shipped")
+    assert [s["location_id"] for s in shipped["shipments"]] == [o.first_location]
+    assert await live.fetchval("SELECT sum(reserved) FROM allocation.stock WHERE sku = $1", o.second_sku) == 0
+
+
+async def test_a_failed_parcel_that_waits_for_stock_keeps_the_order_partially_shipped_and_cancellable(
+    live: LiveFleet,
+) -> None:
+    o = await _second_parcel_failed_after_the_first_shipped(live, spare=False)
+    await live.status.wait_for(
+        lambda _: any(
+            e["status"] == "partially_shipped"
+            and [(r["code"], r["sku"]) for r in e["reasons"]] == [("insufficient_stock", o.second_sku)]
+            for e in live.history(o.external_id)
+        ),
+        60,
+        "the failed parcel's line waiting for stock, the order still partially shipped",
+    )
+    assert "shipped" not in [e["status"] for e in live.history(o.external_id)]
+
+    lines = [{"sku": o.second_sku, "quantity": 1}]
+    assert (await live.cancel(o.order_id, f"rest-{o.second_sku}", lines=lines))["outcome"] == "accepted"
+    shipped = await live.wait_status(o.external_id, "shipped")
+    assert [s["location_id"] for s in shipped["shipments"]] == [o.first_location]

@@ -12,6 +12,7 @@ import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
+from uuid import UUID
 
 import aiohttp
 import orjson
@@ -211,6 +212,14 @@ async def test_webhooks_are_signed_retried_dead_lettered_redelivered_and_isolate
         "SELECT true FROM notification.deliveries WHERE subscription_id = $1 AND status = 'delivered'",
         f"dead-{run}",
     )
+    dead_attempts = [
+        r
+        for r in receiver.received["dead"]
+        if orjson.loads(r["body"])["data"].get("order_id") == order_id
+        and orjson.loads(r["body"])["type"] == "order.shipped"
+    ]
+    assert len(dead_attempts) == 5, "four failed attempts, then the redelivered one"
+    assert len({r["headers"]["webhook-id"] for r in dead_attempts}) == 1
     receiver.release_slow.set()
 
 
@@ -227,18 +236,26 @@ async def test_one_email_per_status_with_tracking_and_the_status_api_shows_the_o
     await live.move(shipment_id, "shipped", carrier="DHL", tracking_number="JJD0099")
     await live.move(shipment_id, "delivered")
     await live.wait_status(external_id, "delivered")
-    await live.submit(
-        order(lines=[(item, 1, "10.00")], external_id=external_id)
-    )  # a channel retry: no new mail
+    retry = order(lines=[(item, 1, "10.00")], external_id=external_id)
+    await live.submit(retry)  # a channel retry: no new order, no new mail
+    # Barrier on the same key: a conflicting payload after the retry is refused, so the retry was consumed.
+    await live.submit(retry | {"currency": "USD"})
+    await live.refused.wait_for(
+        lambda rs: any(r.get("external_id") == external_id for r in rs), 60, "the conflicting payload refused"
+    )
 
     def mails() -> list[Any]:
         return [m for m in live.mailbox.messages if external_id in str(m["Subject"])]
 
+    await live.wait_row(
+        "SELECT count(*) = 3 AND bool_and(state = 'sent') FROM notification.emails WHERE order_id = $1",
+        UUID(order_id),
+        what="the three e-mails of the order sent",
+    )
     for _ in range(300):
         if len(mails()) >= 3:
             break
         await asyncio.sleep(0.1)
-    await asyncio.sleep(1)  # would a duplicate arrive? (statuses were all consumed already)
     subjects = sorted(str(m["Subject"]) for m in mails())
     assert subjects == sorted(
         [
@@ -281,3 +298,92 @@ async def test_one_email_per_status_with_tracking_and_the_status_api_shows_the_o
             assert r.status in (400, 404)
         async with http.get(f"{live.api}/openapi.json") as r:
             assert "/orders/{order_id}" in (await r.json())["paths"]
+
+
+async def remove_subscription(live: LiveFleet, subscription_id: str) -> None:
+    """Through `baton webhooks remove`, as an operator would."""
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "libs.cli.main", "webhooks", "remove", subscription_id],
+        env=live.fleet.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+async def test_a_backlog_at_dead_endpoints_never_starves_another_subscriber(
+    live: LiveFleet, receiver: Receiver
+) -> None:
+    """Two subscribers whose endpoints are gone (one never answers, one refuses connections) with
+    1,200 deliveries due each: a third subscriber still gets its deliveries, and removing the two
+    cancels their backlog instead of sending it."""
+    run = secrets.token_hex(3)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # holds the connection open and says nothing
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    silent_port = silent.sockets[0].getsockname()[1]
+    hanging, refusing, healthy = f"hang-{run}", f"refuse-{run}", f"ok-{run}"
+    try:
+        await subscribe(live, hanging, f"http://127.0.0.1:{silent_port}/hook", "order.backlog-only")
+        await subscribe(live, refusing, f"http://127.0.0.1:{free_port()}/hook", "order.backlog-only")
+        # The backlog a demo run leaves behind at endpoints that went away, due now.
+        for sid in (hanging, refusing):
+            await live.fetchval(
+                "INSERT INTO notification.deliveries (delivery_id, subscription_id, event_key, body)"
+                " SELECT 'msg_backlog_' || $1 || '_' || g, $1, 'order.backlog-only', '{}'::bytea"
+                " FROM generate_series(1, 1200) AS g",
+                sid,
+            )
+        await subscribe(live, healthy, receiver.url("ok"), "order.received")
+        item = f"FAIR-{run}"
+        await live.seed(products=[product(item)])
+        external_id = await live.submit(order(lines=[(item, 1, "10.00")]))
+        order_id = (await live.wait_status(external_id, "received"))["order_id"]
+        for _ in range(200):
+            if "order.received" in receiver.events("ok", order_id):
+                break
+            await asyncio.sleep(0.1)
+        assert "order.received" in receiver.events("ok", order_id), (
+            "the healthy subscriber got nothing within 20 s while others had a backlog"
+        )
+
+        for sid in (hanging, refusing):
+            await remove_subscription(live, sid)
+        for sid in (hanging, refusing):
+            await live.wait_row(
+                "SELECT count(*) = 0 FROM notification.deliveries WHERE subscription_id = $1"
+                " AND status = 'pending'",
+                sid,
+                what=f"{sid}'s backlog to be cancelled",
+            )
+        # The endpoint that never answers used its 4 slots for at most a few attempts each: the
+        # rest of its backlog was cancelled unsent. Nothing of either was attempted after removal
+        # (an attempt already in flight may end up to one timeout later).
+        never_sent = await live.fetchval(
+            "SELECT count(*) FROM notification.deliveries WHERE subscription_id = $1"
+            " AND status = 'cancelled' AND attempts = 0",
+            hanging,
+        )
+        assert never_sent >= 1000, f"only {never_sent} of 1,200 deliveries were cancelled unsent"
+        started_after_removal = await live.fetchval(
+            "SELECT count(*) FROM notification.delivery_attempts a"
+            " JOIN notification.deliveries d USING (delivery_id)"
+            " JOIN notification.subscriptions s USING (subscription_id)"
+            " WHERE s.subscription_id = ANY($1::text[])"
+            " AND a.attempted_at - make_interval(secs => a.duration_ms / 1000.0) > s.updated_at + interval '1 second'",
+            [hanging, refusing],
+        )
+        assert started_after_removal == 0
+    finally:
+        for writer in accepted:
+            writer.close()
+        silent.close()
+        await live.fetchval(
+            "UPDATE notification.subscriptions SET active = false WHERE subscription_id = ANY($1::text[])",
+            [hanging, refusing, healthy],
+        )

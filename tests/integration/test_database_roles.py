@@ -153,11 +153,12 @@ async def test_the_operator_reads_backlogs_and_subscriptions_but_no_secret_paylo
         await admin.close()
     settings = BatonSettings(
         kafka_bootstrap_servers=fleet_db.infra.bootstrap_servers,
+        kafka_security=fleet_db.infra.security,
         topic_prefix=fleet_db.prefix,
         database_url=fleet_db.database_urls["operator"],
     )
     monkeypatch.setenv("PGPASSFILE", str(fleet_db.passfile))  # as the operator's shell would have it
-    probe = LagProbe(settings.kafka_bootstrap_servers)
+    probe = LagProbe(settings.kafka)
     try:
         snapshot = await take_snapshot(settings, probe, {})
     finally:
@@ -350,7 +351,7 @@ async def test_a_service_started_before_the_migrate_step_waits_unready_then_work
     environment = await fresh_environment(infra, schemas=PROBE)
     await _roll_back_probe_schema(environment)
     port = free_port()
-    publisher = Publisher(infra.bootstrap_servers, environment.prefix)
+    publisher = Publisher(infra.kafka, environment.prefix)
     await publisher.start()
     process = start_probe(environment.env_for("probe") | {"BATON_OPS_PORT": str(port)})
     try:

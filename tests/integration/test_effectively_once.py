@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from libs.contracts import topics
 from tests.support.infra import Infra, fresh_environment
-from tests.support.kafka_io import Publisher, TopicWatcher
+from tests.support.kafka_io import Publisher, TopicWatcher, wait_consumed
 from tests.support.orders import order, product
 
 pytestmark = pytest.mark.integration
@@ -21,9 +22,9 @@ async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_
     environment = await fresh_environment(infra)
     settings, prefix = environment.settings, environment.prefix
     fleet = environment.fleet(tmp_path)
-    lifecycle = TopicWatcher(infra.bootstrap_servers, settings.topic(topics.ORDERS_LIFECYCLE))
-    status = TopicWatcher(infra.bootstrap_servers, settings.topic(topics.ORDERS_STATUS))
-    publisher = Publisher(infra.bootstrap_servers, prefix)
+    lifecycle = TopicWatcher(infra.kafka, settings.topic(topics.ORDERS_LIFECYCLE))
+    status = TopicWatcher(infra.kafka, settings.topic(topics.ORDERS_STATUS))
+    publisher = Publisher(infra.kafka, prefix)
     try:
         await publisher.start()
         await lifecycle.start()
@@ -50,7 +51,23 @@ async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_
             60,
             "the order to be validated",
         )
-        await asyncio.sleep(2)  # let any (wrong) second validation surface
+        # Validation has committed past every copy: a second validation would be there by now.
+        await wait_consumed(
+            infra.kafka,
+            settings.group("validation", "order_received"),
+            settings.topic(topics.ORDERS_LIFECYCLE),
+        )
+        # ...and its outbox is empty, so whatever it decided is on the topic, and read here.
+        conn = await asyncpg.connect(environment.dsn)
+        try:
+            for _ in range(600):
+                if await conn.fetchval("SELECT count(*) FROM validation.outbox") == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert await conn.fetchval("SELECT count(*) FROM validation.outbox") == 0
+        finally:
+            await conn.close()
+        await lifecycle.caught_up()
 
         copies = received_copies(lifecycle.records)
         assert len({c["event_id"] for c in copies}) == 1, "the duplicates carry the same event id"

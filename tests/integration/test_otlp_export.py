@@ -37,7 +37,7 @@ async def test_spans_reach_an_otlp_collector(infra: Infra) -> None:
     environment = await fresh_environment(infra, schemas=PROBE)
     prefix = environment.prefix
     env = environment.env_for("probe") | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
-    publisher = Publisher(infra.bootstrap_servers, prefix)
+    publisher = Publisher(infra.kafka, prefix)
     await publisher.start()
     process = subprocess.Popen([sys.executable, "-m", "tests.support.probe_service"], env=env)
     try:

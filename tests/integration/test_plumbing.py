@@ -71,7 +71,7 @@ async def test_a_consumer_killed_before_committing_its_offset_gets_the_message_a
 ) -> None:
     environment = await fresh_environment(infra, schemas=PROBE)
     prefix, dsn, env = environment.prefix, environment.dsn, environment.env_for("probe")
-    publisher = Publisher(infra.bootstrap_servers, prefix)
+    publisher = Publisher(infra.kafka, prefix)
     await publisher.start()
     try:
         await publisher.send(PROBE_TOPIC, "k", b"payload-1")
@@ -122,7 +122,7 @@ async def test_a_record_with_undecodable_header_bytes_is_applied_and_does_not_bl
 ) -> None:
     environment = await fresh_environment(infra, schemas=PROBE)
     prefix, dsn = environment.prefix, environment.dsn
-    publisher = Publisher(infra.bootstrap_servers, prefix)
+    publisher = Publisher(infra.kafka, prefix)
     await publisher.start()
     service = subprocess.Popen(
         [sys.executable, "-m", "tests.support.probe_service"], env=environment.env_for("probe")

@@ -43,6 +43,21 @@ async def two_connections_with_a_warehouse(
         await second.close()
 
 
+async def waits_for_a_lock(observer: asyncpg.Connection, waiter: asyncpg.Connection, task: object) -> None:
+    """The waiter's backend is blocked on a lock (seen by PostgreSQL itself), and its task not done."""
+    pid = waiter.get_server_pid()
+    for _ in range(300):
+        if await observer.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+        ):
+            break
+        await asyncio.sleep(0.05)
+    assert await observer.fetchval("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid) == (
+        "Lock"
+    ), "the second transaction must wait for the first one's lock"
+    assert isinstance(task, asyncio.Task) and not task.done()
+
+
 async def test_a_second_order_for_the_last_unit_waits_for_the_first_and_is_backordered(infra: Infra) -> None:
     async with two_connections_with_a_warehouse(infra) as (first, second):
         await first.execute("INSERT INTO stock (sku, location_id, on_hand) VALUES ('LAST', 'wh', 1)")
@@ -59,10 +74,7 @@ async def test_a_second_order_for_the_last_unit_waits_for_the_first_and_is_backo
                 return out[0].headers["event_type"]
 
         racing = asyncio.create_task(allocate_second())
-        await asyncio.sleep(0.5)
-        assert not racing.done(), (
-            "the second order must wait for the first transaction's lock on the stock row"
-        )
+        await waits_for_a_lock(first, second, racing)
         await tx1.commit()
         assert await asyncio.wait_for(racing, 10) == "order.backordered"
         row = await first.fetchrow("SELECT on_hand, reserved FROM stock WHERE sku = 'LAST'")
@@ -89,8 +101,7 @@ async def test_an_order_backordered_while_the_first_stock_of_its_sku_arrives_is_
                 return [o.headers["event_type"] for o in caused]
 
         racing = asyncio.create_task(first_delivery())
-        await asyncio.sleep(0.5)
-        assert not racing.done(), "the arrival must wait for the order's transaction on the same sku"
+        await waits_for_a_lock(first, second, racing)
         await tx1.commit()
         assert await asyncio.wait_for(racing, 10) == ["order.allocated"]
         status = await first.fetchval("SELECT status FROM allocations WHERE order_id = $1", order_id)

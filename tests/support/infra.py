@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 
 from libs.contracts.topics import SERVICES
 from libs.platform import dsn, stack
+from libs.platform.kafka import KafkaAccess, KafkaSecurity, wait_for_login
+from libs.platform.secure_stack import ADMIN, SecureKafkaBroker
 from libs.platform.settings import BatonSettings
 from tests.support.fleet import Fleet
 
@@ -25,9 +28,24 @@ class Infra:
     server_dsn: str  # the superuser's URL on the server: tests derive fresh databases from it
     started_kafka: bool
     started_postgres: bool
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    """How the tests' own clients connect (on the secured broker: as the admin)."""
+    secured: SecureKafkaBroker | None = None
+    """The secured local broker, when this is the secured infrastructure."""
+
+    @property
+    def kafka(self) -> KafkaAccess:
+        return KafkaAccess(self.bootstrap_servers, self.security)
 
     def database_url(self, name: str) -> str:
         return dsn.with_database(self.server_dsn, name)
+
+    def principal_env(self, principal: str) -> dict[str, str]:
+        """What a process needs to run as ``principal``: on the secured broker its own login (and,
+        least privilege, no topic creation); on the plain one nothing."""
+        if self.secured is None:
+            return {}
+        return self.secured.env(principal) | {"BATON_APPLY_TOPICS": "false"}
 
 
 def start_infra() -> Infra:
@@ -47,14 +65,32 @@ def start_infra() -> Infra:
         started_pg = not pg.running()
         pg.start()
         dsn = pg.dsn
-    return Infra(bootstrap, dsn, started_kafka, started_pg)
+    # A broker named by the environment is reached with the environment's security settings too.
+    security = KafkaSecurity.from_environment() if stack.external_kafka() else KafkaSecurity()
+    return Infra(bootstrap, dsn, started_kafka, started_pg, security)
 
 
 def stop_infra(infra: Infra) -> None:
     if infra.started_kafka:
-        stack.KafkaBroker().stop()
+        (infra.secured or stack.KafkaBroker()).stop()
     if infra.started_postgres:
         stack.PostgresServer().stop()
+
+
+def start_secure_infra(plain: Infra) -> Infra:
+    """The secured local broker (started here unless it runs), beside the plain one, on the same
+    PostgreSQL; the tests' own clients log in as the admin."""
+    broker = SecureKafkaBroker()
+    started = not broker.running()
+    t0 = time.monotonic()
+    broker.start()
+    secured = Infra(
+        broker.bootstrap_servers, plain.server_dsn, started, False, broker.security(ADMIN), broker
+    )
+    asyncio.run(wait_for_login(secured.kafka))
+    if started:
+        print(f"\n[infra] secured Kafka started in {time.monotonic() - t0:.1f}s")
+    return secured
 
 
 def fresh_name(prefix: str = "t") -> str:
@@ -76,14 +112,18 @@ PROBE = {"probe": "tests.support.probe_migrations"}
 
 @dataclass
 class Environment:
-    """A run of its own: a new topic prefix (topics created), a new database brought to this release
-    by the migrate step, and new roles — one per schema and an operator — named after the database
-    (roles are cluster-wide: concurrent runs never share one), their passwords in a pgpass file of
-    the run. ``drop()`` removes the roles again."""
+    """A run of its own: a new topic prefix (topics created; on the secured broker its ACLs granted),
+    a new database brought to this release by the migrate step, and new roles — one per schema and an
+    operator — named after the database (roles are cluster-wide: concurrent runs never share one),
+    their passwords in a pgpass file of the run. ``drop()`` removes the roles and the ACLs again.
+
+    As deployed, every service process logs in as itself twice over: its own database role and, on
+    the secured broker, its own Kafka principal; ``baton`` commands run as the operator of both."""
 
     infra: Infra
     settings: BatonSettings
-    """Topic prefix and the *superuser's* URL of the database: tests look into every schema."""
+    """Topic prefix, the tests' own Kafka login (the admin on the secured broker) and the
+    *superuser's* URL of the database: tests look into every schema."""
     prefix: str
     database: str
     database_urls: dict[str, str]
@@ -99,8 +139,9 @@ class Environment:
         return [dsn.user_name(url) or "" for url in self.database_urls.values()]
 
     def service_env(self) -> dict[str, str]:
-        """Environment of the run's processes. ``BATON_DATABASE_URL`` is the read-only operator's, for
-        `baton` operator commands; each service gets its own role's URL (see ``env_for``, ``fleet``)."""
+        """Environment of the run's processes, as the operator: ``BATON_DATABASE_URL`` is the read-only
+        operator role's and, on the secured broker, the Kafka login the operator principal's, for
+        `baton` operator commands; each service gets its own logins (see ``env_for``, ``fleet``)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_") and k != "DATABASE_URL"}
         env.update(
             {
@@ -112,18 +153,37 @@ class Environment:
                 "BATON_OPS_PORT": "0",
             }
         )
+        return env | self.infra.principal_env("operator")
+
+    def own_logins(self, service: str) -> dict[str, str]:
+        """What makes a process ``service``: its database role and (secured broker) Kafka principal."""
+        env = {"BATON_DATABASE_URL": self.database_urls[service]}
+        if service in SERVICES:
+            env |= self.infra.principal_env(service)
         return env
 
     def env_for(self, service: str) -> dict[str, str]:
-        """One service process's environment: logged in as its own role."""
-        return self.service_env() | {"BATON_DATABASE_URL": self.database_urls[service]}
+        """One service process's environment: logged in as its own role (and principal)."""
+        return self.service_env() | self.own_logins(service)
 
     def fleet(self, log_dir: Path, extra_env: Mapping[str, str] | None = None) -> Fleet:
-        return Fleet(self.service_env() | dict(extra_env or {}), log_dir, self.database_urls)
+        """The services as separate processes, each started with its own logins."""
+        return Fleet(
+            self.service_env() | dict(extra_env or {}),
+            log_dir,
+            self.database_urls,
+            {s: self.own_logins(s) for s in self.database_urls if s in SERVICES},
+        )
 
     async def drop(self) -> None:
+        """Drop the run's roles and revoke its ACLs (the secured broker's data outlives the run)."""
         await drop_roles(self.infra, self.database, self.roles)
         shutil.rmtree(self.passfile.parent, ignore_errors=True)
+        if self.infra.secured is not None:
+            from libs.contracts.acls import grants
+            from libs.platform.acls import revoke_acls
+
+            await revoke_acls(self.infra.kafka, grants(self.prefix))
 
 
 async def drop_roles(infra: Infra, database: str, roles: list[str]) -> None:
@@ -150,10 +210,12 @@ async def drop_roles(infra: Infra, database: str, roles: list[str]) -> None:
 async def fresh_environment(
     infra: Infra, kind: str = "t", schemas: Mapping[str, str] | None = None
 ) -> Environment:
-    """A new topic prefix (topics created) and a new database migrated, as deployed, by the migrate
-    step with fresh roles for ``schemas`` (default: the five services'). The caller drops the roles
-    with ``await env.drop()``."""
+    """A new topic prefix (topics created; on the secured broker its ACLs granted) and a new database
+    migrated, as deployed, by the migrate step with fresh roles for ``schemas`` (default: the five
+    services'). The caller drops the roles and revokes the ACLs with ``await env.drop()``."""
     from libs.cli.main import fleet_migrations
+    from libs.contracts.acls import grants
+    from libs.platform.acls import apply_acls
     from libs.platform.kafka import apply_topics
     from libs.platform.roles import prepare_local
 
@@ -161,6 +223,7 @@ async def fresh_environment(
     prefix, database = fresh_name(kind) + ".", fresh_name("db")
     settings = BatonSettings(
         kafka_bootstrap_servers=infra.bootstrap_servers,
+        kafka_security=infra.security,
         topic_prefix=prefix,
         database_url=infra.database_url(database),
     )
@@ -171,4 +234,6 @@ async def fresh_environment(
         await drop_roles(infra, database, [f"{database}_{name}" for name in [*schemas, "operator"]])
         raise
     await apply_topics(settings)
+    if infra.secured is not None:
+        await apply_acls(settings.kafka, grants(prefix))
     return Environment(infra, settings, prefix, database, urls, passfile)

@@ -9,14 +9,15 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
+
+from libs.platform.kafka import KafkaAccess
 
 
 class Publisher:
-    def __init__(self, bootstrap: str, prefix: str) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", max_request_size=4 * 1024 * 1024
-        )
+    def __init__(self, kafka: KafkaAccess, prefix: str) -> None:
+        self._producer = kafka.producer(enable_idempotence=True, acks="all", max_request_size=4 * 1024 * 1024)
         self._prefix = prefix
 
     async def start(self) -> None:
@@ -52,13 +53,11 @@ class Publisher:
 class TopicWatcher:
     """Reads a topic from the beginning in the background and keeps every record."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, kafka: KafkaAccess, topic: str) -> None:
         self.topic = topic
         self.records: list[dict[str, Any]] = []
         self.raw: list[Any] = []
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None
-        )
+        self._consumer = kafka.consumer(enable_auto_commit=False, auto_offset_reset="earliest", group_id=None)
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -66,6 +65,10 @@ class TopicWatcher:
         await self._consumer.start()
         deadline = time.monotonic() + 30
         while not (parts := self._consumer.partitions_for_topic(self.topic)):
+            if self.topic in self._consumer._client.cluster.unauthorized_topics:
+                raise TopicAuthorizationFailedError(
+                    f"may not read {self.topic}"
+                )  # assign() would wait forever
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topic {self.topic} never appeared")
             await self._consumer._client.force_metadata_update()
@@ -92,6 +95,16 @@ class TopicWatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._consumer.stop()
+
+    async def caught_up(self, timeout: float = 60) -> None:
+        """Wait until every record on the topic right now has been read here."""
+        partitions = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout
+        while any([await self._consumer.position(tp) < end for tp, end in ends.items()]):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.topic} not read to its end after {timeout}s")
+            await asyncio.sleep(0.1)
 
     async def wait_for(
         self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str
@@ -120,3 +133,34 @@ def statuses_by_order(records: list[dict[str, Any]]) -> dict[str, list[dict[str,
 def latest_status(records: list[dict[str, Any]], external_id: str) -> str | None:
     found = [r for r in records if r.get("external_id") == external_id]
     return max(found, key=lambda r: r["version"])["status"] if found else None
+
+
+async def wait_consumed(kafka: KafkaAccess, group: str, topic: str, timeout: float = 60) -> None:
+    """Wait until ``group`` has committed past every record now on ``topic``: a barrier that proves
+    a consumer has seen (and applied) everything before it, without guessing how long that takes."""
+    admin = kafka.admin()
+    consumer = kafka.consumer(group_id=None, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout
+        while True:
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            behind = {
+                tp: end
+                for tp, end in ends.items()
+                if end > 0 and (tp not in committed or committed[tp].offset < end)
+            }
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{group} has not consumed {topic} up to {behind} after {timeout}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+        await admin.close()

@@ -8,6 +8,7 @@ from services.intake.domain.orders import (
     Status,
     Submission,
     Transition,
+    as_seen_by_customer,
     classify_submission,
     decide_transition,
     fingerprint,
@@ -43,6 +44,9 @@ def test_a_retry_is_recognised_and_a_different_payload_is_a_conflict() -> None:
         ("allocated", "allocated"),
         ("in_fulfillment", "allocated"),
         ("shipped", "delivered"),
+        ("in_fulfillment", "partially_shipped"),
+        ("partially_shipped", "partially_shipped"),
+        ("partially_shipped", "shipped"),
     ],
 )
 def test_forward_moves_are_applied(current: str, proposed: str) -> None:
@@ -59,7 +63,16 @@ def test_forward_moves_are_applied(current: str, proposed: str) -> None:
         ("shipped", "allocated"),
         ("cancelled", "allocated"),
         ("received", "allocated"),
+        ("partially_shipped", "cancelled"),
+        ("shipped", "partially_shipped"),
     ],
 )
 def test_backward_or_impossible_moves_are_refused(current: str, proposed: str) -> None:
     assert decide_transition(Status(current), Status(proposed)) is Transition.REFUSE
+
+
+@pytest.mark.parametrize("proposed", ["allocated", "backordered", "in_fulfillment"])
+def test_once_part_has_shipped_sourcing_again_or_waiting_is_still_partially_shipped(proposed: str) -> None:
+    assert as_seen_by_customer(Status.PARTIALLY_SHIPPED, Status(proposed)) is Status.PARTIALLY_SHIPPED
+    assert as_seen_by_customer(Status.IN_FULFILLMENT, Status(proposed)) is Status(proposed)
+    assert as_seen_by_customer(Status.PARTIALLY_SHIPPED, Status.SHIPPED) is Status.SHIPPED

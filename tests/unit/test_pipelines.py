@@ -74,12 +74,24 @@ def test_order_progress_follows_all_its_active_shipments() -> None:
         return ShipmentState(STANDARD, stage, active)
 
     assert order_progress([]) is None
-    assert order_progress([s("new"), s("shipped")]) == "in_fulfillment"
+    assert order_progress([s("new"), s("picking")]) == "in_fulfillment"
+    assert order_progress([s("new"), s("shipped")]) == "partially_shipped"
     assert (
         order_progress([s("shipped"), s("packed", active=False)]) == "shipped"
     )  # a cancelled one does not count
     assert order_progress([s("delivered", active=False), s("shipped")]) == "shipped"
     assert order_progress([s("delivered", active=False), s("delivered", active=False)]) == "delivered"
+
+
+def test_an_order_with_a_failed_parcel_not_yet_sourced_again_is_never_shipped() -> None:
+    def s(stage: str, active: bool = True) -> ShipmentState:
+        return ShipmentState(STANDARD, stage, active)
+
+    shipped_and_failed = [s("shipped"), s("picking", active=False)]
+    assert order_progress(shipped_and_failed) == "shipped"  # the failed one was cancelled, say
+    assert order_progress(shipped_and_failed, awaiting_resource=True) == "partially_shipped"
+    assert order_progress([s("delivered", active=False)], awaiting_resource=True) == "partially_shipped"
+    assert order_progress([s("picking")], awaiting_resource=True) == "in_fulfillment"
 
 
 def test_eta_adds_remaining_stage_hours_and_transit_days() -> None:

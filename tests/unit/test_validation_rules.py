@@ -85,6 +85,8 @@ def test_payment_must_be_authorized_or_captured(status: str) -> None:
     assert codes(rules.payment_not_authorized(replace(ORDER, payment_status=status), CTX)) == [
         "payment_not_authorized"
     ]
+    for accepted in ("authorized", "captured"):
+        assert rules.payment_not_authorized(replace(ORDER, payment_status=accepted), CTX) == []
 
 
 def test_payment_amount_must_equal_the_order_total() -> None:
@@ -102,12 +104,15 @@ def test_a_first_time_customer_above_the_threshold_is_held_for_manual_review() -
 
 
 def test_rejections_win_over_holds_and_all_are_reported() -> None:
-    bad = replace(ORDER, lines=(Line("GHOST", 0, Decimal("5000")),), payment_status="declined")
-    verdict = rules.validate(bad, replace(CTX, customer_has_history=False))
-    assert verdict.outcome is Outcome.REJECTED
+    first_time = replace(CTX, customer_has_history=False)
+    bad = replace(ORDER, lines=(Line("GHOST", 1, Decimal("5000")),), payment_status="declined")
+    assert codes(rules.manual_review(bad, first_time)) == ["manual_review"]  # it would be held...
+    verdict = rules.validate(bad, first_time)
+    assert verdict.outcome is Outcome.REJECTED  # ...but it is rejected, with every failed rule
     assert set(codes(list(verdict.findings))) == {
         "unknown_sku",
-        "invalid_quantity",
         "payment_not_authorized",
         "payment_amount_mismatch",
     }
+    zero = replace(ORDER, lines=(Line("MUG", 0, Decimal("12.50")),))
+    assert "invalid_quantity" in codes(list(rules.validate(zero, CTX).findings))

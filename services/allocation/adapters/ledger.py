@@ -82,6 +82,17 @@ class PgStockLedger:
         """
         await take_key_locks(self._conn, skus)
 
+    async def lock_skus(self, skus: list[str]) -> None:
+        """Serialise with every other transaction on these skus (taken before any stock row)."""
+        await self._serialise_skus(skus)
+
+    async def skus_in_stock_at(self, location_id: str) -> list[str]:
+        """Skus with units free at the location, in sku order."""
+        rows = await self._conn.fetch(
+            "SELECT sku FROM stock WHERE location_id = $1 AND on_hand > reserved ORDER BY sku", location_id
+        )
+        return [r["sku"] for r in rows]
+
     async def lock_stock(self, skus: list[str]) -> list[StockRow]:
         await self._serialise_skus(skus)
         rows = await self._conn.fetch(

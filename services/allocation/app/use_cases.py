@@ -43,7 +43,11 @@ def request_for(order: OrderDetails, lines: list[tuple[str, int]] | None = None)
     )
 
 
-async def update_location(ledger: PgStockLedger, update: LocationUpdated) -> list[Outgoing]:
+async def update_location(
+    ledger: PgStockLedger, update: LocationUpdated, rules: Rules, lifecycle_topic: str
+) -> list[Outgoing]:
+    """Keep the location; stock it holds that it can now ship (re-activated, more countries) goes to
+    waiting backorders, oldest first."""
     location = sourcing.Location(
         update.location_id,
         update.kind.value,
@@ -54,7 +58,11 @@ async def update_location(ledger: PgStockLedger, update: LocationUpdated) -> lis
         update.active,
     )
     await ledger.upsert_location(location, update.name)
-    return []
+    if not update.active:
+        return []
+    return await allocate_waiting(
+        ledger, await ledger.skus_in_stock_at(update.location_id), rules, lifecycle_topic
+    )
 
 
 async def _try_allocate(
@@ -144,7 +152,12 @@ async def adjust_stock(
 async def allocate_waiting(
     ledger: PgStockLedger, skus: list[str], rules: Rules, lifecycle_topic: str
 ) -> list[Outgoing]:
-    """Give freed or new stock to backorders, oldest first; one that still cannot ship keeps waiting."""
+    """Give freed or new stock to backorders, oldest first; one that still cannot ship keeps waiting.
+
+    Called wherever units become available: stock received or counted up, a reservation released
+    (cancellation), a location (re-)activated."""
+    if not skus:
+        return []
     reservations = PgOrderReservations(ledger._conn)
     out: list[Outgoing] = []
     for waiting in await ledger.lock_waiting(skus):
@@ -169,8 +182,10 @@ async def _current_allocation(
     order: OrderDetails,
     topic: str,
     cancel_request_id: str | None = None,
+    backordered: list[tuple[str, int]] | None = None,
 ) -> Outgoing:
-    """`order.allocated` with every shipment the order still has (reserved or already shipped)."""
+    """`order.allocated` with every shipment the order still has (reserved or already shipped),
+    and the lines still waiting for stock, if any."""
     by_shipment: dict[str, Shipment] = {}
     for r in await reservations.reservations(order_id):
         if r.status not in ("reserved", "shipped"):
@@ -184,6 +199,7 @@ async def _current_allocation(
         order=order,
         shipments=list(by_shipment.values()),
         cancel_request_id=cancel_request_id,
+        backordered_lines=[ShipmentLine(sku=sku, quantity=q) for sku, q in backordered or []],
     )
     return Outgoing.event(topic, str(order_id), fact)
 
@@ -258,19 +274,46 @@ async def request_cancel(
         return [
             Outgoing.event(topic, key, OrderCancelled(order_id=fact.order_id, request_id=fact.request_id))
         ]
+    waiting = _pending(state.pending_lines) if state is not None and state.status == "backordered" else None
+    if fact.lines is not None and waiting and _covers(waiting, fact.lines):
+        # Lines of a backordered remainder hold no stock: cancelled here, nothing to release.
+        assert state is not None
+        left = _minus(waiting, fact.lines)
+        await reservations.set_status(
+            fact.order_id,
+            "backordered" if left else "allocated",
+            state.generation,
+            orjson.dumps(left).decode() if left else None,
+        )
+        order = OrderDetails.model_validate_json(state.order_details)
+        return [await _current_allocation(reservations, fact.order_id, order, topic, fact.request_id, left)]
     forwarded = OrderCancelForwarded(
         order_id=fact.order_id, request_id=fact.request_id, lines=fact.lines, reason=fact.reason
     )
     return [Outgoing.event(topic, key, forwarded)]
 
 
+def _covers(waiting: list[tuple[str, int]], lines: list[ShipmentLine]) -> bool:
+    available = dict(waiting)
+    return all(available.get(line.sku, 0) >= line.quantity for line in lines)
+
+
+def _minus(waiting: list[tuple[str, int]], lines: list[ShipmentLine]) -> list[tuple[str, int]]:
+    left = dict(waiting)
+    for line in lines:
+        left[line.sku] -= line.quantity
+    return [(sku, q) for sku, q in left.items() if q > 0]
+
+
 async def release_cancelled(
-    reservations: PgOrderReservations, fact: OrderCancelAccepted, topic: str
+    reservations: PgOrderReservations, fact: OrderCancelAccepted, rules: Rules, topic: str
 ) -> list[Outgoing]:
     """Release exactly the reserved units fulfillment took out of its pipelines."""
     state = await reservations.lock_allocation(fact.order_id)
     if state is None or state.status == "cancelled":
         return []
+    freed = sorted({line.sku for shipment in fact.release for line in shipment.lines})
+    await reservations.lock_skus(freed)
     for shipment in fact.release:
         for line in shipment.lines:
             await reservations.release(shipment.shipment_id, line.sku, line.quantity)
@@ -280,9 +323,13 @@ async def release_cancelled(
     if fact.whole or not still_held:
         await reservations.set_status(fact.order_id, "cancelled", state.generation, None)
         cancelled = OrderCancelled(order_id=fact.order_id, request_id=fact.request_id)
-        return [Outgoing.event(topic, str(fact.order_id), cancelled)]
-    order = OrderDetails.model_validate_json(state.order_details)
-    return [await _current_allocation(reservations, fact.order_id, order, topic, fact.request_id)]
+        out = [Outgoing.event(topic, str(fact.order_id), cancelled)]
+    else:
+        order = OrderDetails.model_validate_json(state.order_details)
+        waiting = _pending(state.pending_lines) if state.status == "backordered" else None
+        out = [await _current_allocation(reservations, fact.order_id, order, topic, fact.request_id, waiting)]
+    # The freed units go to the oldest waiting backorders, not to whichever order asks next.
+    return out + await allocate_waiting(reservations, freed, rules, topic)
 
 
 def rules_from(max_shipments: int, cost_per_km: str) -> Rules:

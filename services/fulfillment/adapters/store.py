@@ -32,6 +32,8 @@ class OrderRow:
     lat: float | None
     lon: float | None
     progress: str | None
+    awaiting_resource: bool = False
+    """A parcel failed and its lines are not in a shipment yet (sourced again, or waiting for stock)."""
 
 
 SHIPMENT_COLUMNS = (
@@ -81,13 +83,19 @@ class PgFulfillmentStore:
 
     async def lock_order(self, order_id: UUID) -> OrderRow | None:
         row = await self._conn.fetchrow(
-            "SELECT order_id, channel, shipping_method, lat, lon, progress FROM orders WHERE order_id = $1 FOR UPDATE",
+            "SELECT order_id, channel, shipping_method, lat, lon, progress, awaiting_resource FROM orders"
+            " WHERE order_id = $1 FOR UPDATE",
             order_id,
         )
         return OrderRow(**dict(row)) if row else None
 
     async def set_progress(self, order_id: UUID, progress: str | None) -> None:
         await self._conn.execute("UPDATE orders SET progress = $2 WHERE order_id = $1", order_id, progress)
+
+    async def set_awaiting_resource(self, order_id: UUID, awaiting: bool) -> None:
+        await self._conn.execute(
+            "UPDATE orders SET awaiting_resource = $2 WHERE order_id = $1", order_id, awaiting
+        )
 
     async def shipments_of(self, order_id: UUID) -> list[ShipmentRow]:
         rows = await self._conn.fetch(

@@ -99,7 +99,7 @@ async def _progress(
     """Tell intake when the order as a whole moved, with an ETA for the latest shipment."""
     shipments = await store.shipments_of(order.order_id)
     states = [ShipmentState(config.get(s.pipeline), s.stage, s.active) for s in shipments]
-    status = order_progress(states)
+    status = order_progress(states, order.awaiting_resource)
     if status is None or status == order.progress:
         return []
     await store.set_progress(order.order_id, status)
@@ -142,7 +142,9 @@ async def receive_allocation(
     # Every allocation (first, re-sourced, reduced) makes the order `allocated` again at intake,
     # so its progress is announced afresh.
     await store.set_progress(fact.order_id, None)
-    order = replace(order, progress=None)
+    awaiting = bool(fact.backordered_lines)
+    await store.set_awaiting_resource(fact.order_id, awaiting)
+    order = replace(order, progress=None, awaiting_resource=awaiting)
     known = {s.shipment_id: s for s in await store.shipments_of(fact.order_id)}
     out: list[Outgoing] = []
     now = datetime.now(UTC)
@@ -199,6 +201,8 @@ async def apply_update(
     if move.kind is MoveKind.FAILED:
         shipment.active = False
         await store.save_shipment(shipment)
+        await store.set_awaiting_resource(order_id, True)
+        order = replace(order, awaiting_resource=True)
         out.append(_stage_event(t, shipment, shipment.stage, None, "left", reason=update.note or FAILED))
         lines = contract_lines(shipment.lines)
         out.append(

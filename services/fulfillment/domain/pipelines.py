@@ -6,8 +6,10 @@ Rules in words:
 - It enters the pipeline's first stage. Updates move it forward only; skipping stages is allowed,
   going back (or staying) is refused with a reason. `failed` takes it out from any stage before
   `ships_at`. The last stage ends the pipeline.
-- The order is `in_fulfillment` once any shipment is in a pipeline, `shipped` once all active
-  shipments reached `ships_at`, `delivered` once all reached the last stage.
+- The order is `in_fulfillment` once any shipment is in a pipeline, `partially_shipped` once some
+  but not all of it has left (a shipment still before `ships_at`, or a failed parcel not yet
+  sourced again), `shipped` once every part reached `ships_at`, `delivered` once all reached the
+  last stage.
 """
 
 from __future__ import annotations
@@ -131,16 +133,20 @@ class ShipmentState:
     active: bool
 
 
-def order_progress(shipments: Sequence[ShipmentState]) -> str | None:
-    """The order's status from its active shipments (None: nothing in a pipeline)."""
+def order_progress(shipments: Sequence[ShipmentState], awaiting_resource: bool = False) -> str | None:
+    """The order's status from its shipments (None: nothing in a pipeline).
+
+    ``awaiting_resource``: part of the order is not in any shipment (a parcel failed and its lines
+    are being sourced again or wait for stock) — the order cannot be `shipped` or `delivered`."""
     active = [s for s in shipments if s.active or s.stage == s.pipeline.last]
     if not active:
         return None
+    left = [s for s in active if s.pipeline.index(s.stage) >= s.pipeline.index(s.pipeline.ships_at)]
+    if len(left) < len(active) or awaiting_resource:
+        return "partially_shipped" if left else "in_fulfillment"
     if all(s.stage == s.pipeline.last for s in active):
         return "delivered"
-    if all(s.pipeline.index(s.stage) >= s.pipeline.index(s.pipeline.ships_at) for s in active):
-        return "shipped"
-    return "in_fulfillment"
+    return "shipped"
 
 
 def eta(

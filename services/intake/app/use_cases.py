@@ -40,6 +40,7 @@ from services.intake.domain.orders import (
     Status,
     Submission,
     Transition,
+    as_seen_by_customer,
     classify_submission,
     decide_transition,
     fingerprint,
@@ -108,6 +109,12 @@ def status_of(fact: OrderFact) -> tuple[Status, list[Reason], list[Shipment]] | 
             return Status.REJECTED, reasons, []
         case OrderHeld(reasons=reasons):
             return Status.ON_HOLD, reasons, []
+        case OrderAllocated(shipments=shipments, backordered_lines=waiting) if waiting:
+            reasons = [
+                Reason(code="insufficient_stock", message=f"{line.quantity} waiting for stock", sku=line.sku)
+                for line in waiting
+            ]
+            return Status.BACKORDERED, reasons, shipments
         case OrderAllocated(shipments=shipments):
             return Status.ALLOCATED, [], shipments
         case OrderBackordered(reasons=reasons):
@@ -189,6 +196,7 @@ def _apply_fact(
     if change is None:
         return [], None, None
     proposed, reasons, shipments = change
+    proposed = as_seen_by_customer(Status(order.status), proposed)
     out: list[Outgoing] = []
     if isinstance(fact, OrderCancelled):
         out.append(_outcome(t, fact.order_id, fact.request_id, "accepted", []))

@@ -49,6 +49,7 @@ class Status(StrEnum):
     ALLOCATED = "allocated"
     BACKORDERED = "backordered"
     IN_FULFILLMENT = "in_fulfillment"
+    PARTIALLY_SHIPPED = "partially_shipped"
     SHIPPED = "shipped"
     DELIVERED = "delivered"
     CANCELLED = "cancelled"
@@ -63,18 +64,40 @@ NEXT: dict[Status, frozenset[Status]] = {
     Status.RECEIVED: frozenset({Status.VALIDATED, Status.REJECTED, Status.ON_HOLD, Status.CANCELLED}),
     Status.ON_HOLD: frozenset({Status.VALIDATED, Status.REJECTED, Status.CANCELLED}),
     Status.VALIDATED: frozenset({Status.ALLOCATED, Status.BACKORDERED, Status.CANCELLED}),
-    Status.BACKORDERED: frozenset({Status.ALLOCATED, Status.IN_FULFILLMENT, Status.CANCELLED}),
+    Status.BACKORDERED: frozenset(
+        {Status.BACKORDERED, Status.ALLOCATED, Status.IN_FULFILLMENT, Status.CANCELLED}
+    ),
     Status.ALLOCATED: frozenset(
         {Status.ALLOCATED, Status.BACKORDERED, Status.IN_FULFILLMENT, Status.CANCELLED}
     ),
     Status.IN_FULFILLMENT: frozenset(
-        {Status.IN_FULFILLMENT, Status.ALLOCATED, Status.BACKORDERED, Status.SHIPPED, Status.CANCELLED}
+        {
+            Status.IN_FULFILLMENT,
+            Status.ALLOCATED,
+            Status.BACKORDERED,
+            Status.PARTIALLY_SHIPPED,
+            Status.SHIPPED,
+            Status.CANCELLED,
+        }
     ),
+    Status.PARTIALLY_SHIPPED: frozenset({Status.PARTIALLY_SHIPPED, Status.SHIPPED, Status.DELIVERED}),
     Status.SHIPPED: frozenset({Status.DELIVERED}),
     Status.REJECTED: frozenset(),
     Status.DELIVERED: frozenset(),
     Status.CANCELLED: frozenset(),
 }
+
+
+STILL_SHIPPING = frozenset({Status.ALLOCATED, Status.BACKORDERED, Status.IN_FULFILLMENT})
+
+
+def as_seen_by_customer(current: Status, proposed: Status) -> Status:
+    """Once part of an order has left, it is `partially_shipped` until every part has: a part
+    sourced again (allocated), waiting for stock (backordered) or back in a pipeline never makes
+    the order look as if nothing had shipped."""
+    if current is Status.PARTIALLY_SHIPPED and proposed in STILL_SHIPPING:
+        return Status.PARTIALLY_SHIPPED
+    return proposed
 
 
 class Transition(Enum):

@@ -100,23 +100,43 @@ class Dispatcher:
                 due.clear()
 
     async def _claim_webhooks(self) -> int:
+        """Claim due deliveries per active subscription, up to each one's free slots.
+
+        Each subscription gets its own oldest due deliveries, so a subscriber with a huge backlog
+        (or one that never answers) never keeps another subscriber's deliveries waiting; removed
+        subscriptions are not claimed at all."""
         per_subscription = self._settings.webhook_concurrency_per_subscription
+        busy = {sid: n for sid, n in self._in_flight.items() if n > 0}
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                "SELECT d.delivery_id, d.subscription_id, s.url, s.secret, d.body, d.round_attempts"
-                " FROM deliveries d JOIN subscriptions s USING (subscription_id)"
-                " WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
-                " ORDER BY d.next_attempt_at LIMIT 200 FOR UPDATE OF d SKIP LOCKED"
+                "WITH slots AS ("
+                " SELECT s.subscription_id, s.url, s.secret, $1::int - COALESCE(b.n, 0) AS free"
+                " FROM subscriptions s LEFT JOIN unnest($2::text[], $3::int[]) AS b(sid, n)"
+                " ON b.sid = s.subscription_id WHERE s.active)"
+                " SELECT d.delivery_id, slots.subscription_id, slots.url, slots.secret, d.body, d.round_attempts"
+                " FROM slots CROSS JOIN LATERAL ("
+                " SELECT delivery_id, body, round_attempts FROM deliveries"
+                " WHERE subscription_id = slots.subscription_id AND status = 'pending'"
+                " AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT slots.free"
+                " FOR UPDATE SKIP LOCKED) AS d"
+                " WHERE slots.free > 0",
+                per_subscription,
+                list(busy),
+                list(busy.values()),
             )
-            chosen: list[Due] = []
-            for r in rows:
-                sid = r["subscription_id"]
-                if self._in_flight[sid] >= per_subscription:
-                    continue
-                self._in_flight[sid] += 1
-                chosen.append(
-                    Due(r["delivery_id"], sid, r["url"], r["secret"], bytes(r["body"]), r["round_attempts"])
+            chosen = [
+                Due(
+                    r["delivery_id"],
+                    r["subscription_id"],
+                    r["url"],
+                    r["secret"],
+                    bytes(r["body"]),
+                    r["round_attempts"],
                 )
+                for r in rows
+            ]
+            for due in chosen:
+                self._in_flight[due.subscription_id] += 1
             if chosen:
                 await conn.execute(
                     "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2)"
@@ -161,13 +181,14 @@ class Dispatcher:
         settings = self._settings
         attempt = due.round_attempts + 1
         async with self._pool.acquire() as conn, conn.transaction():
-            total = await conn.fetchval(
+            row = await conn.fetchrow(
                 "UPDATE deliveries SET attempts = attempts + 1, round_attempts = $2, last_error = $3"
-                " WHERE delivery_id = $1 RETURNING attempts",
+                " WHERE delivery_id = $1 RETURNING attempts, status",
                 due.delivery_id,
                 attempt,
                 error,
             )
+            total = row["attempts"]
             await conn.execute(
                 "INSERT INTO delivery_attempts (delivery_id, attempt, status_code, error, duration_ms)"
                 " VALUES ($1, $2, $3, $4, $5)",
@@ -177,7 +198,9 @@ class Dispatcher:
                 error,
                 duration_ms,
             )
-            if error is None:
+            if row["status"] != "pending":
+                pass  # cancelled (subscription removed) while this attempt was in flight: it stays so
+            elif error is None:
                 await conn.execute(
                     "UPDATE deliveries SET status = 'delivered', delivered_at = now() WHERE delivery_id = $1",
                     due.delivery_id,
@@ -214,6 +237,8 @@ class Dispatcher:
         outcome = (
             "delivered" if error is None else "dead" if attempt >= settings.webhook_max_attempts else "retry"
         )
+        if row["status"] != "pending" and outcome != "delivered":
+            outcome = "cancelled"
         metrics.count(metrics.WEBHOOK_ATTEMPTS, outcome)
         if outcome == "dead":
             self._on_commit()

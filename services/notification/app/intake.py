@@ -19,7 +19,9 @@ from libs.contracts.orders import OrderStatusChanged
 from libs.platform.messaging import Outgoing, Rejected
 from services.notification.domain.webhooks import wants
 
-EMAIL_STATUSES = frozenset({"received", "shipped", "delivered", "cancelled", "backordered"})
+EMAIL_STATUSES = frozenset(
+    {"received", "partially_shipped", "shipped", "delivered", "cancelled", "backordered"}
+)
 DELIVERY_NAMESPACE = uuid.UUID("0b5d8a51-7c55-4bd4-8f6e-5a3a8c1c2f10")
 
 
@@ -32,8 +34,12 @@ async def change_subscription(
     conn: asyncpg.Connection, command: WebhookSubscriptionChanged
 ) -> list[Outgoing]:
     if command.action == "remove":
+        # Its pending deliveries are cancelled, not sent: a removed endpoint gets nothing more.
         await conn.execute(
-            "UPDATE subscriptions SET active = false, updated_at = now() WHERE subscription_id = $1",
+            "WITH removed AS (UPDATE subscriptions SET active = false, updated_at = now()"
+            " WHERE subscription_id = $1)"
+            " UPDATE deliveries SET status = 'cancelled', last_error = 'subscription removed'"
+            " WHERE subscription_id = $1 AND status = 'pending'",
             command.subscription_id,
         )
         return []

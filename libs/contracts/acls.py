@@ -1,0 +1,152 @@
+"""Who may do what on Kafka: one principal per service and per outside role, least privilege.
+
+The table is data, derived from what each service reads and writes (``SERVICE_TOPICS``, which a
+contract test checks against the services' real subscriptions and the topics their use cases emit
+to). ``baton acls apply`` writes it to the cluster; the README's ACL table is rendered from it.
+
+- a **service** reads its inputs with its own consumer groups (``<prefix>baton.<service>.<input>``,
+  one PREFIXED grant) and writes its outputs and its own dead-letter topic; nothing else.
+- **channel** (web shop, marketplace, POS) may only submit orders and cancel requests.
+- **reader** (dashboards, analytics) reads the public topics in groups named ``<prefix>reader.*``.
+- **operator** (the ``baton`` CLI): reads every dead-letter topic (``dlq list``), writes every
+  service input (``dlq replay`` sends a record back to where it came from; the ``webhooks``
+  commands are two of those inputs) and describes Baton's groups (``top``: lag and members).
+- **admin** is a super user, used only by ``baton topics apply`` and ``baton acls apply``.
+
+Every name is prefixed with ``BATON_TOPIC_PREFIX``, so environments sharing a cluster stay apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from libs.contracts.topics import (
+    CATALOG_PRODUCTS,
+    FULFILLMENT_STAGE_CHANGES,
+    FULFILLMENT_UPDATES,
+    INVENTORY_ADJUSTMENTS,
+    INVENTORY_LOCATIONS,
+    NOTIFICATION_REDELIVERIES,
+    NOTIFICATION_SUBSCRIPTIONS,
+    ORDERS_CANCEL_REQUESTED,
+    ORDERS_CANCELLATIONS,
+    ORDERS_HOLD_DECISIONS,
+    ORDERS_LIFECYCLE,
+    ORDERS_REFUSED,
+    ORDERS_STATUS,
+    ORDERS_SUBMITTED,
+    SERVICES,
+    TOPICS,
+    dead_letter_topic,
+)
+
+ResourceType = Literal["topic", "group"]
+PatternType = Literal["literal", "prefixed"]
+Operation = Literal["read", "write", "describe"]
+
+
+@dataclass(frozen=True)
+class ServiceTopics:
+    """The topics a service consumes and the topics it produces to (its dead letters come on top)."""
+
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+
+
+SERVICE_TOPICS: dict[str, ServiceTopics] = {
+    "intake": ServiceTopics(
+        reads=(ORDERS_SUBMITTED, ORDERS_CANCEL_REQUESTED, ORDERS_LIFECYCLE),
+        writes=(ORDERS_STATUS, ORDERS_REFUSED, ORDERS_LIFECYCLE, ORDERS_CANCELLATIONS),
+    ),
+    "validation": ServiceTopics(
+        reads=(CATALOG_PRODUCTS, ORDERS_LIFECYCLE, ORDERS_HOLD_DECISIONS),
+        writes=(ORDERS_LIFECYCLE,),
+    ),
+    "allocation": ServiceTopics(
+        reads=(INVENTORY_LOCATIONS, INVENTORY_ADJUSTMENTS, ORDERS_LIFECYCLE),
+        writes=(ORDERS_LIFECYCLE,),
+    ),
+    "fulfillment": ServiceTopics(
+        reads=(INVENTORY_LOCATIONS, ORDERS_LIFECYCLE, FULFILLMENT_UPDATES),
+        writes=(ORDERS_LIFECYCLE, FULFILLMENT_STAGE_CHANGES),
+    ),
+    "notification": ServiceTopics(
+        reads=(
+            NOTIFICATION_SUBSCRIPTIONS,
+            NOTIFICATION_REDELIVERIES,
+            ORDERS_LIFECYCLE,
+            ORDERS_STATUS,
+            FULFILLMENT_STAGE_CHANGES,
+        ),
+        writes=(),
+    ),
+}
+
+CHANNEL_WRITES = (ORDERS_SUBMITTED, ORDERS_CANCEL_REQUESTED)
+PUBLIC_TOPICS = tuple(spec.name for spec in TOPICS if spec.public)
+READER_GROUP_PREFIX = "reader."
+SERVICE_GROUP_PREFIX = "baton."
+PRINCIPALS = (*SERVICES, "channel", "reader", "operator")
+"""Principals with ACLs (the admin is a super user and has none)."""
+
+
+def service_writes(service: str) -> tuple[str, ...]:
+    return (*SERVICE_TOPICS[service].writes, dead_letter_topic(service))
+
+
+def service_inputs() -> tuple[str, ...]:
+    """Every topic some service consumes: where ``baton dlq replay`` may send a record back."""
+    return tuple(dict.fromkeys(t for s in SERVICES for t in SERVICE_TOPICS[s].reads))
+
+
+@dataclass(frozen=True, order=True)
+class Grant:
+    """One ALLOW binding: ``principal`` may ``operation`` on the resource (names already prefixed)."""
+
+    principal: str
+    resource: ResourceType
+    pattern: PatternType
+    name: str
+    operation: Operation
+
+
+def grants(prefix: str = "") -> list[Grant]:
+    """The whole table for one environment (``BATON_TOPIC_PREFIX``), sorted."""
+    rows: set[Grant] = set()
+
+    def allow(principal: str, resource: ResourceType, pattern: PatternType, name: str, op: Operation) -> None:
+        rows.add(Grant(principal, resource, pattern, prefix + name, op))
+
+    for service in SERVICES:
+        for topic in SERVICE_TOPICS[service].reads:
+            allow(service, "topic", "literal", topic, "read")
+        allow(service, "group", "prefixed", f"{SERVICE_GROUP_PREFIX}{service}.", "read")
+        for topic in service_writes(service):
+            allow(service, "topic", "literal", topic, "write")
+    for topic in CHANNEL_WRITES:
+        allow("channel", "topic", "literal", topic, "write")
+    for topic in PUBLIC_TOPICS:
+        allow("reader", "topic", "literal", topic, "read")
+    allow("reader", "group", "prefixed", READER_GROUP_PREFIX, "read")
+    for service in SERVICES:
+        allow("operator", "topic", "literal", dead_letter_topic(service), "read")
+    for topic in service_inputs():
+        allow("operator", "topic", "literal", topic, "write")
+    allow("operator", "group", "prefixed", SERVICE_GROUP_PREFIX, "describe")
+    return sorted(rows)
+
+
+def render_markdown(prefix: str = "") -> str:
+    """The ACL table as the README shows it: one row per principal and resource pattern."""
+    merged: dict[tuple[str, str, str, str], list[str]] = {}
+    for g in grants(prefix):
+        merged.setdefault((g.principal, g.resource, g.pattern, g.operation), []).append(g.name)
+    order = {p: i for i, p in enumerate(PRINCIPALS)}
+    lines = ["| principal | may | on | names |", "|---|---|---|---|"]
+    for (principal, resource, pattern, operation), names in sorted(
+        merged.items(), key=lambda item: (order[item[0][0]], item[0][1:])
+    ):
+        shown = ", ".join(f"`{n}*`" if pattern == "prefixed" else f"`{n}`" for n in names)
+        lines.append(f"| `{principal}` | {operation} | {resource}s | {shown} |")
+    return "\n".join(lines) + "\n"
