@@ -48,7 +48,6 @@ from tests.support.infra import (
     Infra,
     fresh_environment,
     fresh_name,
-    service_env,
     start_infra,
     start_secure_infra,
     stop_infra,
@@ -220,8 +219,9 @@ async def fleet_run(
     rate, and the result says where each order's latency goes, hop by hop."""
     smtp = MailBox()
     smtp_port = smtp.port
-    settings, prefix, database = await fresh_environment(infra, "bench")
-    env = service_env(infra, prefix, database) | {
+    environment = await fresh_environment(infra, "bench")
+    settings = environment.settings
+    env = environment.service_env() | {
         "BATON_SMTP_PORT": str(smtp_port),
         "BATON_HTTP_PORT": "0",
         "BATON_HOLD_THRESHOLD": "100000000",
@@ -230,7 +230,7 @@ async def fleet_run(
     trace_dir = log_dir / "traces"
     if hops_rate is not None:
         env["BATON_TRACE_DIR"] = str(trace_dir)
-    fleet = Supervisor(env, log_dir)
+    fleet = Supervisor(env, log_dir, database_urls=environment.database_urls)
     producer = make_producer(infra.kafka, "bench")
     consumer = infra.kafka.consumer(
         settings.topic(topics.ORDERS_STATUS),
@@ -310,6 +310,7 @@ async def fleet_run(
         await producer.stop()
         fleet.stop()
         smtp.stop()
+        await environment.drop()
 
 
 async def _closed_loop(

@@ -75,17 +75,77 @@ def service_module(name: str) -> str:
 
 @app.command()
 def run(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICES)}")]) -> None:
-    """Run one service as its own process (what SREs scale). SIGTERM drains and commits, then exits."""
-    module = importlib.import_module(service_module(service))
-    fast_app = module.build_app(_settings())
-    import uvloop
+    """Run one service as its own process (what SREs scale). SIGTERM drains and commits, then exits.
 
+    It never migrates: it waits (BATON_SCHEMA_WAIT_S) for `baton migrate` to bring its schema to
+    this release, then exits with one line saying what is missing."""
     from libs.platform.kafka import KafkaAccessRefused
+    from libs.platform.service import run_app
 
+    module = importlib.import_module(service_module(service))
     try:
-        uvloop.run(fast_app.run())
+        status = run_app(module.build_app(_settings()))
     except KafkaAccessRefused:  # the service logged the one line saying why
         raise typer.Exit(EXIT_REFUSED) from None
+    raise typer.Exit(status)
+
+
+def fleet_migrations(services: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Schema -> migrations package of each service, from its definition."""
+    return {name: importlib.import_module(service_module(name)).DEFINITION.migrations for name in services}
+
+
+@app.command()
+def migrate(
+    service: Annotated[str | None, typer.Option(help="only this service's schema (default: all)")] = None,
+    passfile: Annotated[
+        Path | None,
+        typer.Option(
+            help="pgpass file (0600) for roles given no BATON_DB_URL_<NAME>: their passwords are read "
+            "there, or generated and added (local use)"
+        ),
+    ] = None,
+) -> None:
+    """Bring the database to this release, logged in as the migrator (DATABASE_URL).
+
+    Creates the database if missing (when allowed), the service roles and the read-only operator
+    role, each schema; applies pending migrations; grants each role exactly its rights. A role's
+    name and password come from BATON_DB_URL_<SERVICE> / BATON_DB_URL_OPERATOR (the URLs the
+    services get), else the role `<BATON_DB_ROLE_PREFIX><name>` is used as a DBA created it.
+    Idempotent; refuses an applied migration that was edited. Run it before the services start.
+    """
+    import asyncpg
+
+    from libs.platform.db import MigrationRefused
+    from libs.platform.roles import (
+        OPERATOR,
+        AccessRefused,
+        MigrateSettings,
+        logins_from_env,
+        migrate_database,
+    )
+
+    settings = MigrateSettings()
+    names = [service_module(service).split(".")[1]] if service else list(SERVICES)
+    try:
+        logins = logins_from_env(os.environ, [*names, OPERATOR], settings.db_role_prefix, passfile)
+        report = asyncio.run(
+            migrate_database(
+                settings.database_url.get_secret_value(),
+                fleet_migrations(names),
+                {n: logins[n] for n in names},
+                logins[OPERATOR],
+            )
+        )
+    except (MigrationRefused, AccessRefused, asyncpg.PostgresError, OSError) as exc:
+        typer.echo(f"baton migrate: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if report.database_created:
+        typer.echo("database created")
+    for role, outcome in report.roles.items():
+        typer.echo(f"role {role}: {outcome}")
+    for schema, applied in report.applied.items():
+        typer.echo(f"{schema}: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
 
 
 @stack_app.command("fetch")
@@ -253,19 +313,43 @@ def up(
 
 @contextmanager
 def running_fleet(counts: dict[str, int], log_dir: Path | None, secure: bool = False) -> Iterator[Supervisor]:
-    """The stack (unless the environment provides it) and the services; all stopped on the way out.
+    """The stack (unless the environment provides it), the migrate step, then the services, each
+    logged in as its own role; all stopped on the way out.
+
+    DATABASE_URL (default: the local server) is the migrator here; the roles' generated passwords
+    stay in the pgpass file ``.cache/pgpass`` (0600) that the processes read via PGPASSFILE.
 
     ``secure``: the secured local broker; each service runs as its own principal and, like in a
     least-privilege cluster, does not create topics (``stack up --secure`` did, as admin)."""
+    from libs.platform.roles import MigrateSettings, prepare_local
     from libs.platform.secure_stack import SecureKafkaBroker
 
     own_kafka, own_pg = not stack.external_kafka(), not stack.external_database()
-    env = dict(os.environ) | {"BATON_LOG_JSON": os.environ.get("BATON_LOG_JSON", "false")}
+    passfile = stack.cache_dir() / "pgpass"
+    env = dict(os.environ) | {
+        "BATON_LOG_JSON": os.environ.get("BATON_LOG_JSON", "false"),
+        "PGPASSFILE": str(passfile),
+    }
     if not env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         env.setdefault("BATON_TRACE_DIR", str(stack.cache_dir() / "traces"))
-    fleet = Supervisor(env, log_dir, ops_port_base=int(os.environ.get("BATON_OPS_PORT_BASE", "9101")))
+    fleet: Supervisor | None = None
     try:
         stack_up(kafka_only=False, secure=secure and own_kafka)
+        settings = MigrateSettings()
+        database_urls = asyncio.run(
+            prepare_local(
+                settings.database_url.get_secret_value(),
+                fleet_migrations(list(counts)),
+                settings.db_role_prefix,
+                passfile,
+            )
+        )
+        fleet = Supervisor(
+            env,
+            log_dir,
+            ops_port_base=int(os.environ.get("BATON_OPS_PORT_BASE", "9101")),
+            database_urls=database_urls,
+        )
         for name, count in counts.items():
             extra = (
                 SecureKafkaBroker().env(name) | {"BATON_APPLY_TOPICS": "false"}
@@ -276,7 +360,8 @@ def running_fleet(counts: dict[str, int], log_dir: Path | None, secure: bool = F
                 fleet.start(name, f"{name}.{i + 1}", extra)
         yield fleet
     finally:
-        fleet.stop()
+        if fleet is not None:
+            fleet.stop()
         if own_kafka:
             stack.KafkaBroker().stop()
             SecureKafkaBroker().stop()
@@ -363,11 +448,12 @@ def webhooks_remove(subscription_id: str) -> None:
 def webhooks_list(
     dead: Annotated[bool, typer.Option(help="list dead-lettered deliveries instead")] = False,
 ) -> None:
-    """Subscriptions with delivery counts (read from notification's own store)."""
+    """Subscriptions with delivery counts (read from notification's own store; the read-only operator
+    role suffices: the columns read are those in libs/platform/roles.py OPERATOR_READS)."""
     import asyncpg
 
     async def show() -> None:
-        conn = await asyncpg.connect(_settings().database_url)
+        conn = await asyncpg.connect(_settings().database_url.get_secret_value())
         try:
             if dead:
                 for r in await conn.fetch(
@@ -381,9 +467,9 @@ def webhooks_list(
                 return
             for r in await conn.fetch(
                 "SELECT s.subscription_id, s.url, s.events, s.active,"
-                " count(d.*) FILTER (WHERE d.status = 'delivered') AS delivered,"
-                " count(d.*) FILTER (WHERE d.status = 'pending') AS pending,"
-                " count(d.*) FILTER (WHERE d.status = 'dead') AS dead"
+                " count(d.delivery_id) FILTER (WHERE d.status = 'delivered') AS delivered,"
+                " count(d.delivery_id) FILTER (WHERE d.status = 'pending') AS pending,"
+                " count(d.delivery_id) FILTER (WHERE d.status = 'dead') AS dead"
                 " FROM notification.subscriptions s LEFT JOIN notification.deliveries d USING (subscription_id)"
                 " GROUP BY s.subscription_id ORDER BY s.subscription_id"
             ):

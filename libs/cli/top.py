@@ -52,7 +52,7 @@ async def take_snapshot(
         await consumer.stop()
     outbox: dict[str, int | None] = {s: None for s in SERVICES}
     with contextlib.suppress(Exception):
-        conn = await asyncpg.connect(settings.database_url, timeout=3)
+        conn = await asyncpg.connect(settings.database_url.get_secret_value(), timeout=3)
         try:
             for service in SERVICES:
                 with contextlib.suppress(asyncpg.PostgresError):

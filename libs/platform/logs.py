@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -13,11 +15,45 @@ current_order_id: ContextVar[str | None] = ContextVar("current_order_id", defaul
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
+MIN_SECRET_LENGTH = 8
+"""Shorter values are not scrubbed: replacing a word like "baton" everywhere would garble the logs."""
+
+
+def scrub_list(secrets: Iterable[str | None]) -> tuple[str, ...]:
+    """The values to blank out: as given, percent-encoded (inside a URL) and JSON-escaped."""
+    values = {
+        v
+        for s in secrets
+        if s and len(s) >= MIN_SECRET_LENGTH
+        for v in (s, quote(s, safe=""), orjson.dumps(s).decode()[1:-1])
+    }
+    return tuple(sorted(values, key=len, reverse=True))
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """Plain-text lines with the process's secrets blanked out."""
+
+    def __init__(self, fmt: str, secrets: Iterable[str | None] = ()) -> None:
+        super().__init__(fmt)
+        self.secrets = scrub_list(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record), self.secrets)
+
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, secrets: Iterable[str | None] = ()) -> None:
+        """``secrets`` (the database and Kafka passwords) are blanked out of every line, traceback included:
+        settings never print them, but a third-party error message might quote a URL."""
         super().__init__()
         self.service = service
+        self.secrets = scrub_list(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -43,15 +79,19 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return scrub(orjson.dumps(entry, default=str).decode(), self.secrets)
 
 
-def configure_logging(service: str, level: str = "INFO", json: bool = True) -> None:
+def configure_logging(
+    service: str, level: str = "INFO", json: bool = True, secrets: Iterable[str | None] = ()
+) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json:
-        handler.setFormatter(JsonFormatter(service))
+        handler.setFormatter(JsonFormatter(service, secrets))
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(
+            ScrubbingFormatter(f"%(asctime)s {service} %(levelname)s %(name)s %(message)s", secrets)
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

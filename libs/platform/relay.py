@@ -22,6 +22,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from libs.platform import metrics, tracing
+from libs.platform.db import session_settings
 from libs.platform.kafka import KafkaAccess
 
 log = logging.getLogger("baton.relay")
@@ -104,8 +105,7 @@ class OutboxRelay:
 
     async def _lead(self) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(
-            self._dsn,
-            server_settings={"search_path": self._schema, "application_name": f"relay-{self._schema}"},
+            self._dsn, server_settings=session_settings(self._dsn, self._schema, f"relay-{self._schema}")
         )
         producer: AIOKafkaProducer | None = None
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +24,8 @@ from faststream.message import StreamMessage
 
 from libs.contracts.acls import SERVICE_TOPICS, service_writes
 from libs.contracts.topics import dead_letter_topic
-from libs.platform import metrics, tracing
-from libs.platform.db import create_pool, ensure_database, migrate
+from libs.platform import dsn, metrics, tracing
+from libs.platform.db import SchemaState, create_pool, schema_state, session_settings
 from libs.platform.kafka import (
     KafkaAccessRefused,
     check_access,
@@ -46,6 +47,13 @@ from libs.platform.relay import OutboxRelay
 from libs.platform.settings import BatonSettings
 
 log = logging.getLogger("baton.service")
+
+SCHEMA_POLL_S = 2.0
+SCHEMA_WARN_EVERY_S = 30.0
+
+
+class StartupRefused(Exception):
+    """A start-up that cannot succeed; the message is the one line an operator needs."""
 
 
 @dataclass(frozen=True)
@@ -194,7 +202,17 @@ def _register(broker: KafkaBroker, runtime: Runtime, subscription: Subscription)
 
 def build_service_app(definition: ServiceDefinition, settings: BatonSettings) -> FastStream:
     """Nothing connects here: connections open in the app's start-up hook."""
-    configure_logging(definition.name, settings.log_level, settings.log_json)
+    configure_logging(
+        definition.name,
+        settings.log_level,
+        settings.log_json,
+        secrets=[
+            dsn.password(settings.database_url.get_secret_value()),
+            settings.kafka_security.sasl_password.get_secret_value()
+            if settings.kafka_security.sasl_password is not None
+            else None,
+        ],
+    )
     tracing.configure(definition.name, settings.instance_id, settings.trace_dir)
     runtime = Runtime(service=definition.name, settings=settings)
     broker = make_broker(
@@ -212,25 +230,23 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
 
     @app.on_startup
     async def prepare() -> None:
-        """Wait out a broker or database that is not up yet (a restart, a rollout) instead of exiting;
+        """Wait out a broker or database that is not up yet (a restart, a rollout) instead of exiting,
+        and wait (up to ``schema_wait_s``) for `baton migrate` to bring the schema to this release;
         but stop at once, with one line naming the setting, when Kafka refuses our credentials or
         certificate: no amount of waiting fixes those."""
         ops = OpsServer(runtime, settings.ops_port, broker.ping)
         await ops.start()
         runtime.stoppers.append(ops.stop)
+        url = settings.database_url.get_secret_value()
+        schema_deadline = time.monotonic() + settings.schema_wait_s
         delay = 0.5
         while True:
             try:
                 await check_access(settings.kafka)
-                await ensure_database(settings.database_url)
-                applied = await migrate(settings.database_url, definition.name, definition.migrations)
-                if applied:
-                    log.info("migrations applied", extra={"applied": applied})
                 await ensure_topics(settings, needed)
+                await await_schema(url, definition, schema_deadline, settings.schema_wait_s)
                 await wait_for_group_coordinators(settings, list(runtime.groups))
-                runtime._pool = await create_pool(
-                    settings.database_url, definition.name, settings.db_pool_size
-                )
+                runtime._pool = await create_pool(url, definition.name, settings.db_pool_size)
                 break
             except KafkaAccessRefused as refused:
                 log.critical(str(refused))
@@ -240,7 +256,7 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         runtime.relay = OutboxRelay(
-            dsn=settings.database_url,
+            dsn=url,
             schema=definition.name,
             kafka=settings.kafka,
             client_id=f"baton-{definition.name}-relay-{settings.instance_id}",
@@ -267,6 +283,86 @@ def build_service_app(definition: ServiceDefinition, settings: BatonSettings) ->
         log.info("service stopped", extra={"instance": settings.instance_id})
 
     return app
+
+
+NOT_MIGRATED_YET: tuple[type[Exception], ...] = (
+    asyncpg.InvalidAuthorizationSpecificationError,  # the role does not exist yet
+    asyncpg.InvalidPasswordError,  # its password is not set (or rotated) yet
+    asyncpg.InvalidCatalogNameError,  # the database does not exist yet
+    asyncpg.InsufficientPrivilegeError,  # no CONNECT granted yet
+)
+"""Log-in failures that `baton migrate` cures: during a rollout they mean "not migrated yet"."""
+
+
+async def await_schema(
+    url: str, definition: ServiceDefinition, deadline: float, wait_s: float
+) -> SchemaState:
+    """Return once the service's role can log in and its schema has every migration of this release.
+
+    A service never migrates: in a rollout the migrate Job and the new pods start together, so the
+    pods wait (live, not ready, old pods still serving) rather than crash-loop into back-off, and
+    exit with one line saying what is missing if `baton migrate` has not run by ``deadline``. An
+    applied migration whose file differs from this release's refuses at once: waiting cannot fix it.
+    """
+    schema = definition.name
+    warned_at: float | None = None
+    while True:
+        try:
+            conn = await asyncpg.connect(
+                url, server_settings=session_settings(url, schema, f"baton-{schema}")
+            )
+        except NOT_MIGRATED_YET as exc:
+            problem = f"cannot use the database as {dsn.user_name(url) or 'its role'} ({exc})"
+        else:
+            try:
+                state = await schema_state(conn, schema, definition.migrations)
+            finally:
+                await conn.close()
+            if state.changed:
+                raise StartupRefused(
+                    f"schema {schema} was migrated with other contents of {', '.join(state.changed)} than "
+                    "this release ships: an applied migration was edited; restore it and add a new one"
+                )
+            if state.current:
+                if state.newer:
+                    log.info("schema is ahead of this release", extra={"newer": list(state.newer)})
+                return state
+            problem = (
+                f"schema {schema} is not readable yet ({state.unreadable})"
+                if state.unreadable
+                else f"schema {schema} is behind this release: {', '.join(state.missing)} not applied"
+            )
+        now = time.monotonic()
+        if now >= deadline:
+            raise StartupRefused(
+                f"{problem}; run `baton migrate --service {schema}` as the migrator "
+                f"(gave up after BATON_SCHEMA_WAIT_S={wait_s:g}s)"
+            )
+        if warned_at is None or now - warned_at >= SCHEMA_WARN_EVERY_S:
+            log.warning(
+                f"{problem}; waiting for `baton migrate`",
+                extra={"database": dsn.redacted(url), "gives_up_in_s": round(deadline - now)},
+            )
+            warned_at = now
+        await asyncio.sleep(min(SCHEMA_POLL_S, max(0.0, deadline - now)))
+
+
+def run_app(app: FastStream) -> int:
+    """Run until stopped; returns the exit status. A start-up that cannot succeed ends with one log
+    line (secrets scrubbed like every line), not a traceback on stderr."""
+    import uvloop
+
+    try:
+        uvloop.run(app.run())
+    except StartupRefused as exc:
+        log.critical(str(exc))
+        return 1
+    except KafkaAccessRefused:  # logged already; the caller exits with its own status
+        raise
+    except Exception:
+        log.critical("service failed", exc_info=True)
+        return 1
+    return 0
 
 
 def service_topics(service: str, subscriptions: Sequence[Subscription]) -> list[str]:

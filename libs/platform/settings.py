@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from libs.platform.kafka import KafkaAccess, KafkaSecurity
@@ -30,9 +30,17 @@ class BatonSettings(BaseSettings):
         default_factory=KafkaSecurity.from_environment,
         description="KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* (libs/platform/kafka.py)",
     )
-    database_url: str = Field(
-        default=f"postgresql://postgres@127.0.0.1:{POSTGRES_PORT}/baton",
+    database_url: SecretStr = Field(
+        default=SecretStr(f"postgresql://postgres@127.0.0.1:{POSTGRES_PORT}/baton"),
         validation_alias=AliasChoices("BATON_DATABASE_URL", "DATABASE_URL"),
+        description="This process's own login: a service's role, the migrator for `baton migrate`, "
+        "the read-only operator role for `baton webhooks list` and `baton top`. Secret: never printed.",
+    )
+    schema_wait_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long a starting service waits for `baton migrate` (its role, its grants, this "
+        "release's migrations) before it exits with one line saying what is missing",
     )
     topic_prefix: str = Field(
         default="",

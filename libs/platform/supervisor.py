@@ -12,20 +12,27 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
 
 class Supervisor:
     def __init__(
-        self, env: dict[str, str], log_dir: Path | None = None, ops_port_base: int | None = None
+        self,
+        env: dict[str, str],
+        log_dir: Path | None = None,
+        ops_port_base: int | None = None,
+        database_urls: Mapping[str, str] | None = None,
     ) -> None:
         """With ``log_dir`` each process logs to ``<label>.log``; without, output is prefixed to stdout.
 
         Each process serves /metrics, /livez and /readyz on a port of its own: ``ops_port_base``,
         ``ops_port_base + 1``, ... in start order, or free ports when no base is given.
+        ``database_urls`` gives each service its own role's URL (``BATON_DATABASE_URL``), as deployed.
         """
         self.env = env
+        self.database_urls = dict(database_urls or {})
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.ops_ports: dict[str, int] = {}
@@ -42,9 +49,12 @@ class Supervisor:
             self._ops_port_base + len(self.ops_ports) if self._ops_port_base else _free_port()
         )
         self.ops_ports[label] = port
+        env = self.env | {"BATON_INSTANCE_ID": label, "BATON_OPS_PORT": str(port)}
+        if service in self.database_urls:
+            env["BATON_DATABASE_URL"] = self.database_urls[service]
         process = subprocess.Popen(
             [sys.executable, "-m", "libs.cli.main", "run", service],
-            env=self.env | {"BATON_INSTANCE_ID": label, "BATON_OPS_PORT": str(port)} | (extra_env or {}),
+            env=env | (extra_env or {}),
             stdout=output,
             stderr=subprocess.STDOUT,
         )

@@ -32,7 +32,7 @@ from libs.simulators.warehouse import WarehouseFloor
 from libs.simulators.world import demo_shop, random_order
 from services.intake.domain.orders import NEXT, Status
 from services.notification.app.intake import EMAIL_STATUSES
-from tests.support.infra import Infra, free_port, fresh_environment, service_env, start_infra, stop_infra
+from tests.support.infra import Infra, free_port, fresh_environment, start_infra, stop_infra
 from tests.support.mail import MailSinkProcess
 
 EXPECTED_END = {"delivered", "rejected", "cancelled", "backordered"}
@@ -129,10 +129,11 @@ async def run_chaos(
     only settling at all (within the generous overall deadline) is required, so a busy machine
     cannot fail an otherwise correct run."""
     run = secrets.token_hex(3)
-    settings, prefix, database = await fresh_environment(infra, "chaos")
+    environment = await fresh_environment(infra, "chaos")
+    settings, prefix = environment.settings, environment.prefix
     log_dir.mkdir(parents=True, exist_ok=True)
     sink, mail = WebhookSink(free_port()), MailSinkProcess(log_dir / "mail-ids.log")
-    env = service_env(infra, prefix, database) | {
+    env = environment.service_env() | {
         "BATON_SMTP_PORT": str(mail.port),
         "BATON_HTTP_PORT": "0",
         "BATON_HOLD_THRESHOLD": "1000000",
@@ -140,7 +141,7 @@ async def run_chaos(
         "BATON_WEBHOOK_TIMEOUT_S": "3",
         "BATON_LOG_JSON": "true",
     }
-    fleet = Supervisor(env, log_dir)
+    fleet = Supervisor(env, log_dir, database_urls=environment.database_urls)
     labels = [f"{name}.{i + 1}" for name, count in FLEET for i in range(count)]
     producer = ResilientSender(infra.kafka)
     observed, faults = Observed(), Faults()
@@ -226,6 +227,7 @@ async def run_chaos(
         fleet.stop()
         await sink.stop()
         mail.stop()
+        await environment.drop()
 
 
 async def _pump(
@@ -255,7 +257,7 @@ async def _pump(
 
 
 async def _wait_seeded(settings: BatonSettings, shop: Any) -> None:
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -410,7 +412,7 @@ async def _wait_settled(
         restart_exited(fleet, faults)
         if all(_latest(observed, e) in EXPECTED_END for e in submitted):
             try:
-                conn = await asyncpg.connect(settings.database_url)
+                conn = await asyncpg.connect(settings.database_url.get_secret_value())
                 try:
                     busy = await conn.fetchval(
                         "SELECT (SELECT count(*) FROM notification.deliveries WHERE status = 'pending')"
@@ -487,7 +489,7 @@ async def _report(
         )
     )
 
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
     try:
         oversold = await conn.fetchval("SELECT count(*) FROM allocation.stock WHERE reserved > on_hand")
         unbalanced = await conn.fetch(

@@ -1,7 +1,7 @@
 """The Compose stack on Podman: images built here (no registry), Kafka from Maven's jars, PostgreSQL
-from Debian's package, the topics job and the five services from the app image; an order placed
-from the host through the published Kafka port goes to `delivered`, and the status API answers
-through its published port. Run by `make test-containers`, never by `make test`."""
+from Debian's package, the topics and migrate jobs and the five services from the app image, each
+logged in to PostgreSQL as its own role; an order placed from the host through the published Kafka
+port goes to `delivered`, and the status API answers through its published port. Run by `make test-containers`, never by `make test`."""
 
 from __future__ import annotations
 
@@ -77,6 +77,10 @@ def running() -> Iterator[Running]:
         compose.up("topics")
         assert compose.wait_exit("topics", timeout=120) == 0, compose.logs("topics")
         timings["topics job"] = time.monotonic() - began
+        began = time.monotonic()
+        compose.up("migrate")
+        assert compose.wait_exit("migrate", timeout=120) == 0, compose.logs("migrate")
+        timings["migrate job"] = time.monotonic() - began
         began = time.monotonic()
         compose.up(*SERVICES)
         compose.wait_healthy(SERVICES, timeout=180)
@@ -190,3 +194,13 @@ async def test_an_order_goes_to_delivered_through_the_containers_and_the_status_
         "shipped",
         "delivered",
     ]
+
+
+def test_each_service_container_logs_in_to_postgresql_as_its_own_role(running: Running) -> None:
+    """The migrate job made the roles; no service uses the migrator (the image's superuser)."""
+    rows = running.compose.sql(
+        "SELECT string_agg(DISTINCT application_name || '=' || usename, ',')"
+        " FROM pg_stat_activity WHERE application_name LIKE 'baton-%'"
+    )
+    roles = dict(row.split("=", 1) for row in rows.split(",") if row)
+    assert roles == {f"baton-{service}": f"baton_{service}" for service in SERVICES}, rows

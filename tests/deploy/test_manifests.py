@@ -18,7 +18,7 @@ import yaml
 
 from libs.cli.top import fleet_groups
 from libs.contracts.topics import SERVICES, TOPICS
-from libs.platform import metrics
+from libs.platform import dsn, metrics
 from libs.platform.settings import BatonSettings
 from libs.platform.stack import kafka_version
 
@@ -66,7 +66,7 @@ def test_every_kubernetes_object_is_valid_against_the_kubernetes_schema(
             continue
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         checked += 1
-    assert checked >= 14
+    assert checked >= 15
 
 
 def test_every_scaled_object_is_valid_against_the_keda_crd_schema(objects: list[dict[str, Any]]) -> None:
@@ -133,15 +133,81 @@ def test_each_service_has_a_safe_deployment_a_disruption_budget_and_a_lag_based_
         assert busiest[0] in {t["metadata"]["consumerGroup"] for t in triggers}
 
 
+MIGRATOR_SECRET = "baton-db-migrator"
+
+
+def _secret_refs(pod: dict[str, Any]) -> set[str]:
+    """Every Secret a pod spec can read: env, envFrom, volumes, projected volumes."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key in ("secretKeyRef", "secretRef"):
+                if isinstance(node.get(key), dict):
+                    found.add(node[key]["name"])
+            if isinstance(node.get("secret"), dict) and "secretName" in node["secret"]:
+                found.add(node["secret"]["secretName"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(pod)
+    return found
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_each_service_logs_in_with_its_own_secret_and_none_can_read_the_migrators(
+    objects: list[dict[str, Any]],
+) -> None:
+    deployments = of_kind(objects, "Deployment")
+    for service in SERVICES:
+        pod = deployments[service]["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        ref = _env(container)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == (f"baton-db-{service}", "url")
+        assert not ref.get("optional"), "a service without its login must not start"
+        assert _secret_refs(pod) == {f"baton-db-{service}"}, f"{service} may read only its own login"
+    for name, deployment in deployments.items():
+        assert MIGRATOR_SECRET not in _secret_refs(deployment["spec"]["template"]["spec"]), name
+
+
+def test_the_migrate_job_runs_as_the_migrator_and_provisions_every_service_login(
+    objects: list[dict[str, Any]],
+) -> None:
+    job = of_kind(objects, "Job")["baton-migrate"]
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["migrate"]
+    env = _env(container)
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": MIGRATOR_SECRET, "key": "url"}
+    for service in SERVICES:
+        ref = env[f"BATON_DB_URL_{service.upper()}"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == (f"baton-db-{service}", "url")
+    assert env["BATON_DB_URL_OPERATOR"]["valueFrom"]["secretKeyRef"]["name"] == "baton-db-operator"
+    topics_job = of_kind(objects, "Job")["baton-topics"]
+    assert MIGRATOR_SECRET not in _secret_refs(topics_job["spec"]["template"]["spec"])
+
+
 def test_compose_file_follows_the_compose_specification_and_runs_every_service() -> None:
     compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
     schema = json.loads((DEPLOY / "compose" / "schema" / "compose-spec.json").read_text())
     jsonschema.validate(compose, schema)
     services = compose["services"]
+    migrator = services["migrate"]["environment"]["DATABASE_URL"]
     for service in SERVICES:
         assert services[service]["command"] == ["run", service]
         assert services[service]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
         assert "topics" in services[service]["depends_on"]
+        assert services[service]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+        own = services[service]["environment"]["DATABASE_URL"]
+        assert dsn.user_name(own) == f"baton_{service}", "each service logs in as its own role"
+        assert services["migrate"]["environment"][f"BATON_DB_URL_{service.upper()}"] == own
+        assert dsn.user_name(own) != dsn.user_name(migrator)
+    assert services["migrate"]["command"] == ["migrate"]
     assert services["topics"]["command"] == ["topics", "apply"]
     for needed in ("postgres", "otel-collector", "prometheus", "grafana"):
         assert needed in services
@@ -197,7 +263,7 @@ def test_the_default_compose_stack_needs_no_registry_image() -> None:
     jars and the lock file; only the base image (a build argument) may come from a registry."""
     services = compose_services()
     default = {name: s for name, s in services.items() if not s.get("profiles")}
-    assert set(default) == {"kafka", "postgres", "topics", *SERVICES}
+    assert set(default) == {"kafka", "postgres", "topics", "migrate", *SERVICES}
     assert {name: "build" in s for name, s in default.items()} == dict.fromkeys(default, True)
     assert services["kafka"]["build"]["dockerfile"] == "deploy/compose/kafka.Dockerfile"
     assert services["kafka"]["image"] == f"baton-kafka:{kafka_version()}", "tag the version the pom resolves"

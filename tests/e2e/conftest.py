@@ -20,8 +20,9 @@ import asyncpg
 import pytest
 
 from libs.contracts import topics
+from libs.platform.dsn import user_name
 from tests.support.fleet import Fleet
-from tests.support.infra import Infra, free_port, fresh_environment, revoke_environment, service_env
+from tests.support.infra import Infra, free_port, fresh_environment
 from tests.support.kafka_io import Publisher, TopicWatcher
 from tests.support.mail import MailBox
 from tests.support.orders import adjustment, location, product, stage_update
@@ -110,6 +111,22 @@ class LiveFleet:
         finally:
             await conn.close()
 
+    async def database_roles(self) -> dict[str, str]:
+        """Service -> the database role its processes are logged in as (from pg_stat_activity)."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT DISTINCT application_name, usename FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name LIKE 'baton-%'"
+            )
+        finally:
+            await conn.close()
+        return {r["application_name"].removeprefix("baton-"): r["usename"] for r in rows}
+
+    def own_roles(self) -> dict[str, str | None]:
+        """Service -> the role it was given (its own, as deployed)."""
+        return {s: user_name(self.fleet.database_urls[s]) for s in topics.SERVICES}
+
     async def wait_row(self, sql: str, *args: Any, timeout: float = 60, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
         while True:
@@ -187,18 +204,16 @@ async def secure_live(
 
 @contextlib.asynccontextmanager
 async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveFleet]:
-    settings, prefix, database = await fresh_environment(infra)
+    # Each service logs in as its own database role and (on the secured broker) its own Kafka
+    # principal; the CLI commands the tests run are the read-only operator on both.
+    environment = await fresh_environment(infra)
+    settings, prefix = environment.settings, environment.prefix
     mailbox = MailBox()
     mailbox.start()
     http_port = free_port()
     log_dir = Path(tmp_path_factory.mktemp("fleet-logs"))
     trace_dir = Path(tmp_path_factory.mktemp("traces"))
-    fleet = Fleet(
-        service_env(infra, prefix, database)
-        | infra.principal_env("operator")
-        | {"BATON_TRACE_DIR": str(trace_dir)},
-        log_dir,
-    )
+    fleet = environment.fleet(log_dir, {"BATON_TRACE_DIR": str(trace_dir)})
     watchers = [
         TopicWatcher(infra.kafka, settings.topic(t))
         for t in (
@@ -213,9 +228,9 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
     publisher = Publisher(infra.kafka, prefix)
     try:
         for service, label in SERVICES_TO_RUN:
-            extra = infra.principal_env(service)
+            extra: dict[str, str] = {}
             if service == "notification":
-                extra |= {
+                extra = {
                     "BATON_SMTP_PORT": str(mailbox.port),
                     "BATON_HTTP_PORT": str(http_port),
                     "BATON_WEBHOOK_BACKOFF_BASE_S": "0.2",
@@ -236,7 +251,7 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
             fulfillment_dead_letters=fulfillment_dead_letters,
             stages=stages,
             cancellations=cancellations,
-            dsn=settings.database_url,
+            dsn=environment.dsn,
             prefix=prefix,
             mailbox=mailbox,
             api=f"http://127.0.0.1:{http_port}",
@@ -255,7 +270,7 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
         await publisher.stop()
         fleet.stop()
         mailbox.stop()
-        await revoke_environment(infra, prefix)
+        await environment.drop()
 
 
 __all__ = ["LiveFleet", "adjustment", "location", "product"]

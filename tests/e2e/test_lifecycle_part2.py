@@ -36,8 +36,12 @@ async def test_on_the_secured_broker_each_service_as_its_own_principal_takes_an_
     secure_live: LiveFleet,
 ) -> None:
     """SASL_SSL, deny-by-default ACLs, services that may not create topics: the same lifecycle, and
-    notification (reading the public topics as itself) serves the delivered order."""
+    notification (reading the public topics as itself) serves the delivered order. Each service is
+    its own database role too, as deployed."""
     order_id = await _travels_every_stage_to_delivered(secure_live)
+    roles = await secure_live.database_roles()
+    assert roles == secure_live.own_roles()
+    assert len(set(roles.values())) == len(roles)
     deadline = time.monotonic() + 60
     async with aiohttp.ClientSession() as http:
         while True:

@@ -159,3 +159,15 @@ async def test_baton_top_shows_every_consumer_group_with_its_lag(live: LiveFleet
         assert f"baton.{service}." in printed, printed
     assert "dead letters" in printed
     assert "rec/s" in printed
+    # Run as the read-only operator role (the fleet's CLI environment): every outbox is readable.
+    backlog = printed.split("outbox waiting")[-1]
+    for service in SERVICES:
+        [line] = [row for row in backlog.splitlines() if row.startswith(service)]
+        assert line.split()[-1].isdigit(), f"{service}'s outbox backlog unreadable: {line}"
+
+
+async def test_each_service_process_logs_in_as_its_own_database_role(live: LiveFleet) -> None:
+    """As deployed: no process shares a role, none uses the migrator's."""
+    roles = await live.database_roles()
+    assert roles == live.own_roles()
+    assert len(set(roles.values())) == len(SERVICES)

@@ -26,7 +26,7 @@ from libs.platform.lag import LagProbe
 from libs.platform.messaging import Outgoing
 from libs.platform.settings import BatonSettings
 from tests.support.fleet import Fleet
-from tests.support.infra import Infra, fresh_environment, revoke_environment, service_env
+from tests.support.infra import Infra, fresh_environment
 from tests.support.kafka_io import Publisher
 from tests.support.orders import adjustment, location, order
 
@@ -67,21 +67,18 @@ class Scenario:
 
 @pytest.fixture
 async def scenario(e2e_infra: Infra, tmp_path: Path) -> AsyncIterator[Scenario]:
-    infra = e2e_infra
-    settings, prefix, database = await fresh_environment(infra, "scale")
+    environment = await fresh_environment(e2e_infra, "scale")
     # One lane of one-record transactions per process: on a 2-core machine a single process with its
     # default four lanes of 20-record chunks already takes most of the CPU PostgreSQL leaves, so this
     # measures how work spreads over processes (each its own unit of capacity, as pods on their own
     # cores are), not how many cores this machine has.
     single_lane = {"BATON_RECORD_LANES": "1", "BATON_RECORD_CHUNK": "1"}
-    fleet = Fleet(
-        service_env(infra, prefix, database) | infra.principal_env("allocation") | single_lane, tmp_path
-    )
+    fleet = environment.fleet(tmp_path, single_lane)
     try:
-        yield Scenario(settings, fleet, database, settings.database_url)
+        yield Scenario(environment.settings, fleet, environment.database, environment.dsn)
     finally:
         fleet.stop()
-        await revoke_environment(infra, prefix)
+        await environment.drop()
 
 
 async def _seed_stock_and_backlog(settings: BatonSettings) -> list[str]:

@@ -9,8 +9,7 @@ import asyncpg
 import pytest
 
 from libs.contracts import topics
-from tests.support.fleet import Fleet
-from tests.support.infra import Infra, fresh_environment, service_env
+from tests.support.infra import Infra, fresh_environment
 from tests.support.kafka_io import Publisher, TopicWatcher, wait_consumed
 from tests.support.orders import order, product
 
@@ -20,8 +19,9 @@ pytestmark = pytest.mark.integration
 async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_event_once(
     infra: Infra, tmp_path: Path
 ) -> None:
-    settings, prefix, database = await fresh_environment(infra)
-    fleet = Fleet(service_env(infra, prefix, database), tmp_path)
+    environment = await fresh_environment(infra)
+    settings, prefix = environment.settings, environment.prefix
+    fleet = environment.fleet(tmp_path)
     lifecycle = TopicWatcher(infra.kafka, settings.topic(topics.ORDERS_LIFECYCLE))
     status = TopicWatcher(infra.kafka, settings.topic(topics.ORDERS_STATUS))
     publisher = Publisher(infra.kafka, prefix)
@@ -58,7 +58,7 @@ async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_
             settings.topic(topics.ORDERS_LIFECYCLE),
         )
         # ...and its outbox is empty, so whatever it decided is on the topic, and read here.
-        conn = await asyncpg.connect(settings.database_url)
+        conn = await asyncpg.connect(environment.dsn)
         try:
             for _ in range(600):
                 if await conn.fetchval("SELECT count(*) FROM validation.outbox") == 0:
@@ -83,3 +83,4 @@ async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_
         await status.stop()
         await publisher.stop()
         fleet.stop()
+        await environment.drop()

@@ -8,11 +8,13 @@ import json
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 
-from tests.support.infra import Infra, free_port, fresh_name, service_env
+from libs.platform import dsn
+from tests.support.infra import PROBE, Infra, free_port, fresh_environment
 
 pytestmark = pytest.mark.integration
 
@@ -42,13 +44,14 @@ async def _wait_for(port: int, path: str, status: int, timeout: float = 60) -> d
 async def test_a_service_without_its_database_is_live_but_not_ready_until_the_database_is_back(
     infra: Infra,
 ) -> None:
-    prefix, database = fresh_name() + ".", fresh_name("db")
+    environment = await fresh_environment(infra, schemas=PROBE)
     port, dead_db_port = free_port(), free_port()
-    env = service_env(infra, prefix, database) | {"BATON_OPS_PORT": str(port)}
-    unreachable = f"postgresql://postgres@127.0.0.1:{dead_db_port}/{database}"
+    env = environment.env_for("probe") | {"BATON_OPS_PORT": str(port)}
+    server = urlsplit(infra.server_dsn)
+    target_host, target_port = server.hostname or "127.0.0.1", server.port or 5432
+    unreachable = dsn.with_host(env["BATON_DATABASE_URL"], "127.0.0.1", dead_db_port)
     # A TCP forwarder we can switch on: the database "comes back" when it starts forwarding.
     forwarding: list[asyncio.Server] = []
-    target_host, target_port = infra.database_url(database).split("@", 1)[1].split("/", 1)[0].split(":")
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -61,7 +64,7 @@ async def test_a_service_without_its_database_is_live_but_not_ready_until_the_da
             writer.close()
 
     async def forward(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection(target_host, int(target_port))
+        server_r, server_w = await asyncio.open_connection(target_host, target_port)
         await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
 
     process = subprocess.Popen(
@@ -82,5 +85,6 @@ async def test_a_service_without_its_database_is_live_but_not_ready_until_the_da
             await asyncio.to_thread(process.wait, 30)
         except subprocess.TimeoutExpired:
             process.kill()
-        for server in forwarding:
-            server.close()
+        for forwarder in forwarding:
+            forwarder.close()
+        await environment.drop()

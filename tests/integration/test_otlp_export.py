@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.support.infra import Infra, free_port, fresh_name, service_env
+from tests.support.infra import PROBE, Infra, free_port, fresh_environment
 from tests.support.kafka_io import Publisher
 from tests.support.probe_service import PROBE_TOPIC
 
@@ -34,8 +34,9 @@ async def test_spans_reach_an_otlp_collector(infra: Infra) -> None:
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
 
-    prefix, database = fresh_name() + ".", fresh_name("db")
-    env = service_env(infra, prefix, database) | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+    environment = await fresh_environment(infra, schemas=PROBE)
+    prefix = environment.prefix
+    env = environment.env_for("probe") | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
     publisher = Publisher(infra.kafka, prefix)
     await publisher.start()
     process = subprocess.Popen([sys.executable, "-m", "tests.support.probe_service"], env=env)
@@ -64,3 +65,4 @@ async def test_spans_reach_an_otlp_collector(infra: Infra) -> None:
             process.kill()
         await publisher.stop()
         await runner.cleanup()
+        await environment.drop()

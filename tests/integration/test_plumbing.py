@@ -14,7 +14,7 @@ from faststream import AckPolicy
 from libs.platform.db import ensure_database, migrate
 from libs.platform.kafka import make_broker
 from libs.platform.settings import BatonSettings
-from tests.support.infra import Infra, fresh_name, service_env
+from tests.support.infra import PROBE, Infra, fresh_environment, fresh_name
 from tests.support.kafka_io import Publisher
 from tests.support.probe_service import PROBE_TOPIC
 
@@ -69,8 +69,8 @@ async def test_migrations_apply_in_order_once_and_refuse_an_edited_file(infra: I
 async def test_a_consumer_killed_before_committing_its_offset_gets_the_message_again_and_applies_it_once(
     infra: Infra, crash: str
 ) -> None:
-    prefix, database = fresh_name() + ".", fresh_name("db")
-    env = service_env(infra, prefix, database)
+    environment = await fresh_environment(infra, schemas=PROBE)
+    prefix, dsn, env = environment.prefix, environment.dsn, environment.env_for("probe")
     publisher = Publisher(infra.kafka, prefix)
     await publisher.start()
     try:
@@ -83,7 +83,6 @@ async def test_a_consumer_killed_before_committing_its_offset_gets_the_message_a
         finally:
             if crashing.poll() is None:
                 crashing.kill()
-        dsn = infra.database_url(database)
         rows_after_crash = await _count_rows(dsn)
         assert rows_after_crash == (1 if crash == "after_db_commit" else 0)
 
@@ -103,13 +102,11 @@ async def test_a_consumer_killed_before_committing_its_offset_gets_the_message_a
             healthy.wait(30)
     finally:
         await publisher.stop()
+        await environment.drop()
 
 
 async def _count_rows(dsn: str, body: str | None = None) -> int:
-    try:
-        conn = await asyncpg.connect(dsn)
-    except asyncpg.InvalidCatalogNameError:
-        return 0  # the service has not created its database yet
+    conn = await asyncpg.connect(dsn)
     try:
         if body is None:
             return int(await conn.fetchval("SELECT count(*) FROM probe.applied"))
@@ -123,17 +120,18 @@ async def _count_rows(dsn: str, body: str | None = None) -> int:
 async def test_a_record_with_undecodable_header_bytes_is_applied_and_does_not_block_the_next(
     infra: Infra,
 ) -> None:
-    prefix, database = fresh_name() + ".", fresh_name("db")
-    env = service_env(infra, prefix, database)
+    environment = await fresh_environment(infra, schemas=PROBE)
+    prefix, dsn = environment.prefix, environment.dsn
     publisher = Publisher(infra.kafka, prefix)
     await publisher.start()
-    service = subprocess.Popen([sys.executable, "-m", "tests.support.probe_service"], env=env)
+    service = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.probe_service"], env=environment.env_for("probe")
+    )
     try:
         await publisher._producer.send_and_wait(
             prefix + PROBE_TOPIC, b"odd-header", key=b"k", headers=[("trace", b"\xff\xfe")]
         )
         await publisher.send(PROBE_TOPIC, "k", b"after-it")
-        dsn = infra.database_url(database)
         for _ in range(300):
             if await _count_rows(dsn, "after-it") == 1:
                 break
@@ -144,3 +142,4 @@ async def test_a_record_with_undecodable_header_bytes_is_applied_and_does_not_bl
         service.terminate()
         service.wait(30)
         await publisher.stop()
+        await environment.drop()

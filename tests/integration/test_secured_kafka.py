@@ -37,14 +37,7 @@ from libs.platform.kafka import (
     ensure_topics,
 )
 from libs.platform.settings import BatonSettings
-from tests.support.infra import (
-    Infra,
-    free_port,
-    fresh_environment,
-    fresh_name,
-    revoke_environment,
-    service_env,
-)
+from tests.support.infra import Environment, Infra, free_port, fresh_environment, fresh_name
 
 pytestmark = pytest.mark.integration
 
@@ -52,13 +45,20 @@ DENIED = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterA
 
 
 @pytest.fixture(scope="module")
-async def env(secure_infra: Infra) -> AsyncIterator[BatonSettings]:
-    """A fresh prefix with its topics and ACLs on the secured broker (as admin); grants revoked after."""
-    settings, prefix, _ = await fresh_environment(secure_infra, "sec")
+async def environment(secure_infra: Infra) -> AsyncIterator[Environment]:
+    """A fresh prefix with its topics and ACLs on the secured broker (as admin) and a fresh database
+    with a role per service; grants revoked and roles dropped after."""
+    environment = await fresh_environment(secure_infra, "sec")
     try:
-        yield settings
+        yield environment
     finally:
-        await revoke_environment(secure_infra, prefix)
+        await environment.drop()
+
+
+@pytest.fixture(scope="module")
+def env(environment: Environment) -> BatonSettings:
+    """The environment's settings: its prefix, the admin's Kafka login."""
+    return environment.settings
 
 
 def broker_of(infra: Infra) -> KafkaAccess:
@@ -125,14 +125,10 @@ async def reads(kafka: KafkaAccess, topic: str, group: str) -> None:
 
 
 async def test_a_service_with_a_wrong_password_stops_at_start_up_with_one_line_naming_the_setting(
-    secure_infra: Infra, env: BatonSettings, tmp_path: Path
+    secure_infra: Infra, environment: Environment, tmp_path: Path
 ) -> None:
     wrong = "not-the-password-" + fresh_name()
-    process_env = (
-        service_env(secure_infra, env.topic_prefix, fresh_name("db"))
-        | secure_infra.principal_env("intake")
-        | {"BATON_KAFKA_SASL_PASSWORD": wrong, "BATON_OPS_PORT": "0"}
-    )
+    process_env = environment.env_for("intake") | {"BATON_KAFKA_SASL_PASSWORD": wrong, "BATON_OPS_PORT": "0"}
     process = subprocess.Popen(
         [sys.executable, "-m", "libs.cli.main", "run", "intake"],
         env=process_env,
@@ -157,13 +153,13 @@ async def test_a_service_with_a_wrong_password_stops_at_start_up_with_one_line_n
 
 
 async def test_a_cli_command_with_a_broker_certificate_it_does_not_trust_says_so_naming_the_ca_file(
-    secure_infra: Infra, tmp_path: Path
+    secure_infra: Infra, environment: Environment, tmp_path: Path
 ) -> None:
     other_ca = tmp_path / "other-ca.pem"
     key = ec.generate_private_key(ec.SECP256R1())
     other_ca.write_bytes(_self_signed("Someone else's CA", key).public_bytes(serialization.Encoding.PEM))
     process_env = (
-        service_env(secure_infra, "x.", "unused")
+        environment.service_env()
         | secure_infra.principal_env("admin")
         | {"BATON_KAFKA_SSL_CAFILE": str(other_ca)}
     )
@@ -351,14 +347,11 @@ async def test_a_service_that_may_not_create_topics_checks_that_its_topics_exist
 
 
 async def test_a_service_runs_ready_as_its_own_principal_and_reads_its_lag(
-    secure_infra: Infra, env: BatonSettings, tmp_path: Path
+    environment: Environment, env: BatonSettings, tmp_path: Path
 ) -> None:
-    database, port = fresh_name("db"), free_port()
-    process_env = (
-        service_env(secure_infra, env.topic_prefix, database)
-        | secure_infra.principal_env("allocation")
-        | {"BATON_OPS_PORT": str(port)}
-    )
+    port = free_port()
+    # As deployed: its own Kafka principal and its own database role.
+    process_env = environment.env_for("allocation") | {"BATON_OPS_PORT": str(port)}
     log = (tmp_path / "allocation.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "libs.cli.main", "run", "allocation"], env=process_env, stdout=log, stderr=log

@@ -5,19 +5,27 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
+import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from libs.platform import stack
+import asyncpg
+
+from libs.contracts.topics import SERVICES
+from libs.platform import dsn, stack
 from libs.platform.kafka import KafkaAccess, KafkaSecurity, wait_for_login
 from libs.platform.secure_stack import ADMIN, SecureKafkaBroker
 from libs.platform.settings import BatonSettings
+from tests.support.fleet import Fleet
 
 
 @dataclass
 class Infra:
     bootstrap_servers: str
-    server_dsn: str  # a database URL without the database name's meaning: tests derive fresh ones
+    server_dsn: str  # the superuser's URL on the server: tests derive fresh databases from it
     started_kafka: bool
     started_postgres: bool
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
@@ -30,8 +38,7 @@ class Infra:
         return KafkaAccess(self.bootstrap_servers, self.security)
 
     def database_url(self, name: str) -> str:
-        base = self.server_dsn.rsplit("/", 1)[0]
-        return f"{base}/{name}"
+        return dsn.with_database(self.server_dsn, name)
 
     def principal_env(self, principal: str) -> dict[str, str]:
         """What a process needs to run as ``principal``: on the secured broker its own login (and,
@@ -91,20 +98,6 @@ def fresh_name(prefix: str = "t") -> str:
     return f"{prefix}{int(time.time())}{secrets.token_hex(3)}"
 
 
-def service_env(infra: Infra, topic_prefix: str, database: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
-    env.update(
-        {
-            "BATON_KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
-            "BATON_DATABASE_URL": infra.database_url(database),
-            "BATON_TOPIC_PREFIX": topic_prefix,
-            "BATON_LOG_JSON": "true",
-            "BATON_OPS_PORT": "0",
-        }
-    )
-    return env
-
-
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     import socket
@@ -114,14 +107,119 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def fresh_environment(infra: Infra, kind: str = "t") -> tuple[BatonSettings, str, str]:
-    """Settings for a run of its own: new topic prefix (topics created; on the secured broker its
-    ACLs granted, see ``revoke_environment``) and a new database."""
+PROBE = {"probe": "tests.support.probe_migrations"}
+
+
+@dataclass
+class Environment:
+    """A run of its own: a new topic prefix (topics created; on the secured broker its ACLs granted),
+    a new database brought to this release by the migrate step, and new roles — one per schema and an
+    operator — named after the database (roles are cluster-wide: concurrent runs never share one),
+    their passwords in a pgpass file of the run. ``drop()`` removes the roles and the ACLs again.
+
+    As deployed, every service process logs in as itself twice over: its own database role and, on
+    the secured broker, its own Kafka principal; ``baton`` commands run as the operator of both."""
+
+    infra: Infra
+    settings: BatonSettings
+    """Topic prefix, the tests' own Kafka login (the admin on the secured broker) and the
+    *superuser's* URL of the database: tests look into every schema."""
+    prefix: str
+    database: str
+    database_urls: dict[str, str]
+    """Schema (and "operator") -> that role's URL, without password (it is in ``passfile``)."""
+    passfile: Path
+
+    @property
+    def dsn(self) -> str:
+        return self.settings.database_url.get_secret_value()
+
+    @property
+    def roles(self) -> list[str]:
+        return [dsn.user_name(url) or "" for url in self.database_urls.values()]
+
+    def service_env(self) -> dict[str, str]:
+        """Environment of the run's processes, as the operator: ``BATON_DATABASE_URL`` is the read-only
+        operator role's and, on the secured broker, the Kafka login the operator principal's, for
+        `baton` operator commands; each service gets its own logins (see ``env_for``, ``fleet``)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_") and k != "DATABASE_URL"}
+        env.update(
+            {
+                "BATON_KAFKA_BOOTSTRAP_SERVERS": self.infra.bootstrap_servers,
+                "BATON_DATABASE_URL": self.database_urls["operator"],
+                "PGPASSFILE": str(self.passfile),
+                "BATON_TOPIC_PREFIX": self.prefix,
+                "BATON_LOG_JSON": "true",
+                "BATON_OPS_PORT": "0",
+            }
+        )
+        return env | self.infra.principal_env("operator")
+
+    def own_logins(self, service: str) -> dict[str, str]:
+        """What makes a process ``service``: its database role and (secured broker) Kafka principal."""
+        env = {"BATON_DATABASE_URL": self.database_urls[service]}
+        if service in SERVICES:
+            env |= self.infra.principal_env(service)
+        return env
+
+    def env_for(self, service: str) -> dict[str, str]:
+        """One service process's environment: logged in as its own role (and principal)."""
+        return self.service_env() | self.own_logins(service)
+
+    def fleet(self, log_dir: Path, extra_env: Mapping[str, str] | None = None) -> Fleet:
+        """The services as separate processes, each started with its own logins."""
+        return Fleet(
+            self.service_env() | dict(extra_env or {}),
+            log_dir,
+            self.database_urls,
+            {s: self.own_logins(s) for s in self.database_urls if s in SERVICES},
+        )
+
+    async def drop(self) -> None:
+        """Drop the run's roles and revoke its ACLs (the secured broker's data outlives the run)."""
+        await drop_roles(self.infra, self.database, self.roles)
+        shutil.rmtree(self.passfile.parent, ignore_errors=True)
+        if self.infra.secured is not None:
+            from libs.contracts.acls import grants
+            from libs.platform.acls import revoke_acls
+
+            await revoke_acls(self.infra.kafka, grants(self.prefix))
+
+
+async def drop_roles(infra: Infra, database: str, roles: list[str]) -> None:
+    """Revoke what the roles were granted in ``database`` and drop them (they own nothing)."""
+    from libs.platform.db import quote_ident
+
+    try:
+        conn = await asyncpg.connect(infra.database_url(database))
+    except asyncpg.InvalidCatalogNameError:
+        conn = await asyncpg.connect(infra.server_dsn)
+    try:
+        existing = [
+            r["rolname"]
+            for r in await conn.fetch("SELECT rolname FROM pg_roles WHERE rolname = ANY($1)", roles)
+        ]
+        if existing:
+            names = ", ".join(quote_ident(r) for r in existing)
+            await conn.execute(f"DROP OWNED BY {names}")
+            await conn.execute(f"DROP ROLE {names}")
+    finally:
+        await conn.close()
+
+
+async def fresh_environment(
+    infra: Infra, kind: str = "t", schemas: Mapping[str, str] | None = None
+) -> Environment:
+    """A new topic prefix (topics created; on the secured broker its ACLs granted) and a new database
+    migrated, as deployed, by the migrate step with fresh roles for ``schemas`` (default: the five
+    services'). The caller drops the roles and revokes the ACLs with ``await env.drop()``."""
+    from libs.cli.main import fleet_migrations
     from libs.contracts.acls import grants
     from libs.platform.acls import apply_acls
-    from libs.platform.db import ensure_database
     from libs.platform.kafka import apply_topics
+    from libs.platform.roles import prepare_local
 
+    schemas = schemas if schemas is not None else fleet_migrations(SERVICES)
     prefix, database = fresh_name(kind) + ".", fresh_name("db")
     settings = BatonSettings(
         kafka_bootstrap_servers=infra.bootstrap_servers,
@@ -129,17 +227,13 @@ async def fresh_environment(infra: Infra, kind: str = "t") -> tuple[BatonSetting
         topic_prefix=prefix,
         database_url=infra.database_url(database),
     )
-    await ensure_database(settings.database_url)
+    passfile = Path(tempfile.mkdtemp(prefix="baton-pgpass-")) / "pgpass"
+    try:
+        urls = await prepare_local(infra.database_url(database), schemas, f"{database}_", passfile)
+    except BaseException:
+        await drop_roles(infra, database, [f"{database}_{name}" for name in [*schemas, "operator"]])
+        raise
     await apply_topics(settings)
     if infra.secured is not None:
         await apply_acls(settings.kafka, grants(prefix))
-    return settings, prefix, database
-
-
-async def revoke_environment(infra: Infra, prefix: str) -> None:
-    """Remove a run's grants from the secured broker (its data dir outlives the run)."""
-    from libs.contracts.acls import grants
-    from libs.platform.acls import revoke_acls
-
-    if infra.secured is not None:
-        await revoke_acls(infra.kafka, grants(prefix))
+    return Environment(infra, settings, prefix, database, urls, passfile)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 
 import asyncpg
-import uvloop
 
 from libs.platform.messaging import Incoming, Outgoing
-from libs.platform.service import Runtime, ServiceDefinition, Subscription, build_service_app
+from libs.platform.service import Runtime, ServiceDefinition, Subscription, build_service_app, run_app
 from libs.platform.settings import BatonSettings
 
 PROBE_TOPIC = "probe.input.v1"
@@ -37,4 +36,4 @@ def subscriptions(runtime: Runtime) -> list[Subscription]:
 DEFINITION = ServiceDefinition("probe", "tests.support.probe_migrations", subscriptions)
 
 if __name__ == "__main__":
-    uvloop.run(build_service_app(DEFINITION, BatonSettings()).run())
+    raise SystemExit(run_app(build_service_app(DEFINITION, BatonSettings())))
