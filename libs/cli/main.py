@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
+from importlib.metadata import entry_points
 import os
 import signal
 import threading
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -67,10 +67,19 @@ def _kafka_settings() -> BatonSettings:
     return settings
 
 
-def service_module(name: str) -> str:
+def service_name(name: str) -> str:
     if name not in SERVICES:
         raise typer.BadParameter(f"unknown service {name!r}; one of: {', '.join(SERVICES)}")
-    return f"services.{name}.main"
+    return name
+
+
+def service_definition(name: str) -> Any:
+    """A service's definition, found through the `baton.services` entry points of the installed
+    package (libs never import services by name)."""
+    found = {e.name: e for e in entry_points(group="baton.services")}
+    if service_name(name) not in found:
+        raise typer.BadParameter(f"service {name!r} is not installed (no `baton.services` entry point)")
+    return found[name].load()
 
 
 @app.command()
@@ -80,11 +89,11 @@ def run(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICE
     It never migrates: it waits (BATON_SCHEMA_WAIT_S) for `baton migrate` to bring its schema to
     this release, then exits with one line saying what is missing."""
     from libs.platform.kafka import KafkaAccessRefused
-    from libs.platform.service import run_app
+    from libs.platform.service import run as run_service
 
-    module = importlib.import_module(service_module(service))
+    definition = service_definition(service)
     try:
-        status = run_app(module.build_app(_settings()))
+        status = run_service(definition)
     except KafkaAccessRefused:  # the service logged the one line saying why
         raise typer.Exit(EXIT_REFUSED) from None
     raise typer.Exit(status)
@@ -92,7 +101,7 @@ def run(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICE
 
 def fleet_migrations(services: list[str] | tuple[str, ...]) -> dict[str, str]:
     """Schema -> migrations package of each service, from its definition."""
-    return {name: importlib.import_module(service_module(name)).DEFINITION.migrations for name in services}
+    return {name: service_definition(name).migrations for name in services}
 
 
 @app.command()
@@ -126,7 +135,7 @@ def migrate(
     )
 
     settings = MigrateSettings()
-    names = [service_module(service).split(".")[1]] if service else list(SERVICES)
+    names = [service_name(service)] if service else list(SERVICES)
     try:
         logins = logins_from_env(os.environ, [*names, OPERATOR], settings.db_role_prefix, passfile)
         report = asyncio.run(
@@ -302,7 +311,7 @@ def up(
     counts = {name: 1 for name in SERVICES}
     for item in replicas:
         name, _, n = item.partition("=")
-        counts[service_module(name).split(".")[1]] = int(n)
+        counts[service_name(name)] = int(n)
     with running_fleet(counts, log_dir=None, secure=secure) as fleet:
         typer.echo(f"fleet up: {', '.join(fleet.processes)} — Ctrl-C to stop")
         typer.echo(
@@ -531,19 +540,6 @@ def top(
         asyncio.run(watch(_kafka_settings(), interval, iterations))
 
 
-@app.command()
-def pipelines() -> None:
-    """The fulfillment pipelines in force: selection, stages (with hours) and where a parcel ships."""
-    from services.fulfillment.app.use_cases import load_pipelines
-
-    config = load_pipelines()
-    typer.echo(f"pipelines config version {config.version} (services/fulfillment/pipelines.yaml)")
-    for pipeline in config.pipelines:
-        selection = ", ".join(f"{k}={v}" for k, v in pipeline.select.items()) or "everything else"
-        stages = " -> ".join(f"{s.name}({s.hours:g}h)" for s in pipeline.stages)
-        typer.echo(f"  {pipeline.name:10} select: {selection:28} ships at: {pipeline.ships_at:10} {stages}")
-
-
 @dlq_app.command("list")
 def dlq_list(
     service: Annotated[str | None, typer.Option(help="only this service")] = None,
@@ -552,7 +548,7 @@ def dlq_list(
     """Every dead letter: when, which service, the cause and where the record came from."""
     from libs.cli.dlq import read_dead_letters
 
-    services = (service_module(service).split(".")[1],) if service else SERVICES
+    services = (service_name(service),) if service else SERVICES
     letters = asyncio.run(read_dead_letters(_kafka_settings(), services))
     for d in letters:
         typer.echo(f"{d.at:%Y-%m-%d %H:%M:%S}  {d.service:12} {d.cause:26} {d.source}")
@@ -571,7 +567,7 @@ def dlq_replay(
     from libs.cli.dlq import replay
 
     when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    count = asyncio.run(replay(_kafka_settings(), service_module(service).split(".")[1], when, cause))
+    count = asyncio.run(replay(_kafka_settings(), service_name(service), when, cause))
     typer.echo(f"replayed {count} record(s)")
 
 
@@ -613,6 +609,16 @@ def demo(
         typer.echo(f"fleet started; service logs in {log_dir}")
         asyncio.run(run_demo(_settings(), rate, duration, run_id, healthy=lambda: not fleet.exited()))
 
+
+def _add_service_commands() -> None:
+    """Commands a service adds to `baton` (e.g. fulfillment's `pipelines`), from the `baton.commands`
+    entry points: the CLI offers them without importing services by name."""
+    for command in entry_points(group="baton.commands"):
+        with contextlib.suppress(ImportError):  # a service that is not installed adds nothing
+            app.command(name=command.name)(command.load())
+
+
+_add_service_commands()
 
 EXIT_REFUSED = 78
 """EX_CONFIG: Kafka refused our credentials or certificate; restarting will not help."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import time
 from dataclasses import dataclass
 
@@ -17,8 +16,8 @@ import asyncpg
 from aiokafka import TopicPartition
 
 from libs.contracts.topics import SERVICES, dead_letter_topic
+from libs.contracts.topology import TOPOLOGY
 from libs.platform.lag import GroupLag, LagProbe
-from libs.platform.service import ServiceDefinition, consumer_groups
 from libs.platform.settings import BatonSettings
 
 
@@ -31,11 +30,11 @@ class Snapshot:
 
 
 def fleet_groups(settings: BatonSettings) -> dict[str, dict[str, tuple[str, ...]]]:
-    groups = {}
-    for service in SERVICES:
-        definition: ServiceDefinition = importlib.import_module(f"services.{service}.main").DEFINITION
-        groups[service] = consumer_groups(definition, settings)
-    return groups
+    """Each service's consumer groups and the topic each reads, from the topology data."""
+    return {
+        s.name: {settings.topic(group): (settings.topic(topic),) for group, topic in s.groups.items()}
+        for s in TOPOLOGY
+    }
 
 
 async def take_snapshot(

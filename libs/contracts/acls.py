@@ -1,8 +1,8 @@
 """Who may do what on Kafka: one principal per service and per outside role, least privilege.
 
-The table is data, derived from what each service reads and writes (``SERVICE_TOPICS``, which a
-contract test checks against the services' real subscriptions and the topics their use cases emit
-to). ``baton acls apply`` writes it to the cluster; the README's ACL table is rendered from it.
+The table is data, derived from what each service reads and writes according to the topology
+(``libs/contracts/topology.py``), which the services' routers are checked against at start-up and
+in the tests. ``baton acls apply`` writes it to the cluster; the README's ACL table is rendered from it.
 
 - a **service** reads its inputs with its own consumer groups (``<prefix>baton.<service>.<input>``,
   one PREFIXED grant) and writes its outputs and its own dead-letter topic; nothing else.
@@ -22,24 +22,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from libs.contracts.topics import (
-    CATALOG_PRODUCTS,
-    FULFILLMENT_STAGE_CHANGES,
-    FULFILLMENT_UPDATES,
-    INVENTORY_ADJUSTMENTS,
-    INVENTORY_LOCATIONS,
-    NOTIFICATION_REDELIVERIES,
-    NOTIFICATION_SUBSCRIPTIONS,
     ORDERS_CANCEL_REQUESTED,
-    ORDERS_CANCELLATIONS,
-    ORDERS_HOLD_DECISIONS,
-    ORDERS_LIFECYCLE,
-    ORDERS_REFUSED,
-    ORDERS_STATUS,
     ORDERS_SUBMITTED,
     SERVICES,
     TOPICS,
     dead_letter_topic,
 )
+from libs.contracts.topology import TOPOLOGY
 
 ResourceType = Literal["topic", "group"]
 PatternType = Literal["literal", "prefixed"]
@@ -55,33 +44,10 @@ class ServiceTopics:
 
 
 SERVICE_TOPICS: dict[str, ServiceTopics] = {
-    "intake": ServiceTopics(
-        reads=(ORDERS_SUBMITTED, ORDERS_CANCEL_REQUESTED, ORDERS_LIFECYCLE),
-        writes=(ORDERS_STATUS, ORDERS_REFUSED, ORDERS_LIFECYCLE, ORDERS_CANCELLATIONS),
-    ),
-    "validation": ServiceTopics(
-        reads=(CATALOG_PRODUCTS, ORDERS_LIFECYCLE, ORDERS_HOLD_DECISIONS),
-        writes=(ORDERS_LIFECYCLE,),
-    ),
-    "allocation": ServiceTopics(
-        reads=(INVENTORY_LOCATIONS, INVENTORY_ADJUSTMENTS, ORDERS_LIFECYCLE),
-        writes=(ORDERS_LIFECYCLE,),
-    ),
-    "fulfillment": ServiceTopics(
-        reads=(INVENTORY_LOCATIONS, ORDERS_LIFECYCLE, FULFILLMENT_UPDATES),
-        writes=(ORDERS_LIFECYCLE, FULFILLMENT_STAGE_CHANGES),
-    ),
-    "notification": ServiceTopics(
-        reads=(
-            NOTIFICATION_SUBSCRIPTIONS,
-            NOTIFICATION_REDELIVERIES,
-            ORDERS_LIFECYCLE,
-            ORDERS_STATUS,
-            FULFILLMENT_STAGE_CHANGES,
-        ),
-        writes=(),
-    ),
+    s.name: ServiceTopics(reads=s.reads, writes=tuple(t for t in s.writes if t != dead_letter_topic(s.name)))
+    for s in TOPOLOGY
 }
+"""What each service reads and writes, from the topology data (`libs/contracts/topology.py`)."""
 
 CHANNEL_WRITES = (ORDERS_SUBMITTED, ORDERS_CANCEL_REQUESTED)
 PUBLIC_TOPICS = tuple(spec.name for spec in TOPICS if spec.public)

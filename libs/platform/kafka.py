@@ -1,6 +1,6 @@
 """Kafka at the edge: who Baton is to the broker, every client it opens, and topic creation.
 
-Every Kafka client in Baton — the faststream broker, the outbox relay, lag probes, the CLI, the
+Every Kafka client in Baton — the services' consumers, the outbox relay, lag probes, the CLI, the
 simulators, the benchmark and the tests — is made by ``KafkaAccess`` (``settings.kafka``), so the
 security settings apply everywhere at once. A new client must be made the same way:
 ``settings.kafka.producer(...)``, ``.consumer(...)``, ``.admin(...)`` or ``.options()``.
@@ -37,8 +37,6 @@ from aiokafka.errors import (
     for_code,
 )
 from aiokafka.helpers import create_ssl_context
-from faststream.kafka import KafkaBroker
-from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -171,24 +169,6 @@ class KafkaSecurity(BaseModel):
                 "sasl_plain_password": self.sasl_password.get_secret_value(),
             }
         return options
-
-    def faststream_security(self) -> BaseSecurity | None:
-        """The same security as faststream's ``KafkaBroker`` takes it."""
-        if self.security_protocol == "PLAINTEXT":
-            return None
-        context = self.ssl_context()
-        if not self.uses_sasl:
-            return BaseSecurity(ssl_context=context, use_ssl=True)
-        assert self.sasl_username is not None and self.sasl_password is not None
-        kind = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[
-            self.sasl_mechanism or "PLAIN"
-        ]
-        return kind(
-            self.sasl_username,
-            self.sasl_password.get_secret_value(),
-            ssl_context=context,
-            use_ssl=self.uses_ssl,
-        )
 
 
 class _KafkaSecurityFromEnvironment(BaseSettings, KafkaSecurity):
@@ -326,21 +306,6 @@ async def wait_for_login(access: KafkaAccess, timeout_s: float = 60.0) -> None:
 
 
 # ---------------------------------------------------------------- broker and topics
-
-
-def make_broker(settings: BatonSettings, client_id: str, middlewares: Sequence[Any] = ()) -> KafkaBroker:
-    """Producer side is idempotent with acks=all; consumers are configured per subscriber
-    (manual commit after the database transaction, never faststream's ACK_FIRST default)."""
-    return KafkaBroker(
-        settings.kafka_bootstrap_servers,
-        client_id=client_id,
-        enable_idempotence=True,
-        acks="all",
-        graceful_timeout=settings.graceful_timeout_s,
-        logger=logging.getLogger("faststream"),
-        middlewares=tuple(middlewares),
-        security=settings.kafka_security.faststream_security(),
-    )
 
 
 class TopicsMissing(KafkaError):  # type: ignore[misc]

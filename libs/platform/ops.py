@@ -1,8 +1,9 @@
 """The operations endpoints every service serves on ``BATON_OPS_PORT``: /metrics, /livez, /readyz.
 
 ``/livez`` answers while the process's event loop runs (restart me only if this fails).
-``/readyz`` answers 200 only when the service can reach both Kafka and PostgreSQL right now, so a
-rollout waits for a pod that can actually work and traffic-based checks drop one that cannot.
+``/readyz`` answers 200 only when the service can reach both Kafka (every input's consumer fetched
+within the last seconds) and PostgreSQL right now, so a rollout waits for a pod that can actually
+work and traffic-based checks drop one that cannot.
 ``/metrics`` refreshes the gauges that need a query (outbox backlog, consumer lag) at scrape time.
 """
 
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -32,10 +32,9 @@ LAG_REFRESH_S = 5.0
 
 
 class OpsServer:
-    def __init__(self, runtime: Runtime, port: int, broker_ping: Callable[[float], Awaitable[bool]]) -> None:
+    def __init__(self, runtime: Runtime, port: int) -> None:
         self._runtime = runtime
         self._port = port
-        self._broker_ping = broker_ping
         self._runner: web.AppRunner | None = None
         self._lag = LagProbe(runtime.settings.kafka)
         self._lag_read_at = 0.0
@@ -70,8 +69,7 @@ class OpsServer:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CHECK_TIMEOUT_S):
                     database = await pool.fetchval("SELECT 1") == 1
-        with contextlib.suppress(Exception):
-            kafka = await self._broker_ping(CHECK_TIMEOUT_S)
+        kafka = self._runtime.kafka_ready()
         return {"kafka": kafka, "database": database}
 
     async def _readyz(self, _: web.Request) -> web.Response:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from faststream import FastStream
-
-from libs.platform.service import ServiceDefinition, build_service_app
-from libs.platform.settings import BatonSettings
-from services.validation.entry import subscriptions
+from libs.contracts.topology import SERVICE_TOPOLOGY
+from libs.platform.service import ServiceDefinition
+from services.validation.entry import build_router
+from services.validation.settings import ValidationSettings
 
 DEFINITION = ServiceDefinition(
-    name="validation",
+    topology=SERVICE_TOPOLOGY["validation"],
     migrations="services.validation.adapters.migrations",
-    subscriptions=subscriptions,
+    settings=ValidationSettings,
+    router=build_router,
 )
-
-
-def build_app(settings: BatonSettings) -> FastStream:
-    return build_service_app(DEFINITION, settings)

@@ -364,7 +364,7 @@ async def test_a_service_started_before_the_migrate_step_waits_unready_then_work
             infra.database_url(environment.database), PROBE, f"{environment.database}_", environment.passfile
         )
         await _wait_http(port, "/readyz", 200, timeout=60)
-        await publisher.send(PROBE_TOPIC, "k", b"after-migrate")
+        await publisher.send(PROBE_TOPIC, "k", {"body": "after-migrate"})
         await _wait_value(
             environment.dsn, "SELECT count(*) FROM probe.applied WHERE body = 'after-migrate'", 1
         )

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from typing import cast
 from urllib.parse import quote
 
 import pytest
-from faststream import FastStream
 
-from libs.platform import dsn
-from libs.platform.logs import configure_logging
-from libs.platform.service import StartupRefused, run_app
+from libs.contracts.topology import ServiceTopology
+from libs.platform.routing import ServiceRouter
+from libs.platform.service import ServiceDefinition, StartupRefused, run
 from libs.platform.settings import BatonSettings
 
 pytestmark = pytest.mark.unit
@@ -43,23 +41,22 @@ def test_settings_hold_the_url_as_a_secret_in_repr_str_and_dumps(monkeypatch: py
         assert not leaks(shown), shown
 
 
-class FailingApp:
-    """Stands in for a FastStream app whose start-up fails."""
+def failing(error: Exception) -> ServiceDefinition[BatonSettings]:
+    """A service whose start-up fails with ``error`` (raised while its router is built)."""
 
-    def __init__(self, error: Exception) -> None:
-        self.error = error
+    def build_router(_: BatonSettings) -> ServiceRouter[object]:
+        raise error
 
-    async def run(self) -> None:
-        raise self.error
+    topology = ServiceTopology("intake", inputs=(), emits=())
+    return ServiceDefinition(topology=topology, migrations="", settings=BatonSettings, router=build_router)
 
 
 @pytest.mark.usefixtures("root_logging")
 def test_a_start_up_failure_is_one_json_line_without_the_password_even_if_the_error_quotes_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    configure_logging("intake", "INFO", json=True, secrets=[dsn.password(URL)])
-    app = FailingApp(RuntimeError(f"could not connect to {URL} (password {PASSWORD!r})"))
-    assert run_app(cast(FastStream, app)) == 1
+    definition = failing(RuntimeError(f"could not connect to {URL} (password {PASSWORD!r})"))
+    assert run(definition, BatonSettings(database_url=URL, log_json=True)) == 1
     err = capsys.readouterr().err
     [line] = err.strip().splitlines()
     entry = json.loads(line)
@@ -69,9 +66,8 @@ def test_a_start_up_failure_is_one_json_line_without_the_password_even_if_the_er
 
 @pytest.mark.usefixtures("root_logging")
 def test_a_refused_start_up_logs_just_its_reason(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging("intake", "INFO", json=False, secrets=[dsn.password(URL)])
     reason = "schema intake is behind this release: 002_intake_cancellations.sql not applied"
-    assert run_app(cast(FastStream, FailingApp(StartupRefused(reason)))) == 1
+    assert run(failing(StartupRefused(reason)), BatonSettings(database_url=URL, log_json=False)) == 1
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.endswith(f"CRITICAL baton.service {reason}")
 
