@@ -1,22 +1,26 @@
-"""Intake's use cases: record a submitted order; turn lifecycle facts into public status events."""
+"""Intake's use cases: record submitted orders, resolve cancel requests, and turn the facts other
+services decide into the public, versioned status stream.
+
+Each takes contract objects and a unit of work and returns the events it caused; it never sees a
+topic, a header or a database connection.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import assert_never
 from uuid import UUID
 
-from libs.contracts import topics
+from libs.contracts.envelope import Event, utcnow
 from libs.contracts.lifecycle import (
     OrderAllocated,
     OrderBackordered,
     OrderCancelled,
     OrderCancelRefused,
     OrderCancelRequested,
-    OrderFact,
     OrderFulfillmentProgressed,
     OrderHeld,
     OrderReceived,
@@ -28,247 +32,267 @@ from libs.contracts.orders import (
     CancelRequested,
     OrderDetails,
     OrderRefused,
-    OrderStatus,
     OrderStatusChanged,
+    OrderSubmitted,
     Reason,
     Shipment,
 )
+from libs.contracts.vocabulary import OrderStatus
 from libs.platform import metrics
-from libs.platform.messaging import Outgoing, Rejected
-from services.intake.adapters.order_book import PgOrderBook, StatusRow, StoredOrder
+from libs.platform.messaging import Rejected
+from services.intake.app.ports import IntakeUnit, NewOrder
 from services.intake.domain.orders import (
-    Status,
+    Order,
     Submission,
-    Transition,
-    as_seen_by_customer,
-    classify_submission,
-    decide_transition,
+    advance,
+    cancel_refusal,
+    classify_submissions,
     fingerprint,
-    order_id_for,
+    receive,
 )
 
 log = logging.getLogger("baton.intake")
 
+StatusFact = (
+    OrderValidated
+    | OrderRejected
+    | OrderHeld
+    | OrderAllocated
+    | OrderBackordered
+    | OrderCancelled
+    | OrderCancelRefused
+    | OrderFulfillmentProgressed
+)
+STATUS_FACTS = (
+    OrderValidated,
+    OrderRejected,
+    OrderHeld,
+    OrderAllocated,
+    OrderBackordered,
+    OrderCancelled,
+    OrderCancelRefused,
+    OrderFulfillmentProgressed,
+)
+"""The facts intake turns into statuses and cancellation outcomes: everything on its facts topic."""
 
-@dataclass(frozen=True)
-class Topics:
-    status: str
-    refused: str
-    lifecycle: str
-    cancellations: str
+
+def details_of(submitted: OrderSubmitted) -> OrderDetails:
+    """The order as the channel placed it, without the envelope a channel may add: what is
+    fingerprinted, stored and carried on `order.received`. Its fields are validated already."""
+    return OrderDetails.model_construct(
+        **{name: getattr(submitted, name) for name in OrderDetails.model_fields}
+    )
 
 
-async def record_submission(book: PgOrderBook, order: OrderDetails, t: Topics) -> list[Outgoing]:
-    """A new channel order becomes `received`; a retry changes nothing; a conflict is refused.
-
-    The insert is tried first (one statement for the common case); only when the channel order
-    exists already is it read back to tell a retry from a conflict.
-    """
-    digest = fingerprint(order.model_dump(mode="json"))
-    order_id = order_id_for(order.channel, order.external_id)
-    stored = StoredOrder(order_id, order.channel, order.external_id, digest, Status.RECEIVED.value, 1)
-    if not await book.insert(stored, order.model_dump_json()):
-        existing = await book.find_by_channel(order.channel, order.external_id)
-        assert existing is not None
-        if classify_submission(existing.fingerprint, digest) is Submission.RETRY:
-            return []
-        refusal = OrderRefused(
-            channel=order.channel,
-            external_id=order.external_id,
-            existing_order_id=existing.order_id,
-            reasons=[
-                Reason(
-                    code="duplicate_external_id_conflict",
-                    message=f"{order.channel_key} was already submitted with different content",
-                )
-            ],
-        )
-        return [Outgoing.event(t.refused, order.channel_key, refusal)]
-    status = OrderStatusChanged(
-        order_id=order_id,
+def status_changed(
+    order: Order,
+    *,
+    reasons: Sequence[Reason] = (),
+    shipments: Sequence[Shipment] = (),
+    eta: datetime | None = None,
+    occurred_at: datetime | None = None,
+) -> OrderStatusChanged:
+    """The public event of an order's current version."""
+    return OrderStatusChanged(
+        order_id=order.order_id,
         channel=order.channel,
         external_id=order.external_id,
-        status=OrderStatus.RECEIVED,
-        version=1,
+        status=order.status,
+        version=order.version,
+        reasons=list(reasons),
+        shipments=list(shipments),
+        eta=eta,
+        occurred_at=occurred_at or utcnow(),
     )
-    await book.record_status(order_id, 1, status.status.value, status.model_dump_json(), status.occurred_at)
-    metrics.count(metrics.ORDER_STATUS, Status.RECEIVED.value)
-    received = OrderReceived(order_id=order_id, order=order)
-    return [
-        Outgoing.event(t.status, str(order_id), status),
-        Outgoing.event(t.lifecycle, str(order_id), received),
-    ]
 
 
-def status_of(fact: OrderFact) -> tuple[Status, list[Reason], list[Shipment]] | None:
-    """The status a lifecycle fact gives the order, with its reasons and shipments (None: no change)."""
+async def record_submissions(
+    submitted: Sequence[OrderSubmitted], uow: IntakeUnit
+) -> list[list[Event] | Rejected]:
+    """A new channel order becomes `received` (and `order.received` goes on to validation); a retry
+    changes nothing; the same channel order with different content is refused.
+
+    The whole batch in one statement: the new orders are recorded with their first version, and
+    those on file already come back with their fingerprint, which tells a retry from a conflict. A
+    channel order submitted twice in one batch is recorded once; its second submission is a retry
+    or a conflict of the first.
+    """
+    details = [details_of(s) for s in submitted]
+    firsts: dict[UUID, NewOrder] = {}
+    keyed: list[tuple[UUID, str]] = []
+    for order in details:
+        new = receive(order.channel, order.external_id)
+        digest = fingerprint(order.model_dump(mode="json"))
+        keyed.append((new.order_id, digest))
+        if new.order_id not in firsts:
+            firsts[new.order_id] = NewOrder(order, digest, status_changed(new))
+    on_file = await uow.orders.add(list(firsts.values()))
+    results: list[list[Event] | Rejected] = []
+    for order, (order_id, _), verdict in zip(
+        details, keyed, classify_submissions(keyed, on_file), strict=True
+    ):
+        if verdict is Submission.NEW:
+            metrics.count(metrics.ORDER_STATUS, OrderStatus.RECEIVED.value)
+            results.append([firsts[order_id].received, OrderReceived(order_id=order_id, order=order)])
+        elif verdict is Submission.RETRY:
+            results.append([])
+        else:
+            results.append([conflict(order, order_id)])
+    return results
+
+
+def conflict(order: OrderDetails, existing: UUID) -> OrderRefused:
+    return OrderRefused(
+        channel=order.channel,
+        external_id=order.external_id,
+        existing_order_id=existing,
+        reasons=[
+            Reason(
+                code="duplicate_external_id_conflict",
+                message=f"{order.channel_key} was already submitted with different content",
+            )
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """The status a fact proposes for its order, with what the customer is told about it."""
+
+    status: OrderStatus
+    reasons: Sequence[Reason] = ()
+    shipments: Sequence[Shipment] = ()
+    eta: datetime | None = None
+
+
+def proposed_status(
+    fact: OrderValidated
+    | OrderRejected
+    | OrderHeld
+    | OrderAllocated
+    | OrderBackordered
+    | OrderCancelled
+    | OrderFulfillmentProgressed,
+) -> Proposal:
+    """What each fact means to the customer. An allocation that leaves lines waiting for stock
+    (a failed parcel that could not be sourced again) is a backorder, with a reason per line."""
     match fact:
         case OrderValidated():
-            return Status.VALIDATED, [], []
+            return Proposal(OrderStatus.VALIDATED)
         case OrderRejected(reasons=reasons):
-            return Status.REJECTED, reasons, []
+            return Proposal(OrderStatus.REJECTED, reasons)
         case OrderHeld(reasons=reasons):
-            return Status.ON_HOLD, reasons, []
+            return Proposal(OrderStatus.ON_HOLD, reasons)
         case OrderAllocated(shipments=shipments, backordered_lines=waiting) if waiting:
             reasons = [
                 Reason(code="insufficient_stock", message=f"{line.quantity} waiting for stock", sku=line.sku)
                 for line in waiting
             ]
-            return Status.BACKORDERED, reasons, shipments
+            return Proposal(OrderStatus.BACKORDERED, reasons, shipments)
         case OrderAllocated(shipments=shipments):
-            return Status.ALLOCATED, [], shipments
+            return Proposal(OrderStatus.ALLOCATED, (), shipments)
         case OrderBackordered(reasons=reasons):
-            return Status.BACKORDERED, reasons, []
+            return Proposal(OrderStatus.BACKORDERED, reasons)
         case OrderCancelled(reasons=reasons):
-            return Status.CANCELLED, reasons, []
-        case OrderFulfillmentProgressed(status=status, shipments=shipments):
-            return Status(status), [], shipments
+            return Proposal(OrderStatus.CANCELLED, reasons)
+        case OrderFulfillmentProgressed(status=status, shipments=shipments, eta=eta):
+            return Proposal(OrderStatus(status), (), shipments, eta)
+        case _:
+            assert_never(fact)
+
+
+def accepted_cancel(fact: StatusFact) -> str | None:
+    """The cancel request a fact carries out: the order cancelled whole, or its reduced allocation."""
+    if isinstance(fact, OrderCancelled):
+        return fact.request_id
+    if isinstance(fact, OrderAllocated):
+        return fact.cancel_request_id
     return None
 
 
-def _outcome(
-    t: Topics,
-    order_id: UUID | None,
-    request_id: str,
-    outcome: str,
-    reasons: list[Reason],
-    key: str | None = None,
-) -> Outgoing:
-    """Keyed by the order id, or by what the request named when no such order exists."""
-    event = CancellationOutcome(
-        request_id=request_id,
-        order_id=order_id,
-        outcome=outcome,  # type: ignore[arg-type]
-        reasons=reasons,
-    )
-    return Outgoing.event(t.cancellations, key or str(order_id), event)
-
-
-async def publish_statuses(
-    book: PgOrderBook, facts: Sequence[OrderFact | Rejected], t: Topics
-) -> list[list[Outgoing] | Rejected]:
+async def publish_statuses(facts: Sequence[StatusFact], uow: IntakeUnit) -> list[list[Event] | Rejected]:
     """Give each order its next version if the state machine allows the move; else drop the fact.
 
     A whole batch at once: the orders are locked in one statement, the facts applied in order in
     memory (two facts for one order in a batch see each other), and the new versions written in
     one statement. Cancellation outcomes are published here too: a cancel is accepted when the
     order becomes `cancelled` (whole) or gets its reduced allocation (partial), refused when a
-    service refused it. Items that are already ``Rejected`` (unparseable records) pass through.
+    service refused it. A fact about an order intake never received is rejected (`unknown_order`),
+    so it can be replayed once the order exists.
     """
-    wanted = sorted({f.order_id for f in facts if not isinstance(f, Rejected | OrderCancelRefused)}, key=str)
-    orders = await book.lock_many(wanted) if wanted else {}
-    written: list[StatusRow] = []
-    results: list[list[Outgoing] | Rejected] = []
+    wanted = sorted({f.order_id for f in facts if not isinstance(f, OrderCancelRefused)})
+    orders = await uow.orders.lock(wanted) if wanted else {}
+    changes: list[OrderStatusChanged] = []
+    results: list[list[Event] | Rejected] = []
     for fact in facts:
-        if isinstance(fact, Rejected):
-            results.append(fact)
-            continue
         if isinstance(fact, OrderCancelRefused):
-            results.append([_outcome(t, fact.order_id, fact.request_id, "refused", fact.reasons)])
+            results.append([cancel_refused(fact.request_id, fact.order_id, fact.reasons)])
             continue
         order = orders.get(fact.order_id)
         if order is None:
             results.append(Rejected("unknown_order", f"no order {fact.order_id} was ever received"))
             continue
-        out, moved, event = _apply_fact(order, fact, t)
-        if moved is not None and event is not None:
-            orders[fact.order_id] = moved
-            written.append(
-                StatusRow(
-                    order.order_id, moved.version, moved.status, event.model_dump_json(), event.occurred_at
-                )
+        events: list[Event] = []
+        proposal = proposed_status(fact)
+        moved = advance(order, proposal.status)
+        if moved is None:
+            log.warning(
+                "status change refused by the state machine",
+                extra={"order_id": str(order.order_id), "from": order.status, "to": proposal.status.value},
             )
-            metrics.count(metrics.ORDER_STATUS, moved.status)
+        else:
+            orders[order.order_id] = moved
+            change = status_changed(
+                moved,
+                reasons=proposal.reasons,
+                shipments=proposal.shipments,
+                eta=proposal.eta,
+                occurred_at=fact.occurred_at,
+            )
+            changes.append(change)
+            events.append(change)
+            metrics.count(metrics.ORDER_STATUS, moved.status.value)
             if order.received_at is not None:
                 since_receipt = (datetime.now(UTC) - order.received_at).total_seconds()
-                metrics.observe(metrics.STATUS_LATENCY, moved.status, value=since_receipt)
-        results.append(out)
-    if written:
-        await book.record_statuses(written)
+                metrics.observe(metrics.STATUS_LATENCY, moved.status.value, value=since_receipt)
+        if (request_id := accepted_cancel(fact)) is not None:
+            events.append(
+                CancellationOutcome(request_id=request_id, order_id=order.order_id, outcome="accepted")
+            )
+        results.append(events)
+    if changes:
+        await uow.orders.record_statuses(changes)
     return results
 
 
-def _apply_fact(
-    order: StoredOrder, fact: OrderFact, t: Topics
-) -> tuple[list[Outgoing], StoredOrder | None, OrderStatusChanged | None]:
-    """Events one fact causes, and the order's next state (None: the status does not change)."""
-    change = status_of(fact)
-    if change is None:
-        return [], None, None
-    proposed, reasons, shipments = change
-    proposed = as_seen_by_customer(Status(order.status), proposed)
-    out: list[Outgoing] = []
-    if isinstance(fact, OrderCancelled):
-        out.append(_outcome(t, fact.order_id, fact.request_id, "accepted", []))
-    elif isinstance(fact, OrderAllocated) and fact.cancel_request_id:
-        out.append(_outcome(t, fact.order_id, fact.cancel_request_id, "accepted", []))
-    if decide_transition(Status(order.status), proposed) is Transition.REFUSE:
-        log.warning(
-            "status change refused by the state machine",
-            extra={"order_id": str(order.order_id), "from": order.status, "to": proposed.value},
-        )
-        return out, None, None
-    version = order.version + 1
-    event = OrderStatusChanged(
-        order_id=order.order_id,
-        channel=order.channel,
-        external_id=order.external_id,
-        status=OrderStatus(proposed.value),
-        version=version,
-        reasons=reasons,
-        shipments=shipments,
-        eta=fact.eta if isinstance(fact, OrderFulfillmentProgressed) else None,
-        occurred_at=fact.occurred_at,
+def cancel_refused(request_id: str, order_id: UUID | None, reasons: Sequence[Reason]) -> CancellationOutcome:
+    return CancellationOutcome(
+        request_id=request_id, order_id=order_id, outcome="refused", reasons=list(reasons)
     )
-    moved = dataclasses.replace(order, status=proposed.value, version=version)
-    return [Outgoing.event(t.status, str(order.order_id), event), *out], moved, event
 
 
-async def request_cancel(book: PgOrderBook, request: CancelRequested, t: Topics) -> list[Outgoing]:
-    """Find the order, act once per request id, refuse what is clearly too late, forward the rest."""
+async def request_cancel(request: CancelRequested, uow: IntakeUnit) -> list[Event]:
+    """Find the order, act once per request id, refuse what is clearly too late, forward the rest.
+
+    A request for an order not known (yet) is refused with `unknown_order` but not recorded: the
+    order may simply not have arrived, and the channel may send the same request again.
+    """
     if request.order_id is not None:
-        order = await book.find_by_id(request.order_id)
+        order = await uow.orders.find(request.order_id)
     elif request.channel and request.external_id:
-        order = await book.find_by_channel(request.channel, request.external_id)
+        order = await uow.orders.find_by_channel(request.channel, request.external_id)
     else:
         raise Rejected("schema_violation", "name the order by order_id or by channel and external_id")
     if order is None:
-        # Not recorded: the order may simply not have arrived yet, and the channel may retry.
-        reason = Reason(code="unknown_order", message="no such order (yet)")
-        key = str(request.order_id) if request.order_id else f"{request.channel}:{request.external_id}"
-        return [_outcome(t, request.order_id, request.request_id, "refused", [reason], key)]
-    if not await book.record_cancel_request(request.request_id, order.order_id):
+        unknown = Reason(code="unknown_order", message="no such order (yet)")
+        return [cancel_refused(request.request_id, request.order_id, [unknown])]
+    if not await uow.cancel_requests.claim(request.request_id, order.order_id):
         return []
-    if order.status in (Status.SHIPPED, Status.DELIVERED):
-        reason = Reason(code="already_shipped", message=f"the order is {order.status}")
-        return [_outcome(t, order.order_id, request.request_id, "refused", [reason])]
-    if order.status in (Status.REJECTED, Status.CANCELLED):
-        reason = Reason(code="already_final", message=f"the order is {order.status}")
-        return [_outcome(t, order.order_id, request.request_id, "refused", [reason])]
-    fact = OrderCancelRequested(
-        order_id=order.order_id, request_id=request.request_id, lines=request.lines, reason=request.reason
-    )
-    return [Outgoing.event(t.lifecycle, str(order.order_id), fact)]
-
-
-STATUS_FACTS = frozenset(
-    {
-        "order.validated",
-        "order.rejected",
-        "order.held",
-        "order.allocated",
-        "order.backordered",
-        "order.cancelled",
-        "order.cancel-refused",
-        "order.fulfillment-progressed",
-    }
-)
-
-__all__ = [
-    "STATUS_FACTS",
-    "Topics",
-    "publish_statuses",
-    "record_submission",
-    "request_cancel",
-    "topics",
-]
+    if (refusal := cancel_refusal(order.status)) is not None:
+        reason = Reason(code=refusal.code, message=refusal.message)
+        return [cancel_refused(request.request_id, order.order_id, [reason])]
+    return [
+        OrderCancelRequested(
+            order_id=order.order_id, request_id=request.request_id, lines=request.lines, reason=request.reason
+        )
+    ]

@@ -6,11 +6,17 @@ status stream, so versions are gapless and a status never goes backwards.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import uuid
-from enum import Enum, StrEnum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
 from typing import Any
+
+from libs.contracts.vocabulary import OrderStatus
 
 ORDER_NAMESPACE = uuid.UUID("6f1c2a52-8f0e-4c36-9d5b-0b7a4e1f2d90")
 
@@ -41,62 +47,72 @@ def classify_submission(existing_fingerprint: str | None, incoming_fingerprint: 
     return Submission.CONFLICT
 
 
-class Status(StrEnum):
-    RECEIVED = "received"
-    VALIDATED = "validated"
-    REJECTED = "rejected"
-    ON_HOLD = "on_hold"
-    ALLOCATED = "allocated"
-    BACKORDERED = "backordered"
-    IN_FULFILLMENT = "in_fulfillment"
-    PARTIALLY_SHIPPED = "partially_shipped"
-    SHIPPED = "shipped"
-    DELIVERED = "delivered"
-    CANCELLED = "cancelled"
+def classify_submissions(
+    submissions: Sequence[tuple[uuid.UUID, str]], recorded: Mapping[uuid.UUID, str]
+) -> list[Submission]:
+    """Each (order id, fingerprint) of a batch, in order, against what was recorded before it: the
+    fingerprint already on file for its order, else the first submission of the batch that made
+    the order. So a channel order submitted twice in one batch is one order: the second submission
+    is a retry or a conflict of the first, never a second order."""
+    known = dict(recorded)
+    verdicts = []
+    for order_id, digest in submissions:
+        verdict = classify_submission(known.get(order_id), digest)
+        if verdict is Submission.NEW:
+            known[order_id] = digest
+        verdicts.append(verdict)
+    return verdicts
 
 
-TERMINAL = frozenset({Status.REJECTED, Status.DELIVERED, Status.CANCELLED})
+Status = OrderStatus
+"""The name tests/chaos imports; the enum is the vocabulary's ``OrderStatus``, shared with the contracts."""
+
+TERMINAL = frozenset({OrderStatus.REJECTED, OrderStatus.DELIVERED, OrderStatus.CANCELLED})
 
 # Which status may follow which. `allocated -> allocated` is a new allocation (partial
 # cancellation, re-sourcing); `in_fulfillment -> allocated` is re-sourcing after a failed
 # shipment: the customer never sees an order go back further than `allocated`.
-NEXT: dict[Status, frozenset[Status]] = {
-    Status.RECEIVED: frozenset({Status.VALIDATED, Status.REJECTED, Status.ON_HOLD, Status.CANCELLED}),
-    Status.ON_HOLD: frozenset({Status.VALIDATED, Status.REJECTED, Status.CANCELLED}),
-    Status.VALIDATED: frozenset({Status.ALLOCATED, Status.BACKORDERED, Status.CANCELLED}),
-    Status.BACKORDERED: frozenset(
-        {Status.BACKORDERED, Status.ALLOCATED, Status.IN_FULFILLMENT, Status.CANCELLED}
+NEXT: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.RECEIVED: frozenset(
+        {OrderStatus.VALIDATED, OrderStatus.REJECTED, OrderStatus.ON_HOLD, OrderStatus.CANCELLED}
     ),
-    Status.ALLOCATED: frozenset(
-        {Status.ALLOCATED, Status.BACKORDERED, Status.IN_FULFILLMENT, Status.CANCELLED}
+    OrderStatus.ON_HOLD: frozenset({OrderStatus.VALIDATED, OrderStatus.REJECTED, OrderStatus.CANCELLED}),
+    OrderStatus.VALIDATED: frozenset({OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.CANCELLED}),
+    OrderStatus.BACKORDERED: frozenset(
+        {OrderStatus.BACKORDERED, OrderStatus.ALLOCATED, OrderStatus.IN_FULFILLMENT, OrderStatus.CANCELLED}
     ),
-    Status.IN_FULFILLMENT: frozenset(
+    OrderStatus.ALLOCATED: frozenset(
+        {OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.IN_FULFILLMENT, OrderStatus.CANCELLED}
+    ),
+    OrderStatus.IN_FULFILLMENT: frozenset(
         {
-            Status.IN_FULFILLMENT,
-            Status.ALLOCATED,
-            Status.BACKORDERED,
-            Status.PARTIALLY_SHIPPED,
-            Status.SHIPPED,
-            Status.CANCELLED,
+            OrderStatus.IN_FULFILLMENT,
+            OrderStatus.ALLOCATED,
+            OrderStatus.BACKORDERED,
+            OrderStatus.PARTIALLY_SHIPPED,
+            OrderStatus.SHIPPED,
+            OrderStatus.CANCELLED,
         }
     ),
-    Status.PARTIALLY_SHIPPED: frozenset({Status.PARTIALLY_SHIPPED, Status.SHIPPED, Status.DELIVERED}),
-    Status.SHIPPED: frozenset({Status.DELIVERED}),
-    Status.REJECTED: frozenset(),
-    Status.DELIVERED: frozenset(),
-    Status.CANCELLED: frozenset(),
+    OrderStatus.PARTIALLY_SHIPPED: frozenset(
+        {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED}
+    ),
+    OrderStatus.SHIPPED: frozenset({OrderStatus.DELIVERED}),
+    OrderStatus.REJECTED: frozenset(),
+    OrderStatus.DELIVERED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
 }
 
 
-STILL_SHIPPING = frozenset({Status.ALLOCATED, Status.BACKORDERED, Status.IN_FULFILLMENT})
+STILL_SHIPPING = frozenset({OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.IN_FULFILLMENT})
 
 
-def as_seen_by_customer(current: Status, proposed: Status) -> Status:
+def as_seen_by_customer(current: OrderStatus, proposed: OrderStatus) -> OrderStatus:
     """Once part of an order has left, it is `partially_shipped` until every part has: a part
     sourced again (allocated), waiting for stock (backordered) or back in a pipeline never makes
     the order look as if nothing had shipped."""
-    if current is Status.PARTIALLY_SHIPPED and proposed in STILL_SHIPPING:
-        return Status.PARTIALLY_SHIPPED
+    if current is OrderStatus.PARTIALLY_SHIPPED and proposed in STILL_SHIPPING:
+        return OrderStatus.PARTIALLY_SHIPPED
     return proposed
 
 
@@ -105,6 +121,49 @@ class Transition(Enum):
     REFUSE = "refuse"
 
 
-def decide_transition(current: Status, proposed: Status) -> Transition:
+def decide_transition(current: OrderStatus, proposed: OrderStatus) -> Transition:
     """Apply a status only if the state machine allows it from the current one."""
     return Transition.APPLY if proposed in NEXT[current] else Transition.REFUSE
+
+
+@dataclass(frozen=True)
+class Order:
+    """An order as intake tracks it: who placed it, where it stands, and the last version published."""
+
+    order_id: uuid.UUID
+    channel: str
+    external_id: str
+    status: OrderStatus
+    version: int
+    received_at: datetime | None = None
+
+
+def receive(channel: str, external_id: str) -> Order:
+    """A new channel order: its id, status `received`, version 1."""
+    return Order(order_id_for(channel, external_id), channel, external_id, OrderStatus.RECEIVED, 1)
+
+
+def advance(order: Order, proposed: OrderStatus) -> Order | None:
+    """The order's next version, with the status its customer should see; None when the state
+    machine refuses the move (the order stays as it is and no version is used)."""
+    seen = as_seen_by_customer(order.status, proposed)
+    if decide_transition(order.status, seen) is Transition.REFUSE:
+        return None
+    return dataclasses.replace(order, status=seen, version=order.version + 1)
+
+
+@dataclass(frozen=True)
+class CancelRefusal:
+    code: str
+    message: str
+
+
+def cancel_refusal(status: OrderStatus) -> CancelRefusal | None:
+    """Refuse what is clearly too late: an order that has wholly shipped, or one that is already
+    final. Anything else (partially shipped included: its remainder may still be cancellable) is
+    for allocation and fulfillment to decide."""
+    if status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED):
+        return CancelRefusal("already_shipped", f"the order is {status}")
+    if status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
+        return CancelRefusal("already_final", f"the order is {status}")
+    return None
