@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from faststream import FastStream
-
-from libs.platform.service import ServiceDefinition, build_service_app
-from libs.platform.settings import BatonSettings
-from services.intake.entry import subscriptions
+from libs.contracts.topology import SERVICE_TOPOLOGY
+from libs.platform.service import ServiceDefinition
+from services.intake.entry import build_router
+from services.intake.settings import IntakeSettings
 
 DEFINITION = ServiceDefinition(
-    name="intake",
+    topology=SERVICE_TOPOLOGY["intake"],
     migrations="services.intake.adapters.migrations",
-    subscriptions=subscriptions,
+    settings=IntakeSettings,
+    router=build_router,
 )
-
-
-def build_app(settings: BatonSettings) -> FastStream:
-    return build_service_app(DEFINITION, settings)

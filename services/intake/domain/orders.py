@@ -64,8 +64,6 @@ def classify_submissions(
     return verdicts
 
 
-Status = OrderStatus
-"""The name tests/chaos imports; the enum is the vocabulary's ``OrderStatus``, shared with the contracts."""
 
 TERMINAL = frozenset({OrderStatus.REJECTED, OrderStatus.DELIVERED, OrderStatus.CANCELLED})
 
