@@ -11,63 +11,22 @@ import yaml
 from pydantic import BaseModel
 
 from libs.contracts import topics
-from libs.contracts.catalog import ProductUpdated
-from libs.contracts.fulfillment import FulfillmentUpdate, StageChanged
-from libs.contracts.inventory import LocationUpdated, StockAdjusted
-from libs.contracts.lifecycle import (
-    OrderAllocated,
-    OrderBackordered,
-    OrderCancelAccepted,
-    OrderCancelForwarded,
-    OrderCancelled,
-    OrderCancelRefused,
-    OrderCancelRequested,
-    OrderFulfillmentProgressed,
-    OrderHeld,
-    OrderReceived,
-    OrderRejected,
-    OrderValidated,
-    ShipmentFailed,
-    ShipmentShipped,
-)
-from libs.contracts.orders import (
-    CancellationOutcome,
-    CancelRequested,
-    HoldDecision,
-    OrderRefused,
-    OrderStatusChanged,
-    OrderSubmitted,
-)
+from libs.contracts.topology import PUBLISHED_ON, TOPOLOGY
 
-MESSAGES: dict[str, tuple[type[BaseModel], ...]] = {
-    topics.ORDERS_SUBMITTED: (OrderSubmitted,),
-    topics.ORDERS_REFUSED: (OrderRefused,),
-    topics.ORDERS_HOLD_DECISIONS: (HoldDecision,),
-    topics.ORDERS_STATUS: (OrderStatusChanged,),
-    topics.ORDERS_CANCEL_REQUESTED: (CancelRequested,),
-    topics.ORDERS_CANCELLATIONS: (CancellationOutcome,),
-    topics.FULFILLMENT_UPDATES: (FulfillmentUpdate,),
-    topics.FULFILLMENT_STAGE_CHANGES: (StageChanged,),
-    topics.ORDERS_LIFECYCLE: (
-        OrderReceived,
-        OrderValidated,
-        OrderRejected,
-        OrderHeld,
-        OrderAllocated,
-        OrderBackordered,
-        OrderCancelRequested,
-        OrderCancelForwarded,
-        OrderCancelAccepted,
-        OrderCancelRefused,
-        OrderCancelled,
-        OrderFulfillmentProgressed,
-        ShipmentShipped,
-        ShipmentFailed,
-    ),
-    topics.CATALOG_PRODUCTS: (ProductUpdated,),
-    topics.INVENTORY_LOCATIONS: (LocationUpdated,),
-    topics.INVENTORY_ADJUSTMENTS: (StockAdjusted,),
-}
+
+def _messages() -> dict[str, tuple[type[BaseModel], ...]]:
+    """The contracts each topic carries, from the topology data."""
+    carried: dict[str, list[type[BaseModel]]] = {}
+    for contract, topic in PUBLISHED_ON.items():
+        carried.setdefault(topic, []).append(contract)
+    for service in TOPOLOGY:
+        for spec in service.inputs:
+            if spec.topic == topics.facts_topic(service.name):
+                carried.setdefault(spec.topic, []).extend(spec.carries)
+    return {topic: tuple(dict.fromkeys(models)) for topic, models in carried.items()}
+
+
+MESSAGES = _messages()
 
 
 def _channel_id(topic: str) -> str:

@@ -398,7 +398,7 @@ async def test_a_lifecycle_dead_letter_is_applied_after_its_cause_is_fixed_and_i
         order_id=order_id, reasons=[Reason(code="fraud_suspected", message="the payment provider flagged it")]
     )
     await live.publisher.send(
-        topics.ORDERS_LIFECYCLE,
+        topics.facts_topic("intake"),
         order_id,
         fact,
         headers={"event_id": str(fact.event_id), "event_type": fact.event_type},

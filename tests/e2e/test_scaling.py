@@ -106,7 +106,7 @@ async def _seed_stock_and_backlog(settings: BatonSettings) -> list[str]:
                 order(f"scale-{n}", lines=[(f"sku-{n % SKUS}", 1, "10.00")])
             )
             fact = Outgoing.event(
-                settings.topic(topics.ORDERS_LIFECYCLE),
+                settings.topic(topics.facts_topic("allocation")),
                 str(order_id),
                 OrderValidated(order_id=order_id, order=details),
             )
@@ -126,11 +126,11 @@ async def _seed_stock_and_backlog(settings: BatonSettings) -> list[str]:
 
 
 async def _allocated_event_ids(settings: BatonSettings) -> dict[str, set[str]]:
-    """Every order.allocated fact on the lifecycle topic, by order: event ids seen per order."""
+    """Every order.allocated fact sent to fulfillment, by order: event ids seen per order."""
     consumer = settings.kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     try:
-        topic = settings.topic(topics.ORDERS_LIFECYCLE)
+        topic = settings.topic(topics.facts_topic("fulfillment"))
         await consumer._client.force_metadata_update()
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         assert parts, f"no partitions for {topic}"
@@ -168,7 +168,7 @@ async def _wait_for_members(
 
 async def test_allocation_scales_from_one_to_three_processes_while_orders_flow(scenario: Scenario) -> None:
     settings = scenario.settings
-    group = settings.group("allocation", "order_fact")
+    group = settings.group("allocation", "order_facts")
     probe = LagProbe(settings.kafka)
     try:
         scenario.fleet.start("allocation", "allocation.1")

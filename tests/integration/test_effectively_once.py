@@ -22,12 +22,15 @@ async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_
     environment = await fresh_environment(infra)
     settings, prefix = environment.settings, environment.prefix
     fleet = environment.fleet(tmp_path)
-    lifecycle = TopicWatcher(infra.kafka, settings.topic(topics.ORDERS_LIFECYCLE))
+    # What intake sends validation, and what validation sends intake (its verdicts).
+    lifecycle = TopicWatcher(infra.kafka, settings.topic(topics.facts_topic("validation")))
+    verdicts = TopicWatcher(infra.kafka, settings.topic(topics.facts_topic("intake")))
     status = TopicWatcher(infra.kafka, settings.topic(topics.ORDERS_STATUS))
     publisher = Publisher(infra.kafka, prefix)
     try:
         await publisher.start()
         await lifecycle.start()
+        await verdicts.start()
         await status.start()
         fleet.start("validation")
         await publisher.send(topics.CATALOG_PRODUCTS, "DUP-1", product("DUP-1"))
@@ -54,8 +57,8 @@ async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_
         # Validation has committed past every copy: a second validation would be there by now.
         await wait_consumed(
             infra.kafka,
-            settings.group("validation", "order_received"),
-            settings.topic(topics.ORDERS_LIFECYCLE),
+            settings.group("validation", "order_facts"),
+            settings.topic(topics.facts_topic("validation")),
         )
         # ...and its outbox is empty, so whatever it decided is on the topic, and read here.
         conn = await asyncpg.connect(environment.dsn)
@@ -67,12 +70,12 @@ async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_
             assert await conn.fetchval("SELECT count(*) FROM validation.outbox") == 0
         finally:
             await conn.close()
-        await lifecycle.caught_up()
+        await verdicts.caught_up()
 
         copies = received_copies(lifecycle.records)
         assert len({c["event_id"] for c in copies}) == 1, "the duplicates carry the same event id"
         decided = [
-            r for r in lifecycle.records if r.get("event_type") in ("order.validated", "order.rejected")
+            r for r in verdicts.records if r.get("event_type") in ("order.validated", "order.rejected")
         ]
         assert len(decided) == 1, "validation applied the re-sent event once"
         versions = sorted((r["version"], r["event_id"]) for r in status.records)
@@ -80,6 +83,7 @@ async def test_a_relay_killed_after_sending_resends_and_downstream_applies_each_
         assert versions[0][1] == versions[1][1]
     finally:
         await lifecycle.stop()
+        await verdicts.stop()
         await status.stop()
         await publisher.stop()
         fleet.stop()

@@ -284,7 +284,7 @@ async def test_the_reader_reads_public_topics_in_its_own_groups_only(
     group = f"{p}reader.dashboard-{fresh_name()}"
     assert topics.ORDERS_STATUS in PUBLIC_TOPICS
     await reads(reader, p + topics.ORDERS_STATUS, group)
-    internal = await denied_reading(reader, p + topics.ORDERS_LIFECYCLE, group)
+    internal = await denied_reading(reader, p + topics.facts_topic("intake"), group)
     assert isinstance(internal, TopicAuthorizationFailedError)
     foreign_group = await denied_reading(reader, p + topics.ORDERS_STATUS, f"{p}baton.intake.{fresh_name()}")
     assert isinstance(foreign_group, GroupAuthorizationFailedError)
@@ -314,7 +314,7 @@ async def test_the_operator_lists_dead_letters_and_reads_lag_but_may_not_consume
     finally:
         await probe.stop()
     assert {row.group for rows in snapshot.lags.values() for row in rows} >= {
-        operator.group("allocation", "order_fact")
+        operator.group("allocation", "order_facts")
     }
     await writes(operator.kafka, operator.topic(topics.NOTIFICATION_SUBSCRIPTIONS))  # webhooks add
     denied = await denied_writing(operator.kafka, operator.topic(topics.ORDERS_REFUSED))
@@ -360,7 +360,7 @@ async def test_a_service_runs_ready_as_its_own_principal_and_reads_its_lag(
         async with aiohttp.ClientSession() as session:
             deadline = time.monotonic() + 60
             metrics = ""
-            while f'group="{env.group("allocation", "order_fact")}"' not in metrics:
+            while f'group="{env.group("allocation", "order_facts")}"' not in metrics:
                 assert process.poll() is None, (tmp_path / "allocation.log").read_text()
                 assert time.monotonic() < deadline, (tmp_path / "allocation.log").read_text()[-3000:]
                 with contextlib.suppress(aiohttp.ClientError):
