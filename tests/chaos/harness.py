@@ -24,13 +24,13 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
 from libs.contracts import topics
+from libs.contracts.vocabulary import OrderStatus as Status
 from libs.platform import stack
 from libs.platform.settings import BatonSettings
 from libs.platform.supervisor import Supervisor
 from libs.simulators.sender import ResilientSender
 from libs.simulators.warehouse import WarehouseFloor
 from libs.simulators.world import demo_shop, random_order
-from libs.contracts.vocabulary import OrderStatus as Status
 from services.intake.domain.orders import NEXT
 from services.notification.app.intake import EMAIL_STATUSES
 from tests.support.infra import Infra, free_port, fresh_environment, start_infra, stop_infra
