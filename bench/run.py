@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -61,6 +62,11 @@ HOPS = (
 SERVICES = ["intake", "validation", "allocation", "fulfillment", "notification"]
 
 
+def progress(phase: str, started: float, line: str) -> None:
+    """One line of what the bench is doing, so a run of minutes is never silent."""
+    print(f"  [{phase:12} {time.monotonic() - started:6.0f}s] {line}", flush=True)
+
+
 # ---------------------------------------------------------------- transport baseline
 
 
@@ -88,11 +94,12 @@ async def relay(kafka: KafkaAccess, source: str, target: str, group: str) -> Non
         await consumer.stop()
 
 
-async def transport_baseline(infra: Infra, messages: int, payload: bytes) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def relay_chain(infra: Infra) -> Any:
+    """A chain of ``HOPS`` relay processes on fresh topics; yields (first topic, last topic)."""
     prefix = fresh_name("bench") + "."
     names = [f"{prefix}hop{i}" for i in range(HOPS + 1)]
-    kafka = infra.kafka
-    admin = kafka.admin()
+    admin = infra.kafka.admin()
     await admin.start()
     await admin.create_topics([NewTopic(n, 8, 1) for n in names])
     await admin.close()
@@ -107,38 +114,94 @@ async def transport_baseline(infra: Infra, messages: int, payload: bytes) -> dic
         for i in range(HOPS)
     ]
     try:
-        consumer = kafka.consumer(group_id=None)
-        await consumer.start()
-        consumer.assign([TopicPartition(names[-1], p) for p in range(8)])
-        await consumer.seek_to_end()
-        producer = make_producer(kafka, "bench")
-        await producer.start()
-        await asyncio.sleep(5)  # relays join their groups
-        started = time.monotonic()
-        sends = [await producer.send(names[0], payload, key=str(i).encode()) for i in range(messages)]
-        await asyncio.gather(*sends)
-        received, first_at = 0, None
-        deadline = time.monotonic() + 300
-        while received < messages and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                received += len(records)
-                first_at = first_at or time.monotonic()
-        elapsed = time.monotonic() - started
-        await producer.stop()
-        await consumer.stop()
-        return {
-            "hops": HOPS,
-            "messages": messages,
-            "received": received,
-            "payload_bytes": len(payload),
-            "seconds": round(elapsed, 2),
-            "per_second": round(received / elapsed, 1),
-        }
+        yield names[0], names[-1]
     finally:
         for p in processes:
             p.terminate()
         for p in processes:
             p.wait(10)
+
+
+async def transport_baseline(infra: Infra, messages: int, payload: bytes) -> dict[str, Any]:
+    """``messages`` as fast as the chain takes them: messages per second through every hop."""
+    kafka = infra.kafka
+    async with relay_chain(infra) as (first, last):
+        consumer = kafka.consumer(group_id=None)
+        await consumer.start()
+        consumer.assign([TopicPartition(last, p) for p in range(8)])
+        await consumer.seek_to_end()
+        producer = make_producer(kafka, "bench")
+        await producer.start()
+        await asyncio.sleep(5)  # relays join their groups
+        started = time.monotonic()
+        sends = [await producer.send(first, payload, key=str(i).encode()) for i in range(messages)]
+        await asyncio.gather(*sends)
+        received, shown = 0, time.monotonic()
+        deadline = time.monotonic() + 300
+        while received < messages and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                received += len(records)
+            if time.monotonic() - shown > 5:
+                shown = time.monotonic()
+                rate = received / (shown - started)
+                progress(
+                    "transport",
+                    started,
+                    f"{received:,} of {messages:,} through {HOPS} hops, {rate:,.0f} msg/s",
+                )
+        elapsed = time.monotonic() - started
+        await producer.stop()
+        await consumer.stop()
+    return {
+        "hops": HOPS,
+        "messages": messages,
+        "received": received,
+        "payload_bytes": len(payload),
+        "seconds": round(elapsed, 2),
+        "per_second": round(received / elapsed, 1),
+        "secured": infra.secured,
+    }
+
+
+async def transport_open_loop(infra: Infra, payload: bytes, rate: float, duration_s: float) -> dict[str, Any]:
+    """The bare chain at a fixed arrival rate: latency from each message's *scheduled* send time
+    to its arrival after the last hop — what the fleet's open-loop latency is compared with."""
+    kafka = infra.kafka
+    async with relay_chain(infra) as (first, last):
+        consumer = kafka.consumer(group_id=None)
+        await consumer.start()
+        consumer.assign([TopicPartition(last, p) for p in range(8)])
+        await consumer.seek_to_end()
+        producer = make_producer(kafka, "bench")
+        await producer.start()
+        await asyncio.sleep(5)  # relays join their groups
+        latencies: list[float] = []
+        expected = 0
+
+        async def receive() -> None:
+            while True:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    now = time.monotonic()
+                    latencies.extend((now - float(r.key.decode())) * 1000 for r in records)
+
+        pump = asyncio.create_task(receive())
+        try:
+            started = time.monotonic()
+            while (due := started + expected / rate) < started + duration_s:
+                if (delay := due - time.monotonic()) > 0:
+                    await asyncio.sleep(delay)
+                await producer.send(first, payload, key=repr(due).encode())
+                expected += 1
+            deadline = time.monotonic() + 60
+            while len(latencies) < expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+        finally:
+            pump.cancel()
+            await producer.stop()
+            await consumer.stop()
+    return {"rate_per_s": round(rate, 1), "seconds": duration_s, "messages": expected} | _percentiles(
+        sorted(latencies)
+    )
 
 
 # ---------------------------------------------------------------- fleet
@@ -332,7 +395,17 @@ async def _closed_loop(
     base: dict[str, int] = {}
     usage: Usage | None = None
     cpu_before: dict[str, float] = {}
+    shown = started
     while time.monotonic() < measure_to:
+        if time.monotonic() - shown >= 5:
+            shown = time.monotonic()
+            if base:
+                so_far = (watch.count("in_fulfillment") - base["in_fulfillment"]) / (shown - measure_from)
+                progress("closed loop", started, f"{so_far:,.1f} orders/s to in_fulfillment so far")
+            else:
+                progress(
+                    "closed loop", started, f"warming up, {watch.count('in_fulfillment'):,} orders through"
+                )
         done = watch.count("in_fulfillment")
         in_flight = len(submitted) - done
         for _ in range(max(0, min(500, window - in_flight))):
@@ -382,7 +455,11 @@ async def _open_loop(
     scheduled: dict[str, float] = {}
     started = time.monotonic()
     n = 0
+    shown = started
     while (due := started + n / rate) < started + duration_s:
+        if time.monotonic() - shown >= 5:
+            shown = time.monotonic()
+            progress("open loop", started, f"{n:,} orders sent at {rate:.1f}/s")
         if (delay := due - time.monotonic()) > 0:
             await asyncio.sleep(delay)
         eid, body = next_order()
@@ -451,6 +528,17 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 # ---------------------------------------------------------------- report
 
 
+CORE_COMPONENTS = ("intake", "validation", "allocation", "fulfillment", "notification", "kafka", "postgres")
+"""What `fleet.closed_loop.cpu_s_per_1000_orders` sums to the fleet's own cost per order (the load
+generator and mail sink are shown but not counted)."""
+
+
+def fleet_cpu_ms_per_order(result: dict[str, Any]) -> float | None:
+    cpu = ((result.get("fleet") or {}).get("closed_loop") or {}).get("cpu_s_per_1000_orders") or {}
+    parts = [cpu[k] for k in CORE_COMPONENTS if k in cpu]
+    return round(sum(parts), 2) if parts else None
+
+
 def print_table(result: dict[str, Any], previous: dict[str, Any] | None) -> None:
     def was(path: list[str]) -> str:
         value: Any = previous
@@ -460,7 +548,13 @@ def print_table(result: dict[str, Any], previous: dict[str, Any] | None) -> None
 
     t, c, o = result["transport"], result["fleet"]["closed_loop"], result["fleet"]["open_loop"]
     ratio = c["in_fulfillment_per_s"] / t["per_second"] if t["per_second"] else 0
-    print(f"\nBaton benchmark {result['date']} on {result['machine']['cpus']} cores")
+    print(
+        f"\nBaton benchmark {result['date']} on {result['machine']['cpus']} cores ({result['machine']['id']})"
+    )
+    if previous is None:
+        print("  (no earlier result from this machine to compare with)")
+    else:
+        print(f"  (was: {previous['date']}, the latest earlier result from this machine)")
     print_transport(result, was)
     print(
         f"  fleet closed loop -> allocated              {c['allocated_per_s']:>8} orders/s"
@@ -469,7 +563,7 @@ def print_table(result: dict[str, Any], previous: dict[str, Any] | None) -> None
     print(
         f"  fleet closed loop -> in_fulfillment         {c['in_fulfillment_per_s']:>8} orders/s"
         + was(["fleet", "closed_loop", "in_fulfillment_per_s"])
-        + f"   = {ratio:.0%} of transport"
+        + f"   = {ratio:.1%} of transport"
     )
     for status in ("allocated", "in_fulfillment"):
         lat = o[status]
@@ -478,10 +572,36 @@ def print_table(result: dict[str, Any], previous: dict[str, Any] | None) -> None
             f"  p99 {lat.get('p99_ms')}  max {lat.get('max_ms')}"
             + was(["fleet", "open_loop", status, "p99_ms"])
         )
+    bare = result.get("transport_open_loop") or {}
+    if bare:
+        print(
+            f"  bare chain @ {bare['rate_per_s']}/s ({HOPS} hops)        p50 {bare.get('p50_ms')} ms"
+            f"  p95 {bare.get('p95_ms')}  p99 {bare.get('p99_ms')}  max {bare.get('max_ms')}"
+        )
     print("  CPU s per 1,000 orders: " + ", ".join(f"{k} {v}" for k, v in c["cpu_s_per_1000_orders"].items()))
-    print("  peak RSS MB: " + ", ".join(f"{k} {v}" for k, v in result["fleet"]["peak_rss_mb"].items()))
+    cost = fleet_cpu_ms_per_order(result)
+    before = fleet_cpu_ms_per_order(previous) if previous else None
     print(
-        "  targets: >= 500 orders/s to in_fulfillment, >= 40 % of transport, p99 allocated <= 250 ms, RSS <= 150 MB"
+        f"  fleet CPU per order (services + Kafka + PostgreSQL): {cost} ms"
+        + (f" (was {before}: x{cost / before:.2f})" if cost and before else "")
+    )
+    print("  peak RSS MB: " + ", ".join(f"{k} {v}" for k, v in result["fleet"]["peak_rss_mb"].items()))
+    p99 = o["allocated"].get("p99_ms")
+    print("  targets (issue 13), ratios within this run:")
+    print(
+        f"    fleet -> in_fulfillment >= 6 % of the bare chain's msg/s: {ratio:.1%}  {'MET' if ratio >= 0.06 else 'NOT MET'}"
+    )
+    print(
+        f"    p99 submit -> allocated <= 150 ms at half the closed-loop rate: {p99} ms  "
+        f"{'MET' if p99 is not None and p99 <= 150 else 'NOT MET'}"
+    )
+    print(
+        "    fleet CPU per order <= a third of the previous result from this machine: "
+        + (
+            f"x{cost / before:.2f}  {'MET' if cost / before <= 1 / 3 else 'NOT MET'}"
+            if cost and before
+            else "no baseline"
+        )
     )
 
 
@@ -551,22 +671,52 @@ async def transports(infra: Infra, messages: int, payload: bytes, rounds: int) -
     }
 
 
+def machine() -> dict[str, Any]:
+    """What the figures were measured on; results are compared only with earlier ones from the
+    same machine (the same commit measured 149 orders/s on one 2-core machine and 65-71 on another)."""
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
+    identity = f"{os.uname().nodename}|{model}|{os.cpu_count()}"
+    return {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "cpu_model": model,
+        "id": hashlib.sha256(identity.encode()).hexdigest()[:12],
+    }
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     infra = start_infra()
     fleet: dict[str, Any] | None = None
     try:
         payload = orjson.dumps(random_order(random.Random(0), demo_shop(), "x" * 12))
         transport, secured = await transports(infra, args.transport_messages, payload, args.transport_rounds)
+        bare_open: dict[str, Any] | None = None
         if not args.transport_only:
             log_dir = stack.cache_dir() / f"bench-logs-{int(time.time())}"
             fleet = await fleet_run(
                 infra, args.duration, args.open_duration, args.warmup, args.open_share, log_dir
             )
+            rate = fleet["open_loop"]["rate_per_s"]
+            print(
+                f"bare chain at the fleet's open-loop rate, {rate}/s, for {args.open_duration:.0f} s",
+                flush=True,
+            )
+            bare_open = await transport_open_loop(infra, payload, rate, args.open_duration)
     finally:
         stop_infra(infra)
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ"),
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": machine(),
+        "transport_open_loop": bare_open,
         "transport": transport,
         "transport_secured": secured,
         "secured_ratio": round(secured["per_second"] / transport["per_second"], 3)
@@ -630,11 +780,15 @@ def main() -> None:
             )
         return
     RESULTS.mkdir(exist_ok=True)
-    previous_files = sorted(RESULTS.glob("*.json"))
-    previous = json.loads(previous_files[-1].read_text()) if previous_files else None
+    this_machine = machine()["id"]
+    earlier = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("*.json"))]
+    same = [r for r in earlier if r.get("machine", {}).get("id") == this_machine and r.get("fleet")]
+    previous = same[-1] if same else None
     result = asyncio.run(main_async(args))
     if args.transport_only:
-        print(f"\nBaton transport {result['date']} on {result['machine']['cpus']} cores")
+        print(
+            f"\nBaton transport {result['date']} on {result['machine']['cpus']} cores ({result['machine']['id']})"
+        )
         print_transport(result)
         return
     out = RESULTS / f"{result['date']}.json"
