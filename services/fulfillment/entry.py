@@ -1,61 +1,46 @@
-"""Fulfillment's inputs: locations, the order lifecycle (allocations, forwarded cancels), stage updates."""
+"""Fulfillment's router: locations, allocations (set-based), forwarded cancels, stage updates (set-based)."""
 
 from __future__ import annotations
 
-import asyncpg
-from pydantic import TypeAdapter
+from collections.abc import Sequence
 
-from libs.contracts import topics
+from libs.contracts.envelope import Event
 from libs.contracts.fulfillment import FulfillmentUpdate
 from libs.contracts.inventory import LocationUpdated
-from libs.contracts.lifecycle import LifecycleFact, OrderAllocated, OrderCancelForwarded
-from libs.platform.messaging import Incoming, Outgoing, parse
-from libs.platform.service import Runtime, Subscription
-from services.fulfillment.adapters.store import PgFulfillmentStore
+from libs.contracts.lifecycle import OrderAllocated, OrderCancelForwarded
+from libs.contracts.topology import SERVICE_TOPOLOGY
+from libs.platform.routing import Outcome, ServiceRouter
+from services.fulfillment.adapters.store import PgFulfillmentUnit
+from services.fulfillment.app.config import load_pipelines
+from services.fulfillment.app.ports import FulfillmentUnit
 from services.fulfillment.app.use_cases import (
-    Topics,
-    apply_update,
+    apply_updates,
     decide_cancel,
-    load_pipelines,
-    receive_allocation,
+    receive_allocations,
     update_location,
 )
-
-LOCATION = TypeAdapter(LocationUpdated)
-UPDATE = TypeAdapter(FulfillmentUpdate)
-FACT: TypeAdapter[LifecycleFact] = TypeAdapter(LifecycleFact)
+from services.fulfillment.settings import FulfillmentSettings
 
 
-def subscriptions(runtime: Runtime) -> list[Subscription]:
-    config = load_pipelines()
-    t = Topics(
-        lifecycle=runtime.topic(topics.ORDERS_LIFECYCLE),
-        stage_changes=runtime.topic(topics.FULFILLMENT_STAGE_CHANGES),
-    )
+def build_router(settings: FulfillmentSettings) -> ServiceRouter[FulfillmentUnit]:
+    config = load_pipelines(settings.pipelines_file)
+    router: ServiceRouter[FulfillmentUnit] = ServiceRouter(SERVICE_TOPOLOGY["fulfillment"], PgFulfillmentUnit)
+    router.on(LocationUpdated)(update_location)
 
-    async def on_location_updated(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        return await update_location(PgFulfillmentStore(conn), parse(LOCATION, record))
+    @router.on_batch(OrderAllocated)
+    async def on_orders_allocated(
+        allocated: Sequence[OrderAllocated], uow: FulfillmentUnit
+    ) -> Sequence[Outcome]:
+        return await receive_allocations(allocated, uow, config)
 
-    async def on_order_fact(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        """One subscription for every fact fulfillment needs, so an order's facts keep their order."""
-        fact = parse(FACT, record)
-        store = PgFulfillmentStore(conn)
-        if isinstance(fact, OrderAllocated):
-            return await receive_allocation(store, fact, config, t)
-        if isinstance(fact, OrderCancelForwarded):
-            return await decide_cancel(store, fact, config, t)
-        return []
+    @router.on(OrderCancelForwarded)
+    async def on_cancel_forwarded(request: OrderCancelForwarded, uow: FulfillmentUnit) -> list[Event]:
+        return await decide_cancel(request, uow, config)
 
-    async def on_fulfillment_update(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        return await apply_update(PgFulfillmentStore(conn), parse(UPDATE, record), config, t)
+    @router.on_batch(FulfillmentUpdate)
+    async def on_fulfillment_updates(
+        updates: Sequence[FulfillmentUpdate], uow: FulfillmentUnit
+    ) -> Sequence[Outcome]:
+        return await apply_updates(updates, uow, config)
 
-    return [
-        Subscription("location_updated", (topics.INVENTORY_LOCATIONS,), on_location_updated),
-        Subscription(
-            "order_fact",
-            (topics.ORDERS_LIFECYCLE,),
-            on_order_fact,
-            frozenset({"order.allocated", "order.cancel-forwarded"}),
-        ),
-        Subscription("fulfillment_update", (topics.FULFILLMENT_UPDATES,), on_fulfillment_update),
-    ]
+    return router

@@ -1,16 +1,19 @@
-"""Fulfillment's use cases: shipments into pipelines, stage updates, cancellation checks, order progress."""
+"""Fulfillment's use cases: shipments into pipelines, stage updates, cancellation checks, order progress.
+
+Each takes contract objects, the pipelines config and a unit of work and returns the events it
+caused; it never sees a topic, a header or a database connection. The rules are in ``domain``; a
+use case reads what a batch needs at once, applies the rules in order in memory, and writes once.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import cache
-from importlib import resources
+from typing import Literal
 from uuid import UUID
 
-import yaml
-
+from libs.contracts.envelope import Event
 from libs.contracts.fulfillment import FulfillmentUpdate, StageChanged
 from libs.contracts.inventory import LocationUpdated
 from libs.contracts.lifecycle import (
@@ -22,62 +25,45 @@ from libs.contracts.lifecycle import (
     ShipmentFailed,
     ShipmentShipped,
 )
-from libs.contracts.orders import Reason, Shipment, ShipmentLine
-from libs.geo import distance_km
+from libs.contracts.orders import Reason, ShipmentLine
+from libs.contracts.orders import Shipment as PublicShipment
 from libs.platform import metrics
-from libs.platform.messaging import Outgoing, Rejected
-from services.fulfillment.adapters.store import OrderRow, PgFulfillmentStore, ShipmentRow
-from services.fulfillment.domain.pipelines import (
-    FAILED,
-    MoveKind,
-    PipelineConfig,
-    Refusal,
-    ShipmentState,
-    advance,
-    eta,
-    order_progress,
-    parse_config,
+from libs.platform.messaging import Rejected
+from services.fulfillment.app.config import load_pipelines
+from services.fulfillment.app.ports import FulfillmentUnit
+from services.fulfillment.domain.pipelines import FAILED, MoveKind, PipelineConfig, Progress, Refusal
+from services.fulfillment.domain.shipments import (
+    Lines,
+    Location,
+    Order,
+    Parcel,
+    Shipment,
+    StageReport,
+    expected_delivery,
+    plan_cancel,
+    receive_allocation,
+    report_stage,
+    visible,
 )
+
+__all__ = [
+    "apply_updates",
+    "decide_cancel",
+    "load_pipelines",  # `baton pipelines` and the packaging test read the config through here
+    "receive_allocations",
+    "update_location",
+]
 
 log = logging.getLogger("baton.fulfillment")
 
 
-@cache
-def load_pipelines() -> PipelineConfig:
-    """The pipelines shipped with the service (`services/fulfillment/pipelines.yaml`)."""
-    text = resources.files("services.fulfillment").joinpath("pipelines.yaml").read_text()
-    return parse_config(yaml.safe_load(text))
-
-
-@dataclass(frozen=True)
-class Topics:
-    lifecycle: str
-    stage_changes: str
-
-
-def _stage_event(
-    t: Topics, s: ShipmentRow, left: str | None, entered: str | None, change: str, reason: str | None = None
-) -> Outgoing:
-    event = StageChanged(
-        order_id=s.order_id,
-        shipment_id=s.shipment_id,
-        pipeline=s.pipeline,
-        left_stage=left,
-        entered_stage=entered,
-        change=change,
-        reason=reason,
-    )  # type: ignore[arg-type]
-    metrics.count(metrics.STAGE_CHANGES, s.pipeline, entered or left or "", change)
-    return Outgoing.event(t.stage_changes, str(s.order_id), event)
-
-
-def contract_lines(lines: dict[str, int]) -> list[ShipmentLine]:
+def contract_lines(lines: Lines) -> list[ShipmentLine]:
     """A shipment's {sku: units} as contract lines, sku order, empty lines left out."""
     return [ShipmentLine(sku=sku, quantity=units) for sku, units in sorted(lines.items()) if units > 0]
 
 
-def _public(s: ShipmentRow) -> Shipment:
-    return Shipment(
+def public(s: Shipment) -> PublicShipment:
+    return PublicShipment(
         shipment_id=s.shipment_id,
         location_id=s.location_id,
         lines=contract_lines(s.lines),
@@ -88,249 +74,236 @@ def _public(s: ShipmentRow) -> Shipment:
     )
 
 
-async def update_location(store: PgFulfillmentStore, update: LocationUpdated) -> list[Outgoing]:
-    await store.upsert_location(update.location_id, update.kind.value, update.lat, update.lon)
+def stage_changed(
+    s: Shipment,
+    left: str | None,
+    entered: str | None,
+    change: Literal["entered", "moved", "left"],
+    reason: str | None = None,
+) -> StageChanged:
+    metrics.count(metrics.STAGE_CHANGES, s.pipeline, entered or left or "", change)
+    return StageChanged(
+        order_id=s.order_id,
+        shipment_id=s.shipment_id,
+        pipeline=s.pipeline,
+        left_stage=left,
+        entered_stage=entered,
+        change=change,
+        reason=reason,
+    )
+
+
+def progressed(
+    order: Order,
+    status: Progress,
+    shipments: Sequence[Shipment],
+    locations: Mapping[str, Location],
+    config: PipelineConfig,
+) -> OrderFulfillmentProgressed:
+    return OrderFulfillmentProgressed(
+        order_id=order.order_id,
+        status=status,
+        shipments=[public(s) for s in visible(shipments, config)],
+        eta=expected_delivery(order, shipments, locations, config),
+    )
+
+
+def order_of(fact: OrderAllocated) -> Order:
+    address = fact.order.shipping_address
+    return Order(fact.order_id, fact.order.channel, fact.order.shipping_method, address.lat, address.lon)
+
+
+def parcels_of(fact: OrderAllocated) -> list[Parcel]:
+    return [
+        Parcel(s.shipment_id, s.location_id, {line.sku: line.quantity for line in s.lines})
+        for s in fact.shipments
+    ]
+
+
+def report_of(update: FulfillmentUpdate) -> StageReport:
+    return StageReport(
+        update.shipment_id,
+        update.stage,
+        update.occurred_at,
+        update.carrier,
+        update.tracking_number,
+        update.note,
+    )
+
+
+def by_order(shipments: Iterable[Shipment]) -> dict[UUID, dict[str, Shipment]]:
+    grouped: dict[UUID, dict[str, Shipment]] = {}
+    for s in shipments:
+        grouped.setdefault(s.order_id, {})[s.shipment_id] = s
+    return grouped
+
+
+async def update_location(update: LocationUpdated, uow: FulfillmentUnit) -> list[Event]:
+    await uow.locations.upsert(Location(update.location_id, update.kind, update.lat, update.lon))
     return []
 
 
-async def _progress(
-    store: PgFulfillmentStore, order: OrderRow, config: PipelineConfig, t: Topics
-) -> list[Outgoing]:
-    """Tell intake when the order as a whole moved, with an ETA for the latest shipment."""
-    shipments = await store.shipments_of(order.order_id)
-    states = [ShipmentState(config.get(s.pipeline), s.stage, s.active) for s in shipments]
-    status = order_progress(states, order.awaiting_resource)
-    if status is None or status == order.progress:
-        return []
-    await store.set_progress(order.order_id, status)
-    etas = []
-    for s in shipments:
-        if not s.active:
-            continue
-        loc = await store.location(s.location_id)
-        km = None
-        if loc and None not in (loc[1], loc[2], order.lat, order.lon):
-            km = distance_km(loc[1], loc[2], order.lat, order.lon)  # type: ignore[arg-type]
-        etas.append(eta(config.get(s.pipeline), s.stage, s.stage_entered_at, km, config.transit_km_per_day))
-    visible = [_public(s) for s in shipments if s.active or s.stage == config.get(s.pipeline).last]
-    fact = OrderFulfillmentProgressed(
-        order_id=order.order_id,
-        status=status,  # type: ignore[arg-type]
-        shipments=visible,
-        eta=max(etas) if etas else None,
-    )
-    return [Outgoing.event(t.lifecycle, str(order.order_id), fact)]
-
-
-async def receive_allocation(
-    store: PgFulfillmentStore, fact: OrderAllocated, config: PipelineConfig, t: Topics
-) -> list[Outgoing]:
-    """New shipments enter the first stage of their pipeline; known ones take the (reduced) lines."""
-    address = fact.order.shipping_address
-    await store.upsert_order(
-        OrderRow(
-            fact.order_id,
-            fact.order.channel,
-            fact.order.shipping_method.value,
-            address.lat,
-            address.lon,
-            None,
-        )
-    )
-    order = await store.lock_order(fact.order_id)
-    assert order is not None
-    # Every allocation (first, re-sourced, reduced) makes the order `allocated` again at intake,
-    # so its progress is announced afresh.
-    await store.set_progress(fact.order_id, None)
-    awaiting = bool(fact.backordered_lines)
-    await store.set_awaiting_resource(fact.order_id, awaiting)
-    order = replace(order, progress=None, awaiting_resource=awaiting)
-    known = {s.shipment_id: s for s in await store.shipments_of(fact.order_id)}
-    out: list[Outgoing] = []
+async def receive_allocations(
+    allocated: Sequence[OrderAllocated], uow: FulfillmentUnit, config: PipelineConfig
+) -> list[list[Event]]:
+    """New shipments enter the first stage of their pipeline, known ones take the (reduced) lines,
+    and each order's progress is announced afresh. The orders are locked, their shipments and the
+    locations read once for the batch; the allocations are applied in order in memory (an order's
+    second allocation in the batch sees its first), and orders and shipments written once."""
+    known = await uow.orders.lock(sorted({fact.order_id for fact in allocated}))
+    book = by_order(await uow.shipments.of_orders(sorted(known)))
+    wanted = {s.location_id for fact in allocated for s in fact.shipments}
+    wanted.update(s.location_id for shipments in book.values() for s in shipments.values())
+    locations = await uow.locations.of(sorted(wanted))
     now = datetime.now(UTC)
-    for shipment in fact.shipments:
-        lines = {line.sku: line.quantity for line in shipment.lines}
-        if (existing := known.get(shipment.shipment_id)) is not None:
-            if existing.active and existing.lines != lines:
-                existing.lines = lines
-                await store.save_shipment(existing)
-            continue
-        loc = await store.location(shipment.location_id)
-        if loc is None:
-            log.warning(
-                "location unknown to fulfillment; treating it as a warehouse",
-                extra={"location_id": shipment.location_id},
-            )
-        pipeline = config.select(order.shipping_method, loc[0] if loc else "warehouse", order.channel)
-        row = ShipmentRow(
-            shipment.shipment_id,
-            fact.order_id,
-            shipment.location_id,
-            pipeline.name,
-            pipeline.first,
-            True,
-            lines,
-            None,
-            None,
+    orders: dict[UUID, Order] = {}
+    added: dict[str, Shipment] = {}
+    changed: dict[str, Shipment] = {}
+    results: list[list[Event]] = []
+    for fact in allocated:
+        shipments = book.setdefault(fact.order_id, {})
+        decision = receive_allocation(
+            order_of(fact),
+            list(shipments.values()),
+            parcels_of(fact),
+            bool(fact.backordered_lines),
+            locations,
+            config,
             now,
         )
-        await store.insert_shipment(row)
-        out.append(_stage_event(t, row, None, pipeline.first, "entered"))
-    return out + await _progress(store, order, config, t)
+        orders[fact.order_id] = decision.order
+        shipments.update((s.shipment_id, s) for s in decision.shipments)
+        for s in decision.entered:
+            added[s.shipment_id] = s
+        for s in decision.changed:
+            (added if s.shipment_id in added else changed)[s.shipment_id] = s
+        events: list[Event] = [stage_changed(s, None, s.stage, "entered") for s in decision.entered]
+        if decision.progress is not None:
+            events.append(
+                progressed(decision.order, decision.progress, decision.shipments, locations, config)
+            )
+        results.append(events)
+    if unknown := sorted({s.location_id for s in added.values()} - locations.keys()):
+        log.warning(
+            "locations unknown to fulfillment; treated as warehouses", extra={"location_ids": unknown}
+        )
+    await uow.orders.save(list(orders.values()))
+    await uow.shipments.add(list(added.values()))
+    await uow.shipments.save(list(changed.values()))
+    return results
 
 
-async def apply_update(
-    store: PgFulfillmentStore, update: FulfillmentUpdate, config: PipelineConfig, t: Topics
-) -> list[Outgoing]:
-    """Move a shipment along its pipeline; a refused move is dead-lettered with its reason."""
-    order_id = await store.shipment_order(update.shipment_id)
-    if order_id is None:
-        raise Rejected("unknown_shipment", f"no shipment {update.shipment_id}")
-    order = await store.lock_order(order_id)
-    assert order is not None
-    shipment = next(s for s in await store.shipments_of(order_id) if s.shipment_id == update.shipment_id)
-    pipeline = config.get(shipment.pipeline)
-    move = advance(pipeline, shipment.stage, update.stage, active=shipment.active)
-    if not await store.record_update(
-        update.update_id, update.shipment_id, move.code if isinstance(move, Refusal) else move.kind.value
-    ):
-        return []
-    if isinstance(move, Refusal):
-        raise Rejected(move.code, move.message)
-    out: list[Outgoing] = []
-    if move.kind is MoveKind.FAILED:
-        shipment.active = False
-        await store.save_shipment(shipment)
-        await store.set_awaiting_resource(order_id, True)
-        order = replace(order, awaiting_resource=True)
-        out.append(_stage_event(t, shipment, shipment.stage, None, "left", reason=update.note or FAILED))
-        lines = contract_lines(shipment.lines)
-        out.append(
-            Outgoing.event(
-                t.lifecycle,
-                str(order_id),
+async def apply_updates(
+    updates: Sequence[FulfillmentUpdate], uow: FulfillmentUnit, config: PipelineConfig
+) -> list[list[Event] | Rejected]:
+    """Move shipments along their pipelines; a refused move is dead-lettered with its reason (and
+    its update id recorded, so a repeat of it changes nothing either). The orders of the batch's
+    shipments are locked and read with all their shipments once; the updates are applied in order
+    in memory (a shipment's second update in the batch sees its first), and written once."""
+    orders = await uow.orders.lock_by_shipment(sorted({u.shipment_id for u in updates}))
+    book = by_order(await uow.shipments.of_orders(sorted(orders)))
+    order_of_shipment = {sid: order_id for order_id, shipments in book.items() for sid in shipments}
+    first_of_each_id: dict[str, str] = {}
+    for u in updates:
+        if u.shipment_id in order_of_shipment:
+            first_of_each_id.setdefault(u.update_id, u.shipment_id)
+    fresh = await uow.updates.claim(list(first_of_each_id.items()))
+    locations: dict[str, Location] | None = None
+    outcomes: dict[str, str] = {}
+    saved: dict[str, Shipment] = {}
+    progressed_orders: dict[UUID, Order] = {}
+    results: list[list[Event] | Rejected] = []
+    for update in updates:
+        order_id = order_of_shipment.get(update.shipment_id)
+        if order_id is None:
+            results.append(Rejected("unknown_shipment", f"no shipment {update.shipment_id}"))
+            continue
+        if update.update_id not in fresh:
+            results.append([])
+            continue
+        fresh.discard(update.update_id)
+        shipments = book[order_id]
+        decision = report_stage(orders[order_id], list(shipments.values()), report_of(update), config)
+        if isinstance(decision, Refusal):
+            outcomes[update.update_id] = decision.code
+            results.append(Rejected(decision.code, decision.message))
+            continue
+        outcomes[update.update_id] = decision.move.kind.value
+        shipment, move = decision.shipment, decision.move
+        shipments[shipment.shipment_id] = saved[shipment.shipment_id] = shipment
+        if decision.order != orders[order_id]:
+            orders[order_id] = progressed_orders[order_id] = decision.order
+        events: list[Event]
+        if move.kind is MoveKind.FAILED:
+            reason = update.note or FAILED
+            events = [
+                stage_changed(shipment, decision.before.stage, None, "left", reason=reason),
                 ShipmentFailed(
                     order_id=order_id,
                     shipment_id=shipment.shipment_id,
                     location_id=shipment.location_id,
-                    lines=lines,
-                    reason=update.note or "failed",
-                ),
-            )
-        )
-        return out + await _progress(store, order, config, t)
-    crossed_ship_point = (
-        pipeline.index(move.from_stage) < pipeline.index(pipeline.ships_at) <= pipeline.index(move.to_stage)
-    )
-    shipment.stage = move.to_stage
-    shipment.stage_entered_at = update.occurred_at
-    shipment.carrier = update.carrier or shipment.carrier
-    shipment.tracking_number = update.tracking_number or shipment.tracking_number
-    if move.kind is MoveKind.LEFT:
-        shipment.active = False
-    await store.save_shipment(shipment)
-    out.append(_stage_event(t, shipment, move.from_stage, move.to_stage, "moved"))
-    if move.kind is MoveKind.LEFT:
-        out.append(_stage_event(t, shipment, move.to_stage, None, "left", reason="completed"))
-    if crossed_ship_point:
-        out.append(
-            Outgoing.event(
-                t.lifecycle,
-                str(order_id),
-                ShipmentShipped(
-                    order_id=order_id,
-                    shipment_id=shipment.shipment_id,
-                    location_id=shipment.location_id,
                     lines=contract_lines(shipment.lines),
+                    reason=reason,
                 ),
+            ]
+        else:
+            events = [stage_changed(shipment, move.from_stage, move.to_stage, "moved")]
+            if move.kind is MoveKind.LEFT:
+                events.append(stage_changed(shipment, move.to_stage, None, "left", reason="completed"))
+            if decision.shipped:
+                events.append(
+                    ShipmentShipped(
+                        order_id=order_id,
+                        shipment_id=shipment.shipment_id,
+                        location_id=shipment.location_id,
+                        lines=contract_lines(shipment.lines),
+                    )
+                )
+        if decision.progress is not None:
+            if locations is None:  # read once, and only for a batch in which some order progressed
+                locations = await uow.locations.of(
+                    sorted({s.location_id for shipments in book.values() for s in shipments.values()})
+                )
+            events.append(
+                progressed(decision.order, decision.progress, decision.shipments, locations, config)
             )
-        )
-    return out + await _progress(store, order, config, t)
+        results.append(events)
+    await uow.shipments.save(list(saved.values()))
+    await uow.orders.save(list(progressed_orders.values()))
+    await uow.updates.record(outcomes)
+    return results
 
 
 async def decide_cancel(
-    store: PgFulfillmentStore, request: OrderCancelForwarded, config: PipelineConfig, t: Topics
-) -> list[Outgoing]:
+    request: OrderCancelForwarded, uow: FulfillmentUnit, config: PipelineConfig
+) -> list[Event]:
     """Accept only what has not shipped: take those lines out of their pipelines, or refuse it all."""
-    order = await store.lock_order(request.order_id)
-    if order is None:
+    if request.order_id not in await uow.orders.lock([request.order_id]):
         raise Rejected("unknown_order", f"fulfillment never saw order {request.order_id}")
-    shipments = await store.shipments_of(request.order_id)
-    cancellable = [
-        s
-        for s in shipments
-        if s.active
-        and config.get(s.pipeline).index(s.stage)
-        < config.get(s.pipeline).index(config.get(s.pipeline).ships_at)
-    ]
-    shipped = [
-        s
-        for s in shipments
-        if s not in cancellable
-        and s.stage != FAILED
-        and any(s.lines.values())
-        and (s.active or s.stage == config.get(s.pipeline).last)
-    ]
-
-    def refuse(code: str, message: str) -> list[Outgoing]:
-        refusal = OrderCancelRefused(
+    shipments = await uow.shipments.of_orders([request.order_id])
+    lines = None if request.lines is None else [(line.sku, line.quantity) for line in request.lines]
+    plan = plan_cancel(shipments, lines, config)
+    if isinstance(plan, Refusal):
+        refused = OrderCancelRefused(
             order_id=request.order_id,
             request_id=request.request_id,
             lines=request.lines,
             reason=request.reason,
-            reasons=[Reason(code=code, message=message)],
+            reasons=[Reason(code=plan.code, message=plan.message)],
         )
-        return [Outgoing.event(t.lifecycle, str(request.order_id), refusal)]
-
-    release: dict[str, dict[str, int]] = {}
-    if request.lines is None:
-        if shipped:
-            return refuse("already_shipped", f"{len(shipped)} shipment(s) already shipped")
-        release = {s.shipment_id: dict(s.lines) for s in cancellable}
-    else:
-        for line in request.lines:
-            remaining = line.quantity
-            for s in cancellable:
-                take = min(
-                    remaining, s.lines.get(line.sku, 0) - release.get(s.shipment_id, {}).get(line.sku, 0)
-                )
-                if take > 0:
-                    release.setdefault(s.shipment_id, {})[line.sku] = (
-                        release.get(s.shipment_id, {}).get(line.sku, 0) + take
-                    )
-                    remaining -= take
-            if remaining > 0:
-                if any(line.sku in s.lines for s in shipped):
-                    return refuse("already_shipped", f"{line.sku}: only part of it can still be cancelled")
-                return refuse("invalid_cancel_lines", f"{line.sku}: {line.quantity} not on the order")
-    out: list[Outgoing] = []
-    for s in cancellable:
-        taken = release.get(s.shipment_id)
-        if not taken:
-            continue
-        s.lines = {sku: q - taken.get(sku, 0) for sku, q in s.lines.items() if q - taken.get(sku, 0) > 0}
-        if not s.lines:
-            s.active = False
-            out.append(_stage_event(t, s, s.stage, None, "left", reason="cancelled"))
-        await store.save_shipment(s)
-    whole = not any(s.active and s.lines for s in shipments) and not shipped
+        return [refused]
+    await uow.shipments.save(plan.changed)
     accepted = OrderCancelAccepted(
         order_id=request.order_id,
         request_id=request.request_id,
         lines=request.lines,
         reason=request.reason,
-        whole=whole,
+        whole=plan.whole,
         release=[
-            Shipment(
-                shipment_id=sid,
-                location_id=next(s.location_id for s in shipments if s.shipment_id == sid),
-                lines=contract_lines(lines),
+            PublicShipment(
+                shipment_id=p.shipment_id, location_id=p.location_id, lines=contract_lines(p.lines)
             )
-            for sid, lines in sorted(release.items())
+            for p in plan.release
         ],
     )
-    return [*out, Outgoing.event(t.lifecycle, str(request.order_id), accepted)]
-
-
-def order_id_of(value: str) -> UUID:
-    return UUID(value)
+    return [*(stage_changed(s, s.stage, None, "left", reason="cancelled") for s in plan.left), accepted]

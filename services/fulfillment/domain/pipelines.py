@@ -6,6 +6,8 @@ Rules in words:
 - It enters the pipeline's first stage. Updates move it forward only; skipping stages is allowed,
   going back (or staying) is refused with a reason. `failed` takes it out from any stage before
   `ships_at`. The last stage ends the pipeline.
+- The ship point: a shipment at `ships_at` or later has left its location (it can no longer fail
+  or be cancelled); a move that reaches or passes `ships_at` is the moment the parcel shipped.
 - The order is `in_fulfillment` once any shipment is in a pipeline, `partially_shipped` once some
   but not all of it has left (a shipment still before `ships_at`, or a failed parcel not yet
   sourced again), `shipped` once every part reached `ships_at`, `delivered` once all reached the
@@ -19,9 +21,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 FAILED = "failed"
+
+Progress = Literal["in_fulfillment", "partially_shipped", "shipped", "delivered"]
+"""Where an order stands in fulfillment as a whole (the words of ``OrderStatus`` it can announce)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,14 @@ class Pipeline:
     def has(self, stage: str) -> bool:
         return any(s.name == stage for s in self.stages)
 
+    def has_shipped(self, stage: str) -> bool:
+        """At or past the ship point: the parcel has left its location."""
+        return self.index(stage) >= self.index(self.ships_at)
+
+    def ships_between(self, from_stage: str, to_stage: str) -> bool:
+        """A move from ``from_stage`` to ``to_stage`` reaches or passes the ship point."""
+        return not self.has_shipped(from_stage) and self.has_shipped(to_stage)
+
     def matches(self, facts: Mapping[str, str]) -> bool:
         return all(facts.get(key) == value for key, value in self.select.items())
 
@@ -69,7 +82,12 @@ class PipelineConfig:
         raise LookupError(f"no pipeline matches {facts}")
 
     def get(self, name: str) -> Pipeline:
-        return next(p for p in self.pipelines if p.name == name)
+        """The pipeline of that name; a shipment stored under a name the config no longer has is an
+        operator's error (a pipeline removed while shipments were in it), said in words."""
+        for pipeline in self.pipelines:
+            if pipeline.name == name:
+                return pipeline
+        raise LookupError(f"no pipeline named {name!r} in the pipelines config")
 
 
 def parse_config(raw: Mapping[str, Any]) -> PipelineConfig:
@@ -116,7 +134,7 @@ def advance(pipeline: Pipeline, current: str, target: str, *, active: bool = Tru
     if not active:
         return Refusal("shipment_not_active", f"shipment already left the {pipeline.name} pipeline")
     if target == FAILED:
-        if pipeline.index(current) >= pipeline.index(pipeline.ships_at):
+        if pipeline.has_shipped(current):
             return Refusal("already_shipped", f"cannot fail a shipment at {current!r}")
         return Move(MoveKind.FAILED, current, FAILED)
     if not pipeline.has(target):
@@ -133,7 +151,7 @@ class ShipmentState:
     active: bool
 
 
-def order_progress(shipments: Sequence[ShipmentState], awaiting_resource: bool = False) -> str | None:
+def order_progress(shipments: Sequence[ShipmentState], awaiting_resource: bool = False) -> Progress | None:
     """The order's status from its shipments (None: nothing in a pipeline).
 
     ``awaiting_resource``: part of the order is not in any shipment (a parcel failed and its lines
@@ -141,7 +159,7 @@ def order_progress(shipments: Sequence[ShipmentState], awaiting_resource: bool =
     active = [s for s in shipments if s.active or s.stage == s.pipeline.last]
     if not active:
         return None
-    left = [s for s in active if s.pipeline.index(s.stage) >= s.pipeline.index(s.pipeline.ships_at)]
+    left = [s for s in active if s.pipeline.has_shipped(s.stage)]
     if len(left) < len(active) or awaiting_resource:
         return "partially_shipped" if left else "in_fulfillment"
     if all(s.stage == s.pipeline.last for s in active):

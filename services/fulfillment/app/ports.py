@@ -1,0 +1,85 @@
+"""What fulfillment's use cases need from storage, as ports; PostgreSQL and in-memory fakes implement them.
+
+Every method takes and returns many rows at once, so a handler costs a few statements per batch,
+not a few per order. One rule keeps concurrent handlers of one order apart: a handler locks the
+orders it works on (``Orders.lock`` or ``Orders.lock_by_shipment``) before it reads their shipments,
+once per call, so allocations, stage updates and cancels of one order never interleave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+from uuid import UUID
+
+from services.fulfillment.domain.shipments import Location, Order, Shipment
+
+
+class Orders(Protocol):
+    """Fulfillment's orders: how each stands as a whole (progress announced, awaiting resources)."""
+
+    async def lock(self, order_ids: Sequence[UUID]) -> dict[UUID, Order]:
+        """The orders fulfillment knows among these, locked until the transaction ends (taken in
+        order-id order, so two transactions locking several orders wait, never deadlock)."""
+        ...
+
+    async def lock_by_shipment(self, shipment_ids: Sequence[str]) -> dict[UUID, Order]:
+        """The orders these shipments belong to, locked likewise (unknown shipments have none)."""
+        ...
+
+    async def save(self, orders: Sequence[Order]) -> None:
+        """Insert orders not seen before; for known ones, their progress and awaiting flag."""
+        ...
+
+
+class Shipments(Protocol):
+    """Each parcel in fulfillment: its pipeline, stage, lines and tracking."""
+
+    async def of_orders(self, order_ids: Sequence[UUID]) -> list[Shipment]:
+        """Every shipment of these orders, by shipment id."""
+        ...
+
+    async def add(self, shipments: Sequence[Shipment]) -> None: ...
+
+    async def save(self, shipments: Sequence[Shipment]) -> None:
+        """Their stage, lines, whether still in a pipeline, and tracking (each shipment once)."""
+        ...
+
+
+class Locations(Protocol):
+    """Fulfillment's copy of the locations it ships from: the latest message per location wins."""
+
+    async def upsert(self, location: Location) -> None: ...
+
+    async def of(self, location_ids: Sequence[str]) -> dict[str, Location]:
+        """The known ones among these."""
+        ...
+
+
+class AppliedUpdates(Protocol):
+    """Stage updates by ``update_id``: a repeated id changes nothing."""
+
+    async def claim(self, updates: Sequence[tuple[str, str]]) -> set[str]:
+        """Take these (update id, shipment id) pairs; returns the ids never taken before, the ones
+        to apply (a concurrent transaction taking the same id first makes this one wait)."""
+        ...
+
+    async def record(self, outcomes: Mapping[str, str]) -> None:
+        """What each claimed update did: the kind of move, or the code of its refusal."""
+        ...
+
+
+class FulfillmentUnit(Protocol):
+    """One transaction's view of fulfillment's storage."""
+
+    @property
+    def orders(self) -> Orders: ...
+
+    @property
+    def shipments(self) -> Shipments: ...
+
+    @property
+    def locations(self) -> Locations: ...
+
+    @property
+    def updates(self) -> AppliedUpdates: ...
