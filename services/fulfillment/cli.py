@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from services.fulfillment.app.use_cases import load_pipelines
+from services.fulfillment.app.config import load_pipelines
+from services.fulfillment.settings import FulfillmentSettings
 
 
 def pipelines() -> None:
     """The fulfillment pipelines in force: selection, stages (with hours) and where a parcel ships."""
-    config = load_pipelines()
-    typer.echo(f"pipelines config version {config.version} (services/fulfillment/pipelines.yaml)")
+    source = FulfillmentSettings().pipelines_file
+    config = load_pipelines(source)
+    typer.echo(f"pipelines config version {config.version} ({source or 'services/fulfillment/pipelines.yaml'})")
     for pipeline in config.pipelines:
         selection = ", ".join(f"{k}={v}" for k, v in pipeline.select.items()) or "everything else"
         stages = " -> ".join(f"{s.name}({s.hours:g}h)" for s in pipeline.stages)

@@ -1,19 +1,15 @@
-"""Fulfillment: runs shipments through configured pipelines of stages and reports every move."""
+"""Fulfillment: runs every shipment through its pipeline of stages and tells the order's progress."""
 
 from __future__ import annotations
 
-from faststream import FastStream
-
-from libs.platform.service import ServiceDefinition, build_service_app
-from libs.platform.settings import BatonSettings
-from services.fulfillment.entry import subscriptions
+from libs.contracts.topology import SERVICE_TOPOLOGY
+from libs.platform.service import ServiceDefinition
+from services.fulfillment.entry import build_router
+from services.fulfillment.settings import FulfillmentSettings
 
 DEFINITION = ServiceDefinition(
-    name="fulfillment",
+    topology=SERVICE_TOPOLOGY["fulfillment"],
     migrations="services.fulfillment.adapters.migrations",
-    subscriptions=subscriptions,
+    settings=FulfillmentSettings,
+    router=build_router,
 )
-
-
-def build_app(settings: BatonSettings) -> FastStream:
-    return build_service_app(DEFINITION, settings)
