@@ -1,27 +1,31 @@
-"""Allocation's inputs: locations, stock adjustments, and validated orders."""
+"""Allocation's router: locations, stock adjustments, and the facts about orders it follows.
+
+Validated orders are allocated set-based, in chunks whose skus are locked first (in sku order, so
+allocation processes wait for each other but never deadlock); every other fact finds its skus in
+the database and gets a transaction of its own. Locations and adjustments also lock skus (to give
+units to waiting backorders): one transaction per record, in lanes by key.
+"""
 
 from __future__ import annotations
 
-import asyncpg
-import orjson
-from pydantic import TypeAdapter
+from collections.abc import Sequence
 
-from libs.contracts import topics
+from libs.contracts.envelope import Contract
 from libs.contracts.inventory import LocationUpdated, StockAdjusted
 from libs.contracts.lifecycle import (
-    LifecycleFact,
     OrderCancelAccepted,
     OrderCancelRequested,
     OrderValidated,
     ShipmentFailed,
     ShipmentShipped,
 )
-from libs.platform.messaging import Incoming, Outgoing, parse
-from libs.platform.service import Runtime, Subscription
-from services.allocation.adapters.ledger import PgOrderReservations, PgStockLedger
+from libs.contracts.topology import SERVICE_TOPOLOGY
+from libs.platform.routing import Events, KeyedLanes, LockedChunks, Outcome, ServiceRouter
+from services.allocation.adapters.store import PgAllocationUnit
+from services.allocation.app.ports import AllocationUnit
 from services.allocation.app.use_cases import (
     adjust_stock,
-    allocate_order,
+    allocate_orders,
     fail_shipment,
     release_cancelled,
     request_cancel,
@@ -29,76 +33,45 @@ from services.allocation.app.use_cases import (
     ship_shipment,
     update_location,
 )
-
-LOCATION = TypeAdapter(LocationUpdated)
-ADJUSTMENT = TypeAdapter(StockAdjusted)
-FACT: TypeAdapter[LifecycleFact] = TypeAdapter(LifecycleFact)
-ORDER_FACTS = frozenset(
-    {
-        "order.validated",
-        "order.cancel-requested",
-        "order.cancel-accepted",
-        "shipment.shipped",
-        "shipment.failed",
-    }
-)
+from services.allocation.settings import AllocationSettings
 
 
-def skus_to_lock(record: Incoming) -> list[str] | None:
-    """A validated order names its skus: many can share a transaction that locks them first.
-    Other facts find their skus in the database, so each gets a transaction of its own."""
-    if record.event_type != "order.validated":
-        return None
-    try:
-        lines = orjson.loads(record.value)["order"]["lines"]
-        return sorted({str(line["sku"]) for line in lines})
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None  # parsed (and dead-lettered) by the handler, on its own
+def skus_to_lock(fact: Contract) -> list[str] | None:
+    """A validated order names its skus: many share a transaction that locks them first."""
+    if isinstance(fact, OrderValidated):
+        return sorted({line.sku for line in fact.order.lines})
+    return None
 
 
-def subscriptions(runtime: Runtime) -> list[Subscription]:
-    rules = rules_from(runtime.settings.max_shipments, runtime.settings.cost_per_km)
-    lifecycle = runtime.topic(topics.ORDERS_LIFECYCLE)
+ORDER_FACTS = LockedChunks(keys=skus_to_lock)
 
-    async def on_location_updated(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        return await update_location(PgStockLedger(conn), parse(LOCATION, record), rules, lifecycle)
 
-    async def on_stock_adjusted(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        return await adjust_stock(PgStockLedger(conn), parse(ADJUSTMENT, record), rules, lifecycle)
+def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
+    rules = rules_from(settings.max_shipments, settings.cost_per_km)
+    router: ServiceRouter[AllocationUnit] = ServiceRouter(SERVICE_TOPOLOGY["allocation"], PgAllocationUnit)
 
-    async def on_order_fact(conn: asyncpg.Connection, record: Incoming) -> list[Outgoing]:
-        """One subscription for every fact allocation needs, so an order's facts keep their order."""
-        fact = parse(FACT, record)
-        ledger = PgOrderReservations(conn)
-        match fact:
-            case OrderValidated():
-                return await allocate_order(ledger, fact.order_id, fact.order, rules, lifecycle)
-            case OrderCancelRequested():
-                return await request_cancel(ledger, fact, lifecycle)
-            case OrderCancelAccepted():
-                return await release_cancelled(ledger, fact, rules, lifecycle)
-            case ShipmentShipped():
-                return await ship_shipment(ledger, fact)
-            case ShipmentFailed():
-                return await fail_shipment(ledger, fact, rules, lifecycle)
-        return []
+    @router.on(LocationUpdated, shape=KeyedLanes())
+    async def on_location_updated(update: LocationUpdated, uow: AllocationUnit) -> Events:
+        return await update_location(update, uow, rules)
 
-    return [
-        Subscription("location_updated", (topics.INVENTORY_LOCATIONS,), on_location_updated),
-        # Both lock stock: small transactions in lanes, each taking its skus' locks in sku order
-        # first, so allocation processes never deadlock on each other's batches and scale out.
-        Subscription(
-            "stock_adjusted",
-            (topics.INVENTORY_ADJUSTMENTS,),
-            on_stock_adjusted,
-            transaction_per_record=True,
-        ),
-        Subscription(
-            "order_fact",
-            (topics.ORDERS_LIFECYCLE,),
-            on_order_fact,
-            ORDER_FACTS,
-            transaction_per_record=True,
-            lock_keys=skus_to_lock,
-        ),
-    ]
+    @router.on(StockAdjusted, shape=KeyedLanes())
+    async def on_stock_adjusted(adjustment: StockAdjusted, uow: AllocationUnit) -> Events:
+        return await adjust_stock(adjustment, uow, rules)
+
+    @router.on_batch(OrderValidated, shape=ORDER_FACTS)
+    async def on_orders_validated(
+        validated: Sequence[OrderValidated], uow: AllocationUnit
+    ) -> Sequence[Outcome]:
+        return await allocate_orders(validated, uow, rules)
+
+    @router.on(OrderCancelAccepted, shape=ORDER_FACTS)
+    async def on_cancel_accepted(fact: OrderCancelAccepted, uow: AllocationUnit) -> Events:
+        return await release_cancelled(fact, uow, rules)
+
+    @router.on(ShipmentFailed, shape=ORDER_FACTS)
+    async def on_shipment_failed(fact: ShipmentFailed, uow: AllocationUnit) -> Events:
+        return await fail_shipment(fact, uow, rules)
+
+    router.on(OrderCancelRequested, shape=ORDER_FACTS)(request_cancel)
+    router.on(ShipmentShipped, shape=ORDER_FACTS)(ship_shipment)
+    return router

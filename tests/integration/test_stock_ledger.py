@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from uuid import uuid4
 
 import asyncpg
 import pytest
 
 from libs.contracts.inventory import StockAdjusted
+from libs.contracts.lifecycle import OrderAllocated, OrderBackordered, OrderValidated
 from libs.contracts.orders import OrderDetails
 from libs.platform.db import ensure_database, migrate
-from services.allocation.adapters.ledger import PgStockLedger
-from services.allocation.app.use_cases import adjust_stock, allocate_order
+from services.allocation.adapters.store import PgAllocationUnit, PgLocations
+from services.allocation.app.use_cases import adjust_stock, allocate_orders
 from services.allocation.domain.sourcing import Location, Rules
 from tests.support.infra import Infra, fresh_name
 from tests.support.orders import order
@@ -33,10 +35,7 @@ async def two_connections_with_a_warehouse(
     first = await asyncpg.connect(dsn, server_settings={"search_path": "allocation"})
     second = await asyncpg.connect(dsn, server_settings={"search_path": "allocation"})
     try:
-        await PgStockLedger(first).upsert_location(
-            Location("wh", "warehouse", frozenset({"DE"}), 5),  # type: ignore[arg-type]
-            "wh",
-        )
+        await PgLocations(first).upsert(Location("wh", "warehouse", frozenset({"DE"}), Decimal(5)), "wh")
         yield first, second
     finally:
         await first.close()
@@ -58,25 +57,30 @@ async def waits_for_a_lock(observer: asyncpg.Connection, waiter: asyncpg.Connect
     assert isinstance(task, asyncio.Task) and not task.done()
 
 
+def validated(sku: str) -> OrderValidated:
+    return OrderValidated(
+        order_id=uuid4(), order=OrderDetails.model_validate(order(lines=[(sku, 1, "10.00")]))
+    )
+
+
 async def test_a_second_order_for_the_last_unit_waits_for_the_first_and_is_backordered(infra: Infra) -> None:
     async with two_connections_with_a_warehouse(infra) as (first, second):
         await first.execute("INSERT INTO stock (sku, location_id, on_hand) VALUES ('LAST', 'wh', 1)")
-        details = [OrderDetails.model_validate(order(lines=[("LAST", 1, "10.00")])) for _ in range(2)]
 
         tx1 = first.transaction()
         await tx1.start()
-        one = await allocate_order(PgStockLedger(first), uuid4(), details[0], Rules(), "lifecycle")
-        assert one[0].headers["event_type"] == "order.allocated"
+        [[one]] = await allocate_orders([validated("LAST")], PgAllocationUnit(first), Rules())
+        assert isinstance(one, OrderAllocated)
 
-        async def allocate_second() -> str:
+        async def allocate_second() -> type:
             async with second.transaction():
-                out = await allocate_order(PgStockLedger(second), uuid4(), details[1], Rules(), "lifecycle")
-                return out[0].headers["event_type"]
+                [[out]] = await allocate_orders([validated("LAST")], PgAllocationUnit(second), Rules())
+                return type(out)
 
         racing = asyncio.create_task(allocate_second())
         await waits_for_a_lock(first, second, racing)
         await tx1.commit()
-        assert await asyncio.wait_for(racing, 10) == "order.backordered"
+        assert await asyncio.wait_for(racing, 10) is OrderBackordered
         row = await first.fetchrow("SELECT on_hand, reserved FROM stock WHERE sku = 'LAST'")
         assert (row["on_hand"], row["reserved"]) == (1, 1)
 
@@ -86,23 +90,22 @@ async def test_an_order_backordered_while_the_first_stock_of_its_sku_arrives_is_
 ) -> None:
     """The stock row does not exist yet, so no row lock can order the two transactions."""
     async with two_connections_with_a_warehouse(infra) as (first, second):
-        details = OrderDetails.model_validate(order(lines=[("NEW", 1, "10.00")]))
-        order_id = uuid4()
+        fact = validated("NEW")
 
         tx1 = first.transaction()
         await tx1.start()
-        out = await allocate_order(PgStockLedger(first), order_id, details, Rules(), "lifecycle")
-        assert out[0].headers["event_type"] == "order.backordered"
+        [[out]] = await allocate_orders([fact], PgAllocationUnit(first), Rules())
+        assert isinstance(out, OrderBackordered)
 
-        async def first_delivery() -> list[str]:
+        async def first_delivery() -> list[type]:
             async with second.transaction():
                 arrival = StockAdjusted(adjustment_id="first", sku="NEW", location_id="wh", delta=3)
-                caused = await adjust_stock(PgStockLedger(second), arrival, Rules(), "lifecycle")
-                return [o.headers["event_type"] for o in caused]
+                caused = await adjust_stock(arrival, PgAllocationUnit(second), Rules())
+                return [type(e) for e in caused]
 
         racing = asyncio.create_task(first_delivery())
         await waits_for_a_lock(first, second, racing)
         await tx1.commit()
-        assert await asyncio.wait_for(racing, 10) == ["order.allocated"]
-        status = await first.fetchval("SELECT status FROM allocations WHERE order_id = $1", order_id)
+        assert await asyncio.wait_for(racing, 10) == [OrderAllocated]
+        status = await first.fetchval("SELECT status FROM allocations WHERE order_id = $1", fact.order_id)
         assert status == "allocated"

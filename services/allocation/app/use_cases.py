@@ -1,13 +1,17 @@
-"""Allocation's use cases: keep locations and stock, allocate validated orders, retry backorders."""
+"""Allocation's use cases: keep locations and stock, allocate validated orders, follow parcels and
+cancellations, and give every unit that becomes free to the oldest backorder waiting for it.
+
+Each takes contract objects and a unit of work and returns the facts it caused; it never sees a
+topic, a header or a database connection. The rules themselves are pure, in ``domain/``.
+"""
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Sequence
 from decimal import Decimal
 from uuid import UUID
 
-import orjson
-
+from libs.contracts.envelope import Event
 from libs.contracts.inventory import LocationUpdated, StockAdjusted
 from libs.contracts.lifecycle import (
     OrderAllocated,
@@ -17,36 +21,187 @@ from libs.contracts.lifecycle import (
     OrderCancelled,
     OrderCancelRefused,
     OrderCancelRequested,
+    OrderValidated,
     ShipmentFailed,
     ShipmentShipped,
 )
-from libs.contracts.orders import OrderDetails, Reason, Shipment, ShipmentLine, ShippingMethod
+from libs.contracts.orders import OrderDetails, Reason, ShipmentLine
+from libs.contracts.orders import Shipment as ShipmentContract
+from libs.contracts.vocabulary import ShippingMethod
 from libs.platform import metrics
-from libs.platform.messaging import Outgoing, Rejected
-from services.allocation.adapters.ledger import PgOrderReservations, PgStockLedger
+from libs.platform.messaging import Rejected
+from services.allocation.app.ports import AllocationChange, AllocationUnit, NewAllocation, Release, Waiting
 from services.allocation.domain import sourcing
+from services.allocation.domain.allocations import (
+    FIRST_GENERATION,
+    AllocationStatus,
+    CancelAtOnce,
+    CancelWaitingLines,
+    Lines,
+    Refuse,
+    ReservationStatus,
+    Shipment,
+    after_failed_parcel,
+    cancelled_after_release,
+    current_shipments,
+    decide_cancel,
+    holds_stock,
+    planned_shipments,
+    remainder,
+    reservations_for,
+)
 from services.allocation.domain.sourcing import Plan, Rules, Shortage
+from services.allocation.domain.stock import BelowReserved, adjust, available
 
 
-def shipment_id(order_id: UUID, generation: int, location_id: str) -> str:
-    """Stable: the same allocation of the same order always names its shipments the same."""
-    return str(uuid.uuid5(order_id, f"{generation}/{location_id}"))
+def rules_from(max_shipments: int, cost_per_km: str) -> Rules:
+    return Rules(max_shipments=max_shipments, cost_per_km=Decimal(cost_per_km))
 
 
-def request_for(order: OrderDetails, lines: list[tuple[str, int]] | None = None) -> sourcing.Request:
-    """What to source: the whole order, or only ``lines`` (after a failed shipment)."""
+def request_for(order: OrderDetails, lines: Lines | None = None) -> sourcing.Request:
+    """What to source: the whole order, or only ``lines`` (what waits after a parcel failed)."""
     address = order.shipping_address
     return sourcing.Request(
-        lines=tuple(lines) if lines is not None else tuple((line.sku, line.quantity) for line in order.lines),
+        lines=lines if lines is not None else tuple((line.sku, line.quantity) for line in order.lines),
         destination=sourcing.Destination(address.country, address.lat, address.lon),
         express=order.shipping_method is ShippingMethod.EXPRESS,
     )
 
 
-async def update_location(
-    ledger: PgStockLedger, update: LocationUpdated, rules: Rules, lifecycle_topic: str
-) -> list[Outgoing]:
-    """Keep the location; stock it holds that it can now ship (re-activated, more countries) goes to
+def _as_lines(lines: Sequence[ShipmentLine]) -> Lines:
+    return tuple((line.sku, line.quantity) for line in lines)
+
+
+def _allocated(
+    order_id: UUID,
+    order: OrderDetails,
+    shipments: Sequence[Shipment],
+    cancel_request_id: str | None = None,
+    waiting: Lines = (),
+) -> OrderAllocated:
+    """`order.allocated` with every shipment the order has now, and the lines still waiting for stock."""
+    return OrderAllocated(
+        order_id=order_id,
+        order=order,
+        shipments=[
+            ShipmentContract(
+                shipment_id=s.shipment_id,
+                location_id=s.location_id,
+                lines=[ShipmentLine(sku=sku, quantity=q) for sku, q in s.lines],
+            )
+            for s in shipments
+        ],
+        cancel_request_id=cancel_request_id,
+        backordered_lines=[ShipmentLine(sku=sku, quantity=q) for sku, q in waiting],
+    )
+
+
+def _backordered(order_id: UUID, shortage: Shortage) -> OrderBackordered:
+    reasons = [Reason(code=m.code, message=m.message, sku=m.sku) for m in shortage.missing]
+    return OrderBackordered(order_id=order_id, reasons=reasons)
+
+
+def _count(outcomes: Sequence[Plan | Shortage]) -> None:
+    for outcome in outcomes:
+        if isinstance(outcome, Plan):
+            metrics.count(metrics.RESERVATIONS, "allocated")
+            metrics.count(
+                metrics.RESERVED_UNITS, amount=sum(q for s in outcome.shipments for _, q in s.lines)
+            )
+        else:
+            metrics.count(metrics.RESERVATIONS, "backordered")
+
+
+async def _plan(
+    requests: Sequence[sourcing.Request],
+    uow: AllocationUnit,
+    rules: Rules,
+    exclude: frozenset[str] = frozenset(),
+) -> list[Plan | Shortage]:
+    """Lock the stock of every sku the requests need (once), read the locations (once) and plan each
+    request in turn against what the ones before it took."""
+    levels = await uow.stock.lock(sorted({sku for r in requests for sku, _ in r.lines}))
+    locations = [loc for loc in await uow.locations.active() if loc.location_id not in exclude]
+    return sourcing.plan_in_turn(requests, locations, available(levels), rules)
+
+
+async def allocate_orders(
+    validated: Sequence[OrderValidated], uow: AllocationUnit, rules: Rules
+) -> list[list[Event]]:
+    """Reserve stock for each validated order, in the order they came; an order that cannot be
+    covered whole is backordered and reserves nothing.
+
+    Set-based: the stock rows (locked), the orders allocation knows already and the locations are
+    read once for all of them, each order is planned in memory against what the orders before it
+    took, and all reservations and allocations are written at once. An order seen before (a
+    redelivery, or one cancelled before it was validated) causes nothing."""
+    first: dict[UUID, int] = {}
+    for i, fact in enumerate(validated):
+        first.setdefault(fact.order_id, i)
+    # Locks first: the same order allocated by another process meanwhile holds the same skus, so
+    # its commit is seen by what is read next.
+    levels = await uow.stock.lock(sorted({line.sku for fact in validated for line in fact.order.lines}))
+    known = await uow.allocations.known(list(first))
+    orders = [validated[i] for order_id, i in first.items() if order_id not in known]
+    results: list[list[Event]] = [[] for _ in validated]
+    if not orders:
+        return results
+    requests = [request_for(fact.order) for fact in orders]
+    outcomes = sourcing.plan_in_turn(requests, await uow.locations.active(), available(levels), rules)
+    reservations = []
+    rows = []
+    for fact, outcome in zip(orders, outcomes, strict=True):
+        caused: Event
+        if isinstance(outcome, Plan):
+            reservations.extend(reservations_for(fact.order_id, FIRST_GENERATION, outcome))
+            rows.append(
+                NewAllocation(fact.order_id, AllocationStatus.ALLOCATED, FIRST_GENERATION, fact.order)
+            )
+            shipments = planned_shipments(fact.order_id, FIRST_GENERATION, outcome)
+            caused = _allocated(fact.order_id, fact.order, shipments)
+        else:
+            rows.append(NewAllocation(fact.order_id, AllocationStatus.BACKORDERED, 0, fact.order))
+            caused = _backordered(fact.order_id, outcome)
+        results[first[fact.order_id]] = [caused]
+    await uow.stock.reserve(reservations)
+    await uow.allocations.add(rows)
+    _count(outcomes)
+    return results
+
+
+async def _allocate_waiting(skus: Sequence[str], uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """Give units that became free to the backorders waiting for them, oldest first; one that still
+    cannot be covered keeps waiting (and its place) and takes nothing.
+
+    Called wherever units become available: stock received or counted up, reservations released
+    (whole or partial cancellation), a location (re-)activated. The caller holds the locks of
+    ``skus`` taken before it freed the units, so a backorder written by a concurrent transaction
+    has committed by now and is seen here."""
+    if not skus:
+        return []
+    waiting = await uow.allocations.lock_waiting(skus)
+    if not waiting:
+        return []
+    outcomes = await _plan([request_for(w.order, w.pending) for w in waiting], uow, rules)
+    woken: list[Waiting] = []
+    reservations = []
+    for w, outcome in zip(waiting, outcomes, strict=True):
+        if isinstance(outcome, Plan):
+            woken.append(w)
+            reservations.extend(reservations_for(w.order_id, w.generation + 1, outcome))
+    if not woken:
+        return []
+    await uow.stock.reserve(reservations)
+    await uow.allocations.update(
+        [AllocationChange(w.order_id, AllocationStatus.ALLOCATED, w.generation + 1, None) for w in woken]
+    )
+    _count([o for o in outcomes if isinstance(o, Plan)])
+    held = await uow.allocations.reservations([w.order_id for w in woken])
+    return [_allocated(w.order_id, w.order, current_shipments(held.get(w.order_id, []))) for w in woken]
+
+
+async def update_location(update: LocationUpdated, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """Keep the location; units it holds that it can now ship (re-activated, more countries) go to
     waiting backorders, oldest first."""
     location = sourcing.Location(
         update.location_id,
@@ -57,280 +212,136 @@ async def update_location(
         update.lon,
         update.active,
     )
-    await ledger.upsert_location(location, update.name)
+    await uow.locations.upsert(location, update.name)
     if not update.active:
         return []
-    return await allocate_waiting(
-        ledger, await ledger.skus_in_stock_at(update.location_id), rules, lifecycle_topic
-    )
+    skus = await uow.stock.wanted_at(update.location_id)
+    await uow.stock.serialise(skus)
+    return await _allocate_waiting(skus, uow, rules)
 
 
-async def _try_allocate(
-    ledger: PgStockLedger,
-    order_id: UUID,
-    order: OrderDetails,
-    rules: Rules,
-    generation: int,
-    lines: list[tuple[str, int]] | None = None,
-    exclude: frozenset[str] = frozenset(),
-) -> Plan | Shortage:
-    request = request_for(order, lines)
-    stock = await ledger.lock_stock(sorted(request.quantities()))
-    available = {(row.sku, row.location_id): row.on_hand - row.reserved for row in stock}
-    locations = [loc for loc in await ledger.locations() if loc.location_id not in exclude]
-    outcome = sourcing.plan_shipments(request, locations, available, rules)
-    if isinstance(outcome, Plan):
-        await ledger.reserve(
-            order_id, [(shipment_id(order_id, generation, s.location_id), s) for s in outcome.shipments]
-        )
-        metrics.count(metrics.RESERVATIONS, "allocated")
-        units = sum(q for s in outcome.shipments for _, q in s.lines)
-        metrics.count(metrics.RESERVED_UNITS, amount=units)
-    return outcome
-
-
-def _allocated(order_id: UUID, order: OrderDetails, plan: Plan, generation: int) -> OrderAllocated:
-    return OrderAllocated(
-        order_id=order_id,
-        order=order,
-        shipments=[
-            Shipment(
-                shipment_id=shipment_id(order_id, generation, s.location_id),
-                location_id=s.location_id,
-                lines=[ShipmentLine(sku=sku, quantity=q) for sku, q in s.lines],
-            )
-            for s in plan.shipments
-        ],
-    )
-
-
-async def allocate_order(
-    ledger: PgStockLedger, order_id: UUID, order: OrderDetails, rules: Rules, lifecycle_topic: str
-) -> list[Outgoing]:
-    """Reserve stock and plan shipments, or backorder the whole order and reserve nothing."""
-    if await ledger.allocation_exists(order_id):
+async def adjust_stock(adjustment: StockAdjusted, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """Apply a stock change once per adjustment id; new units go to waiting backorders, oldest first."""
+    level = await uow.stock.lock_level(adjustment.sku, adjustment.location_id)
+    if await uow.stock.adjustment_applied(adjustment.adjustment_id):
         return []
-    skus = sorted({line.sku for line in order.lines})
-    outcome = await _try_allocate(ledger, order_id, order, rules, generation=1)
-    key = str(order_id)
-    if isinstance(outcome, Shortage):
-        await ledger.save_allocation(order_id, "backordered", order.model_dump_json(), skus, 0)
-        metrics.count(metrics.RESERVATIONS, "backordered")
-        reasons = [Reason(code=m.code, message=m.message, sku=m.sku) for m in outcome.missing]
-        return [Outgoing.event(lifecycle_topic, key, OrderBackordered(order_id=order_id, reasons=reasons))]
-    await ledger.save_allocation(order_id, "allocated", order.model_dump_json(), skus, 1)
-    return [Outgoing.event(lifecycle_topic, key, _allocated(order_id, order, outcome, 1))]
-
-
-async def adjust_stock(
-    ledger: PgStockLedger, adjustment: StockAdjusted, rules: Rules, lifecycle_topic: str
-) -> list[Outgoing]:
-    """Apply a stock change once per adjustment id; new stock goes to waiting backorders, oldest first."""
-    row = await ledger.lock_stock_row(adjustment.sku, adjustment.location_id)
-    if await ledger.adjustment_applied(adjustment.adjustment_id):
-        return []
-    on_hand = adjustment.on_hand if adjustment.on_hand is not None else row.on_hand + (adjustment.delta or 0)
-    if on_hand < row.reserved:
-        raise Rejected(
-            "adjustment_below_reserved",
-            f"{adjustment.sku}@{adjustment.location_id}: on hand would be {on_hand}, {row.reserved} reserved",
-        )
-    await ledger.set_on_hand(adjustment.sku, adjustment.location_id, on_hand)
-    await ledger.record_adjustment(
+    applied = adjust(
+        level,
         adjustment.adjustment_id,
-        adjustment.sku,
-        adjustment.location_id,
-        on_hand - row.on_hand,
-        on_hand,
-        adjustment.reason,
+        delta=adjustment.delta,
+        count=adjustment.on_hand,
+        reason=adjustment.reason,
     )
-    if on_hand <= row.on_hand:
+    if isinstance(applied, BelowReserved):
+        raise Rejected("adjustment_below_reserved", applied.message)
+    await uow.stock.apply(applied)
+    if applied.delta <= 0:
         return []
-    return await allocate_waiting(ledger, [adjustment.sku], rules, lifecycle_topic)
+    return await _allocate_waiting([adjustment.sku], uow, rules)
 
 
-async def allocate_waiting(
-    ledger: PgStockLedger, skus: list[str], rules: Rules, lifecycle_topic: str
-) -> list[Outgoing]:
-    """Give freed or new stock to backorders, oldest first; one that still cannot ship keeps waiting.
-
-    Called wherever units become available: stock received or counted up, a reservation released
-    (cancellation), a location (re-)activated."""
-    if not skus:
-        return []
-    reservations = PgOrderReservations(ledger._conn)
-    out: list[Outgoing] = []
-    for waiting in await ledger.lock_waiting(skus):
-        order = OrderDetails.model_validate_json(waiting.order_details)
-        state = await reservations.lock_allocation(waiting.order_id)
-        pending = _pending(state.pending_lines if state else None)
-        generation = waiting.generation + 1
-        outcome = await _try_allocate(ledger, waiting.order_id, order, rules, generation, pending)
-        if isinstance(outcome, Plan):
-            await reservations.set_status(waiting.order_id, "allocated", generation, None)
-            out.append(await _current_allocation(reservations, waiting.order_id, order, lifecycle_topic))
-    return out
-
-
-def _pending(raw: str | None) -> list[tuple[str, int]] | None:
-    return [(sku, int(q)) for sku, q in orjson.loads(raw)] if raw else None
-
-
-async def _current_allocation(
-    reservations: PgOrderReservations,
-    order_id: UUID,
-    order: OrderDetails,
-    topic: str,
-    cancel_request_id: str | None = None,
-    backordered: list[tuple[str, int]] | None = None,
-) -> Outgoing:
-    """`order.allocated` with every shipment the order still has (reserved or already shipped),
-    and the lines still waiting for stock, if any."""
-    by_shipment: dict[str, Shipment] = {}
-    for r in await reservations.reservations(order_id):
-        if r.status not in ("reserved", "shipped"):
-            continue
-        shipment = by_shipment.setdefault(
-            r.shipment_id, Shipment(shipment_id=r.shipment_id, location_id=r.location_id, lines=[])
-        )
-        shipment.lines.append(ShipmentLine(sku=r.sku, quantity=r.quantity))
-    fact = OrderAllocated(
-        order_id=order_id,
-        order=order,
-        shipments=list(by_shipment.values()),
-        cancel_request_id=cancel_request_id,
-        backordered_lines=[ShipmentLine(sku=sku, quantity=q) for sku, q in backordered or []],
-    )
-    return Outgoing.event(topic, str(order_id), fact)
-
-
-async def ship_shipment(reservations: PgOrderReservations, fact: ShipmentShipped) -> list[Outgoing]:
+async def ship_shipment(fact: ShipmentShipped, uow: AllocationUnit) -> list[Event]:
     """Shipped units leave the stock: on hand and reserved both go down, `shipped` goes up."""
-    await reservations.settle(fact.shipment_id, "shipped")
+    await uow.stock.serialise(sorted({line.sku for line in fact.lines}))
+    await uow.stock.settle(fact.shipment_id, ReservationStatus.SHIPPED)
     return []
 
 
-async def fail_shipment(
-    reservations: PgOrderReservations, fact: ShipmentFailed, rules: Rules, topic: str
-) -> list[Outgoing]:
-    """Write the units off at the failing location and source them again elsewhere, or backorder them."""
-    state = await reservations.lock_allocation(fact.order_id)
-    if state is None or state.status == "cancelled":
+async def fail_shipment(fact: ShipmentFailed, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """Write the parcel's units off at the failing location and source them again elsewhere (never
+    from that location); what cannot be sourced waits for stock, and stays cancellable by lines."""
+    allocation = await uow.allocations.lock(fact.order_id)
+    if allocation is None or allocation.order is None or allocation.status is AllocationStatus.CANCELLED:
         return []
-    written_off = await reservations.settle(fact.shipment_id, "failed")
+    await uow.stock.serialise(sorted({line.sku for line in fact.lines}))
+    written_off = await uow.stock.settle(fact.shipment_id, ReservationStatus.FAILED)
     if not written_off:
         return []
-    order = OrderDetails.model_validate_json(state.order_details)
-    lines = [(r.sku, r.quantity) for r in written_off]
-    generation = state.generation + 1
-    outcome = await _try_allocate(
-        reservations, fact.order_id, order, rules, generation, lines, exclude=frozenset({fact.location_id})
-    )
+    order, generation = allocation.order, allocation.generation + 1
+    failed = tuple((r.sku, r.quantity) for r in written_off)
+    [outcome] = await _plan([request_for(order, failed)], uow, rules, exclude=frozenset({fact.location_id}))
+    sourced_again = isinstance(outcome, Plan)
+    status, pending = after_failed_parcel(allocation.status, allocation.pending, failed, sourced_again)
+    if isinstance(outcome, Plan):
+        await uow.stock.reserve(reservations_for(fact.order_id, generation, outcome))
+    await uow.allocations.update([AllocationChange(fact.order_id, status, generation, pending)])
+    _count([outcome])
     if isinstance(outcome, Shortage):
-        await reservations.set_status(fact.order_id, "backordered", generation, orjson.dumps(lines).decode())
-        metrics.count(metrics.RESERVATIONS, "backordered")
-        reasons = [Reason(code=m.code, message=m.message, sku=m.sku) for m in outcome.missing]
-        return [
-            Outgoing.event(
-                topic, str(fact.order_id), OrderBackordered(order_id=fact.order_id, reasons=reasons)
-            )
-        ]
-    await reservations.set_status(fact.order_id, "allocated", generation, None)
-    return [await _current_allocation(reservations, fact.order_id, order, topic)]
+        return [_backordered(fact.order_id, outcome)]
+    held = await uow.allocations.reservations([fact.order_id])
+    waiting = remainder(status, pending)
+    return [_allocated(fact.order_id, order, current_shipments(held.get(fact.order_id, [])), waiting=waiting)]
 
 
-async def request_cancel(
-    reservations: PgOrderReservations, fact: OrderCancelRequested, topic: str
-) -> list[Outgoing]:
-    """Cancel at once what holds no stock; send the rest to fulfillment, which knows what has shipped."""
-    key = str(fact.order_id)
-    state = await reservations.lock_allocation(fact.order_id)
-
-    def refused(code: str, message: str) -> list[Outgoing]:
-        refusal = OrderCancelRefused(
-            order_id=fact.order_id,
-            request_id=fact.request_id,
-            lines=fact.lines,
-            reason=fact.reason,
-            reasons=[Reason(code=code, message=message)],
-        )
-        return [Outgoing.event(topic, key, refusal)]
-
-    if state is not None and state.status == "cancelled":
-        return refused("already_cancelled", "the order is already cancelled")
-    held = state is not None and any(
-        r.status in ("reserved", "shipped") for r in await reservations.reservations(fact.order_id)
+async def request_cancel(fact: OrderCancelRequested, uow: AllocationUnit) -> list[Event]:
+    """Cancel at once what holds no stock (an order allocation never saw, a backorder, lines of a
+    backordered remainder); send the rest to fulfillment, which knows what has shipped."""
+    allocation = await uow.allocations.lock(fact.order_id)
+    held = []
+    if allocation is not None and allocation.status is not AllocationStatus.CANCELLED:
+        held = (await uow.allocations.reservations([fact.order_id])).get(fact.order_id, [])
+    decision = decide_cancel(
+        allocation.status if allocation else None,
+        allocation.pending if allocation else None,
+        holds_stock(held),
+        _as_lines(fact.lines) if fact.lines is not None else None,
     )
-    if not held:
-        if fact.lines is not None:
-            return refused(
-                "partial_cancel_before_allocation",
-                "lines can be cancelled once the order is allocated; cancel the whole order instead",
+    match decision:
+        case Refuse(code=code, message=message):
+            refusal = OrderCancelRefused(
+                order_id=fact.order_id,
+                request_id=fact.request_id,
+                lines=fact.lines,
+                reason=fact.reason,
+                reasons=[Reason(code=code, message=message)],
             )
-        if state is None:
-            await reservations.tombstone(fact.order_id)
-        else:
-            await reservations.set_status(fact.order_id, "cancelled", state.generation, None)
-        return [
-            Outgoing.event(topic, key, OrderCancelled(order_id=fact.order_id, request_id=fact.request_id))
-        ]
-    waiting = _pending(state.pending_lines) if state is not None and state.status == "backordered" else None
-    if fact.lines is not None and waiting and _covers(waiting, fact.lines):
-        # Lines of a backordered remainder hold no stock: cancelled here, nothing to release.
-        assert state is not None
-        left = _minus(waiting, fact.lines)
-        await reservations.set_status(
-            fact.order_id,
-            "backordered" if left else "allocated",
-            state.generation,
-            orjson.dumps(left).decode() if left else None,
-        )
-        order = OrderDetails.model_validate_json(state.order_details)
-        return [await _current_allocation(reservations, fact.order_id, order, topic, fact.request_id, left)]
+            return [refusal]
+        case CancelAtOnce():
+            if allocation is None:
+                await uow.allocations.tombstone(fact.order_id)
+            else:
+                change = AllocationChange(
+                    fact.order_id, AllocationStatus.CANCELLED, allocation.generation, None
+                )
+                await uow.allocations.update([change])
+            return [OrderCancelled(order_id=fact.order_id, request_id=fact.request_id)]
+        case CancelWaitingLines(left=left):
+            assert allocation is not None and allocation.order is not None
+            status = AllocationStatus.BACKORDERED if left else AllocationStatus.ALLOCATED
+            await uow.allocations.update(
+                [AllocationChange(fact.order_id, status, allocation.generation, left or None)]
+            )
+            shipments = current_shipments(held)
+            return [_allocated(fact.order_id, allocation.order, shipments, fact.request_id, left)]
     forwarded = OrderCancelForwarded(
         order_id=fact.order_id, request_id=fact.request_id, lines=fact.lines, reason=fact.reason
     )
-    return [Outgoing.event(topic, key, forwarded)]
+    return [forwarded]
 
 
-def _covers(waiting: list[tuple[str, int]], lines: list[ShipmentLine]) -> bool:
-    available = dict(waiting)
-    return all(available.get(line.sku, 0) >= line.quantity for line in lines)
-
-
-def _minus(waiting: list[tuple[str, int]], lines: list[ShipmentLine]) -> list[tuple[str, int]]:
-    left = dict(waiting)
-    for line in lines:
-        left[line.sku] -= line.quantity
-    return [(sku, q) for sku, q in left.items() if q > 0]
-
-
-async def release_cancelled(
-    reservations: PgOrderReservations, fact: OrderCancelAccepted, rules: Rules, topic: str
-) -> list[Outgoing]:
-    """Release exactly the reserved units fulfillment took out of its pipelines."""
-    state = await reservations.lock_allocation(fact.order_id)
-    if state is None or state.status == "cancelled":
+async def release_cancelled(fact: OrderCancelAccepted, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """Release exactly the reserved units fulfillment took out of its pipelines; they go to the
+    oldest waiting backorders, not to whichever order asks next."""
+    allocation = await uow.allocations.lock(fact.order_id)
+    if allocation is None or allocation.order is None or allocation.status is AllocationStatus.CANCELLED:
         return []
     freed = sorted({line.sku for shipment in fact.release for line in shipment.lines})
-    await reservations.lock_skus(freed)
-    for shipment in fact.release:
-        for line in shipment.lines:
-            await reservations.release(shipment.shipment_id, line.sku, line.quantity)
-    still_held = [
-        r for r in await reservations.reservations(fact.order_id) if r.status in ("reserved", "shipped")
-    ]
-    if fact.whole or not still_held:
-        await reservations.set_status(fact.order_id, "cancelled", state.generation, None)
-        cancelled = OrderCancelled(order_id=fact.order_id, request_id=fact.request_id)
-        out = [Outgoing.event(topic, str(fact.order_id), cancelled)]
+    await uow.stock.serialise(freed)
+    await uow.stock.release(
+        [
+            Release(shipment.shipment_id, line.sku, line.quantity)
+            for shipment in fact.release
+            for line in shipment.lines
+        ]
+    )
+    held = (await uow.allocations.reservations([fact.order_id])).get(fact.order_id, [])
+    out: list[Event]
+    if cancelled_after_release(fact.whole, holds_stock(held), allocation.status, allocation.pending):
+        change = AllocationChange(fact.order_id, AllocationStatus.CANCELLED, allocation.generation, None)
+        await uow.allocations.update([change])
+        out = [OrderCancelled(order_id=fact.order_id, request_id=fact.request_id)]
     else:
-        order = OrderDetails.model_validate_json(state.order_details)
-        waiting = _pending(state.pending_lines) if state.status == "backordered" else None
-        out = [await _current_allocation(reservations, fact.order_id, order, topic, fact.request_id, waiting)]
-    # The freed units go to the oldest waiting backorders, not to whichever order asks next.
-    return out + await allocate_waiting(reservations, freed, rules, topic)
-
-
-def rules_from(max_shipments: int, cost_per_km: str) -> Rules:
-    return Rules(max_shipments=max_shipments, cost_per_km=Decimal(cost_per_km))
+        waiting = remainder(allocation.status, allocation.pending)
+        shipments = current_shipments(held)
+        out = [_allocated(fact.order_id, allocation.order, shipments, fact.request_id, waiting)]
+    return out + await _allocate_waiting(freed, uow, rules)

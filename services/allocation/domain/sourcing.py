@@ -13,7 +13,7 @@ In words, in order of precedence:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import combinations
@@ -167,3 +167,21 @@ def plan_shipments(
             ),
         )
     )
+
+
+def plan_in_turn(
+    requests: Sequence[Request], locations: list[Location], available: Availability, rules: Rules
+) -> list[Plan | Shortage]:
+    """Plan each request in turn against what the requests before it took: together the plans never
+    take more than is available. A request that cannot be covered takes nothing (it is backordered
+    whole), so the units stay for the requests after it."""
+    left = dict(available)
+    outcomes: list[Plan | Shortage] = []
+    for request in requests:
+        outcome = plan_shipments(request, locations, left, rules)
+        if isinstance(outcome, Plan):
+            for shipment in outcome.shipments:
+                for sku, quantity in shipment.lines:
+                    left[(sku, shipment.location_id)] -= quantity
+        outcomes.append(outcome)
+    return outcomes
