@@ -1,19 +1,15 @@
-"""Allocation: owns stock per sku and location, plans shipments and reserves without overselling."""
+"""Allocation: owns stock per location, reserves it for validated orders, retries backorders."""
 
 from __future__ import annotations
 
-from faststream import FastStream
-
-from libs.platform.service import ServiceDefinition, build_service_app
-from libs.platform.settings import BatonSettings
-from services.allocation.entry import subscriptions
+from libs.contracts.topology import SERVICE_TOPOLOGY
+from libs.platform.service import ServiceDefinition
+from services.allocation.entry import build_router
+from services.allocation.settings import AllocationSettings
 
 DEFINITION = ServiceDefinition(
-    name="allocation",
+    topology=SERVICE_TOPOLOGY["allocation"],
     migrations="services.allocation.adapters.migrations",
-    subscriptions=subscriptions,
+    settings=AllocationSettings,
+    router=build_router,
 )
-
-
-def build_app(settings: BatonSettings) -> FastStream:
-    return build_service_app(DEFINITION, settings)
