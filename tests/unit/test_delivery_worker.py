@@ -77,7 +77,7 @@ class Worker:
     async def claim_and_settle(self) -> int:
         claimed = await self.worker.claim_webhooks()
         await asyncio.sleep(0)
-        await self.worker.settle(timeout_s=0.01)
+        await self.worker.settle(timeout_s=0.1)
         return claimed
 
 
