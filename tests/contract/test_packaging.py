@@ -28,12 +28,12 @@ from importlib import resources
 from libs.platform import stack
 from libs.platform.db import PLATFORM_MIGRATIONS, migration_files
 from services.fulfillment.app.use_cases import load_pipelines
-from services.notification.app.dispatch import render_email
+from services.notification.adapters.templates import PackageTemplates
 
 values = {"order_id": "o-1", "external_id": "ext-1", "tracking_number": "T1", "carrier": "DHL", "eta": "soon"}
 templates = resources.files("services.notification").joinpath("templates")
 statuses = sorted(t.name.removesuffix(".txt") for t in templates.iterdir() if t.name.endswith(".txt"))
-subjects = {s: render_email(s, "from@x", "to@x", values)["Subject"] for s in statuses}
+subjects = {s: PackageTemplates().render(s, values).subject for s in statuses}
 migrations = {
     name: [f for f, _ in migration_files(PLATFORM_MIGRATIONS, f"services.{name}.adapters.migrations")]
     for name in ("intake", "validation", "allocation", "fulfillment", "notification")

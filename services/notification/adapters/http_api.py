@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-import orjson
 from aiohttp import web
+
+from services.notification.app.ports import OrderStatusQueries
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -89,64 +89,21 @@ OPENAPI: dict[str, Any] = {
 }
 
 
-async def order_view(conn: asyncpg.Connection, order_id: UUID) -> dict[str, Any] | None:
-    row = await conn.fetchrow(
-        "SELECT order_id, channel, external_id, status, version, eta, shipments::text AS shipments"
-        " FROM order_views WHERE order_id = $1",
-        order_id,
-    )
-    if row is None:
-        return None
-    stages = {
-        r["shipment_id"]: (r["pipeline"], r["stage"])
-        for r in await conn.fetch(
-            "SELECT shipment_id, pipeline, stage FROM shipment_stages WHERE order_id = $1", order_id
-        )
-    }
-    shipments = orjson.loads(row["shipments"])
-    for shipment in shipments:
-        if shipment["shipment_id"] in stages:
-            shipment["pipeline"], shipment["stage"] = stages[shipment["shipment_id"]]
-    timeline = [
-        {"kind": r["kind"], "occurred_at": r["occurred_at"].isoformat(), "event": orjson.loads(r["event"])}
-        for r in await conn.fetch(
-            "SELECT kind, event::text AS event, occurred_at FROM order_timeline WHERE order_id = $1 ORDER BY seq",
-            order_id,
-        )
-    ]
-    return {
-        "order_id": str(row["order_id"]),
-        "channel": row["channel"],
-        "external_id": row["external_id"],
-        "status": row["status"],
-        "version": row["version"],
-        "eta": row["eta"].isoformat() if row["eta"] else None,
-        "shipments": shipments,
-        "timeline": timeline,
-    }
-
-
-def build_api(pool: asyncpg.Pool) -> web.Application:
+def build_api(queries: OrderStatusQueries) -> web.Application:
     async def get_order(request: web.Request) -> web.Response:
         try:
             order_id = UUID(request.match_info["order_id"])
         except ValueError:
             return web.json_response({"error": "order_id must be a UUID"}, status=400)
-        async with pool.acquire() as conn:
-            view = await order_view(conn, order_id)
+        view = await queries.order(order_id)
         return web.json_response(view) if view else web.json_response({"error": "no such order"}, status=404)
 
     async def find_order(request: web.Request) -> web.Response:
         channel, external_id = request.query.get("channel"), request.query.get("external_id")
         if not channel or not external_id:
             return web.json_response({"error": "channel and external_id are required"}, status=400)
-        async with pool.acquire() as conn:
-            order_id = await conn.fetchval(
-                "SELECT order_id FROM order_views WHERE channel = $1 AND external_id = $2",
-                channel,
-                external_id,
-            )
-            view = await order_view(conn, order_id) if order_id else None
+        order_id = await queries.find(channel, external_id)
+        view = await queries.order(order_id) if order_id else None
         return web.json_response(view) if view else web.json_response({"error": "no such order"}, status=404)
 
     async def openapi(_: web.Request) -> web.Response:
@@ -156,12 +113,9 @@ def build_api(pool: asyncpg.Pool) -> web.Application:
         return web.json_response({"status": "alive"})
 
     async def readyz(_: web.Request) -> web.Response:
-        try:
-            async with pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return web.json_response({"status": "not ready"}, status=503)
-        return web.json_response({"status": "ready"})
+        if await queries.ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready"}, status=503)
 
     app = web.Application()
     app.add_routes(

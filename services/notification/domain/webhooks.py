@@ -6,13 +6,54 @@ import base64
 import hashlib
 import hmac
 import random
-from collections.abc import Iterable
+import uuid
+from collections.abc import Collection, Iterable
+from datetime import datetime
+
+import orjson
+
+DELIVERY_NAMESPACE = uuid.UUID("0b5d8a51-7c55-4bd4-8f6e-5a3a8c1c2f10")
 
 
-def wants(subscribed: Iterable[str], event_key: str) -> bool:
+def wants(subscribed: Collection[str], event_key: str) -> bool:
     """`*` takes everything; otherwise the exact key, e.g. `order.shipped` or `stage.entered:packed`."""
-    keys = set(subscribed)
-    return "*" in keys or event_key in keys
+    return "*" in subscribed or event_key in subscribed
+
+
+def status_key(status: str) -> str:
+    """What a subscriber names to get an order status: `order.<status>`."""
+    return f"order.{status}"
+
+
+def stage_keys(entered: str | None, left: str | None) -> list[tuple[str, str]]:
+    """The keys of one stage change, each with the suffix that makes its delivery id unique:
+    `stage.entered:<stage>` and `stage.left:<stage>` (a move is both)."""
+    keys = []
+    if entered:
+        keys.append((f"stage.entered:{entered}", "in"))
+    if left:
+        keys.append((f"stage.left:{left}", "out"))
+    return keys
+
+
+def delivery_id(subscription_id: str, source_event_id: str) -> str:
+    """Stable per (subscription, event): a redelivered event never makes a second delivery."""
+    return "msg_" + uuid.uuid5(DELIVERY_NAMESPACE, f"{subscription_id}/{source_event_id}").hex
+
+
+def payload(event_key: str, occurred_at: datetime, data: bytes) -> bytes:
+    """The body subscribers get: `{"type", "timestamp", "data"}`, ``data`` being the event's own JSON."""
+    head = orjson.dumps({"type": event_key, "timestamp": occurred_at.isoformat()})
+    return head[:-1] + b',"data":' + data + b"}"
+
+
+def subscription_problem(url: str | None, secret: str | None, events: Iterable[str]) -> str | None:
+    """Why a subscription cannot be added, or None: it needs an http(s) url, a secret and events."""
+    if not url or not secret or not list(events):
+        return "adding a subscription needs url, secret and events"
+    if not url.startswith(("http://", "https://")):
+        return f"url must be http(s): {url}"
+    return None
 
 
 def secret_key(secret: str) -> bytes:
@@ -41,4 +82,5 @@ def retry_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random | 
 
 
 def is_success(status: int) -> bool:
+    """Any 2xx is delivered; everything else (redirects included) is retried."""
     return 200 <= status < 300

@@ -1,0 +1,157 @@
+"""Notification's use cases: keep subscriptions and customer contacts, and record what each public
+event causes — webhook deliveries per subscriber, one customer e-mail per (order, status), the
+status API's read model and timeline. Sending happens later, in the delivery worker.
+
+Each takes contract objects and a unit of work; it never sees a topic, a header or a connection.
+Notification emits no events: a record it cannot apply is rejected (and dead-lettered by the router).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from libs.contracts.envelope import Event
+from libs.contracts.fulfillment import StageChanged
+from libs.contracts.lifecycle import OrderReceived
+from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
+from libs.contracts.orders import OrderStatusChanged
+from libs.platform.messaging import Rejected
+from services.notification.app.ports import (
+    Contact,
+    NewDelivery,
+    NewEmail,
+    NewSubscription,
+    NotificationUnit,
+    Subscriber,
+    TimelineEntry,
+)
+from services.notification.domain import emails, webhooks
+from services.notification.domain.read_model import (
+    OrderView,
+    ShipmentStage,
+    fold_stage,
+    fold_status,
+    stage_after,
+)
+
+
+async def change_subscription(command: WebhookSubscriptionChanged, uow: NotificationUnit) -> list[Event]:
+    """Add (or replace) a subscription; removing one stops it and cancels its pending deliveries: a
+    removed endpoint gets nothing more."""
+    if command.action == "remove":
+        await uow.subscriptions.deactivate(command.subscription_id)
+        await uow.deliveries.cancel_pending(command.subscription_id, "subscription removed")
+        return []
+    if problem := webhooks.subscription_problem(command.url, command.secret, command.events):
+        raise Rejected("schema_violation", problem)
+    assert command.url is not None and command.secret is not None
+    await uow.subscriptions.add(
+        NewSubscription(command.subscription_id, command.url, command.secret, tuple(command.events))
+    )
+    return []
+
+
+async def redeliver(request: RedeliveryRequested, uow: NotificationUnit) -> list[Event]:
+    """Dead deliveries are sent again with a fresh attempt budget; earlier attempts stay recorded."""
+    if request.delivery_id is None and request.subscription_id is None:
+        raise Rejected("schema_violation", "name a delivery_id or a subscription_id")
+    await uow.deliveries.redeliver(request.delivery_id, request.subscription_id)
+    return []
+
+
+async def remember_customers(received: Sequence[OrderReceived], uow: NotificationUnit) -> list[list[Event]]:
+    """Where to write to each order's customer: status events do not carry personal data."""
+    await uow.customers.remember(
+        [
+            Contact(
+                fact.order_id, fact.order.customer.email, fact.order.customer.name, fact.order.external_id
+            )
+            for fact in received
+        ]
+    )
+    return [[] for _ in received]
+
+
+def fan_out(
+    subscribers: Sequence[Subscriber], event_key: str, source_id: str, event: Event, data: bytes
+) -> list[NewDelivery]:
+    """One delivery per subscriber that wants ``event_key``, the body built once."""
+    targets = [s.subscription_id for s in subscribers if webhooks.wants(s.events, event_key)]
+    if not targets:
+        return []
+    body = webhooks.payload(event_key, event.occurred_at, data)
+    return [NewDelivery(webhooks.delivery_id(sid, source_id), sid, event_key, body) for sid in targets]
+
+
+async def record_status_changes(
+    changes: Sequence[OrderStatusChanged], uow: NotificationUnit
+) -> list[list[Event]]:
+    """Webhooks, e-mails, read model and timeline for a batch of status events, set-based.
+
+    Several events of one order in a batch are folded first, as applying them one by one would: the
+    highest version wins, the ETA and shipments are the latest given."""
+    subscribers = await uow.subscriptions.active()
+    deliveries: list[NewDelivery] = []
+    to_send: list[NewEmail] = []
+    timeline: list[TimelineEntry] = []
+    views: dict[UUID, OrderView] = {}
+    for change in changes:
+        data = change.model_dump_json()
+        deliveries += fan_out(
+            subscribers, webhooks.status_key(change.status), str(change.event_id), change, data.encode()
+        )
+        if change.status in emails.EMAIL_STATUSES:
+            tracking = emails.tracking(s.tracking_number for s in change.shipments)
+            to_send.append(NewEmail(change.order_id, change.status.value, {"tracking": tracking}))
+        timeline.append(TimelineEntry(change.order_id, "status", data, change.occurred_at))
+        views[change.order_id] = fold_status(views.get(change.order_id), view_of(change))
+    if deliveries:
+        await uow.deliveries.add(deliveries)
+    if to_send:
+        await uow.emails.add(to_send)
+    if timeline:
+        await uow.read_model.record_statuses(list(views.values()), timeline)
+    return [[] for _ in changes]
+
+
+def view_of(change: OrderStatusChanged) -> OrderView:
+    return OrderView(
+        order_id=change.order_id,
+        channel=change.channel,
+        external_id=change.external_id,
+        status=change.status.value,
+        version=change.version,
+        eta=change.eta,
+        shipments=[s.model_dump(mode="json") for s in change.shipments],
+        updated_at=change.occurred_at,
+    )
+
+
+async def record_stage_changes(changes: Sequence[StageChanged], uow: NotificationUnit) -> list[list[Event]]:
+    """Webhooks (`stage.entered:<stage>`, `stage.left:<stage>`), each parcel's stage and the timeline
+    for a batch of stage events, set-based; a parcel's changes in one batch are folded in order."""
+    subscribers = await uow.subscriptions.active()
+    deliveries: list[NewDelivery] = []
+    timeline: list[TimelineEntry] = []
+    stages: dict[str, ShipmentStage] = {}
+    for change in changes:
+        data = change.model_dump_json()
+        for event_key, suffix in webhooks.stage_keys(change.entered_stage, change.left_stage):
+            deliveries += fan_out(
+                subscribers, event_key, f"{change.event_id}/{suffix}", change, data.encode()
+            )
+        timeline.append(TimelineEntry(change.order_id, "stage", data, change.occurred_at))
+        stage = ShipmentStage(
+            shipment_id=change.shipment_id,
+            order_id=change.order_id,
+            pipeline=change.pipeline,
+            stage=stage_after(change.change, change.entered_stage),
+            updated_at=change.occurred_at,
+        )
+        stages[change.shipment_id] = fold_stage(stages.get(change.shipment_id), stage)
+    if deliveries:
+        await uow.deliveries.add(deliveries)
+    if timeline:
+        await uow.read_model.record_stages(list(stages.values()), timeline)
+    return [[] for _ in changes]

@@ -1,0 +1,36 @@
+"""Customer e-mail rules: which statuses the customer hears about, what a message is called, when to retry. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from uuid import UUID
+
+from libs.contracts.vocabulary import OrderStatus
+
+EMAIL_STATUSES = frozenset(
+    {
+        OrderStatus.RECEIVED,
+        OrderStatus.PARTIALLY_SHIPPED,
+        OrderStatus.SHIPPED,
+        OrderStatus.DELIVERED,
+        OrderStatus.CANCELLED,
+        OrderStatus.BACKORDERED,
+    }
+)
+"""The statuses a customer is written to about, once each; the others are Baton's own business."""
+
+
+def tracking(numbers: Iterable[str | None]) -> str:
+    """The tracking numbers known so far, or `to follow`."""
+    return ", ".join(n for n in numbers if n) or "to follow"
+
+
+def message_id(order_id: UUID, status: str) -> str:
+    """Stable per order and status: a message sent again (at least once) is the same message."""
+    return f"<{order_id}.{status}@baton>"
+
+
+def retry_delay(attempts: int) -> float:
+    """After the n-th failed attempt wait 2^(n-1) seconds (1, 2, 4 … 256): a refused or unrenderable
+    e-mail waits its turn without holding up the others."""
+    return float(2 ** min(max(attempts - 1, 0), 8))

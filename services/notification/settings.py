@@ -1,0 +1,47 @@
+"""Notification's settings: the platform's, plus SMTP, webhook delivery and the status API."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+
+from libs.platform.settings import BatonSettings
+
+
+class NotificationSettings(BatonSettings):
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    smtp_from: str = "orders@baton.example"
+    smtp_starttls: bool = Field(
+        default=False, description="Upgrade the plain connection with STARTTLS (the server must offer it)"
+    )
+    smtp_tls: bool = Field(
+        default=False, description="Connect with TLS from the start (SMTPS, usually port 465)"
+    )
+    smtp_username: str | None = Field(default=None, description="Log in with AUTH when set")
+    smtp_password: SecretStr | None = Field(default=None, description="Password for BATON_SMTP_USERNAME")
+    smtp_timeout_s: float = Field(default=10.0, gt=0, description="Connect and per-command SMTP timeout")
+    smtp_connections: int = Field(
+        default=4, ge=1, description="SMTP connections of one e-mail round, each sending its share in turn"
+    )
+    email_round_size: int = Field(default=200, ge=1, description="Due e-mails claimed per round")
+    email_max_attempts: int = Field(
+        default=12, ge=1, description="Attempts (render and send) before an e-mail is given up as `dead`"
+    )
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = Field(default=6, ge=1)
+    webhook_backoff_base_s: float = 1.0
+    webhook_backoff_cap_s: float = 300.0
+    webhook_concurrency_per_subscription: int = Field(default=4, ge=1)
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address the status API binds: loopback locally, 0.0.0.0 in a container",
+    )
+    http_port: int = Field(default=8085, description="Status API port; 0 picks a free port")
+
+    @model_validator(mode="after")
+    def _one_way_to_tls(self) -> NotificationSettings:
+        if self.smtp_tls and self.smtp_starttls:
+            raise ValueError("BATON_SMTP_TLS and BATON_SMTP_STARTTLS exclude each other: choose one")
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("BATON_SMTP_USERNAME and BATON_SMTP_PASSWORD go together")
+        return self

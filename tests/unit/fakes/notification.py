@@ -1,0 +1,319 @@
+"""Notification's ports in memory: the use cases and the delivery worker run without PostgreSQL,
+HTTP or SMTP, in milliseconds. Time is ``FakeNotificationStore.now`` (seconds), moved by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from libs.platform.messaging import Outgoing
+from services.notification.app.ports import (
+    AfterAttempt,
+    Attempt,
+    Contact,
+    Dead,
+    Delivered,
+    DueDelivery,
+    DueEmail,
+    EmailResult,
+    Mail,
+    NewDelivery,
+    NewEmail,
+    NewSubscription,
+    PostOutcome,
+    Retry,
+    Subscriber,
+    TimelineEntry,
+)
+from services.notification.domain.read_model import OrderView, ShipmentStage, fold_stage, fold_status
+
+
+@dataclass
+class FakeSubscription:
+    url: str
+    secret: str
+    events: tuple[str, ...]
+    active: bool = True
+
+
+@dataclass
+class FakeDelivery:
+    subscription_id: str
+    event_key: str
+    body: bytes
+    seq: int
+    next_attempt_at: float
+    status: str = "pending"
+    attempts: int = 0
+    round_attempts: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class FakeEmail:
+    context: Mapping[str, str]
+    next_attempt_at: float
+    state: str = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class FakeNotificationStore:
+    """Notification's tables as dictionaries, with the rules the SQL applies."""
+
+    now: float = 0.0
+    subscriptions: dict[str, FakeSubscription] = field(default_factory=dict)
+    deliveries: dict[str, FakeDelivery] = field(default_factory=dict)
+    attempts: list[tuple[str, int, int | None, str | None]] = field(default_factory=list)
+    outbox: list[Outgoing] = field(default_factory=list)
+    customers: dict[UUID, Contact] = field(default_factory=dict)
+    emails: dict[tuple[UUID, str], FakeEmail] = field(default_factory=dict)
+    views: dict[UUID, OrderView] = field(default_factory=dict)
+    stages: dict[str, ShipmentStage] = field(default_factory=dict)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+
+    def unit(self) -> FakeNotificationUnit:
+        return FakeNotificationUnit(self)
+
+    def deliveries_of(self, subscription_id: str, status: str | None = None) -> list[FakeDelivery]:
+        return [
+            d
+            for d in self.deliveries.values()
+            if d.subscription_id == subscription_id and (status is None or d.status == status)
+        ]
+
+
+class FakeNotificationUnit:
+    """Implements ``NotificationUnit`` on a ``FakeNotificationStore``."""
+
+    def __init__(self, store: FakeNotificationStore) -> None:
+        self.subscriptions = FakeSubscriptions(store)
+        self.deliveries = FakeDeliveries(store)
+        self.emails = FakeEmails(store)
+        self.customers = FakeCustomers(store)
+        self.read_model = FakeReadModel(store)
+
+
+class FakeSubscriptions:
+    def __init__(self, store: FakeNotificationStore) -> None:
+        self._store = store
+
+    async def active(self) -> list[Subscriber]:
+        return [
+            Subscriber(sid, frozenset(s.events)) for sid, s in self._store.subscriptions.items() if s.active
+        ]
+
+    async def add(self, subscription: NewSubscription) -> None:
+        self._store.subscriptions[subscription.subscription_id] = FakeSubscription(
+            subscription.url, subscription.secret, subscription.events
+        )
+
+    async def deactivate(self, subscription_id: str) -> None:
+        if subscription_id in self._store.subscriptions:
+            self._store.subscriptions[subscription_id].active = False
+
+
+class FakeDeliveries:
+    def __init__(self, store: FakeNotificationStore) -> None:
+        self._store = store
+
+    async def add(self, deliveries: Sequence[NewDelivery]) -> None:
+        for d in deliveries:
+            self._store.deliveries.setdefault(
+                d.delivery_id,
+                FakeDelivery(
+                    d.subscription_id, d.event_key, d.body, len(self._store.deliveries), self._store.now
+                ),
+            )
+
+    async def cancel_pending(self, subscription_id: str, reason: str) -> None:
+        for d in self._store.deliveries_of(subscription_id, "pending"):
+            d.status, d.last_error = "cancelled", reason
+
+    async def redeliver(self, delivery_id: str | None, subscription_id: str | None) -> None:
+        for key, d in self._store.deliveries.items():
+            if d.status == "dead" and (key == delivery_id or d.subscription_id == subscription_id):
+                d.status, d.next_attempt_at, d.round_attempts = "pending", self._store.now, 0
+
+
+class FakeEmails:
+    def __init__(self, store: FakeNotificationStore) -> None:
+        self._store = store
+
+    async def add(self, emails: Sequence[NewEmail]) -> None:
+        for e in emails:
+            self._store.emails.setdefault((e.order_id, e.status), FakeEmail(e.context, self._store.now))
+
+
+class FakeCustomers:
+    def __init__(self, store: FakeNotificationStore) -> None:
+        self._store = store
+
+    async def remember(self, contacts: Sequence[Contact]) -> None:
+        for c in contacts:
+            self._store.customers.setdefault(c.order_id, c)
+
+
+class FakeReadModel:
+    def __init__(self, store: FakeNotificationStore) -> None:
+        self._store = store
+
+    async def record_statuses(self, views: Sequence[OrderView], timeline: Sequence[TimelineEntry]) -> None:
+        for view in views:
+            self._store.views[view.order_id] = fold_status(self._store.views.get(view.order_id), view)
+        self._store.timeline += timeline
+
+    async def record_stages(self, stages: Sequence[ShipmentStage], timeline: Sequence[TimelineEntry]) -> None:
+        for stage in stages:
+            self._store.stages[stage.shipment_id] = fold_stage(
+                self._store.stages.get(stage.shipment_id), stage
+            )
+        self._store.timeline += timeline
+
+
+class FakeDeliveryQueue:
+    """Implements ``DeliveryQueue`` with the claiming rule of the SQL: per active subscription, its
+    own oldest due pending deliveries up to its free slots, leased by pushing them into the future."""
+
+    def __init__(self, store: FakeNotificationStore) -> None:
+        self._store = store
+        self.claims: list[list[str]] = []
+
+    async def claim(self, slots: int, busy: Mapping[str, int], lease_s: float) -> list[DueDelivery]:
+        store = self._store
+        claimed = []
+        for sid, subscription in store.subscriptions.items():
+            if not subscription.active:
+                continue
+            due = sorted(
+                (
+                    (d.next_attempt_at, d.seq, key, d)
+                    for key, d in store.deliveries.items()
+                    if d.subscription_id == sid and d.status == "pending" and d.next_attempt_at <= store.now
+                ),
+                key=lambda t: (t[0], t[1]),
+            )[: max(slots - busy.get(sid, 0), 0)]
+            for _, _, key, d in due:
+                d.next_attempt_at = store.now + lease_s
+                claimed.append(
+                    DueDelivery(
+                        key, sid, subscription.url, subscription.secret, d.body, d.attempts, d.round_attempts
+                    )
+                )
+        self.claims.append([d.delivery_id for d in claimed])
+        return claimed
+
+    async def record(self, due: DueDelivery, attempt: Attempt, then: AfterAttempt) -> bool:
+        store = self._store
+        d = store.deliveries[due.delivery_id]
+        d.attempts += 1
+        d.round_attempts = due.round_attempts + 1
+        d.last_error = attempt.error
+        store.attempts.append((due.delivery_id, d.attempts, attempt.status_code, attempt.error))
+        if d.status != "pending":
+            return False
+        if isinstance(then, Delivered):
+            d.status = "delivered"
+        elif isinstance(then, Retry):
+            d.next_attempt_at = store.now + then.delay_s
+        else:
+            assert isinstance(then, Dead)
+            d.status = "dead"
+            store.outbox.append(then.dead_letter)
+        return True
+
+
+@dataclass
+class FakeEmailRound:
+    store: FakeNotificationStore
+    due: list[DueEmail]
+
+    async def record(self, results: Sequence[EmailResult]) -> None:
+        for r in results:
+            email = self.store.emails[(r.order_id, r.status)]
+            email.attempts += 1
+            email.last_error = r.error or email.last_error
+            if r.state == "retry":
+                email.next_attempt_at = self.store.now + r.retry_in_s
+            else:
+                email.state = r.state
+
+
+class FakeEmailQueue:
+    """Implements ``EmailQueue``: due e-mails whose customer is known, oldest due first."""
+
+    def __init__(self, store: FakeNotificationStore) -> None:
+        self._store = store
+
+    @asynccontextmanager
+    async def round(self, limit: int) -> AsyncIterator[FakeEmailRound]:
+        store = self._store
+        due = sorted(
+            (
+                (e.next_attempt_at, order_id, status, e)
+                for (order_id, status), e in store.emails.items()
+                if e.state == "pending" and e.next_attempt_at <= store.now and order_id in store.customers
+            ),
+            key=lambda t: t[0],
+        )[:limit]
+        yield FakeEmailRound(
+            store,
+            [
+                DueEmail(
+                    order_id,
+                    status,
+                    e.attempts,
+                    store.customers[order_id].email,
+                    store.customers[order_id].name,
+                    store.customers[order_id].external_id,
+                    e.context,
+                )
+                for _, order_id, status, e in due
+            ],
+        )
+
+
+@dataclass
+class FakeWebhookSender:
+    """Answers per URL: a list of status codes (or transport errors) used in turn, the last one
+    for ever after; a URL in ``hanging`` answers only once ``release`` is set."""
+
+    answers: dict[str, list[int | str]] = field(default_factory=dict)
+    hanging: set[str] = field(default_factory=set)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    posts: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+    async def post(self, url: str, secret: str, webhook_id: str, body: bytes) -> PostOutcome:
+        self.posts.append((url, webhook_id, body))
+        if url in self.hanging:
+            await self.release.wait()
+        answers = self.answers.get(url, [204])
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, str):
+            return PostOutcome(None, answer, 1)
+        return PostOutcome(answer, None, 1)
+
+    def posted_to(self, url: str) -> list[str]:
+        return [webhook_id for u, webhook_id, _ in self.posts if u == url]
+
+
+@dataclass
+class FakeMailSender:
+    """Accepts every mail except those to ``refused`` recipients."""
+
+    refused: set[str] = field(default_factory=set)
+    sent: list[Mail] = field(default_factory=list)
+
+    async def send(self, mails: Sequence[Mail]) -> list[str | None]:
+        results: list[str | None] = []
+        for mail in mails:
+            if mail.recipient in self.refused:
+                results.append(f"SMTPRecipientsRefused: 550 {mail.recipient} unknown")
+            else:
+                self.sent.append(mail)
+                results.append(None)
+        return results

@@ -1,0 +1,310 @@
+"""Notification's use cases on in-memory ports: what each input records, without Kafka or PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import orjson
+import pytest
+
+from libs.contracts.fulfillment import StageChanged
+from libs.contracts.lifecycle import OrderReceived
+from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
+from libs.contracts.orders import OrderDetails, OrderStatusChanged, Shipment, ShipmentLine
+from libs.contracts.vocabulary import OrderStatus
+from libs.platform.messaging import Rejected
+from services.notification.app.use_cases import (
+    change_subscription,
+    record_stage_changes,
+    record_status_changes,
+    redeliver,
+    remember_customers,
+)
+from services.notification.entry import build_router
+from services.notification.settings import NotificationSettings
+from tests.support.orders import order
+from tests.unit.fakes.notification import FakeNotificationStore
+
+pytestmark = pytest.mark.unit
+
+SECRET = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ="
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def status(
+    order_id: UUID,
+    value: OrderStatus,
+    version: int,
+    *,
+    tracking: list[str | None] | None = None,
+    eta: datetime | None = None,
+) -> OrderStatusChanged:
+    shipments = [
+        Shipment(
+            shipment_id=f"{order_id}-{i}",
+            location_id="wh",
+            lines=[ShipmentLine(sku="MUG", quantity=1)],
+            tracking_number=number,
+        )
+        for i, number in enumerate(tracking or [])
+    ]
+    return OrderStatusChanged(
+        order_id=order_id,
+        channel="webshop",
+        external_id=f"ext-{order_id.hex[:6]}",
+        status=value,
+        version=version,
+        shipments=shipments,
+        eta=eta,
+        occurred_at=T0 + timedelta(minutes=version),
+    )
+
+
+def stage(
+    order_id: UUID, shipment_id: str, change: str, entered: str | None, left: str | None
+) -> StageChanged:
+    return StageChanged(
+        order_id=order_id,
+        shipment_id=shipment_id,
+        pipeline="standard",
+        entered_stage=entered,
+        left_stage=left,
+        change=change,  # type: ignore[arg-type]
+    )
+
+
+async def subscribe(store: FakeNotificationStore, subscription_id: str, *events: str) -> None:
+    command = WebhookSubscriptionChanged(
+        action="add",
+        subscription_id=subscription_id,
+        url=f"https://example.test/{subscription_id}",
+        secret=SECRET,
+        events=list(events),
+    )
+    assert await change_subscription(command, store.unit()) == []
+
+
+def keys(store: FakeNotificationStore, subscription_id: str) -> list[str]:
+    return sorted(d.event_key for d in store.deliveries_of(subscription_id))
+
+
+async def test_each_subscriber_gets_exactly_the_events_its_filter_names() -> None:
+    store = FakeNotificationStore()
+    await subscribe(store, "everything", "*")
+    await subscribe(store, "shipping", "order.shipped")
+    await subscribe(store, "packing", "stage.entered:packed")
+    order_id = uuid4()
+
+    await record_status_changes(
+        [
+            status(order_id, OrderStatus.RECEIVED, 1),
+            status(order_id, OrderStatus.SHIPPED, 2, tracking=["1Z"]),
+        ],
+        store.unit(),
+    )
+    await record_stage_changes([stage(order_id, "s1", "moved", "packed", "new")], store.unit())
+
+    assert keys(store, "everything") == [
+        "order.received",
+        "order.shipped",
+        "stage.entered:packed",
+        "stage.left:new",
+    ]
+    assert keys(store, "shipping") == ["order.shipped"]
+    assert keys(store, "packing") == ["stage.entered:packed"]
+
+
+async def test_a_delivery_carries_the_event_and_a_redelivered_event_adds_no_second_one() -> None:
+    store = FakeNotificationStore()
+    await subscribe(store, "everything", "*")
+    shipped = status(uuid4(), OrderStatus.SHIPPED, 1, tracking=["1Z"])
+
+    await record_status_changes([shipped], store.unit())
+    await record_status_changes([shipped], store.unit())
+
+    [delivery] = store.deliveries.values()
+    body = orjson.loads(delivery.body)
+    assert body["type"] == "order.shipped"
+    assert body["timestamp"] == shipped.occurred_at.isoformat()
+    assert body["data"] == orjson.loads(shipped.model_dump_json())
+
+
+async def test_subscribers_with_no_wanted_event_cost_no_delivery() -> None:
+    store = FakeNotificationStore()
+    await subscribe(store, "shipping", "order.shipped")
+    await record_status_changes([status(uuid4(), OrderStatus.VALIDATED, 2)], store.unit())
+    assert store.deliveries == {}
+
+
+async def test_a_removed_subscription_gets_nothing_more_and_its_pending_deliveries_are_cancelled() -> None:
+    store = FakeNotificationStore()
+    await subscribe(store, "gone", "*")
+    await record_status_changes([status(uuid4(), OrderStatus.RECEIVED, 1)], store.unit())
+
+    await change_subscription(
+        WebhookSubscriptionChanged(action="remove", subscription_id="gone"), store.unit()
+    )
+    await record_status_changes([status(uuid4(), OrderStatus.RECEIVED, 1)], store.unit())
+
+    assert [(d.status, d.last_error) for d in store.deliveries_of("gone")] == [
+        ("cancelled", "subscription removed")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"url": None}, "needs url, secret and events"),
+        ({"events": []}, "needs url, secret and events"),
+        ({"url": "ftp://example.test/hook"}, "url must be http(s)"),
+    ],
+)
+async def test_a_subscription_without_an_http_url_a_secret_or_events_is_rejected(
+    fields: dict[str, Any], problem: str
+) -> None:
+    store = FakeNotificationStore()
+    command = WebhookSubscriptionChanged.model_validate(
+        {
+            "action": "add",
+            "subscription_id": "s",
+            "url": "https://example.test",
+            "secret": SECRET,
+            "events": ["*"],
+        }
+        | fields
+    )
+    with pytest.raises(Rejected) as rejected:
+        await change_subscription(command, store.unit())
+    assert rejected.value.cause == "schema_violation" and problem in rejected.value.detail
+    assert store.subscriptions == {}
+
+
+async def test_one_email_per_order_and_status_the_customer_hears_about_including_partially_shipped() -> None:
+    store = FakeNotificationStore()
+    order_id = uuid4()
+    await record_status_changes(
+        [
+            status(order_id, OrderStatus.RECEIVED, 1),
+            status(order_id, OrderStatus.VALIDATED, 2),
+            status(order_id, OrderStatus.ALLOCATED, 3, tracking=[None, None]),
+            status(order_id, OrderStatus.PARTIALLY_SHIPPED, 4, tracking=["1Z", None]),
+        ],
+        store.unit(),
+    )
+    await record_status_changes(
+        [
+            status(order_id, OrderStatus.PARTIALLY_SHIPPED, 4, tracking=["1Z", None]),  # redelivered
+            status(order_id, OrderStatus.SHIPPED, 5, tracking=["1Z", "JJD1"]),
+            status(order_id, OrderStatus.DELIVERED, 6),
+        ],
+        store.unit(),
+    )
+
+    assert {s: e.context for (_, s), e in store.emails.items()} == {
+        "received": {"tracking": "to follow"},
+        "partially_shipped": {"tracking": "1Z"},
+        "shipped": {"tracking": "1Z, JJD1"},
+        "delivered": {"tracking": "to follow"},
+    }
+
+
+async def test_the_read_model_keeps_the_highest_version_whatever_order_the_events_arrive_in() -> None:
+    store = FakeNotificationStore()
+    order_id = uuid4()
+    eta = T0 + timedelta(days=2)
+
+    await record_status_changes(
+        [
+            status(order_id, OrderStatus.RECEIVED, 1),
+            status(order_id, OrderStatus.IN_FULFILLMENT, 4, tracking=[None], eta=eta),
+            status(order_id, OrderStatus.SHIPPED, 5, tracking=["1Z"]),
+            status(order_id, OrderStatus.ALLOCATED, 3, tracking=[None], eta=T0),  # late
+        ],
+        store.unit(),
+    )
+    await record_status_changes([status(order_id, OrderStatus.VALIDATED, 2)], store.unit())  # later still
+
+    view = store.views[order_id]
+    assert (view.status, view.version, view.eta) == ("shipped", 5, eta)
+    assert [s["tracking_number"] for s in view.shipments] == ["1Z"]
+    assert [orjson.loads(t.event)["version"] for t in store.timeline] == [1, 4, 5, 3, 2]
+
+
+async def test_a_status_without_eta_or_shipments_keeps_the_known_ones_across_batches() -> None:
+    store = FakeNotificationStore()
+    order_id = uuid4()
+    await record_status_changes(
+        [status(order_id, OrderStatus.SHIPPED, 5, tracking=["1Z"], eta=T0)], store.unit()
+    )
+    await record_status_changes([status(order_id, OrderStatus.DELIVERED, 6)], store.unit())
+
+    view = store.views[order_id]
+    assert (view.status, view.eta, [s["tracking_number"] for s in view.shipments]) == (
+        "delivered",
+        T0,
+        ["1Z"],
+    )
+
+
+async def test_a_parcel_shows_its_latest_stage_and_one_leaving_its_pipeline_stays_in_its_last() -> None:
+    store = FakeNotificationStore()
+    order_id = uuid4()
+    await record_stage_changes(
+        [
+            stage(order_id, "s1", "entered", "new", None),
+            stage(order_id, "s2", "entered", "new", None),
+            stage(order_id, "s1", "moved", "packed", "new"),
+        ],
+        store.unit(),
+    )
+    await record_stage_changes([stage(order_id, "s1", "left", None, "packed")], store.unit())
+
+    assert {s.shipment_id: s.stage for s in store.stages.values()} == {"s1": "packed", "s2": "new"}
+    assert [t.kind for t in store.timeline] == ["stage"] * 4
+
+
+async def test_where_to_write_is_the_first_contact_seen_for_an_order() -> None:
+    store = FakeNotificationStore()
+    details = OrderDetails.model_validate(order(lines=[("MUG", 1, "10.00")]))
+    fact = OrderReceived(order_id=uuid4(), order=details)
+
+    assert await remember_customers([fact, fact], store.unit()) == [[], []]
+
+    contact = store.customers[fact.order_id]
+    assert (contact.email, contact.name, contact.external_id) == (
+        details.customer.email,
+        details.customer.name,
+        details.external_id,
+    )
+
+
+async def test_a_redelivery_request_names_a_delivery_or_a_subscription() -> None:
+    store = FakeNotificationStore()
+    with pytest.raises(Rejected) as rejected:
+        await redeliver(RedeliveryRequested(), store.unit())
+    assert rejected.value.cause == "schema_violation"
+
+
+async def test_a_redelivery_request_queues_dead_deliveries_again_with_a_fresh_budget() -> None:
+    store = FakeNotificationStore()
+    await subscribe(store, "flaky", "*")
+    await record_status_changes([status(uuid4(), OrderStatus.RECEIVED, 1)], store.unit())
+    [delivery] = store.deliveries.values()
+    delivery.status, delivery.attempts, delivery.round_attempts = "dead", 6, 6
+
+    await redeliver(RedeliveryRequested(subscription_id="flaky"), store.unit())
+
+    assert (delivery.status, delivery.attempts, delivery.round_attempts) == ("pending", 6, 0)
+
+
+def test_the_router_has_a_handler_for_every_type_notification_reads() -> None:
+    bound = build_router(NotificationSettings()).bind()
+    assert {b.name for b in bound} == {
+        "subscription_changed",
+        "redelivery_requested",
+        "order_facts",
+        "status_changed",
+        "stage_changed",
+    }
