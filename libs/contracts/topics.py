@@ -13,7 +13,6 @@ ORDERS_CANCEL_REQUESTED = "orders.cancel-requested.v1"
 ORDERS_CANCELLATIONS = "orders.cancellations.v1"
 ORDERS_HOLD_DECISIONS = "orders.hold-decisions.v1"
 ORDERS_STATUS = "orders.status.v1"
-ORDERS_LIFECYCLE = "orders.lifecycle.v1"
 CATALOG_PRODUCTS = "catalog.products.v1"
 INVENTORY_LOCATIONS = "inventory.locations.v1"
 INVENTORY_ADJUSTMENTS = "inventory.adjustments.v1"
@@ -50,7 +49,6 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ORDERS_CANCELLATIONS, 4, "order id", True),
     TopicSpec(ORDERS_HOLD_DECISIONS, 4, "order id", True),
     TopicSpec(ORDERS_STATUS, 8, "order id", True),
-    TopicSpec(ORDERS_LIFECYCLE, 8, "order id", False),
     TopicSpec(CATALOG_PRODUCTS, 4, "sku", True),
     TopicSpec(INVENTORY_LOCATIONS, 1, "location id", True),
     TopicSpec(INVENTORY_ADJUSTMENTS, 8, "sku", True),

@@ -50,7 +50,6 @@ class BatonSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     batch_max_records: int = Field(default=500, ge=1)
-    batch_timeout_ms: int = Field(default=20, ge=0)
     db_pool_size: int = Field(default=4, ge=1)
     record_chunk: int = Field(
         default=20, ge=1, description="Records per transaction when their lock keys are known up front"
@@ -60,32 +59,6 @@ class BatonSettings(BaseSettings):
     )
     graceful_timeout_s: float = 15.0
     relay_batch_size: int = 1000
-    # validation
-    hold_threshold: str = Field(
-        default="1000", description="Order value above which a first-time customer is held"
-    )
-    supported_countries: str = Field(
-        default="AT,BE,BG,CH,CY,CZ,DE,DK,EE,ES,FI,FR,GB,GR,HR,HU,IE,IT,LT,LU,LV,MT,NL,NO,PL,PT,RO,SE,SI,SK,US,CA",
-        description="Comma-separated ISO-3166 alpha-2 codes of destinations Baton accepts orders for",
-    )
-    # allocation
-    max_shipments: int = Field(default=3, ge=1)
-    cost_per_km: str = Field(default="0.01", description="Money added per km between location and customer")
-
-    # notification
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 2525
-    smtp_from: str = "orders@baton.example"
-    webhook_timeout_s: float = 5.0
-    webhook_max_attempts: int = Field(default=6, ge=1)
-    webhook_backoff_base_s: float = 1.0
-    webhook_backoff_cap_s: float = 300.0
-    webhook_concurrency_per_subscription: int = Field(default=4, ge=1)
-    http_host: str = Field(
-        default="127.0.0.1",
-        description="Address the status API binds (notification): loopback locally, 0.0.0.0 in a container",
-    )
-    http_port: int = Field(default=8085, description="Status API port (notification); 0 picks a free port")
     ops_port: int = Field(
         default=9100, description="/metrics, /livez and /readyz of every service; 0 picks a free port"
     )

@@ -12,7 +12,9 @@ def pipelines() -> None:
     """The fulfillment pipelines in force: selection, stages (with hours) and where a parcel ships."""
     source = FulfillmentSettings().pipelines_file
     config = load_pipelines(source)
-    typer.echo(f"pipelines config version {config.version} ({source or 'services/fulfillment/pipelines.yaml'})")
+    typer.echo(
+        f"pipelines config version {config.version} ({source or 'services/fulfillment/pipelines.yaml'})"
+    )
     for pipeline in config.pipelines:
         selection = ", ".join(f"{k}={v}" for k, v in pipeline.select.items()) or "everything else"
         stages = " -> ".join(f"{s.name}({s.hours:g}h)" for s in pipeline.stages)

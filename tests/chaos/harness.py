@@ -32,7 +32,7 @@ from libs.simulators.sender import ResilientSender
 from libs.simulators.warehouse import WarehouseFloor
 from libs.simulators.world import demo_shop, random_order
 from services.intake.domain.orders import NEXT
-from services.notification.app.intake import EMAIL_STATUSES
+from services.notification.domain.emails import EMAIL_STATUSES
 from tests.support.infra import Infra, free_port, fresh_environment, start_infra, stop_infra
 from tests.support.mail import MailSinkProcess
 

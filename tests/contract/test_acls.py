@@ -1,13 +1,11 @@
-"""The ACL table stays true to the code: each service's principal may read exactly the topics the
-service subscribes to (in its own groups) and write exactly the topics its use cases are given to
-emit to, plus its dead letters. A new subscription or output without its grant fails here, not
+"""The ACL table stays true to the code: each service's principal may read exactly the topics its
+router subscribes to (in its own groups) and write exactly the topics its declared events go to,
+plus its dead letters. A new subscription or output without its grant fails here, not
 in production with an authorization error."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +24,9 @@ from libs.contracts.acls import (
     service_writes,
 )
 from libs.contracts.topics import SERVICES, dead_letter_topic
+from libs.contracts.topology import TOPOLOGY, topics_for
 from libs.platform.kafka import KafkaSecurity
-from libs.platform.service import Runtime, ServiceDefinition, consumer_groups
-from libs.platform.settings import BatonSettings
+from libs.platform.service import ServiceDefinition
 
 pytestmark = pytest.mark.contract
 
@@ -36,46 +34,21 @@ PREFIX = "acl-check."
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def _settings() -> BatonSettings:
-    return BatonSettings(
-        kafka_bootstrap_servers="unused:9092", kafka_security=KafkaSecurity(), topic_prefix=PREFIX
-    )
-
-
-def _definition(service: str) -> ServiceDefinition:
-    definition: ServiceDefinition = importlib.import_module(f"services.{service}.main").DEFINITION
+def _definition(service: str) -> ServiceDefinition[Any]:
+    definition: ServiceDefinition[Any] = importlib.import_module(f"services.{service}.main").DEFINITION
     return definition
 
 
-def emitted_topics(definition: ServiceDefinition, settings: BatonSettings) -> set[str]:
-    """Every topic name the service's handlers hold (what ``runtime.topic()`` gave them to emit to),
-    found by walking their closures and the dataclasses in them."""
-    found: set[str] = set()
-    seen: set[int] = set()
-
-    def walk(value: Any, depth: int = 0) -> None:
-        if depth > 6 or id(value) in seen:
-            return
-        seen.add(id(value))
-        if isinstance(value, str):
-            if value.startswith(PREFIX):
-                found.add(value.removeprefix(PREFIX))
-        elif isinstance(value, list | tuple | set | frozenset):
-            for item in value:
-                walk(item, depth + 1)
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            for f in dataclasses.fields(value):
-                walk(getattr(value, f.name), depth + 1)
-        elif callable(value):
-            for cell in getattr(value, "__closure__", None) or ():
-                walk(cell.cell_contents, depth + 1)
-
-    runtime = Runtime(service=definition.name, settings=settings)
-    for subscription in definition.subscriptions(runtime):
-        handlers: list[Callable[..., Any] | None] = [subscription.handler, subscription.batch_handler]
-        for handler in handlers:
-            walk(handler)
-    return found
+def subscribed(service: str) -> dict[str, str]:
+    """Consumer group -> topic of every input the service's router binds (as the runtime does)."""
+    definition = _definition(service)
+    settings = definition.settings(
+        kafka_bootstrap_servers="unused:9092", kafka_security=KafkaSecurity(), topic_prefix=PREFIX
+    )
+    return {
+        settings.group(service, bound.name): settings.topic(bound.spec.topic)
+        for bound in definition.router(settings).bind()
+    }
 
 
 def allowed(principal: str, operation: str, resource: str = "topic") -> set[str]:
@@ -88,31 +61,28 @@ def allowed(principal: str, operation: str, resource: str = "topic") -> set[str]
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_a_service_may_read_exactly_the_topics_it_subscribes_to_in_its_own_groups(service: str) -> None:
-    settings = _settings()
-    groups = consumer_groups(_definition(service), settings)
-    subscribed = {t.removeprefix(PREFIX) for group_topics in groups.values() for t in group_topics}
+def test_a_service_may_read_exactly_the_topics_its_router_subscribes_to_in_its_own_groups(
+    service: str,
+) -> None:
+    groups = subscribed(service)
+    topics_read = {t.removeprefix(PREFIX) for t in groups.values()}
 
-    assert subscribed == set(SERVICE_TOPICS[service].reads)
-    assert allowed(service, "read") == subscribed
+    assert topics_read == set(SERVICE_TOPICS[service].reads)
+    assert allowed(service, "read") == topics_read
     [group_grant] = allowed(service, "read", "group")
     assert all(g.startswith(PREFIX + group_grant.rstrip("*")) for g in groups)
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_a_service_may_write_exactly_the_topics_its_use_cases_emit_to_and_its_dead_letters(
-    service: str,
-) -> None:
-    emitted = emitted_topics(_definition(service), _settings())
+def test_a_service_may_write_exactly_where_its_declared_events_go_and_its_dead_letters(service: str) -> None:
+    """The router refuses to send an event type the topology does not declare for the service
+    (tests/unit/test_routing.py), so the declared types are all it can emit."""
+    declared = next(s for s in TOPOLOGY if s.name == service).emits
+    destinations = {t for contract in declared for t in topics_for(contract)}
 
-    assert emitted == set(SERVICE_TOPICS[service].writes)
-    assert allowed(service, "write") == emitted | {dead_letter_topic(service)}
+    assert destinations == set(SERVICE_TOPICS[service].writes)
+    assert allowed(service, "write") == destinations | {dead_letter_topic(service)}
     assert allowed(service, "describe") == set()
-
-
-def test_the_walk_finds_the_outputs_it_is_meant_to_find() -> None:
-    """Guards the check above against passing vacuously."""
-    assert emitted_topics(_definition("intake"), _settings()) >= {topics.ORDERS_STATUS, topics.ORDERS_REFUSED}
 
 
 def test_the_channel_may_only_submit_orders_and_cancel_requests() -> None:

@@ -22,7 +22,9 @@ from libs.contracts.orders import (
     Shipment,
     ShipmentLine,
 )
-from libs.platform.messaging import Incoming, Rejected, parse
+from libs.contracts.topology import SERVICE_TOPOLOGY
+from libs.platform.messaging import Incoming, Rejected
+from libs.platform.routing import BoundInput, WholeBatch
 from tests.support.orders import location, order, product
 
 pytestmark = pytest.mark.contract
@@ -77,15 +79,14 @@ def test_a_missing_required_field_is_rejected_with_a_clear_error() -> None:
 
 
 def test_untrusted_records_become_rejections_naming_the_cause() -> None:
-    adapter = TypeAdapter(OrderSubmitted)
-    record = Incoming("t", 0, 1, "k", b"{oops")
-    with pytest.raises(Rejected) as bad_json:
-        parse(adapter, record)
-    assert bad_json.value.cause == "invalid_json"
+    intake = SERVICE_TOPOLOGY["intake"]
+    submitted = BoundInput(intake, intake.input_for(OrderSubmitted), [], WholeBatch(), lambda conn: conn)
+    bad_json = submitted.parse(Incoming("t", 0, 1, "k", b"{oops")).parsed
+    assert isinstance(bad_json, Rejected) and bad_json.cause == "invalid_json"
     wrong_type = order() | {"lines": "many"}
-    with pytest.raises(Rejected) as bad_shape:
-        parse(adapter, Incoming("t", 0, 2, "k", orjson.dumps(wrong_type)))
-    assert bad_shape.value.cause == "schema_violation" and "lines" in bad_shape.value.detail
+    bad_shape = submitted.parse(Incoming("t", 0, 2, "k", orjson.dumps(wrong_type))).parsed
+    assert isinstance(bad_shape, Rejected)
+    assert bad_shape.cause == "schema_violation" and "lines" in bad_shape.detail
 
 
 def test_an_adjustment_needs_exactly_one_of_delta_or_on_hand() -> None:

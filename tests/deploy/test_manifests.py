@@ -21,6 +21,7 @@ from libs.contracts.topics import SERVICES, TOPICS
 from libs.platform import dsn, metrics
 from libs.platform.settings import BatonSettings
 from libs.platform.stack import kafka_version
+from services.notification.settings import NotificationSettings
 
 pytestmark = pytest.mark.contract
 
@@ -243,7 +244,7 @@ def test_the_dashboard_only_queries_metrics_baton_exports() -> None:
 def test_the_status_api_binds_loopback_by_default_and_every_interface_in_kubernetes(
     objects: list[dict[str, Any]],
 ) -> None:
-    assert BatonSettings().http_host == "127.0.0.1"
+    assert NotificationSettings().http_host == "127.0.0.1"
     [container] = of_kind(objects, "Deployment")["notification"]["spec"]["template"]["spec"]["containers"]
     assert {"name": "BATON_HTTP_HOST", "value": "0.0.0.0"} in container["env"]
 

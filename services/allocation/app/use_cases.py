@@ -29,7 +29,7 @@ from libs.contracts.orders import OrderDetails, Reason, ShipmentLine
 from libs.contracts.orders import Shipment as ShipmentContract
 from libs.contracts.vocabulary import ShippingMethod
 from libs.platform import metrics
-from libs.platform.messaging import Rejected
+from libs.platform.records import Rejected
 from services.allocation.app.ports import AllocationChange, AllocationUnit, NewAllocation, Release, Waiting
 from services.allocation.domain import sourcing
 from services.allocation.domain.allocations import (

@@ -28,7 +28,7 @@ from libs.contracts.lifecycle import (
 from libs.contracts.orders import Reason, ShipmentLine
 from libs.contracts.orders import Shipment as PublicShipment
 from libs.platform import metrics
-from libs.platform.messaging import Rejected
+from libs.platform.records import Rejected
 from services.fulfillment.app.config import load_pipelines
 from services.fulfillment.app.ports import FulfillmentUnit
 from services.fulfillment.domain.pipelines import FAILED, MoveKind, PipelineConfig, Progress, Refusal

@@ -39,7 +39,7 @@ from libs.contracts.orders import (
 )
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform import metrics
-from libs.platform.messaging import Rejected
+from libs.platform.records import Rejected
 from services.intake.app.ports import IntakeUnit, NewOrder
 from services.intake.domain.orders import (
     Order,

@@ -64,7 +64,6 @@ def classify_submissions(
     return verdicts
 
 
-
 TERMINAL = frozenset({OrderStatus.REJECTED, OrderStatus.DELIVERED, OrderStatus.CANCELLED})
 
 # Which status may follow which. `allocated -> allocated` is a new allocation (partial

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from libs.platform import metrics
-from libs.platform.messaging import dead_letter_of
+from libs.platform.records import dead_letter_of
 from services.notification.app.ports import (
     AfterAttempt,
     Attempt,

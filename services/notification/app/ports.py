@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-from libs.platform.messaging import Outgoing
+from libs.platform.records import Outgoing
 from services.notification.domain.read_model import OrderView, ShipmentStage
 
 # What the message handlers record.

@@ -16,7 +16,7 @@ from libs.contracts.fulfillment import StageChanged
 from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
-from libs.platform.messaging import Rejected
+from libs.platform.records import Rejected
 from services.notification.app.ports import (
     Contact,
     NewDelivery,

@@ -15,7 +15,7 @@ from libs.contracts.envelope import Event
 from libs.contracts.lifecycle import OrderHeld, OrderReceived, OrderRejected, OrderValidated
 from libs.contracts.orders import HoldDecision, OrderDetails, Reason
 from libs.platform import metrics
-from libs.platform.messaging import Rejected
+from libs.platform.records import Rejected
 from services.validation.app.ports import ValidationUnit
 from services.validation.domain import rules
 from services.validation.domain.rules import Outcome, Policy
