@@ -40,7 +40,7 @@ from aiokafka.admin import NewTopic
 
 from libs.contracts import topics
 from libs.platform import stack
-from libs.platform.kafka import KafkaAccess, KafkaSecurity
+from libs.platform.kafka import KafkaAccess, KafkaSecurity, wait_for_leaders
 from libs.platform.relay import make_producer
 from libs.platform.settings import BatonSettings
 from libs.platform.supervisor import Supervisor
@@ -101,8 +101,11 @@ async def relay_chain(infra: Infra) -> Any:
     names = [f"{prefix}hop{i}" for i in range(HOPS + 1)]
     admin = infra.kafka.admin()
     await admin.start()
-    await admin.create_topics([NewTopic(n, 8, 1) for n in names])
-    await admin.close()
+    try:
+        await admin.create_topics([NewTopic(n, 8, 1) for n in names])
+        await wait_for_leaders(admin, names)
+    finally:
+        await admin.close()
     # The relays learn how to log in from their environment, never from their command line.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "BATON_KAFKA_"))}
     env |= infra.principal_env("admin") if infra.secured else {}
@@ -159,7 +162,7 @@ async def transport_baseline(infra: Infra, messages: int, payload: bytes) -> dic
         "payload_bytes": len(payload),
         "seconds": round(elapsed, 2),
         "per_second": round(received / elapsed, 1),
-        "secured": infra.secured,
+        "secured": bool(infra.secured),
     }
 
 
