@@ -89,8 +89,10 @@ class BoundInput(Generic[U]):
         registrations: Sequence[Registration],
         shape: Shape,
         unit: Callable[[asyncpg.Connection], U],
+        topic: Callable[[str], str] = str,
     ) -> None:
         self.service = service
+        self._topic = topic
         self.spec = spec
         self.shape = shape
         self._unit = unit
@@ -184,7 +186,7 @@ class BoundInput(Generic[U]):
                 raise TypeError(f"{self.service.name} does not declare that it emits {kind.__name__}")
             topics = self._routes.get(kind)
             if topics is None:
-                topics = self._routes[kind] = topics_for(kind)
+                topics = self._routes[kind] = tuple(self._topic(t) for t in topics_for(kind))
             out.extend(Outgoing.events(topics, event.partition_key(), event))
         return out
 
@@ -214,10 +216,11 @@ class ServiceRouter(Generic[U]):
 
         return decorate
 
-    def bind(self) -> list[BoundInput[U]]:
+    def bind(self, topic: Callable[[str], str] = str) -> list[BoundInput[U]]:
         """The service's inputs with their handlers. Every handled type must arrive on an input of
         the service, and every type its inputs carry must have a handler: a mismatch between code
-        and topology fails at start-up (and in the tests), not by silently dropping records."""
+        and topology fails at start-up (and in the tests), not by silently dropping records.
+        ``topic`` turns a topic name into the environment's (``BATON_TOPIC_PREFIX``)."""
         by_input: dict[str, list[tuple[Registration, Shape | None]]] = {}
         for registration, shape in self._registrations:
             names = {self.topology.input_for(c).name for c in registration.contracts}
@@ -238,7 +241,7 @@ class ServiceRouter(Generic[U]):
                     f"{self.topology.name}.{spec.name}: handlers ask for different shapes {shapes}"
                 )
             shape = shapes.pop() if shapes else WholeBatch()
-            bound.append(BoundInput(self.topology, spec, [r for r, _ in registered], shape, self.unit))
+            bound.append(BoundInput(self.topology, spec, [r for r, _ in registered], shape, self.unit, topic))
         return bound
 
 

@@ -123,7 +123,7 @@ async def serve(definition: ServiceDefinition[S], settings: S, stop: asyncio.Eve
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stopping.set)
-    bound = definition.router(settings).bind()
+    bound = definition.router(settings).bind(settings.topic)
     runtime = Runtime(service=definition.name, settings=settings)
     runtime.groups = {settings.group(definition.name, b.name): (settings.topic(b.spec.topic),) for b in bound}
     ops = OpsServer(runtime, settings.ops_port)
