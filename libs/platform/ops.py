@@ -76,9 +76,10 @@ class OpsServer:
         checks = await self.ready()
         ok = all(checks.values())
         metrics.READY.labels(self._runtime.service).set(1 if ok else 0)
-        return web.json_response(
-            {"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503
-        )
+        body: dict[str, object] = {"status": "ready" if ok else "not ready", "checks": checks}
+        if stale := self._runtime.stale_inputs():
+            body["stale_inputs"] = stale
+        return web.json_response(body, status=200 if ok else 503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
         await self._refresh()

@@ -85,7 +85,11 @@ class Runtime:
 
     def kafka_ready(self) -> bool:
         """Every input's consumer fetched recently (so it reaches its broker and is in its group)."""
-        return bool(self.consumers) and all(c.healthy(READY_WITHIN_S) for c in self.consumers)
+        return bool(self.consumers) and not self.stale_inputs()
+
+    def stale_inputs(self) -> list[str]:
+        """The consumer groups whose last fetch answered too long ago (or never)."""
+        return [c.group for c in self.consumers if not c.healthy(READY_WITHIN_S)]
 
 
 @dataclass(frozen=True)
