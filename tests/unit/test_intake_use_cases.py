@@ -309,6 +309,31 @@ async def test_once_part_has_shipped_sourcing_again_or_waiting_keeps_the_order_p
     assert isinstance(shipped, OrderStatusChanged) and shipped.status is OrderStatus.SHIPPED
 
 
+async def test_a_parcel_leaving_while_the_rest_is_backordered_and_sourced_again_ends_delivered() -> None:
+    """Found by the chaos run: the order stood `backordered` (a failed parcel's line waited for
+    stock) when the other parcel left; every later fact must still move it on to `delivered`."""
+    uow = FakeIntakeUnit()
+    order_id = await order_at(uow, OrderStatus.IN_FULFILLMENT)
+    sequence = [
+        OrderBackordered(order_id=order_id, reasons=[Reason(code="insufficient_stock", message="-")]),
+        progressed(order_id, "partially_shipped"),  # the other parcel left
+        allocated(order_id, shipment(location="wh-2"), backordered_lines=[]),  # stock for the rest
+        progressed(order_id, "partially_shipped"),
+        progressed(order_id, "delivered"),  # the last update skipped `shipped`
+    ]
+    seen = []
+    for fact in sequence:
+        seen += [
+            e.status
+            for events in applied(await publish_statuses([fact], uow))
+            for e in events
+            if isinstance(e, OrderStatusChanged)
+        ]
+    assert seen[0] is OrderStatus.BACKORDERED and seen[-1] is OrderStatus.DELIVERED
+    assert OrderStatus.PARTIALLY_SHIPPED in seen
+    assert uow.known[order_id].status is OrderStatus.DELIVERED
+
+
 async def test_the_expected_delivery_travels_with_the_status() -> None:
     uow = FakeIntakeUnit()
     order_id = await order_at(uow, OrderStatus.ALLOCATED)

@@ -53,6 +53,9 @@ def test_a_retry_is_recognised_and_a_different_payload_is_a_conflict() -> None:
         ("in_fulfillment", "allocated"),
         ("shipped", "delivered"),
         ("in_fulfillment", "partially_shipped"),
+        ("backordered", "partially_shipped"),  # a parcel left while the rest waits for stock
+        ("allocated", "partially_shipped"),  # the rest was sourced again before the news arrived
+        ("in_fulfillment", "delivered"),  # an update that skips `shipped`
         ("partially_shipped", "partially_shipped"),
         ("partially_shipped", "shipped"),
     ],

@@ -69,28 +69,21 @@ TERMINAL = frozenset({OrderStatus.REJECTED, OrderStatus.DELIVERED, OrderStatus.C
 # Which status may follow which. `allocated -> allocated` is a new allocation (partial
 # cancellation, re-sourcing); `in_fulfillment -> allocated` is re-sourcing after a failed
 # shipment: the customer never sees an order go back further than `allocated`.
+SOURCED = frozenset({OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.IN_FULFILLMENT})
+"""Where an order can be while its stock is being sourced or re-sourced (a parcel failed)."""
+LEAVING = frozenset({OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED})
+"""How far its parcels got. Fulfillment reports these from any sourced status: an update may skip
+stages (straight to `delivered`), and part of an order can ship while the rest is backordered."""
+
 NEXT: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.RECEIVED: frozenset(
         {OrderStatus.VALIDATED, OrderStatus.REJECTED, OrderStatus.ON_HOLD, OrderStatus.CANCELLED}
     ),
     OrderStatus.ON_HOLD: frozenset({OrderStatus.VALIDATED, OrderStatus.REJECTED, OrderStatus.CANCELLED}),
     OrderStatus.VALIDATED: frozenset({OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.CANCELLED}),
-    OrderStatus.BACKORDERED: frozenset(
-        {OrderStatus.BACKORDERED, OrderStatus.ALLOCATED, OrderStatus.IN_FULFILLMENT, OrderStatus.CANCELLED}
-    ),
-    OrderStatus.ALLOCATED: frozenset(
-        {OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.IN_FULFILLMENT, OrderStatus.CANCELLED}
-    ),
-    OrderStatus.IN_FULFILLMENT: frozenset(
-        {
-            OrderStatus.IN_FULFILLMENT,
-            OrderStatus.ALLOCATED,
-            OrderStatus.BACKORDERED,
-            OrderStatus.PARTIALLY_SHIPPED,
-            OrderStatus.SHIPPED,
-            OrderStatus.CANCELLED,
-        }
-    ),
+    OrderStatus.ALLOCATED: SOURCED | LEAVING | {OrderStatus.CANCELLED},
+    OrderStatus.BACKORDERED: SOURCED | LEAVING | {OrderStatus.CANCELLED},
+    OrderStatus.IN_FULFILLMENT: SOURCED | LEAVING | {OrderStatus.CANCELLED},
     OrderStatus.PARTIALLY_SHIPPED: frozenset(
         {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED}
     ),
