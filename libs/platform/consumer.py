@@ -6,7 +6,11 @@ Baton runs its own loop on aiokafka rather than faststream's batch subscriber (R
   latency at every hop when the timeout is long, idle polling when it is short;
 - it hands the raw records of a poll to the input's processor, with no per-record message object;
 - it commits each partition's offset only after the transaction that applied the records has
-  committed, and rewinds to the first unapplied record when applying keeps failing.
+  committed, and rewinds to the first unapplied record when applying keeps failing;
+- it commits offsets in the background, at most every ``COMMIT_INTERVAL_S``, rather than waiting
+  for a broker round trip after every poll: the next poll is applied meanwhile. A crash or a lost
+  commit only means some applied records are delivered again, and the inbox drops them; when the
+  group rebalances, the offsets of the partitions leaving are committed before they go.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import time
 from typing import Any
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
@@ -29,6 +33,7 @@ log = logging.getLogger("baton.consumer")
 
 POLL_TIMEOUT_MS = 1000
 RETRY_PAUSE_S = 1.0
+COMMIT_INTERVAL_S = 0.2
 
 
 def to_incoming(record: ConsumerRecord[Any, Any]) -> Incoming:
@@ -41,6 +46,19 @@ def to_incoming(record: ConsumerRecord[Any, Any]) -> Incoming:
         value=record.value or b"",
         headers=headers_dict(record.headers),  # foreign header bytes are decoded with replacement
     )
+
+
+class _CommitBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Partitions leaving this member take their applied offsets with them (fewer redeliveries)."""
+
+    def __init__(self, owner: InputConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._owner.commit_now()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
 
 
 class InputConsumer:
@@ -61,7 +79,6 @@ class InputConsumer:
         self._processor = processor
         self._max_records = max_records
         self._consumer = kafka.consumer(
-            topic,
             group_id=group,
             client_id=client_id,
             enable_auto_commit=False,
@@ -74,10 +91,15 @@ class InputConsumer:
         )
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._applied: dict[TopicPartition, OffsetAndMetadata] = {}
+        """Offsets applied but not committed yet."""
+        self._committing: asyncio.Task[None] | None = None
+        self._committed_at = 0.0
         self.last_poll_at = 0.0
         """When a fetch last answered (readiness: a consumer that cannot reach its broker is stale)."""
 
     async def start(self) -> None:
+        self._consumer.subscribe([self.topic], listener=_CommitBeforeRevoke(self))
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"consume-{self.group}")
 
@@ -87,6 +109,8 @@ class InputConsumer:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        with contextlib.suppress(Exception):
+            await self.commit_now()
         with contextlib.suppress(Exception):
             await self._consumer.stop()
 
@@ -112,6 +136,8 @@ class InputConsumer:
             self.last_poll_at = time.monotonic()
             if polled:
                 await self._apply(polled)
+            if self._applied and self.last_poll_at - self._committed_at >= COMMIT_INTERVAL_S:
+                self._commit_in_background()
 
     async def _apply(self, polled: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         records = [to_incoming(r) for batch in polled.values() for r in batch]
@@ -126,7 +152,25 @@ class InputConsumer:
                 self._consumer.seek(tp, batch[0].offset)
             await self._pause()
             return
-        offsets = {tp: OffsetAndMetadata(batch[-1].offset + 1, "") for tp, batch in polled.items()}
+        for tp, batch in polled.items():
+            self._applied[tp] = OffsetAndMetadata(batch[-1].offset + 1, "")
+
+    def _commit_in_background(self) -> None:
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.create_task(self._commit())
+
+    async def commit_now(self) -> None:
+        """Commit every applied offset, waiting for the broker (stop, rebalance)."""
+        if self._committing is not None:
+            with contextlib.suppress(Exception):
+                await self._committing
+        await self._commit()
+
+    async def _commit(self) -> None:
+        offsets, self._applied = self._applied, {}
+        self._committed_at = time.monotonic()
+        if not offsets:
+            return
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
