@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -228,6 +229,10 @@ class Watch:
                         statuses[e["status"]] = now
                         self._counts[e["status"]] += 1
 
+    def settled(self) -> int:
+        """Orders that reached `in_fulfillment` or stopped before it (rejected, backordered)."""
+        return self._counts["in_fulfillment"] + self._counts["rejected"] + self._counts["backordered"]
+
     def count(self, status: str, ids: list[str] | None = None) -> int:
         """Orders that reached ``status``: kept as a running count, because the load loop asks
         twenty times a second and a scan over every order seen made the load generator the
@@ -332,6 +337,7 @@ async def fleet_run(
             for a in shop.stock
         ]
         await asyncio.gather(*sends)
+        await _wait_seeded(environment.dsn, len(shop.products), len(shop.stock))
         rng = random.Random(1)
         counter = iter(range(10**9))
 
@@ -379,6 +385,28 @@ async def fleet_run(
         await environment.drop()
 
 
+async def _wait_seeded(dsn: str, products: int, adjustments: int, timeout_s: float = 120) -> None:
+    """The catalog and stock are applied before the first order: an order validated before its
+    product arrived would be rejected, and the loops would wait for it forever."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+                if await conn.fetchval(
+                    "SELECT (SELECT count(*) FROM validation.products) >= $1"
+                    " AND (SELECT count(*) FROM allocation.adjustments) >= $2",
+                    products,
+                    adjustments,
+                ):
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError("the bench's catalog and stock were not applied")
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
 async def _closed_loop(
     producer: AIOKafkaProducer,
     settings: BatonSettings,
@@ -398,13 +426,19 @@ async def _closed_loop(
     base: dict[str, int] = {}
     usage: Usage | None = None
     cpu_before: dict[str, float] = {}
-    shown = started
+    shown, shown_count = started, 0
     while time.monotonic() < measure_to:
         if time.monotonic() - shown >= 5:
-            shown = time.monotonic()
+            now, count = time.monotonic(), watch.count("in_fulfillment")
+            recent = (count - shown_count) / (now - shown)
+            shown, shown_count = now, count
             if base:
-                so_far = (watch.count("in_fulfillment") - base["in_fulfillment"]) / (shown - measure_from)
-                progress("closed loop", started, f"{so_far:,.1f} orders/s to in_fulfillment so far")
+                so_far = (count - base["in_fulfillment"]) / (now - measure_from)
+                progress(
+                    "closed loop",
+                    started,
+                    f"{so_far:,.1f} orders/s to in_fulfillment so far, {recent:,.1f}/s in the last 5 s",
+                )
             else:
                 progress(
                     "closed loop", started, f"warming up, {watch.count('in_fulfillment'):,} orders through"
@@ -451,7 +485,7 @@ async def _open_loop(
     # Start from an idle fleet: the closed loop's in-flight window must drain first, or its queue
     # would be measured as open-loop latency.
     deadline = time.monotonic() + 300
-    while watch.count("in_fulfillment") < len(watch.reached) and time.monotonic() < deadline:
+    while watch.settled() < len(watch.reached) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     await asyncio.sleep(2)
     already = watch.count("in_fulfillment")
