@@ -243,7 +243,10 @@ async def test_baton_migrate_is_idempotent_and_refuses_an_edited_applied_migrati
         assert first.returncode == 0, first.stderr
         assert "database created" in first.stdout
         assert f"role {prefix}intake: created" in first.stdout
-        assert "intake: applied 000_platform_inbox_outbox.sql, 001_intake_orders.sql" in first.stdout
+        assert (
+            "intake: applied 000_platform_inbox_outbox.sql, 000_platform_outbox_autovacuum.sql, 001_intake_orders.sql"
+            in first.stdout
+        )
 
         again = run_migrate(env, "--passfile", str(passfile), "--service", "intake")
         assert again.returncode == 0, again.stderr

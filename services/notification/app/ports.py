@@ -250,8 +250,8 @@ class EmailQueue(Protocol):
     """The customer e-mails waiting to be sent, shared by every notification process."""
 
     def round(self, limit: int) -> AbstractAsyncContextManager[EmailRound]:
-        """Up to ``limit`` due e-mails whose customer is known, oldest due first, held by this round
-        until it ends (no other process takes them; if this one dies they are due again at once)."""
+        """Up to ``limit`` due e-mails whose customer is known, oldest due first, leased to this round
+        (no other process takes them; if this one dies they are due again when the lease ends)."""
         ...
 
 
