@@ -801,6 +801,11 @@ def main() -> None:
         help="only the bare transport, plain and secured, and their ratio (nothing is written)",
     )
     parser.add_argument(
+        "--no-save",
+        action="store_true",
+        help="print the table only (profiling runs, short windows): no results file is written",
+    )
+    parser.add_argument(
         "--hops",
         type=float,
         metavar="RATE",
@@ -828,10 +833,12 @@ def main() -> None:
         )
         print_transport(result)
         return
+    print_table(result, previous)
+    if args.no_save:
+        return
     out = RESULTS / f"{result['date']}.json"
     out.write_text(json.dumps(result, indent=2))
     chart(result, out.with_suffix(".png"))
-    print_table(result, previous)
     print(f"\nwrote {out} and {out.with_suffix('.png').name}")
 
 

@@ -314,7 +314,7 @@ async def test_a_parcel_leaving_while_the_rest_is_backordered_and_sourced_again_
     stock) when the other parcel left; every later fact must still move it on to `delivered`."""
     uow = FakeIntakeUnit()
     order_id = await order_at(uow, OrderStatus.IN_FULFILLMENT)
-    sequence = [
+    sequence: list[StatusFact] = [
         OrderBackordered(order_id=order_id, reasons=[Reason(code="insufficient_stock", message="-")]),
         progressed(order_id, "partially_shipped"),  # the other parcel left
         allocated(order_id, shipment(location="wh-2"), backordered_lines=[]),  # stock for the rest
