@@ -70,6 +70,57 @@ def test_every_kubernetes_object_is_valid_against_the_kubernetes_schema(
     assert checked >= 15
 
 
+def test_every_trigger_authentication_is_valid_and_each_scaler_reads_lag_as_its_service(
+    objects: list[dict[str, Any]],
+) -> None:
+    """KEDA's Kafka scaler logs in over SASL_SSL as the service's own principal (which may describe
+    exactly the service's groups), with the broker address taken from the service's environment."""
+    crd = yaml.safe_load((DEPLOY / "k8s" / "crds" / "keda.sh_triggerauthentications.yaml").read_text())
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    schema = _closed(version["schema"]["openAPIV3Schema"])
+    auths = of_kind(objects, "TriggerAuthentication")
+    assert set(auths) == {f"{s}-kafka" for s in SERVICES}
+    for service in SERVICES:
+        auth = auths[f"{service}-kafka"]
+        jsonschema.validate(auth, schema)
+        refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+        assert refs == {
+            "username": (f"baton-kafka-{service}", "username"),
+            "password": (f"baton-kafka-{service}", "password"),
+            "ca": ("baton-kafka-ca", "ca.pem"),
+        }
+        for trigger in of_kind(objects, "ScaledObject")[service]["spec"]["triggers"]:
+            assert trigger["authenticationRef"] == {"name": f"{service}-kafka"}
+            meta = trigger["metadata"]
+            assert (
+                meta["bootstrapServersFromEnv"] == "KAFKA_BOOTSTRAP_SERVERS"
+                and "bootstrapServers" not in meta
+            )
+            assert (meta["sasl"], meta["tls"]) == ("scram_sha512", "enable")
+
+
+def test_the_namespace_denies_by_default_and_only_notification_reaches_out_to_public_addresses(
+    objects: list[dict[str, Any]],
+) -> None:
+    policies = of_kind(objects, "NetworkPolicy")
+    deny = policies["baton-default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    wide = [
+        (name, rule)
+        for name, policy in policies.items()
+        for rule in policy["spec"].get("egress", [])
+        if any(peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for peer in rule.get("to", []))
+    ]
+    assert [name for name, _ in wide] == ["notification-egress"]
+    [(_, rule)] = wide
+    assert {"10.0.0.0/8", "169.254.0.0/16", "127.0.0.0/8"} <= set(rule["to"][0]["ipBlock"]["except"])
+    config = of_kind(objects, "ConfigMap")["baton-config"]["data"]
+    assert config["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    for job in of_kind(objects, "Job").values():
+        assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
 def test_every_scaled_object_is_valid_against_the_keda_crd_schema(objects: list[dict[str, Any]]) -> None:
     crd = yaml.safe_load((DEPLOY / "k8s" / "crds" / "keda.sh_scaledobjects.yaml").read_text())
     [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
@@ -172,7 +223,14 @@ def test_each_service_logs_in_with_its_own_secret_and_none_can_read_the_migrator
         ref = _env(container)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
         assert (ref["name"], ref["key"]) == (f"baton-db-{service}", "url")
         assert not ref.get("optional"), "a service without its login must not start"
-        assert _secret_refs(pod) == {f"baton-db-{service}"}, f"{service} may read only its own login"
+        assert _secret_refs(pod) == {f"baton-db-{service}", f"baton-kafka-{service}", "baton-kafka-ca"}, (
+            f"{service} may read only its own logins (database, Kafka) and the cluster CA"
+        )
+        kafka_env = _env(container)
+        for variable, key in (("KAFKA_SASL_USERNAME", "username"), ("KAFKA_SASL_PASSWORD", "password")):
+            ref = kafka_env[variable]["valueFrom"]["secretKeyRef"]
+            assert (ref["name"], ref["key"]) == (f"baton-kafka-{service}", key)
+        assert pod["automountServiceAccountToken"] is False
     for name, deployment in deployments.items():
         assert MIGRATOR_SECRET not in _secret_refs(deployment["spec"]["template"]["spec"]), name
 
