@@ -11,13 +11,14 @@ PYTEST := $(BIN)/pytest
 CONTAINER_PACKAGES := podman runc catatonit mmdebstrap
 COMPILE := $(BIN)/uv pip compile pyproject.toml requirements/tools.in --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: help install lock kafka stack-up stack-down run test test-fast test-containers lint contracts demo bench chaos clean
+.PHONY: help install lock test-prod kafka stack-up stack-down run test test-fast test-containers lint contracts demo bench chaos clean
 
 help:
 	@echo "make run        start Kafka, PostgreSQL and the five services (Ctrl-C stops all)"
 	@echo "make test       install everything needed and run unit, contract, integration and e2e tests"
 	@echo "make test-fast  unit + contract tests only (seconds, no broker or database)"
 	@echo "make lint       ruff + mypy + import boundaries"
+	@echo "make test-prod  the installed wheel, as deployed (non-root, manifests' env), on the secured broker"
 	@echo "make test-containers  build the images with Podman, run the Compose stack, one order to delivered"
 	@echo "make lock       refresh requirements/*.lock after changing pins in pyproject.toml"
 	@echo "make demo       seed data and play a channel submitting orders, showing orders by status"
@@ -56,6 +57,11 @@ run: install
 
 test: install
 	$(PYTEST) -m "unit or contract or integration or e2e or chaos" -p no:cacheprovider
+
+# The production profile: the built wheel in a virtualenv outside the repository, run as a non-root
+# user with the manifests' environment, on the secured broker with ACLs and per-service roles.
+test-prod: install
+	$(PYTEST) -m prod -p no:cacheprovider
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "unit or contract" -q -p no:cacheprovider

@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -22,40 +21,17 @@ from libs.platform import dsn, metrics
 from libs.platform.settings import BatonSettings
 from libs.platform.stack import kafka_version
 from services.notification.settings import NotificationSettings
+from tests.support.manifests import DEPLOY, of_kind, rendered_base
 
 pytestmark = pytest.mark.contract
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-K8S_BASE = DEPLOY / "k8s" / "base"
 KUBERNETES_VERSION = "1.34.0"
 PARTITIONS = {t.name: t.partitions for t in TOPICS}
-
-
-def rendered_base() -> list[dict[str, Any]]:
-    """`kubectl kustomize` when kubectl exists; else the kustomization's resources with its namespace."""
-    if shutil.which("kubectl"):
-        out = subprocess.run(
-            ["kubectl", "kustomize", str(K8S_BASE)], capture_output=True, text=True, check=True
-        ).stdout
-        return [d for d in yaml.safe_load_all(out) if d]
-    kustomization = yaml.safe_load((K8S_BASE / "kustomization.yaml").read_text())
-    docs = []
-    for resource in kustomization["resources"]:
-        for doc in yaml.safe_load_all((K8S_BASE / resource).read_text()):
-            if doc:
-                if doc["kind"] != "Namespace":
-                    doc["metadata"]["namespace"] = kustomization["namespace"]
-                docs.append(doc)
-    return docs
 
 
 @pytest.fixture(scope="module")
 def objects() -> list[dict[str, Any]]:
     return rendered_base()
-
-
-def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
 
 
 def test_every_kubernetes_object_is_valid_against_the_kubernetes_schema(
