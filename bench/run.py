@@ -48,6 +48,7 @@ from libs.platform.supervisor import Supervisor
 from libs.simulators.world import demo_shop, random_order
 from tests.support.infra import (
     Infra,
+    delete_topics,
     fresh_environment,
     fresh_name,
     start_infra,
@@ -124,6 +125,7 @@ async def relay_chain(infra: Infra) -> Any:
             p.terminate()
         for p in processes:
             p.wait(10)
+        await delete_topics(infra, prefix)
 
 
 async def transport_baseline(infra: Infra, messages: int, payload: bytes) -> dict[str, Any]:

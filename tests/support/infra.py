@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+from aiokafka.errors import KafkaError
 
 from libs.contracts.topics import SERVICES
 from libs.platform import dsn, stack
@@ -176,14 +178,31 @@ class Environment:
         )
 
     async def drop(self) -> None:
-        """Drop the run's roles and revoke its ACLs (the secured broker's data outlives the run)."""
+        """Drop the run's roles and revoke its ACLs, and delete its topics: the brokers outlive the
+        runs, and every partition of every topic keeps files open (thousands of runs' topics once
+        took the broker past its open-file limit and it shut down)."""
         await drop_roles(self.infra, self.database, self.roles)
         shutil.rmtree(self.passfile.parent, ignore_errors=True)
+        await delete_topics(self.infra, self.prefix)
         if self.infra.secured is not None:
             from libs.contracts.acls import grants
             from libs.platform.acls import revoke_acls
 
             await revoke_acls(self.infra.kafka, grants(self.prefix))
+
+
+async def delete_topics(infra: Infra, prefix: str) -> None:
+    """Delete every topic whose name starts with ``prefix`` (a run's own; never an empty prefix)."""
+    assert prefix, "only a run's own, prefixed topics are deleted"
+    admin = infra.kafka.admin()
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            with contextlib.suppress(KafkaError):
+                await admin.delete_topics(mine)
+    finally:
+        await admin.close()
 
 
 async def drop_roles(infra: Infra, database: str, roles: list[str]) -> None:
