@@ -100,6 +100,12 @@ WEBHOOK_ATTEMPTS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+TIMERS_FIRED = Counter(
+    "baton_timers_fired",
+    "Durable timers fired (each once), by service and kind",
+    ["service", "kind"],
+    registry=REGISTRY,
+)
 EMAILS = Counter("baton_emails", "Customer e-mails by outcome (sent, failed)", ["outcome"], registry=REGISTRY)
 
 _pending: contextvars.ContextVar[list[tuple[Counter | Histogram, tuple[str, ...], float]] | None] = (

@@ -79,6 +79,29 @@ class Item:
     parsed: Contract | Rejected
 
 
+class EventRoutes:
+    """Where a service's events go: each to every topic its type goes to (the environment's names),
+    keyed by its partition key; a type the service does not declare is refused."""
+
+    def __init__(self, service: ServiceTopology, topic: Callable[[str], str] = str) -> None:
+        self._service = service
+        self._topic = topic
+        self._emits = frozenset(service.emits)
+        self._routes: dict[type[Contract], tuple[str, ...]] = {}
+
+    def __call__(self, events: Events) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for event in events:
+            kind = type(event)
+            if kind not in self._emits:
+                raise TypeError(f"{self._service.name} does not declare that it emits {kind.__name__}")
+            topics = self._routes.get(kind)
+            if topics is None:
+                topics = self._routes[kind] = tuple(self._topic(t) for t in topics_for(kind))
+            out.extend(Outgoing.events(topics, event.partition_key(), event))
+        return out
+
+
 class BoundInput(Generic[U]):
     """One input of a service with its handlers: parses its records and applies them."""
 
@@ -92,7 +115,7 @@ class BoundInput(Generic[U]):
         topic: Callable[[str], str] = str,
     ) -> None:
         self.service = service
-        self._topic = topic
+        self.route = EventRoutes(service, topic)
         self.spec = spec
         self.shape = shape
         self._unit = unit
@@ -100,8 +123,6 @@ class BoundInput(Generic[U]):
         self._by_name = {_type_name(c): c for c in spec.carries}
         self._adapters: dict[type[Contract], TypeAdapter[Any]] = {c: TypeAdapter(c) for c in spec.carries}
         self._single = spec.carries[0] if len(spec.carries) == 1 else None
-        self._emits = frozenset(service.emits)
-        self._routes: dict[type[Contract], tuple[str, ...]] = {}
 
     @property
     def name(self) -> str:
@@ -177,19 +198,6 @@ class BoundInput(Generic[U]):
                     outcomes.append(rejected)
         return [o if isinstance(o, Rejected) else self.route(o) for o in outcomes]
 
-    def route(self, events: Events) -> list[Outgoing]:
-        """Each event to every topic its type goes to, keyed by its partition key."""
-        out: list[Outgoing] = []
-        for event in events:
-            kind = type(event)
-            if kind not in self._emits:
-                raise TypeError(f"{self.service.name} does not declare that it emits {kind.__name__}")
-            topics = self._routes.get(kind)
-            if topics is None:
-                topics = self._routes[kind] = tuple(self._topic(t) for t in topics_for(kind))
-            out.extend(Outgoing.events(topics, event.partition_key(), event))
-        return out
-
 
 @dataclass
 class ServiceRouter(Generic[U]):
@@ -198,6 +206,23 @@ class ServiceRouter(Generic[U]):
     topology: ServiceTopology
     unit: Callable[[asyncpg.Connection], U]
     _registrations: list[tuple[Registration, Shape | None]] = field(default_factory=list)
+    _timers: dict[str, Callable[..., Awaitable[Events]]] = field(default_factory=dict)
+
+    def on_timer(self, kind: str) -> Callable[[Any], Any]:
+        """Register the handler of a durable timer kind (``libs/platform/timers.py``): it gets the
+        due ``Timer`` and the unit of work and returns the events it caused."""
+
+        def decorate(handler: Callable[..., Awaitable[Events]]) -> Callable[..., Awaitable[Events]]:
+            if kind in self._timers:
+                raise ValueError(f"two handlers for timer {kind!r}")
+            self._timers[kind] = handler
+            return handler
+
+        return decorate
+
+    @property
+    def timer_handlers(self) -> dict[str, Callable[..., Awaitable[Events]]]:
+        return dict(self._timers)
 
     def on(self, *contracts: type[Contract], shape: Shape | None = None) -> Callable[[Any], Any]:
         """Register a handler of one object at a time."""

@@ -33,8 +33,9 @@ from libs.platform.messaging import TRANSIENT_ERRORS
 from libs.platform.ops import OpsServer
 from libs.platform.processing import InputProcessor
 from libs.platform.relay import OutboxRelay
-from libs.platform.routing import ServiceRouter
+from libs.platform.routing import EventRoutes, ServiceRouter
 from libs.platform.settings import BatonSettings
+from libs.platform.timers import TimerWorker
 
 log = logging.getLogger("baton.service")
 
@@ -127,7 +128,8 @@ async def serve(definition: ServiceDefinition[S], settings: S, stop: asyncio.Eve
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stopping.set)
-    bound = definition.router(settings).bind(settings.topic)
+    router = definition.router(settings)
+    bound = router.bind(settings.topic)
     runtime = Runtime(service=definition.name, settings=settings)
     runtime.groups = {settings.group(definition.name, b.name): (settings.topic(b.spec.topic),) for b in bound}
     ops = OpsServer(runtime, settings.ops_port)
@@ -155,6 +157,18 @@ async def serve(definition: ServiceDefinition[S], settings: S, stop: asyncio.Eve
             )
             await consumer.start()
             runtime.consumers.append(consumer)
+        if router.timer_handlers:
+            timers = TimerWorker(
+                service=definition.name,
+                pool=lambda: runtime.pool,
+                handlers=router.timer_handlers,
+                unit=router.unit,
+                route=EventRoutes(definition.topology, settings.topic),
+                dead_letter_topic=settings.topic(dead_letter_topic(definition.name)),
+                on_commit=runtime.committed,
+            )
+            timers.start()
+            runtime.stoppers.append(timers.stop)
         if definition.workers is not None:
             runtime.stoppers.append(await definition.workers(runtime))
         log.info("service started", extra={"instance": settings.instance_id})
