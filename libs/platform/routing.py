@@ -187,7 +187,7 @@ class BoundInput(Generic[U]):
             topics = self._routes.get(kind)
             if topics is None:
                 topics = self._routes[kind] = tuple(self._topic(t) for t in topics_for(kind))
-            out.extend(Outgoing.events(topics, event.partition_key(), event))
+            out.extend(Outgoing.events(topics, event.partition_key(), event, producer=self.service.name))
         return out
 
 
