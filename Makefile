@@ -6,6 +6,9 @@ BIN    := $(VENV)/bin
 LOCK   := requirements/dev.lock
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 PYTEST := $(BIN)/pytest
+# The official AsyncAPI parser (npm, exact versions from the committed lock) for the contract tests.
+ASYNCAPI_TOOLS := tests/contract/asyncapi
+NPM_STAMP := $(ASYNCAPI_TOOLS)/node_modules/.installed-$(shell cat $(ASYNCAPI_TOOLS)/package-lock.json | sha1sum | cut -c1-12)
 # uv resolves for every platform and Python >= 3.11, so one lock serves laptops, CI and the image.
 # Debian's packages that build and run the images (catatonit is the containers' init).
 CONTAINER_PACKAGES := podman runc catatonit mmdebstrap
@@ -35,12 +38,17 @@ $(STAMP): pyproject.toml $(LOCK)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+# Exactly package-lock.json, no install scripts (the parser needs none), into the folder's node_modules/.
+$(NPM_STAMP): $(ASYNCAPI_TOOLS)/package.json $(ASYNCAPI_TOOLS)/package-lock.json
+	npm ci --prefix $(ASYNCAPI_TOOLS) --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
 # After changing a pin in pyproject.toml (or requirements/tools.in): re-resolve both locks from PyPI.
 lock: $(STAMP)
 	$(COMPILE) -o requirements/runtime.lock
 	$(COMPILE) --extra dev -o requirements/dev.lock
 
-install: $(STAMP)
+install: $(STAMP) $(NPM_STAMP)
 	$(BIN)/baton stack fetch
 
 kafka: install
@@ -63,7 +71,7 @@ test: install
 test-prod: install
 	$(PYTEST) -m prod -p no:cacheprovider
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(NPM_STAMP)
 	$(PYTEST) -m "unit or contract" -q -p no:cacheprovider
 
 # The images built with Podman from Debian's packages (installed here when missing) and the Compose

@@ -21,6 +21,10 @@ FULFILLMENT_STAGE_CHANGES = "fulfillment.stage-changes.v1"
 NOTIFICATION_SUBSCRIPTIONS = "notification.subscriptions.v1"
 NOTIFICATION_REDELIVERIES = "notification.redeliveries.v1"
 
+DEFAULT_REPLICATION_FACTOR = 1
+"""Replicas per topic that `baton topics apply` creates, unless `BATON_TOPIC_REPLICATION_FACTOR` says
+otherwise (one for a local broker; three on a production cluster)."""
+
 SERVICES = ("intake", "validation", "allocation", "fulfillment", "notification")
 
 

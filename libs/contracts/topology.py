@@ -95,6 +95,11 @@ class ServiceTopology:
         """One consumer group per input: a new member rebalances only the inputs it joins."""
         return f"baton.{self.name}.{input_name}"
 
+    def client_id(self, role: str, instance: str) -> str:
+        """The Kafka client id of one process's consumer of an input (``role`` = the input's name)
+        or of its outbox relay (``role`` = ``relay``): broker logs and quotas name both."""
+        return f"baton-{self.name}-{role}-{instance}"
+
     @property
     def groups(self) -> dict[str, str]:
         """Consumer group -> the topic it reads."""
@@ -129,6 +134,19 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     StageChanged: FULFILLMENT_STAGE_CHANGES,
 }
 """The topic of every contract that is not an order fact: public events, and inputs from outside."""
+
+OUTSIDE_PRODUCERS: dict[str, str] = {
+    ORDERS_SUBMITTED: "channels (web shop, marketplace, phone, store POS)",
+    ORDERS_CANCEL_REQUESTED: "channels and customer service",
+    ORDERS_HOLD_DECISIONS: "support, deciding on held orders",
+    CATALOG_PRODUCTS: "the catalog system",
+    INVENTORY_LOCATIONS: "operations",
+    INVENTORY_ADJUSTMENTS: "operations and warehouses (receipts, losses, counts)",
+    FULFILLMENT_UPDATES: "warehouses and carriers",
+    NOTIFICATION_SUBSCRIPTIONS: "operators, with `baton webhooks add` / `remove`",
+    NOTIFICATION_REDELIVERIES: "operators, with `baton webhooks redeliver`",
+}
+"""Who outside Baton writes the topics Baton reads from outside, in words (for the AsyncAPI document)."""
 
 
 def _facts(service: str, *carries: type[OrderFact]) -> Input:

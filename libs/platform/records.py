@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libs.contracts.envelope import Event
+from libs.contracts.headers import REPLAYED_FROM, event_headers
 
 MAX_DEAD_LETTER_BYTES = 512 * 1024
 
-REPLAYED_FROM_HEADER = "dlq-replayed-from"
+REPLAYED_FROM_HEADER = REPLAYED_FROM
 """Set by `baton dlq replay` on a record sent back to its source topic: `<dead-letter topic>@<offset>`."""
 
 
@@ -56,28 +57,17 @@ class Outgoing:
     headers: dict[str, str]
 
     @classmethod
-    def events(cls, topics: Sequence[str], key: str, event: Event) -> list[Outgoing]:
-        """The same event (one serialisation, one ``event_id``) to each of ``topics``."""
+    def events(cls, topics: Sequence[str], key: str, event: Event, *, producer: str) -> list[Outgoing]:
+        """The same event (one serialisation, one ``event_id``) to each of ``topics``, with its
+        headers: Baton's and the CloudEvents binary-mode ones (``libs/contracts/headers.py``),
+        ``producer`` being the service that publishes it."""
         value = event.model_dump_json().encode()
-        headers = {
-            "event_id": str(event.event_id),
-            "event_type": event.event_type,
-            "content-type": "application/json",
-        }
+        headers = event_headers(event, producer, key)
         return [cls(topic=t, key=key, value=value, headers=dict(headers)) for t in topics]
 
     @classmethod
-    def event(cls, topic: str, key: str, event: Event) -> Outgoing:
-        return cls(
-            topic=topic,
-            key=key,
-            value=event.model_dump_json().encode(),
-            headers={
-                "event_id": str(event.event_id),
-                "event_type": event.event_type,
-                "content-type": "application/json",
-            },
-        )
+    def event(cls, topic: str, key: str, event: Event, *, producer: str) -> Outgoing:
+        return cls.events((topic,), key, event, producer=producer)[0]
 
 
 class Rejected(Exception):

@@ -98,7 +98,7 @@ class EventRoutes:
             topics = self._routes.get(kind)
             if topics is None:
                 topics = self._routes[kind] = tuple(self._topic(t) for t in topics_for(kind))
-            out.extend(Outgoing.events(topics, event.partition_key(), event))
+            out.extend(Outgoing.events(topics, event.partition_key(), event, producer=self._service.name))
         return out
 
 

@@ -152,7 +152,7 @@ async def serve(definition: ServiceDefinition[S], settings: S, stop: asyncio.Eve
                 topic=settings.topic(b.spec.topic),
                 group=settings.group(definition.name, b.name),
                 processor=processor,
-                client_id=f"baton-{definition.name}-{b.name}-{settings.instance_id}",
+                client_id=definition.topology.client_id(b.name, settings.instance_id),
                 max_records=settings.batch_max_records,
             )
             await consumer.start()
@@ -203,7 +203,7 @@ async def _prepare(definition: ServiceDefinition[Any], settings: BatonSettings, 
         dsn=url,
         schema=definition.name,
         kafka=settings.kafka,
-        client_id=f"baton-{definition.name}-relay-{settings.instance_id}",
+        client_id=topology.client_id("relay", settings.instance_id),
         batch_size=settings.relay_batch_size,
         exit_after_send=settings.fault_relay_exit_after_send,
     )

@@ -13,6 +13,7 @@ import socket
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from libs.contracts.topics import DEFAULT_REPLICATION_FACTOR
 from libs.platform.kafka import KafkaAccess, KafkaSecurity
 from libs.platform.stack import KAFKA_PORT, POSTGRES_PORT
 
@@ -65,7 +66,7 @@ class BatonSettings(BaseSettings):
     trace_dir: str | None = Field(
         default=None, description="Write spans as JSON lines here (read by `baton trace`)"
     )
-    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_replication_factor: int = Field(default=DEFAULT_REPLICATION_FACTOR, ge=1)
     apply_topics: bool = Field(
         default=True,
         description="Services create missing topics at start-up; false where a Job or an operator does "

@@ -11,9 +11,10 @@ from uuid import UUID
 
 from aiohttp import web
 
+from services.notification.adapters.openapi_webhooks import with_webhooks
 from services.notification.app.ports import OrderStatusQueries
 
-OPENAPI: dict[str, Any] = {
+STATUS_API: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "Baton order status API",
@@ -87,6 +88,9 @@ OPENAPI: dict[str, Any] = {
         }
     },
 }
+
+OPENAPI = with_webhooks(STATUS_API)
+"""What /openapi.json serves: the status API and the webhooks notification sends (``openapi_webhooks.py``)."""
 
 
 def build_api(queries: OrderStatusQueries) -> web.Application:
