@@ -56,6 +56,7 @@ from tests.support.infra import (
     stop_infra,
 )
 from tests.support.mail import MailBox
+from tests.support.policy import channels_file
 
 RESULTS = Path(__file__).parent / "results"
 HOPS = (
@@ -297,7 +298,7 @@ async def fleet_run(
     env = environment.service_env() | {
         "BATON_SMTP_PORT": str(smtp_port),
         "BATON_HTTP_PORT": "0",
-        "BATON_HOLD_THRESHOLD": "100000000",
+        "BATON_CHANNELS_FILE": str(channels_file(log_dir, hold_threshold="100000000")),
         "BATON_LOG_LEVEL": "WARNING",
     }
     trace_dir = log_dir / "traces"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from libs.cli.config import config_app
 from libs.contracts.topics import SERVICES
 from libs.platform import stack
 from libs.platform.supervisor import Supervisor
@@ -41,6 +42,7 @@ dlq_app = typer.Typer(
 app.add_typer(dlq_app, name="dlq")
 webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook subscriptions (changes travel through Kafka).")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(config_app, name="config")
 
 
 def _settings() -> BatonSettings:

@@ -36,6 +36,7 @@ from libs.platform.relay import OutboxRelay
 from libs.platform.routing import EventRoutes, ServiceRouter
 from libs.platform.settings import BatonSettings
 from libs.platform.timers import TimerWorker
+from libs.policy.channels import PolicyFileRefused
 
 log = logging.getLogger("baton.service")
 
@@ -128,7 +129,11 @@ async def serve(definition: ServiceDefinition[S], settings: S, stop: asyncio.Eve
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stopping.set)
-    router = definition.router(settings)
+    try:
+        settings.channel_policies()  # every service refuses a broken policy file, naming the key
+        router = definition.router(settings)
+    except PolicyFileRefused as refused:
+        raise StartupRefused(str(refused)) from None
     bound = router.bind(settings.topic)
     runtime = Runtime(service=definition.name, settings=settings)
     runtime.groups = {settings.group(definition.name, b.name): (settings.topic(b.spec.topic),) for b in bound}

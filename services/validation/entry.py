@@ -16,7 +16,7 @@ from services.validation.settings import ValidationSettings
 
 
 def build_router(settings: ValidationSettings) -> ServiceRouter[ValidationUnit]:
-    policy = policy_from(settings.supported_countries, settings.hold_threshold)
+    policy = policy_from(settings.channel_policies())
     router: ServiceRouter[ValidationUnit] = ServiceRouter(SERVICE_TOPOLOGY["validation"], PgValidationStore)
     router.on(ProductUpdated)(update_product)
     router.on(HoldDecision)(decide_hold)

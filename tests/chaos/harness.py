@@ -35,6 +35,7 @@ from services.intake.domain.orders import NEXT
 from services.notification.domain.emails import EMAIL_STATUSES
 from tests.support.infra import Infra, free_port, fresh_environment, start_infra, stop_infra
 from tests.support.mail import MailSinkProcess
+from tests.support.policy import channels_file
 
 EXPECTED_END = {"delivered", "rejected", "cancelled", "backordered"}
 EXPECTED_REFUSALS = {
@@ -142,7 +143,7 @@ async def run_chaos(
     env = environment.service_env() | {
         "BATON_SMTP_PORT": str(mail.port),
         "BATON_HTTP_PORT": "0",
-        "BATON_HOLD_THRESHOLD": "1000000",
+        "BATON_CHANNELS_FILE": str(channels_file(log_dir, hold_threshold="1000000")),
         "BATON_WEBHOOK_BACKOFF_BASE_S": "0.2",
         "BATON_WEBHOOK_TIMEOUT_S": "3",
         "BATON_LOG_JSON": "true",

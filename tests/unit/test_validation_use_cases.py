@@ -13,19 +13,31 @@ from libs.contracts.envelope import Event
 from libs.contracts.lifecycle import OrderHeld, OrderReceived, OrderRejected, OrderValidated
 from libs.contracts.orders import HoldDecision, OrderDetails
 from libs.platform.messaging import Rejected
+from libs.policy.channels import parse_policies
 from services.validation.app.use_cases import decide_hold, policy_from, update_product, validate_orders
 from tests.support.orders import order
 from tests.unit.fakes.validation import FakeValidationUnit
 
 pytestmark = pytest.mark.unit
 
-POLICY = policy_from("DE,AT", "1000")
+POLICY = policy_from(
+    parse_policies(
+        {
+            "version": 1,
+            "defaults": {"supported_countries": ["DE", "AT"], "hold_threshold": "1000"},
+            "channels": {"b2b": {"hold_threshold": "50000"}, "local": {"supported_countries": ["AT"]}},
+        },
+        "test",
+    )
+)
 
 
 def received(
-    customer: str = "c1", price: str = "10.00", quantity: int = 1, sku: str = "MUG"
+    customer: str = "c1", price: str = "10.00", quantity: int = 1, sku: str = "MUG", channel: str = "webshop"
 ) -> OrderReceived:
-    details = OrderDetails.model_validate(order(lines=[(sku, quantity, price)], customer_id=customer))
+    details = OrderDetails.model_validate(
+        order(lines=[(sku, quantity, price)], customer_id=customer, channel=channel)
+    )
     return OrderReceived(order_id=uuid4(), order=details)
 
 
@@ -101,3 +113,14 @@ async def test_a_rejected_hold_names_who_rejected_it() -> None:
         ("manual_review_rejected", "rejected by ops: fraud")
     ]
     assert uow.validated == {}
+
+
+async def test_each_channel_is_judged_by_its_own_policy() -> None:
+    uow = await with_mug("1500.00")
+    b2b, local, webshop = (received(price="1500.00", channel=c) for c in ("b2b", "local", "webshop"))
+    [[validated], [rejected], [held]] = applied(await validate_orders([b2b, local, webshop], uow, POLICY))
+    assert isinstance(validated, OrderValidated), "b2b holds only above 50000"
+    assert isinstance(rejected, OrderRejected) and [r.code for r in rejected.reasons] == [
+        "unsupported_country"
+    ]
+    assert isinstance(held, OrderHeld), "a channel the file does not name gets the defaults"

@@ -7,8 +7,7 @@ topic, a header or a database connection.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from decimal import Decimal
+from collections.abc import Callable, Sequence
 
 from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
@@ -16,6 +15,7 @@ from libs.contracts.lifecycle import OrderHeld, OrderReceived, OrderRejected, Or
 from libs.contracts.orders import HoldDecision, OrderDetails, Reason
 from libs.platform import metrics
 from libs.platform.records import Rejected
+from libs.policy.channels import ChannelPolicies
 from services.validation.app.ports import ValidationUnit
 from services.validation.domain import rules
 from services.validation.domain.rules import Outcome, Policy
@@ -52,7 +52,7 @@ async def update_product(product: ProductUpdated, uow: ValidationUnit) -> list[E
 
 
 async def validate_orders(
-    received: Sequence[OrderReceived], uow: ValidationUnit, policy: Policy
+    received: Sequence[OrderReceived], uow: ValidationUnit, policy: Callable[[str], Policy]
 ) -> list[list[Event] | Rejected]:
     """Check received orders: every failed rule is reported; a first-time customer's large order is
     held. The catalog and customer histories are read once for all of them and the verdicts decided
@@ -65,7 +65,9 @@ async def validate_orders(
     results: list[list[Event] | Rejected] = []
     for fact, order in zip(received, domain, strict=True):
         ctx = rules.Context(
-            catalog=catalog, policy=policy, customer_has_history=history.get(order.customer_key, 0) > 0
+            catalog=catalog,
+            policy=policy(fact.order.channel),
+            customer_has_history=history.get(order.customer_key, 0) > 0,
         )
         verdict = rules.validate(order, ctx)
         metrics.count(metrics.VALIDATION_DECISIONS, verdict.outcome.value)
@@ -107,8 +109,15 @@ async def decide_hold(decision: HoldDecision, uow: ValidationUnit) -> list[Event
     return [OrderValidated(order_id=decision.order_id, order=order)]
 
 
-def policy_from(supported_countries: str, hold_threshold: str) -> Policy:
-    return Policy(
-        supported_countries=frozenset(c.strip().upper() for c in supported_countries.split(",") if c.strip()),
-        hold_threshold=Decimal(hold_threshold),
+def policy_from(policies: ChannelPolicies) -> Callable[[str], Policy]:
+    """Each channel's validation policy (its countries and hold threshold), the defaults for a
+    channel the policy file does not name."""
+    by_channel = {
+        name: Policy(supported_countries=p.supported_countries, hold_threshold=p.hold_threshold)
+        for name, p in policies.channels.items()
+    }
+    default = Policy(
+        supported_countries=policies.defaults.supported_countries,
+        hold_threshold=policies.defaults.hold_threshold,
     )
+    return lambda channel: by_channel.get(channel, default)

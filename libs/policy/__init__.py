@@ -1,0 +1,1 @@
+"""Per-channel policy: one versioned configuration file every service reads (``channels.py``)."""
