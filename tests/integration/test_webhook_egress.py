@@ -181,9 +181,7 @@ async def test_failures_are_generic_classes_without_addresses_ports_or_exception
     silent = await asyncio.start_server(never_answer, DECOY, 0)  # type: ignore[arg-type]
     silent_port = silent.sockets[0].getsockname()[1]
     try:
-        sender = await sender_for(
-            open_sender, allowed=f"{DECOY}/32", resolver=FakeResolver(), timeout_s=1.5
-        )
+        sender = await sender_for(open_sender, allowed=f"{DECOY}/32", resolver=FakeResolver(), timeout_s=1.5)
         outcomes = {
             "refused": await sender.post(f"http://{DECOY}:{free_port()}/", [SECRET], "m1", b"{}"),
             "timeout": await sender.post(f"http://{DECOY}:{silent_port}/", [SECRET], "m2", b"{}"),
@@ -248,7 +246,12 @@ def check_url(url: str, **env: str) -> subprocess.CompletedProcess[str]:
         ("http://93.184.216.34/hook", {}, 1, "refused: http_not_allowed: "),
         ("http://93.184.216.34/hook", {"BATON_WEBHOOK_ALLOW_HTTP": "true"}, 0, "allowed"),
         ("http://127.0.0.1:9/hook", {"BATON_WEBHOOK_ALLOWED_CIDRS": "127.0.0.1/32"}, 0, "allowed"),
-        ("http://127.0.0.2:9/hook", {"BATON_WEBHOOK_ALLOWED_CIDRS": "127.0.0.1/32"}, 1, "refused: loopback: "),
+        (
+            "http://127.0.0.2:9/hook",
+            {"BATON_WEBHOOK_ALLOWED_CIDRS": "127.0.0.1/32"},
+            1,
+            "refused: loopback: ",
+        ),
         ("https://no-such-host.invalid/", {}, 1, "refused: dns: "),
     ],
 )
