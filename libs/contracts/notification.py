@@ -10,8 +10,10 @@ from libs.contracts.envelope import Contract, utcnow
 
 
 class WebhookSubscriptionChanged(Contract):
-    """On `notification.subscriptions.v1` (key = subscription id): add, remove a webhook
-    subscription, or rotate its signing secret (`rotate_secret`, added within v1).
+    """On `notification.subscriptions.v1` (key = subscription id): add, remove, rotate a secret.
+
+    `add` adds or replaces a webhook subscription, `remove` stops it, `rotate_secret` (added
+    within v1) gives it a new signing secret.
 
     ``events`` are order statuses (`order.shipped`) and stage events (`stage.entered:packed`,
     `stage.left:delivered`); `*` means every event.
@@ -48,7 +50,7 @@ class WebhookSubscriptionChanged(Contract):
         default=0.0,
         ge=0,
         le=720,
-        description="`rotate_secret`: hours after `occurred_at` during which the replaced secret stays "
+        description="`rotate_secret`: hours after `sent_at` during which the replaced secret stays "
         "valid; deliveries carry a signature with each secret meanwhile",
     )
     events: list[str] = Field(default_factory=list)
