@@ -3,6 +3,9 @@ server (aiosmtpd), the webhook sender and the status API over HTTP on loopback."
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,7 +56,7 @@ from services.notification.app.use_cases import (
 from services.notification.domain.egress import EgressPolicy, parse_networks
 from services.notification.domain.webhooks import verify
 from services.notification.settings import NotificationSettings
-from tests.support.infra import Infra, free_port, fresh_name
+from tests.support.infra import Infra, free_port, fresh_environment, fresh_name
 from tests.unit.fakes.notification import FakeResolver
 
 pytestmark = pytest.mark.integration
@@ -521,3 +524,28 @@ async def test_the_status_api_shows_an_order_with_its_parcels_stages_and_timelin
     assert [e["kind"] for e in view["timeline"]] == ["status", "stage"]
     assert found["order_id"] == str(order_id)
     assert (missing, ready) == (404, 200)
+
+
+async def test_notification_without_a_secrets_key_refuses_to_start_with_one_line_naming_it(
+    infra: Infra,
+) -> None:
+    environment = await fresh_environment(
+        infra, schemas={"notification": "services.notification.adapters.migrations"}
+    )
+    try:
+        env = {
+            k: v for k, v in environment.env_for("notification").items() if k != "BATON_WEBHOOK_SECRETS_KEY"
+        }
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "libs.cli.main", "run", "notification"],
+            env=env | {"BATON_HTTP_PORT": "0"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    finally:
+        await environment.drop()
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "BATON_WEBHOOK_SECRETS_KEY is not set" in output and "Traceback" not in output
