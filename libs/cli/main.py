@@ -22,6 +22,7 @@ from libs.platform import stack
 from libs.platform.supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from libs.platform.secret_box import SecretBox
     from libs.platform.settings import BatonSettings
 
 # Typer's rich tracebacks print every frame's local variables by default: a Kafka password would be
@@ -339,7 +340,7 @@ def running_fleet(counts: dict[str, int], log_dir: Path | None, secure: bool = F
         "BATON_LOG_JSON": os.environ.get("BATON_LOG_JSON", "false"),
         "PGPASSFILE": str(passfile),
     }
-    env.update(_local_webhook_env(env))
+    env.update(local_webhook_env(env))
     if not env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         env.setdefault("BATON_TRACE_DIR", str(stack.cache_dir() / "traces"))
     fleet: Supervisor | None = None
@@ -380,7 +381,7 @@ def running_fleet(counts: dict[str, int], log_dir: Path | None, secure: bool = F
         typer.echo("fleet stopped")
 
 
-def _local_webhook_env(env: dict[str, str]) -> dict[str, str]:
+def local_webhook_env(env: dict[str, str]) -> dict[str, str]:
     """The local fleet's webhook settings, unless set: the key made once in the cache folder (0600;
     `baton webhooks add` finds it there too) and loopback receivers allowed."""
     from libs.platform.secret_box import KEY_SETTING, local_key
@@ -425,7 +426,7 @@ def _publish(topic: str, key: str, body: dict[str, object]) -> None:
     asyncio.run(send())
 
 
-def _secret_box() -> Any:
+def _secret_box() -> SecretBox:
     """The key notification seals secrets with: BATON_WEBHOOK_SECRETS_KEY, or the local fleet's."""
     from pydantic import ValidationError
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from libs.platform.secret_box import SecretBox, new_key, new_webhook_secret
+from libs.platform.secret_box import SecretBox, WebhookOperatorSettings, new_key, new_webhook_secret
 from services.notification.domain import webhooks
 from services.notification.settings import NotificationSettings
 
@@ -90,3 +91,23 @@ def test_a_key_setting_that_is_not_fernet_keys_is_refused_without_echoing_it(key
     with pytest.raises(ValidationError) as invalid:
         NotificationSettings(webhook_secrets_key=SecretStr(keys))
     assert not keys or keys not in str(invalid.value)
+
+
+def test_the_local_fleet_gets_one_private_key_and_loopback_receivers_and_the_cli_finds_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from libs.cli.main import local_webhook_env
+
+    monkeypatch.setenv("BATON_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("BATON_WEBHOOK_SECRETS_KEY", raising=False)
+    first = local_webhook_env({})
+    again = local_webhook_env({})
+    chosen = local_webhook_env(
+        {"BATON_WEBHOOK_SECRETS_KEY": "k", "BATON_WEBHOOK_ALLOWED_CIDRS": "10.0.0.0/8"}
+    )
+
+    assert first == again and first["BATON_WEBHOOK_ALLOWED_CIDRS"] == "127.0.0.1/32,::1/128"
+    assert (tmp_path / "webhook-secrets.key").stat().st_mode & 0o777 == 0o600
+    assert chosen == {}, "what the operator set is kept"
+    box = WebhookOperatorSettings().secret_box()
+    assert box is not None and SecretBox(first["BATON_WEBHOOK_SECRETS_KEY"]).open(box.seal("x")) == "x"
