@@ -286,16 +286,22 @@ async def test_during_a_rotation_deliveries_are_signed_with_the_new_and_the_old_
     assert w.http.posted_to(url) and w.http.signed_with == [[new, old], [new]]
 
 
-async def test_a_secret_that_does_not_open_fails_its_attempts_and_nothing_is_sent() -> None:
-    w = Worker(max_attempts=1)
+async def test_a_secret_that_does_not_open_or_gives_no_key_fails_its_attempts_and_nothing_is_sent() -> None:
+    w = Worker(max_attempts=2)
     w.subscribe("other-key")
     w.store.subscriptions["other-key"].sealed_secret = SecretBox(new_key()).seal(w.secret)
+    w.subscribe("stored-malformed")  # from before secrets were checked
+    w.store.subscriptions["stored-malformed"].sealed_secret = w.box.seal("whsec_not base64!")
     await w.queue_deliveries("other-key", 1)
+    await w.queue_deliveries("stored-malformed", 1)
 
-    await w.claim_and_settle()
+    for _ in range(2):
+        await w.claim_and_settle()
+        w.store.now += 3600
 
     assert w.http.posts == []
-    assert [error for _, _, _, error in w.store.attempts] == ["secret_unreadable"]
+    assert [error for _, _, _, error in w.store.attempts] == ["secret_unreadable"] * 4
+    assert {d.status for d in w.store.deliveries.values()} == {"dead"}, "recorded and given up, never a loop"
 
 
 async def queue_email(w: Worker, status: str, email: str = "ada@example.test") -> UUID:

@@ -178,13 +178,13 @@ class DeliveryWorker:
             self._webhooks_due.set()
 
     async def _attempt(self, due: DueDelivery) -> Attempt:
-        """One POST signed with each of the subscription's secrets in force."""
-        secrets = [self._secrets.open(sealed) for sealed in due.secrets]
-        if not secrets or None in secrets:
+        """One POST signed with each of the subscription's secrets in force; a secret that does
+        not open or gives no key fails the attempt (`secret_unreadable`), recorded like any other."""
+        opened = [self._secrets.open(sealed) for sealed in due.secrets]
+        secrets = [s for s in opened if s is not None and webhooks.can_sign(s)]
+        if not secrets or len(secrets) < len(opened):
             return Attempt(None, "secret_unreadable", 0)
-        sent = await self._sender.post(
-            due.url, [s for s in secrets if s is not None], due.delivery_id, due.body
-        )
+        sent = await self._sender.post(due.url, secrets, due.delivery_id, due.body)
         error = sent.transport_error
         if error is None and sent.status_code is not None:
             error = webhooks.status_problem(sent.status_code)

@@ -75,6 +75,18 @@ def secret_problem(secret: str) -> str | None:
     return None
 
 
+def can_sign(secret: str) -> bool:
+    """Whether a stored secret gives a signing key: a `whsec_` one must decode (a secret stored
+    before secrets were checked may not)."""
+    if not secret.startswith(SECRET_PREFIX):
+        return True
+    try:
+        base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
 def secret_key(secret: str) -> bytes:
     """Standard Webhooks secrets look like `whsec_<base64>`; any other string (only secrets stored
     before secrets were checked) is used as it is."""
