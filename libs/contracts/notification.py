@@ -4,28 +4,61 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
-from libs.contracts.envelope import Contract
+from libs.contracts.envelope import Contract, utcnow
 
 
 class WebhookSubscriptionChanged(Contract):
-    """On `notification.subscriptions.v1` (key = subscription id): add or remove a webhook subscription.
+    """On `notification.subscriptions.v1` (key = subscription id): add, remove, rotate a secret.
+
+    `add` adds or replaces a webhook subscription, `remove` stops it, `rotate_secret` (added
+    within v1) gives it a new signing secret.
 
     ``events`` are order statuses (`order.shipped`) and stage events (`stage.entered:packed`,
     `stage.left:delivered`); `*` means every event.
+
+    The signing secret never travels in clear: `baton webhooks add` and `rotate-secret` generate
+    it, show it once to the operator, and send it sealed with the key both the operator and
+    notification hold (`BATON_WEBHOOK_SECRETS_KEY`). A command notification cannot accept is
+    dead-lettered with its cause: `webhook_url_refused` (the egress guard refused the url),
+    `webhook_secret_refused`, `unknown_subscription` (rotating a subscription that does not exist).
     """
 
-    action: Literal["add", "remove"]
+    action: Literal["add", "remove", "rotate_secret"] = Field(
+        description="`add` (or replace), `remove`, or `rotate_secret` (new in v1, additive)"
+    )
     subscription_id: str = Field(min_length=1, max_length=100)
-    url: str | None = Field(default=None, max_length=2000)
+    url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="`add`: https on a public host, unless notification's egress settings allow more",
+    )
     secret: str | None = Field(
         default=None,
-        min_length=8,
         max_length=200,
-        description="`whsec_<base64>` (Standard Webhooks) or any string",
+        description="Deprecated and refused: a command with a clear secret is dead-lettered "
+        "(`webhook_secret_refused`); send `secret_ciphertext`",
+    )
+    secret_ciphertext: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="`add` and `rotate_secret`: the signing secret (`whsec_` and the base64 of 24 to 64 "
+        "random bytes, Standard Webhooks) sealed as a Fernet token with `BATON_WEBHOOK_SECRETS_KEY`",
+    )
+    grace_hours: float = Field(
+        default=0.0,
+        ge=0,
+        le=720,
+        description="`rotate_secret`: hours after `sent_at` during which the replaced secret stays "
+        "valid; deliveries carry a signature with each secret meanwhile",
     )
     events: list[str] = Field(default_factory=list)
+    sent_at: AwareDatetime = Field(
+        default_factory=utcnow,
+        description="When the operator sent the command (UTC; new in v1, additive): a rotation's grace "
+        "window starts here. Missing: when notification applies it",
+    )
 
 
 class RedeliveryRequested(Contract):

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from libs.contracts import topics
 from libs.contracts.vocabulary import OrderStatus as Status
 from libs.platform import stack
+from libs.platform.secret_box import SecretBox, new_webhook_secret
 from libs.platform.settings import BatonSettings
 from libs.platform.supervisor import Supervisor
 from libs.simulators.sender import ResilientSender
@@ -146,6 +147,7 @@ async def run_chaos(
         "BATON_CHANNELS_FILE": str(channels_file(log_dir, hold_threshold="1000000")),
         "BATON_WEBHOOK_BACKOFF_BASE_S": "0.2",
         "BATON_WEBHOOK_TIMEOUT_S": "3",
+        "BATON_WEBHOOK_ALLOWED_CIDRS": "127.0.0.1/32",  # the sink; nothing else internal
         "BATON_LOG_JSON": "true",
     }
     fleet = Supervisor(env, log_dir, database_urls=environment.database_urls)
@@ -188,7 +190,7 @@ async def run_chaos(
             "action": "add",
             "subscription_id": f"chaos-{run}",
             "url": f"http://127.0.0.1:{sink.port}/hook",
-            "secret": "chaos-secret-1234",
+            "secret_ciphertext": SecretBox(environment.webhook_key).seal(new_webhook_secret()),
             "events": ["order.delivered", "order.cancelled"],
         }
         await send_until_acknowledged(

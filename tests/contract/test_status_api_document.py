@@ -35,6 +35,7 @@ from services.notification.app.use_cases import (
 )
 from services.notification.domain import webhooks
 from tests.unit.fakes.notification import FakeNotificationStore
+from tests.unit.test_notification_use_cases import BOX, SECRET, guard
 
 pytestmark = pytest.mark.contract
 
@@ -82,9 +83,13 @@ def test_the_delivery_id_and_signature_match_their_documented_header_formats() -
 async def test_every_webhook_body_notification_makes_matches_its_documented_schema() -> None:
     store = FakeNotificationStore()
     subscribe = WebhookSubscriptionChanged(
-        action="add", subscription_id="all", url="https://example.test/hook", secret="s" * 12, events=["*"]
+        action="add",
+        subscription_id="all",
+        url="https://example.test/hook",
+        secret_ciphertext=BOX.seal(SECRET),
+        events=["*"],
     )
-    await change_subscription(subscribe, store.unit())
+    assert await change_subscription(subscribe, store.unit(), guard(), BOX) == []
     order_id = uuid4()
     when = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
     changes = [

@@ -162,6 +162,8 @@ def test_each_service_has_a_safe_deployment_a_disruption_budget_and_a_lag_based_
 
 
 MIGRATOR_SECRET = "baton-db-migrator"
+WEBHOOK_KEY_SECRET = "baton-webhook-secrets"
+"""BATON_WEBHOOK_SECRETS_KEY: notification's (and the operators'), no other service's."""
 
 
 def _secret_refs(pod: dict[str, Any]) -> set[str]:
@@ -199,8 +201,11 @@ def test_each_service_logs_in_with_its_own_secret_and_none_can_read_the_migrator
         ref = _env(container)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
         assert (ref["name"], ref["key"]) == (f"baton-db-{service}", "url")
         assert not ref.get("optional"), "a service without its login must not start"
-        assert _secret_refs(pod) == {f"baton-db-{service}", f"baton-kafka-{service}", "baton-kafka-ca"}, (
-            f"{service} may read only its own logins (database, Kafka) and the cluster CA"
+        own = {f"baton-db-{service}", f"baton-kafka-{service}", "baton-kafka-ca"}
+        if service == "notification":
+            own.add(WEBHOOK_KEY_SECRET)
+        assert _secret_refs(pod) == own, (
+            f"{service} may read only its own logins (database, Kafka), the cluster CA and notification its key"
         )
         kafka_env = _env(container)
         for variable, key in (("KAFKA_SASL_USERNAME", "username"), ("KAFKA_SASL_PASSWORD", "password")):

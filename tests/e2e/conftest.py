@@ -46,6 +46,7 @@ class LiveFleet:
     dead_letters: TopicWatcher
     """intake's dead-letter topic"""
     fulfillment_dead_letters: TopicWatcher
+    notification_dead_letters: TopicWatcher
     stages: TopicWatcher
     cancellations: TopicWatcher
     dsn: str
@@ -53,6 +54,8 @@ class LiveFleet:
     mailbox: MailBox
     api: str
     trace_dir: Path
+    webhook_key: str
+    """The fleet's ``BATON_WEBHOOK_SECRETS_KEY`` (the CLI, run with ``fleet.env``, has it too)."""
 
     async def submit(self, order: dict[str, Any]) -> str:
         await self.publisher.send(
@@ -223,6 +226,7 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
             topics.FULFILLMENT_STAGE_CHANGES,
             topics.ORDERS_CANCELLATIONS,
             topics.dead_letter_topic("fulfillment"),
+            topics.dead_letter_topic("notification"),
         )
     ]
     publisher = Publisher(infra.kafka, prefix)
@@ -236,12 +240,22 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
                     "BATON_WEBHOOK_BACKOFF_BASE_S": "0.2",
                     "BATON_WEBHOOK_MAX_ATTEMPTS": "4",
                     "BATON_WEBHOOK_TIMEOUT_S": "2",
+                    # The tests' receivers listen on 127.0.0.1; nothing else internal is reached.
+                    "BATON_WEBHOOK_ALLOWED_CIDRS": "127.0.0.1/32",
                 }
             fleet.start(service, label, extra)
         await publisher.start()
         for watcher in watchers:
             await watcher.start()
-        status, refused, dead_letters, stages, cancellations, fulfillment_dead_letters = watchers
+        (
+            status,
+            refused,
+            dead_letters,
+            stages,
+            cancellations,
+            fulfillment_dead_letters,
+            notification_dead_letters,
+        ) = watchers
         live_fleet = LiveFleet(
             fleet,
             publisher,
@@ -249,6 +263,7 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
             refused=refused,
             dead_letters=dead_letters,
             fulfillment_dead_letters=fulfillment_dead_letters,
+            notification_dead_letters=notification_dead_letters,
             stages=stages,
             cancellations=cancellations,
             dsn=environment.dsn,
@@ -256,6 +271,7 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
             mailbox=mailbox,
             api=f"http://127.0.0.1:{http_port}",
             trace_dir=trace_dir,
+            webhook_key=environment.webhook_key,
         )
         await live_fleet.wait_row(
             "SELECT count(*) = 3 FROM pg_namespace WHERE nspname IN ('intake', 'validation', 'allocation')",

@@ -189,6 +189,8 @@ async def test_the_operator_reads_backlogs_and_subscriptions_but_no_secret_paylo
     try:
         for statement in (
             "SELECT secret FROM notification.subscriptions",
+            "SELECT secret_sealed FROM notification.subscriptions",
+            "SELECT previous_secret_sealed FROM notification.subscriptions",
             "SELECT body FROM notification.deliveries",
             "SELECT value FROM intake.outbox",
             "SELECT * FROM intake.orders",

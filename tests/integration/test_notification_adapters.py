@@ -3,6 +3,9 @@ server (aiosmtpd), the webhook sender and the status API over HTTP on loopback."
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +24,7 @@ from libs.contracts.orders import OrderStatusChanged, Shipment, ShipmentLine
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform.db import create_pool, ensure_database, migrate
 from libs.platform.messaging import dead_letter_of
+from libs.platform.secret_box import SecretBox, new_key, new_webhook_secret
 from services.notification.adapters.http_api import build_api
 from services.notification.adapters.smtp import AioSmtpSender
 from services.notification.adapters.store import (
@@ -28,9 +32,11 @@ from services.notification.adapters.store import (
     PgEmailQueue,
     PgNotificationUnit,
     PgOrderStatusQueries,
+    PgSubscriptionSecrets,
     SubscriptionCache,
 )
 from services.notification.adapters.webhooks import AiohttpWebhookSender
+from services.notification.app.egress import EgressGuard
 from services.notification.app.ports import (
     Attempt,
     Contact,
@@ -47,13 +53,18 @@ from services.notification.app.use_cases import (
     record_stage_changes,
     record_status_changes,
 )
+from services.notification.domain.egress import EgressPolicy, parse_networks
 from services.notification.domain.webhooks import verify
 from services.notification.settings import NotificationSettings
-from tests.support.infra import Infra, free_port, fresh_name
+from tests.support.infra import Infra, free_port, fresh_environment, fresh_name
+from tests.unit.fakes.notification import FakeResolver
 
 pytestmark = pytest.mark.integration
 
-SECRET = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ="
+SECRET = new_webhook_secret()
+BOX_KEY = new_key()
+BOX = SecretBox(BOX_KEY)
+GUARD = EgressGuard(EgressPolicy(), FakeResolver({"example.test": [["93.184.216.34"]]}))
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
 
@@ -80,14 +91,23 @@ class Units:
         async with self.pool.acquire() as conn, conn.transaction():
             return await use_case(arg, PgNotificationUnit(conn, self.cache))
 
+    async def change(self, command: WebhookSubscriptionChanged) -> Any:
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await change_subscription(command, PgNotificationUnit(conn, self.cache), GUARD, BOX)
+
+
+def adding(subscription_id: str, url: str, *events: str) -> WebhookSubscriptionChanged:
+    return WebhookSubscriptionChanged(
+        action="add",
+        subscription_id=subscription_id,
+        url=url,
+        secret_ciphertext=BOX.seal(SECRET),
+        events=list(events),
+    )
+
 
 async def subscribe(units: Units, subscription_id: str, url: str, *events: str) -> None:
-    await units.run(
-        change_subscription,
-        WebhookSubscriptionChanged(
-            action="add", subscription_id=subscription_id, url=url, secret=SECRET, events=list(events)
-        ),
-    )
+    await units.change(adding(subscription_id, url, *events))
 
 
 def status(order_id: UUID, value: OrderStatus, version: int, **fields: Any) -> OrderStatusChanged:
@@ -181,14 +201,10 @@ async def test_the_subscription_cache_sees_a_change_once_its_transaction_committ
             tx = writer.transaction()
             await tx.start()
             await change_subscription(
-                WebhookSubscriptionChanged(
-                    action="add",
-                    subscription_id="second",
-                    url="https://example.test/2",
-                    secret=SECRET,
-                    events=["*"],
-                ),
+                adding("second", "https://example.test/2", "*"),
                 PgNotificationUnit(writer, units.cache),
+                GUARD,
+                BOX,
             )
             during = await PgNotificationUnit(reader, units.cache).subscriptions.active()
             await tx.commit()
@@ -221,9 +237,7 @@ async def test_each_subscription_claims_its_own_oldest_due_deliveries_up_to_its_
     backlog = await queue(pool, "backlog", 300, age_s=3600)
     [healthy] = await queue(pool, "healthy", 1)
     await queue(pool, "removed", 5)
-    await units.run(
-        change_subscription, WebhookSubscriptionChanged(action="remove", subscription_id="removed")
-    )
+    await units.change(WebhookSubscriptionChanged(action="remove", subscription_id="removed"))
     deliveries = PgDeliveryQueue(pool)
 
     first = await deliveries.claim(4, {}, 60.0)
@@ -291,6 +305,61 @@ async def test_an_attempt_is_recorded_and_the_delivery_retried_delivered_or_dead
         "s",
         "webhook_undeliverable",
     )
+
+
+async def test_a_rotated_secret_signs_beside_the_new_one_until_its_grace_window_ends(
+    pool: asyncpg.Pool,
+) -> None:
+    units = Units(pool)
+    await subscribe(units, "rot", "https://example.test/rot", "*")
+    new = new_webhook_secret()
+    await units.change(
+        WebhookSubscriptionChanged(
+            action="rotate_secret", subscription_id="rot", secret_ciphertext=BOX.seal(new), grace_hours=1
+        )
+    )
+    await queue(pool, "rot", 2)
+    deliveries = PgDeliveryQueue(pool)
+
+    [during, _] = await deliveries.claim(2, {}, 0.0)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE subscriptions SET previous_secret_until = now() - interval '1 second'")
+    [after, _] = await deliveries.claim(2, {}, 0.0)
+
+    assert [BOX.open(s) for s in during.secrets] == [new, SECRET]
+    assert [BOX.open(s) for s in after.secrets] == [new]
+    async with pool.acquire() as conn:
+        stored = await conn.fetchrow(
+            "SELECT secret, secret_sealed, previous_secret_sealed FROM subscriptions"
+        )
+    assert stored["secret"] is None
+    assert SECRET not in str(dict(stored)) and new not in str(dict(stored))
+
+
+async def test_clear_secrets_of_an_earlier_release_are_sealed_and_a_key_change_reseals_the_rest(
+    pool: asyncpg.Pool,
+) -> None:
+    units = Units(pool)
+    await subscribe(units, "sealed", "https://example.test/sealed", "*")
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO subscriptions (subscription_id, url, secret, events)"
+            " VALUES ('legacy', 'https://example.test/legacy', $1, '{*}')",
+            SECRET,
+        )
+    rotated = SecretBox(f"{new_key()},{BOX_KEY}")
+    secrets = PgSubscriptionSecrets(pool)
+
+    first = await secrets.seal_all(rotated.seal, rotated.reseal)
+    again = await secrets.seal_all(rotated.seal, rotated.reseal)
+
+    assert first == (1, 1) and again == (0, 0)
+    async with pool.acquire() as conn:
+        rows = {r["subscription_id"]: r for r in await conn.fetch("SELECT * FROM subscriptions")}
+    assert [rows[s]["secret"] for s in ("legacy", "sealed")] == [None, None]
+    for sid in ("legacy", "sealed"):
+        assert rotated.open(rows[sid]["secret_sealed"]) == SECRET
+        assert BOX.open(rows[sid]["secret_sealed"]) is None, "sealed under the new key, not the old"
 
 
 async def test_an_email_round_holds_its_emails_and_records_each_outcome(pool: asyncpg.Pool) -> None:
@@ -391,18 +460,19 @@ async def test_the_webhook_sender_signs_each_post_and_reports_statuses_and_trans
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    sender = AiohttpWebhookSender(timeout_s=2)
+    allowed = EgressGuard(EgressPolicy(allowed=parse_networks("127.0.0.1/32")), FakeResolver())
+    sender = AiohttpWebhookSender(timeout_s=2, guard=allowed)
     await sender.open()
     try:
-        ok = await sender.post(f"http://127.0.0.1:{port}/204", SECRET, "msg_1", b'{"a":1}')
-        failing = await sender.post(f"http://127.0.0.1:{port}/500", SECRET, "msg_2", b"{}")
-        refused = await sender.post(f"http://127.0.0.1:{free_port()}/204", SECRET, "msg_3", b"{}")
+        ok = await sender.post(f"http://127.0.0.1:{port}/204", [SECRET], "msg_1", b'{"a":1}')
+        failing = await sender.post(f"http://127.0.0.1:{port}/500", [SECRET], "msg_2", b"{}")
+        refused = await sender.post(f"http://127.0.0.1:{free_port()}/204", [SECRET], "msg_3", b"{}")
     finally:
         await sender.close()
         await runner.cleanup()
     assert (ok.status_code, ok.transport_error) == (204, None)
     assert (failing.status_code, failing.transport_error) == (500, None)
-    assert refused.status_code is None and refused.transport_error is not None
+    assert (refused.status_code, refused.transport_error) == (None, "refused")
     headers = received[0].headers
     assert headers["webhook-id"] == "msg_1"
     assert verify(SECRET, "msg_1", int(headers["webhook-timestamp"]), bodies[0], headers["webhook-signature"])
@@ -454,3 +524,28 @@ async def test_the_status_api_shows_an_order_with_its_parcels_stages_and_timelin
     assert [e["kind"] for e in view["timeline"]] == ["status", "stage"]
     assert found["order_id"] == str(order_id)
     assert (missing, ready) == (404, 200)
+
+
+async def test_notification_without_a_secrets_key_refuses_to_start_with_one_line_naming_it(
+    infra: Infra,
+) -> None:
+    environment = await fresh_environment(
+        infra, schemas={"notification": "services.notification.adapters.migrations"}
+    )
+    try:
+        env = {
+            k: v for k, v in environment.env_for("notification").items() if k != "BATON_WEBHOOK_SECRETS_KEY"
+        }
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "libs.cli.main", "run", "notification"],
+            env=env | {"BATON_HTTP_PORT": "0"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    finally:
+        await environment.drop()
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "BATON_WEBHOOK_SECRETS_KEY is not set" in output and "Traceback" not in output

@@ -40,6 +40,7 @@ from libs.contracts import topics
 from libs.contracts.topics import SERVICES
 from libs.platform import dsn
 from libs.platform.kafka import apply_topics
+from libs.platform.secret_box import new_key
 from libs.platform.settings import BatonSettings
 from tests.support.infra import Infra, free_port, fresh_name, start_infra, start_secure_infra, stop_infra
 from tests.support.kafka_io import Publisher, TopicWatcher
@@ -199,6 +200,8 @@ class Deployment:
     role_urls: dict[str, str]
     """Schema (and "migrator", "operator") -> URL with the role's password, like the Secrets."""
     ca_file: Path
+    webhook_key: str = field(default_factory=new_key)
+    """The Secret baton-webhook-secrets (from `baton webhooks new-key`)."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: Path = Path()
 
@@ -267,6 +270,7 @@ def secrets_of(deployment: Deployment) -> dict[tuple[str, str], str]:
         values[(f"baton-kafka-{principal}", "username")] = principal
         values[(f"baton-kafka-{principal}", "password")] = broker.password(principal)
     values[("baton-kafka-ca", "ca.pem")] = deployment.ca_file.read_text()
+    values[("baton-webhook-secrets", "key")] = deployment.webhook_key
     return values
 
 
@@ -360,6 +364,11 @@ async def test_the_installed_wheel_runs_the_fleet_as_deployed_and_delivers_an_or
             assert env["KAFKA_SASL_USERNAME"] == service and env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
             ops_ports[service] = free_port()
             env["BATON_OPS_PORT"] = str(ops_ports[service])  # one host here; one pod each in Kubernetes
+            if service == "notification":
+                # The one site-specific addition: this test's webhook receiver listens on loopback,
+                # which the egress guard refuses unless the site allows it (as a site with an
+                # internal receiver would allow its own range).
+                env["BATON_WEBHOOK_ALLOWED_CIDRS"] = "127.0.0.1/32"
             deployment.processes[service] = run(installed, ["run", service], env, service, deployment)
 
         async with aiohttp.ClientSession() as http:
@@ -393,7 +402,7 @@ async def test_the_installed_wheel_runs_the_fleet_as_deployed_and_delivers_an_or
                 "KAFKA_SASL_PASSWORD": deployment.secure.secured.password("operator"),  # type: ignore[union-attr]
                 "DATABASE_URL": deployment.role_urls["operator"],
             }
-            secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+            operator["BATON_WEBHOOK_SECRETS_KEY"] = deployment.webhook_key  # the operators' copy of the key
             subscription = f"prod-{secrets.token_hex(3)}"
             added = subprocess.run(
                 [
@@ -406,8 +415,6 @@ async def test_the_installed_wheel_runs_the_fleet_as_deployed_and_delivers_an_or
                     "order.delivered",
                     "--subscription-id",
                     subscription,
-                    "--secret",
-                    secret,
                 ],
                 env=operator | {"PATH": "/usr/bin:/bin"},
                 cwd=installed.workdir,
@@ -416,6 +423,9 @@ async def test_the_installed_wheel_runs_the_fleet_as_deployed_and_delivers_an_or
                 timeout=120,
             )
             assert added.returncode == 0, added.stderr
+            printed_id, secret = added.stdout.split()
+            assert printed_id == subscription and secret.startswith("whsec_")
+            assert secret not in added.stderr, "the secret is shown once, on stdout"
 
             await publisher.start()
             await status.start()

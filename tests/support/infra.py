@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 from libs.contracts.topics import SERVICES
 from libs.platform import dsn, stack
 from libs.platform.kafka import KafkaAccess, KafkaSecurity, wait_for_login
+from libs.platform.secret_box import new_key
 from libs.platform.secure_stack import ADMIN, SecureKafkaBroker
 from libs.platform.settings import BatonSettings
 from tests.support.fleet import Fleet
@@ -131,6 +132,8 @@ class Environment:
     database_urls: dict[str, str]
     """Schema (and "operator") -> that role's URL, without password (it is in ``passfile``)."""
     passfile: Path
+    webhook_key: str = field(default_factory=new_key)
+    """The run's ``BATON_WEBHOOK_SECRETS_KEY``: notification's, and the operator's for `baton webhooks`."""
 
     @property
     def dsn(self) -> str:
@@ -153,6 +156,7 @@ class Environment:
                 "BATON_TOPIC_PREFIX": self.prefix,
                 "BATON_LOG_JSON": "true",
                 "BATON_OPS_PORT": "0",
+                "BATON_WEBHOOK_SECRETS_KEY": self.webhook_key,
             }
         )
         return env | self.infra.principal_env("operator")

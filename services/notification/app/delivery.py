@@ -6,7 +6,10 @@ uses up only its own slots, never another subscriber's. A removed subscription's
 not claimed (they were cancelled); an attempt in flight when it was removed is recorded, and the
 delivery stays cancelled. A failed attempt is retried after an exponential back-off with jitter;
 after the last one the delivery is `dead` and a dead letter names it (`baton webhooks redeliver`
-sends it again).
+sends it again). What an attempt records as its error is a generic class (`egress_refused`,
+`timeout`, `refused`, `dns`, `tls`, `redirect`, `http_4xx`, `http_5xx`, ...): subscribers and
+whoever reads dead letters see it, and an address or an exception's text would tell them what
+listens inside the network. Signing secrets are opened only here, for the attempt.
 
 E-mails: in rounds of due e-mails. Each is rendered and sent on its own, so one that cannot be
 rendered or that the server refuses never holds up the others: it is due again after a back-off,
@@ -40,6 +43,7 @@ from services.notification.app.ports import (
     Mail,
     MailSender,
     Retry,
+    SecretBox,
     Templates,
     WebhookSender,
 )
@@ -76,6 +80,7 @@ class DeliveryWorker:
         *,
         deliveries: DeliveryQueue,
         webhooks: WebhookSender,
+        secrets: SecretBox,
         webhook_policy: WebhookPolicy,
         emails: EmailQueue,
         templates: Templates,
@@ -86,6 +91,7 @@ class DeliveryWorker:
         """``committed`` is called after a transaction wrote to the outbox (a dead letter)."""
         self._deliveries = deliveries
         self._sender = webhooks
+        self._secrets = secrets
         self._webhook_policy = webhook_policy
         self._emails = emails
         self._templates = templates
@@ -155,18 +161,10 @@ class DeliveryWorker:
     async def _deliver(self, due: DueDelivery) -> None:
         try:
             try:
-                sent = await self._sender.post(due.url, due.secret, due.delivery_id, due.body)
-                error = sent.transport_error
-                if (
-                    error is None
-                    and sent.status_code is not None
-                    and not webhooks.is_success(sent.status_code)
-                ):
-                    error = f"HTTP {sent.status_code}"
-                attempt = Attempt(sent.status_code, error, sent.duration_ms)
-            except Exception as exc:  # a failing sender is a failed attempt, never an endless lease
+                attempt = await self._attempt(due)
+            except Exception:  # a failing sender is a failed attempt, never an endless lease
                 log.warning("webhook sender failed", exc_info=True)
-                attempt = Attempt(None, f"{type(exc).__name__}: {exc}"[:500], 0)
+                attempt = Attempt(None, "sender_failed", 0)
             then = self.after(due, attempt)
             applied = await self._deliveries.record(due, attempt, then)
             outcome = _outcome(then) if applied else "cancelled"
@@ -178,6 +176,19 @@ class DeliveryWorker:
         finally:
             self._in_flight[due.subscription_id] -= 1
             self._webhooks_due.set()
+
+    async def _attempt(self, due: DueDelivery) -> Attempt:
+        """One POST signed with each of the subscription's secrets in force; a secret that does
+        not open or gives no key fails the attempt (`secret_unreadable`), recorded like any other."""
+        opened = [self._secrets.open(sealed) for sealed in due.secrets]
+        secrets = [s for s in opened if s is not None and webhooks.can_sign(s)]
+        if not secrets or len(secrets) < len(opened):
+            return Attempt(None, "secret_unreadable", 0)
+        sent = await self._sender.post(due.url, secrets, due.delivery_id, due.body)
+        error = sent.transport_error
+        if error is None and sent.status_code is not None:
+            error = webhooks.status_problem(sent.status_code)
+        return Attempt(sent.status_code, error, sent.duration_ms)
 
     def after(self, due: DueDelivery, attempt: Attempt) -> AfterAttempt:
         """Delivered; or retried after a back-off with jitter; or, after the last attempt, dead."""
