@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from libs.contracts.envelope import Contract
+from libs.contracts.envelope import Contract, Text
 
 
 class WebhookSubscriptionChanged(Contract):
@@ -17,19 +17,19 @@ class WebhookSubscriptionChanged(Contract):
     """
 
     action: Literal["add", "remove"]
-    subscription_id: str = Field(min_length=1, max_length=100)
-    url: str | None = Field(default=None, max_length=2000)
-    secret: str | None = Field(
+    subscription_id: Text = Field(min_length=1, max_length=100)
+    url: Text | None = Field(default=None, max_length=2000)
+    secret: Text | None = Field(
         default=None,
         min_length=8,
         max_length=200,
         description="`whsec_<base64>` (Standard Webhooks) or any string",
     )
-    events: list[str] = Field(default_factory=list)
+    events: list[Text] = Field(default_factory=list)
 
 
 class RedeliveryRequested(Contract):
     """On `notification.redeliveries.v1`: send a dead-lettered delivery (or all of a subscription's) again."""
 
-    delivery_id: str | None = None
-    subscription_id: str | None = None
+    delivery_id: Text | None = None
+    subscription_id: Text | None = None
