@@ -241,6 +241,21 @@ def producers_of(topic: str) -> tuple[str, ...]:
     return tuple(s.name for s in TOPOLOGY if topic in s.writes)
 
 
+OUTSIDE_CONTRACTS: tuple[type[Contract], ...] = tuple(
+    c for c in PUBLISHED_ON if not any(c in s.emits for s in TOPOLOGY)
+)
+"""Contracts no Baton service emits: channels, the catalog, warehouses, carriers, support tools and
+the operators' commands write them."""
+
+
+def written_only_by_baton(topic: str) -> bool:
+    """Whether only Baton's services produce ``topic``: the facts topics, `orders.status.v1`,
+    `fulfillment.stage-changes.v1`, ... (the operator's `baton dlq replay` sends a record back where
+    it came from, unchanged). Only there is a record's ``event_id`` header Baton's own, so only
+    there does the inbox recognise a re-sent event by it; everywhere else a producer chose it."""
+    return bool(producers_of(topic)) and topic not in {PUBLISHED_ON[c] for c in OUTSIDE_CONTRACTS}
+
+
 def consumer_groups(services: Iterable[str] = SERVICES) -> dict[str, str]:
     """Every consumer group of these services and the topic it reads (unprefixed)."""
     return {group: topic for name in services for group, topic in SERVICE_TOPOLOGY[name].groups.items()}
