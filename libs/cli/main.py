@@ -611,11 +611,16 @@ def demo(
 
 
 def _add_service_commands() -> None:
-    """Commands a service adds to `baton` (e.g. fulfillment's `pipelines`), from the `baton.commands`
-    entry points: the CLI offers them without importing services by name."""
+    """Commands a service adds to `baton` (e.g. fulfillment's `pipelines`, notification's `api-keys`
+    group), from the `baton.commands` entry points: the CLI offers them without importing services
+    by name."""
     for command in entry_points(group="baton.commands"):
         with contextlib.suppress(ImportError):  # a service that is not installed adds nothing
-            app.command(name=command.name)(command.load())
+            loaded = command.load()
+            if isinstance(loaded, typer.Typer):
+                app.add_typer(loaded, name=command.name)
+            else:
+                app.command(name=command.name)(loaded)
 
 
 _add_service_commands()

@@ -37,7 +37,7 @@ from libs.contracts.lifecycle import (
     ShipmentFailed,
     ShipmentShipped,
 )
-from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
+from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import (
     CancellationOutcome,
     CancelRequested,
@@ -52,6 +52,7 @@ from libs.contracts.topics import (
     FULFILLMENT_UPDATES,
     INVENTORY_ADJUSTMENTS,
     INVENTORY_LOCATIONS,
+    NOTIFICATION_API_KEYS,
     NOTIFICATION_REDELIVERIES,
     NOTIFICATION_SUBSCRIPTIONS,
     ORDERS_CANCEL_REQUESTED,
@@ -123,6 +124,7 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     FulfillmentUpdate: FULFILLMENT_UPDATES,
     WebhookSubscriptionChanged: NOTIFICATION_SUBSCRIPTIONS,
     RedeliveryRequested: NOTIFICATION_REDELIVERIES,
+    ApiKeyChanged: NOTIFICATION_API_KEYS,
     OrderStatusChanged: ORDERS_STATUS,
     OrderRefused: ORDERS_REFUSED,
     CancellationOutcome: ORDERS_CANCELLATIONS,
@@ -205,6 +207,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
         inputs=(
             _from("subscription_changed", WebhookSubscriptionChanged),
             _from("redelivery_requested", RedeliveryRequested),
+            _from("api_key_changed", ApiKeyChanged),
             _facts("notification", OrderReceived),
             _from("status_changed", OrderStatusChanged),
             _from("stage_changed", StageChanged),

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 
 from libs.contracts.fulfillment import StageChanged
-from libs.contracts.notification import WebhookSubscriptionChanged
+from libs.contracts.notification import ApiKeyChanged, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged, Shipment, ShipmentLine
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform.db import create_pool, ensure_database, migrate
@@ -43,10 +43,12 @@ from services.notification.app.ports import (
     Retry,
 )
 from services.notification.app.use_cases import (
+    change_api_key,
     change_subscription,
     record_stage_changes,
     record_status_changes,
 )
+from services.notification.domain.api_keys import digest, new_key
 from services.notification.domain.webhooks import verify
 from services.notification.settings import NotificationSettings
 from tests.support.infra import Infra, free_port, fresh_name
@@ -428,12 +430,18 @@ async def test_the_status_api_shows_an_order_with_its_parcels_stages_and_timelin
             )
         ],
     )
-    runner = web.AppRunner(build_api(PgOrderStatusQueries(pool)))
+    key = new_key()
+    await units.run(
+        change_api_key,
+        ApiKeyChanged(action="add", key_id="k1", key_hash=digest(key), channels=["webshop"]),
+    )
+    runner = web.AppRunner(build_api(PgOrderStatusQueries(pool), rate_per_s=100, burst=100))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    auth = {"Authorization": f"Bearer {key}"}
     try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=auth) as http:
             async with http.get(f"/orders/{order_id}") as r:
                 view = await r.json()
             async with http.get(
@@ -454,3 +462,52 @@ async def test_the_status_api_shows_an_order_with_its_parcels_stages_and_timelin
     assert [e["kind"] for e in view["timeline"]] == ["status", "stage"]
     assert found["order_id"] == str(order_id)
     assert (missing, ready) == (404, 200)
+
+
+async def test_status_api_keys_are_stored_as_digests_scoped_to_channels_limited_and_revocable(
+    pool: asyncpg.Pool,
+) -> None:
+    units = Units(pool)
+    order_id = uuid4()
+    await units.run(record_status_changes, [status(order_id, OrderStatus.RECEIVED, 1)])
+    webshop, other, support = new_key(), new_key(), new_key()
+    for key_id, key, channels in (
+        ("web", webshop, ["webshop"]),
+        ("pos", other, ["pos"]),
+        ("all", support, ["*"]),
+    ):
+        await units.run(
+            change_api_key,
+            ApiKeyChanged(action="add", key_id=key_id, name=key_id, key_hash=digest(key), channels=channels),
+        )
+    stored = await pool.fetch("SELECT * FROM api_keys")
+    assert all(key not in str(dict(row)) for row in stored for key in (webshop, other, support))
+    runner = web.AppRunner(build_api(PgOrderStatusQueries(pool), rate_per_s=0.5, burst=3))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    async def get(key: str | None, path: str = f"/orders/{order_id}") -> tuple[int, dict[str, str]]:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        async with http.get(path, headers=headers) as r:
+            return r.status, dict(r.headers)
+
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            assert (await get(webshop))[0] == 200
+            assert (await get(support))[0] == 200
+            assert (await get(other))[0] == 404, "another channel's order is not found, not forbidden"
+            assert (await get(other, "/orders?channel=webshop&external_id=x"))[0] == 404
+            assert (await get(None))[0] == 401
+            assert (await get("baton_not-a-key"))[0] == 401
+            assert (await get(None, "/openapi.json"))[0] == 200
+            assert (await get(None, "/livez"))[0] == 200
+            answers = [await get(webshop) for _ in range(3)]  # a burst of 3, the first one spent
+            assert [a[0] for a in answers] == [200, 200, 429]
+            assert int(answers[-1][1]["Retry-After"]) >= 1
+            assert (await get(support))[0] == 200, "each key has a bucket of its own"
+            await units.run(change_api_key, ApiKeyChanged(action="revoke", key_id="all"))
+            assert (await get(support))[0] == 401, "a revoked key is refused"
+            assert (await get(None))[0] == 429, "failed log-ins from one address are limited too"
+    finally:
+        await runner.cleanup()

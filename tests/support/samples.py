@@ -32,7 +32,7 @@ from libs.contracts.lifecycle import (
     ShipmentFailed,
     ShipmentShipped,
 )
-from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
+from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import (
     CancelRequested,
     HoldDecision,
@@ -124,6 +124,9 @@ def _samples() -> dict[type[Contract], Contract]:
             events=["order.shipped", "stage.entered:packed"],
         ),
         RedeliveryRequested(delivery_id="msg_1", subscription_id="sub-1"),
+        ApiKeyChanged(
+            action="add", key_id="key_1", name="support desk", key_hash="ab" * 32, channels=["webshop", "pos"]
+        ),
         OrderStatusChanged(
             order_id=ORDER_ID,
             channel="webshop",
