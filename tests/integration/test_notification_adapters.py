@@ -337,6 +337,7 @@ class RefusingMailbox:
     def __init__(self, refused: str) -> None:
         self.refused = refused
         self.accepted: list[bytes] = []
+        self.envelopes: list[list[str]] = []
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if address == self.refused:
@@ -346,6 +347,7 @@ class RefusingMailbox:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.accepted.append(envelope.content)
+        self.envelopes.append(list(envelope.rcpt_tos))
         return "250 OK"
 
 
@@ -368,6 +370,21 @@ async def test_the_smtp_sender_sends_each_message_and_a_refused_one_fails_alone(
     assert [r is None for r in results] == [True, False, True, True]
     assert results[1] is not None and "550" in results[1]
     assert sorted(b"Message-ID: <o" in m for m in mailbox.accepted) == [True, True, True]
+    assert sorted(mailbox.envelopes) == [["ada@example.test"]] * 3, "one recipient per envelope"
+
+
+async def test_the_smtp_sender_never_puts_a_list_of_addresses_on_an_envelope() -> None:
+    mailbox = RefusingMailbox("nobody@example.test")
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        sender = AioSmtpSender(NotificationSettings(smtp_host="127.0.0.1", smtp_port=port))
+        results = await sender.send([mail(1, "victim@example.com, list@evil.example"), mail(2)])
+    finally:
+        controller.stop()
+    assert results[0] is not None and results[1] is None
+    assert mailbox.envelopes == [["ada@example.test"]]
 
 
 async def test_the_smtp_sender_reports_every_message_failed_when_no_server_answers() -> None:
