@@ -53,7 +53,7 @@ class Incoming:
             return self.position
         base = self.headers.get("event_id") or self.position
         replayed_from = self.headers.get(REPLAYED_FROM_HEADER)
-        return f"{base}/replay/{replayed_from}" if replayed_from else base
+        return storable(f"{base}/replay/{replayed_from}" if replayed_from else base)
 
     @property
     def event_type(self) -> str | None:
