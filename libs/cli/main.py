@@ -728,9 +728,9 @@ def demo(
 
 
 def _add_service_commands() -> None:
-    """Commands a service adds to `baton` (e.g. fulfillment's `pipelines`, notification's `webhooks
-    check-url`: `<group>.<name>`), from the `baton.commands` entry points: the CLI offers them
-    without importing services by name."""
+    """Commands a service adds to `baton` (e.g. fulfillment's `pipelines`, notification's `api-keys`
+    group and `webhooks check-url`: `<group>.<name>`), from the `baton.commands` entry points: the
+    CLI offers them without importing services by name."""
     groups = {
         "webhooks": webhooks_app,
         "dlq": dlq_app,
@@ -741,7 +741,12 @@ def _add_service_commands() -> None:
     for command in entry_points(group="baton.commands"):
         group, _, name = command.name.rpartition(".")
         with contextlib.suppress(ImportError):  # a service that is not installed adds nothing
-            groups.get(group, app).command(name=name)(command.load())
+            loaded = command.load()
+            target = groups.get(group, app)
+            if isinstance(loaded, typer.Typer):
+                target.add_typer(loaded, name=name)
+            else:
+                target.command(name=name)(loaded)
 
 
 _add_service_commands()

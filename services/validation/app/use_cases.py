@@ -41,6 +41,7 @@ def to_domain(order: OrderDetails) -> rules.Order:
         ),
         payment_status=order.payment.status,
         payment_amount=order.payment.amount,
+        customer_email=order.customer.email,
     )
 
 
