@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from libs.cli.api_keys import api_keys as api_keys_app
 from libs.cli.config import config_app
 from libs.contracts.topics import SERVICES
+from libs.contracts.topology import EDGES
 from libs.platform import stack
 from libs.platform.supervisor import Supervisor
 
@@ -44,6 +46,7 @@ app.add_typer(dlq_app, name="dlq")
 webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook subscriptions (changes travel through Kafka).")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(config_app, name="config")
+app.add_typer(api_keys_app, name="api-keys")
 rules_app = typer.Typer(
     no_args_is_help=True, help="Validation rules: built-in and plugins (validation adds `list`)."
 )
@@ -74,9 +77,13 @@ def _kafka_settings() -> BatonSettings:
     return settings
 
 
+PROCESSES = (*SERVICES, *(e.name for e in EDGES))
+"""What `baton run` and `baton up` start: the five services and the HTTP gateway."""
+
+
 def service_name(name: str) -> str:
-    if name not in SERVICES:
-        raise typer.BadParameter(f"unknown service {name!r}; one of: {', '.join(SERVICES)}")
+    if name not in PROCESSES:
+        raise typer.BadParameter(f"unknown service {name!r}; one of: {', '.join(PROCESSES)}")
     return name
 
 
@@ -90,7 +97,7 @@ def service_definition(name: str) -> Any:
 
 
 @app.command()
-def run(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICES)}")]) -> None:
+def run(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(PROCESSES)}")]) -> None:
     """Run one service as its own process (what SREs scale). SIGTERM drains and commits, then exits.
 
     It never migrates: it waits (BATON_SCHEMA_WAIT_S) for `baton migrate` to bring its schema to
@@ -107,8 +114,9 @@ def run(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICE
 
 
 def fleet_migrations(services: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """Schema -> migrations package of each service, from its definition."""
-    return {name: service_definition(name).migrations for name in services}
+    """Schema -> migrations package of each service, from its definition (the gateway has none)."""
+    found = {name: service_definition(name).migrations for name in services}
+    return {name: package for name, package in found.items() if package is not None}
 
 
 @app.command()
@@ -314,8 +322,8 @@ def up(
         bool, typer.Option(help="on the secured local broker, each service as its own principal")
     ] = False,
 ) -> None:
-    """Start Kafka, PostgreSQL and all five services; Ctrl-C stops everything started here."""
-    counts = {name: 1 for name in SERVICES}
+    """Start Kafka, PostgreSQL, all five services and the HTTP gateway; Ctrl-C stops everything."""
+    counts = {name: 1 for name in PROCESSES}
     for item in replicas:
         name, _, n = item.partition("=")
         counts[service_name(name)] = int(n)

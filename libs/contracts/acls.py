@@ -6,6 +6,8 @@ in the tests. ``baton acls apply`` writes it to the cluster; the README's ACL ta
 
 - a **service** reads its inputs with its own consumer groups (``<prefix>baton.<service>.<input>``,
   one PREFIXED grant) and writes its outputs and its own dead-letter topic; nothing else.
+- an **edge process** (the HTTP gateway) writes what it emits on outsiders' behalf (orders and cancel
+  requests) and reads the store topics it follows (the channel keys) without a consumer group.
 - **channel** (web shop, marketplace, POS) may only submit orders and cancel requests.
 - **reader** (dashboards, analytics) reads the public topics in groups named ``<prefix>reader.*``.
 - **operator** (the ``baton`` CLI): reads every dead-letter topic (``dlq list``), writes every
@@ -29,7 +31,7 @@ from libs.contracts.topics import (
     TOPICS,
     dead_letter_topic,
 )
-from libs.contracts.topology import TOPOLOGY
+from libs.contracts.topology import EDGES, TOPOLOGY
 
 ResourceType = Literal["topic", "group"]
 PatternType = Literal["literal", "prefixed"]
@@ -54,7 +56,7 @@ CHANNEL_WRITES = (ORDERS_SUBMITTED, ORDERS_CANCEL_REQUESTED)
 PUBLIC_TOPICS = tuple(spec.name for spec in TOPICS if spec.public)
 READER_GROUP_PREFIX = "reader."
 SERVICE_GROUP_PREFIX = "baton."
-PRINCIPALS = (*SERVICES, "channel", "reader", "operator")
+PRINCIPALS = (*SERVICES, *(e.name for e in EDGES), "channel", "reader", "operator")
 """Principals with ACLs (the admin is a super user and has none)."""
 
 
@@ -91,6 +93,11 @@ def grants(prefix: str = "") -> list[Grant]:
         allow(service, "group", "prefixed", f"{SERVICE_GROUP_PREFIX}{service}.", "read")
         for topic in service_writes(service):
             allow(service, "topic", "literal", topic, "write")
+    for edge in EDGES:
+        for topic in edge.writes:
+            allow(edge.name, "topic", "literal", topic, "write")
+        for topic in edge.follows:
+            allow(edge.name, "topic", "literal", topic, "read")
     for topic in CHANNEL_WRITES:
         allow("channel", "topic", "literal", topic, "write")
     for topic in PUBLIC_TOPICS:

@@ -26,7 +26,14 @@ import yaml
 
 from libs.contracts import headers, topics
 from libs.contracts.envelope import Contract, Event
-from libs.contracts.topology import OUTSIDE_PRODUCERS, PUBLISHED_ON, TOPOLOGY, ServiceTopology, topics_for
+from libs.contracts.topology import (
+    EDGES,
+    OUTSIDE_PRODUCERS,
+    PUBLISHED_ON,
+    TOPOLOGY,
+    ServiceTopology,
+    topics_for,
+)
 
 KAFKA_BINDINGS_VERSION = "0.5.0"
 """The newest Kafka bindings version the AsyncAPI parser (3.x) knows."""
@@ -200,7 +207,11 @@ class _Renderer:
                 "kafka": {
                     "partitions": spec.partitions,
                     "replicas": topics.DEFAULT_REPLICATION_FACTOR,
-                    "topicConfiguration": {"retention.ms": spec.retention_hours * 3600 * 1000},
+                    "topicConfiguration": (
+                        {"cleanup.policy": ["compact"]}
+                        if spec.compacted
+                        else {"retention.ms": spec.retention_hours * 3600 * 1000}
+                    ),
                     "bindingVersion": KAFKA_BINDINGS_VERSION,
                 }
             },
@@ -213,7 +224,7 @@ class _Renderer:
             for s in TOPOLOGY
             for i in s.inputs
             if i.topic == spec.name
-        ]
+        ] + [f"{e.name} (every process reads it whole, in no group)" for e in EDGES if spec.name in e.follows]
         if _is_dead_letters(spec.name):
             kind = (
                 f"Internal: the records {_owner(spec.name)} gave up on, as they came, with `dlq-*` headers "
@@ -235,10 +246,14 @@ class _Renderer:
         if not readers:
             readers = ["subscribers outside Baton"]
         days = spec.retention_hours / 24
+        kept = (
+            "compacted: the last record of each key is kept for good (a store, read from its beginning)"
+            if spec.compacted
+            else f"records kept {days:g} days"
+        )
         return (
             f"{kind}\n\n- Written by: {', '.join(writers)}\n- Read by: {', '.join(readers)}\n"
-            f"- Key: {spec.key}; {spec.partitions} partition{'s' if spec.partitions != 1 else ''}; "
-            f"records kept {days:g} days"
+            f"- Key: {spec.key}; {spec.partitions} partition{'s' if spec.partitions != 1 else ''}; {kept}"
         )
 
     def message(self, contract: type[Contract]) -> str:

@@ -45,6 +45,16 @@ class TopicSpec:
     key: str
     public: bool
     retention_hours: int = 168
+    compacted: bool = False
+    """Kept by key forever (the last record of each key at least): a store any process can rebuild by
+    reading the topic from its beginning, instead of a window of recent records."""
+
+    @property
+    def configs(self) -> dict[str, str]:
+        """The topic's settings as `baton topics apply` creates them."""
+        if self.compacted:
+            return {"cleanup.policy": "compact"}
+        return {"retention.ms": str(self.retention_hours * 3600 * 1000)}
 
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -61,7 +71,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(FULFILLMENT_STAGE_CHANGES, 8, "order id", True),
     TopicSpec(NOTIFICATION_SUBSCRIPTIONS, 1, "subscription id", False),
     TopicSpec(NOTIFICATION_REDELIVERIES, 1, "delivery id", False),
-    TopicSpec(NOTIFICATION_API_KEYS, 1, "key id", False),
+    TopicSpec(NOTIFICATION_API_KEYS, 1, "key id", False, compacted=True),
     *(TopicSpec(facts_topic(s), 8, "order id", False) for s in SERVICES),
     *(TopicSpec(dead_letter_topic(s), 1, "source key", False, 720) for s in SERVICES),
 )

@@ -138,8 +138,10 @@ PUBLISHED_ON: dict[type[Contract], str] = {
 """The topic of every contract that is not an order fact: public events, and inputs from outside."""
 
 OUTSIDE_PRODUCERS: dict[str, str] = {
-    ORDERS_SUBMITTED: "channels (web shop, marketplace, phone, store POS)",
-    ORDERS_CANCEL_REQUESTED: "channels and customer service",
+    ORDERS_SUBMITTED: "channels (web shop, marketplace, phone, store POS), directly or through Baton's"
+    " HTTP gateway (`POST /v1/orders`)",
+    ORDERS_CANCEL_REQUESTED: "channels and customer service, directly or through Baton's HTTP gateway"
+    " (`POST /v1/orders/{id}/cancel`)",
     ORDERS_HOLD_DECISIONS: "support, deciding on held orders",
     CATALOG_PRODUCTS: "the catalog system",
     INVENTORY_LOCATIONS: "operations",
@@ -275,6 +277,30 @@ def written_only_by_baton(topic: str) -> bool:
     it came from, unchanged). Only there is a record's ``event_id`` header Baton's own, so only
     there does the inbox recognise a re-sent event by it; everywhere else a producer chose it."""
     return bool(producers_of(topic)) and topic not in {PUBLISHED_ON[c] for c in OUTSIDE_CONTRACTS}
+
+
+@dataclass(frozen=True)
+class EdgeTopology:
+    """A process at Baton's edge that consumes nothing in a consumer group: it writes outsiders'
+    contracts on their behalf (so those topics keep their outside producers) and follows store topics,
+    read whole from their beginning by every process without a group."""
+
+    name: str
+    emits: tuple[type[Contract], ...]
+    follows: tuple[str, ...]
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t for contract in self.emits for t in topics_for(contract)))
+
+
+GATEWAY = EdgeTopology(
+    "gateway", emits=(OrderSubmitted, CancelRequested), follows=(PUBLISHED_ON[ApiKeyChanged],)
+)
+"""The HTTP intake gateway (`baton run gateway`): orders and cancel requests over HTTP, checked
+against the channel keys it follows on the compacted `notification.api-keys.v1`."""
+
+EDGES: tuple[EdgeTopology, ...] = (GATEWAY,)
 
 
 def consumer_groups(services: Iterable[str] = SERVICES) -> dict[str, str]:

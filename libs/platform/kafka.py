@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
@@ -335,11 +336,22 @@ async def apply_topics(settings: BatonSettings) -> list[str]:
                 name=settings.topic(spec.name),
                 num_partitions=spec.partitions,
                 replication_factor=settings.topic_replication_factor,
-                topic_configs={"retention.ms": str(spec.retention_hours * 3600 * 1000)},
+                topic_configs=spec.configs,
             )
             for spec in TOPICS
             if settings.topic(spec.name) not in existing
         ]
+        try:
+            await _compact(
+                admin,
+                [
+                    settings.topic(s.name)
+                    for s in TOPICS
+                    if s.compacted and settings.topic(s.name) in existing
+                ],
+            )
+        except KafkaError as exc:  # a service's own principal may not describe configs; the admin's Job does
+            log.info("topic settings not checked", extra={"error": repr(exc)})
         if not wanted:
             return []
         response = await admin.create_topics(wanted)
@@ -359,6 +371,28 @@ async def apply_topics(settings: BatonSettings) -> list[str]:
         return created
     finally:
         await admin.close()
+
+
+async def _compact(admin: AIOKafkaAdminClient, names: Sequence[str]) -> None:
+    """Make existing topics that are stores compacted (an earlier release created
+    `notification.api-keys.v1` with a retention time, which would forget keys after a week)."""
+    if not names:
+        return
+    described = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, n, {"cleanup.policy": None}) for n in names]
+    )
+    stale = [
+        resource[3]  # (error code, message, type, name, entries); an entry is (name, value, ...)
+        for response in described
+        for resource in response.resources
+        if resource[0] == 0
+        and not any(entry[0] == "cleanup.policy" and entry[1] == "compact" for entry in resource[4])
+    ]
+    if stale:
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, n, {"cleanup.policy": "compact"}) for n in stale]
+        )
+        log.info("topics made compacted", extra={"topics": stale})
 
 
 async def wait_for_leaders(admin: AIOKafkaAdminClient, names: Sequence[str], timeout_s: float = 30.0) -> None:

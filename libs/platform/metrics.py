@@ -114,6 +114,21 @@ TIMERS_FIRED = Counter(
 )
 EMAILS = Counter("baton_emails", "Customer e-mails by outcome (sent, failed)", ["outcome"], registry=REGISTRY)
 
+# the HTTP intake gateway
+GATEWAY_REQUESTS = Counter(
+    "baton_gateway_requests",
+    "Requests to the HTTP intake gateway by route and answer status (202, 401, 403, 413, 422, 429, 503)",
+    ["route", "status"],
+    registry=REGISTRY,
+)
+GATEWAY_SECONDS = Histogram(
+    "baton_gateway_request_seconds",
+    "Time to answer a gateway request (an accepted one includes the broker's acknowledgement)",
+    ["route"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+    registry=REGISTRY,
+)
+
 _pending: contextvars.ContextVar[list[tuple[Counter | Histogram, tuple[str, ...], float]] | None] = (
     contextvars.ContextVar("baton_pending_metrics", default=None)
 )

@@ -16,14 +16,14 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import asyncpg
 
 from libs.contracts.topics import dead_letter_topic
-from libs.contracts.topology import ServiceTopology
+from libs.contracts.topology import EdgeTopology, ServiceTopology
 from libs.platform import dsn, tracing
 from libs.platform.consumer import InputConsumer
 from libs.platform.db import SchemaState, create_pool, schema_state, session_settings
@@ -104,6 +104,21 @@ class ServiceDefinition(Generic[S]):
     router: Callable[[S], ServiceRouter[Any]]
     workers: Callable[[Runtime], Awaitable[Stopper]] | None = None
     """Starts the service's own workers (dispatchers, HTTP) and returns how to stop them."""
+
+    @property
+    def name(self) -> str:
+        return self.topology.name
+
+
+@dataclass(frozen=True)
+class EdgeDefinition(Generic[S]):
+    """A process at Baton's edge (the HTTP gateway): no consumer group, no database, no migrations;
+    it runs its own ``serve`` until ``stop`` is set (or SIGTERM) and scales on CPU."""
+
+    topology: EdgeTopology
+    settings: type[S]
+    serve: Callable[[S, asyncio.Event | None], Coroutine[Any, Any, None]]
+    migrations: None = None
 
     @property
     def name(self) -> str:
@@ -292,13 +307,19 @@ async def await_schema(
         await asyncio.sleep(min(SCHEMA_POLL_S, max(0.0, deadline - now)))
 
 
-def run(definition: ServiceDefinition[Any], settings: BatonSettings | None = None) -> int:
+def run(
+    definition: ServiceDefinition[Any] | EdgeDefinition[Any], settings: BatonSettings | None = None
+) -> int:
     """Run until stopped; returns the exit status. A start-up that cannot succeed ends with one log
     line (secrets scrubbed like every line), not a traceback on stderr."""
     import uvloop
 
     try:
-        uvloop.run(serve(definition, settings or definition.settings()))
+        chosen = settings or definition.settings()
+        if isinstance(definition, EdgeDefinition):
+            uvloop.run(definition.serve(chosen, None))
+        else:
+            uvloop.run(serve(definition, chosen))
     except StartupRefused as exc:
         log.critical(str(exc))
         return 1

@@ -95,7 +95,10 @@ def test_every_topic_is_a_channel_with_its_partitions_replicas_and_retention(
         kafka = channels[spec.name]["bindings"]["kafka"]
         assert kafka["partitions"] == spec.partitions
         assert kafka["replicas"] == topics.DEFAULT_REPLICATION_FACTOR
-        assert kafka["topicConfiguration"]["retention.ms"] == spec.retention_hours * 3_600_000
+        if spec.compacted:  # a store (the channel keys): kept by key, never by age
+            assert kafka["topicConfiguration"] == {"cleanup.policy": ["compact"]}
+        else:
+            assert kafka["topicConfiguration"]["retention.ms"] == spec.retention_hours * 3_600_000
         assert channels[spec.name]["messages"], f"{spec.name} documents no message"
     for service in topics.SERVICES:
         assert list(channels[topics.dead_letter_topic(service)]["messages"]) == ["DeadLetter"]

@@ -424,6 +424,18 @@ async def test_a_cancel_request_may_name_the_order_by_channel_and_external_id() 
     assert isinstance(fact, OrderCancelRequested) and fact.order_id == order_id
 
 
+async def test_a_cancel_request_naming_another_channel_is_refused_as_if_the_order_did_not_exist() -> None:
+    uow = FakeIntakeUnit()
+    order_id = await order_at(uow, OrderStatus.ALLOCATED)
+    other = CancelRequested(request_id="cx-1", order_id=order_id, channel="marketplace")
+    [refusal] = await request_cancel(other, uow)
+    assert isinstance(refusal, CancellationOutcome)
+    assert (refusal.outcome, [r.code for r in refusal.reasons]) == ("refused", ["unknown_order"])
+    own = CancelRequested(request_id="cx-1", order_id=order_id, channel="webshop")
+    [fact] = await request_cancel(own, uow)
+    assert isinstance(fact, OrderCancelRequested) and fact.order_id == order_id
+
+
 async def test_a_cancel_request_for_an_order_not_known_yet_is_refused_and_not_recorded() -> None:
     uow = FakeIntakeUnit()
     early = CancelRequested(request_id="early", channel="webshop", external_id="ext-1")

@@ -275,10 +275,15 @@ async def request_cancel(request: CancelRequested, uow: IntakeUnit) -> list[Even
     """Find the order, act once per request id, refuse what is clearly too late, forward the rest.
 
     A request for an order not known (yet) is refused with `unknown_order` but not recorded: the
-    order may simply not have arrived, and the channel may send the same request again.
+    order may simply not have arrived, and the channel may send the same request again. A request
+    naming both the order id and a channel (the HTTP gateway names the channel its caller's key may
+    act for) is for an order of that channel only: another channel's order is `unknown_order` too,
+    exactly like one that does not exist.
     """
     if request.order_id is not None:
         order = await uow.orders.find(request.order_id)
+        if order is not None and request.channel is not None and order.channel != request.channel:
+            order = None
     elif request.channel and request.external_id:
         order = await uow.orders.find_by_channel(request.channel, request.external_id)
     else:

@@ -16,14 +16,10 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+# The order id is shared with the HTTP gateway, through libs.
+from libs.contracts.identity import ORDER_NAMESPACE as ORDER_NAMESPACE
+from libs.contracts.identity import order_id_for as order_id_for
 from libs.contracts.vocabulary import OrderStatus
-
-ORDER_NAMESPACE = uuid.UUID("6f1c2a52-8f0e-4c36-9d5b-0b7a4e1f2d90")
-
-
-def order_id_for(channel: str, external_id: str) -> uuid.UUID:
-    """The same channel order always gets the same id, even if intake applies it twice."""
-    return uuid.uuid5(ORDER_NAMESPACE, f"{channel}:{external_id}")
 
 
 def fingerprint(order: dict[str, Any]) -> str:
