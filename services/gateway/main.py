@@ -24,8 +24,8 @@ from libs.platform.kafka import KafkaAccessRefused, check_access, ensure_topics
 from libs.platform.logs import configure_logging
 from libs.platform.messaging import TRANSIENT_ERRORS
 from libs.platform.service import EdgeDefinition
-from services.gateway.entry import build_api
 from services.gateway.adapters.kafka import KafkaKeyDirectory, KafkaOrderCommands
+from services.gateway.entry import build_api
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger("baton.gateway")

@@ -178,7 +178,9 @@ class Environment:
             self.service_env() | dict(extra_env or {}),
             log_dir,
             self.database_urls,
-            {s: self.own_logins(s) for s in self.database_urls if s in SERVICES},
+            {s: self.own_logins(s) for s in self.database_urls if s in SERVICES}
+            # the HTTP gateway keeps no database: only its own Kafka principal
+            | {"gateway": self.infra.principal_env("gateway")},
         )
 
     async def drop(self) -> None:
