@@ -20,6 +20,7 @@ from libs.contracts.topics import SERVICES, TOPICS
 from libs.platform import dsn, metrics
 from libs.platform.settings import BatonSettings
 from libs.platform.stack import kafka_version
+from services.gateway.settings import GatewaySettings
 from services.notification.settings import NotificationSettings
 from tests.support.manifests import DEPLOY, of_kind, rendered_base
 
@@ -253,7 +254,7 @@ def test_compose_file_follows_the_compose_specification_and_runs_every_service()
         assert needed in services
     scraped = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
     names = scraped["scrape_configs"][0]["dns_sd_configs"][0]["names"]
-    assert sorted(names) == sorted(SERVICES)
+    assert sorted(names) == sorted([*SERVICES, "gateway"])
 
 
 @pytest.mark.skipif(
@@ -280,6 +281,39 @@ def test_the_dashboard_only_queries_metrics_baton_exports() -> None:
         assert topic in titles
 
 
+def test_the_gateway_is_stateless_scaled_on_cpu_and_logs_in_as_its_own_principal_only(
+    objects: list[dict[str, Any]],
+) -> None:
+    """No database login, no consumer group to scale on: a Deployment of at least two replicas behind
+    a Service, a disruption budget, an HPA on CPU; its only Secrets are its Kafka login and the CA."""
+    deployment = of_kind(objects, "Deployment")["gateway"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["args"] == ["run", "gateway"]
+    assert _secret_refs(pod) == {"baton-kafka-gateway", "baton-kafka-ca"}
+    assert "DATABASE_URL" not in _env(container)
+    assert {"name": "BATON_GATEWAY_HOST", "value": "0.0.0.0"} in container["env"]
+    assert {"name": "http", "containerPort": GatewaySettings().gateway_port} in container["ports"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert pod["terminationGracePeriodSeconds"] > float(BatonSettings().graceful_timeout_s) + 10
+    budget = of_kind(objects, "PodDisruptionBudget")["gateway"]
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+    hpa = of_kind(objects, "HorizontalPodAutoscaler")["gateway"]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gateway"}
+    assert hpa["minReplicas"] >= 2 and hpa["maxReplicas"] > hpa["minReplicas"]
+    [metric] = hpa["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert "gateway" not in of_kind(objects, "ScaledObject")  # nothing to lag on
+    [port] = of_kind(objects, "Service")["gateway"]["spec"]["ports"]
+    assert port["targetPort"] == "http"
+    ingress = of_kind(objects, "NetworkPolicy")["baton-ingress"]["spec"]["ingress"]
+    assert any(p.get("port") == port["port"] for rule in ingress for p in rule.get("ports", []))
+    gateway = compose_services()["gateway"]
+    assert gateway["command"] == ["run", "gateway"]
+    assert "DATABASE_URL" not in gateway["environment"] and "migrate" not in gateway["depends_on"]
+    assert gateway["ports"] == ["127.0.0.1:${BATON_GATEWAY_PORT:-8086}:8086"]
+
+
 def test_the_status_api_binds_loopback_by_default_and_every_interface_in_kubernetes(
     objects: list[dict[str, Any]],
 ) -> None:
@@ -300,7 +334,7 @@ def test_the_default_compose_stack_needs_no_registry_image() -> None:
     jars and the lock file; only the base image (a build argument) may come from a registry."""
     services = compose_services()
     default = {name: s for name, s in services.items() if not s.get("profiles")}
-    assert set(default) == {"kafka", "postgres", "topics", "migrate", *SERVICES}
+    assert set(default) == {"kafka", "postgres", "topics", "migrate", *SERVICES, "gateway"}
     assert {name: "build" in s for name, s in default.items()} == dict.fromkeys(default, True)
     assert services["kafka"]["build"]["dockerfile"] == "deploy/compose/kafka.Dockerfile"
     assert services["kafka"]["image"] == f"baton-kafka:{kafka_version()}", "tag the version the pom resolves"
