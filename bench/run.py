@@ -11,6 +11,8 @@
 3. Fleet, open loop: a fixed arrival rate (default 50 % of the closed-loop figure); latency from the
    *scheduled* send time (free of coordinated omission) to `allocated` and `in_fulfillment`.
 4. Cost: CPU seconds per 1,000 orders per service and for the broker; peak RSS per service.
+5. The HTTP gateway alone (`bench/gateway.py`): accepted requests/s with 32 clients, then p50/p99 at
+   half that rate (`--gateway-only` runs just this and writes nothing).
 
 Writes `bench/results/<date>.json` and a PNG chart, prints a table and compares with the previous file.
 """
@@ -39,6 +41,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewTopic
 
+from bench.gateway import gateway_bench
 from libs.contracts import topics
 from libs.platform import stack
 from libs.platform.kafka import KafkaAccess, KafkaSecurity, wait_for_leaders
@@ -626,6 +629,7 @@ def print_table(result: dict[str, Any], previous: dict[str, Any] | None) -> None
         + (f" (was {before}: x{cost / before:.2f})" if cost and before else "")
     )
     print("  peak RSS MB: " + ", ".join(f"{k} {v}" for k, v in result["fleet"]["peak_rss_mb"].items()))
+    print_gateway(result.get("gateway"))
     p99 = o["allocated"].get("p99_ms")
     print("  targets (issue 13), ratios within this run:")
     print(
@@ -736,6 +740,7 @@ def machine() -> dict[str, Any]:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     infra = start_infra()
     fleet: dict[str, Any] | None = None
+    gateway: dict[str, Any] | None = None
     try:
         payload = orjson.dumps(random_order(random.Random(0), demo_shop(), "x" * 12))
         transport, secured = await transports(infra, args.transport_messages, payload, args.transport_rounds)
@@ -751,6 +756,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
             bare_open = await transport_open_loop(infra, payload, rate, args.open_duration)
+            print(f"HTTP gateway: closed loop {args.gateway_duration:.0f} s, then open loop", flush=True)
+            gateway = await gateway_bench(infra, args.gateway_duration, args.gateway_duration, log_dir)
     finally:
         stop_infra(infra)
     return {
@@ -763,7 +770,30 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if transport["per_second"]
         else 0.0,
         "fleet": fleet,
+        "gateway": gateway,
     }
+
+
+async def gateway_main(args: argparse.Namespace) -> dict[str, Any]:
+    infra = start_infra()
+    try:
+        log_dir = stack.cache_dir() / f"bench-logs-{int(time.time())}"
+        return await gateway_bench(infra, args.gateway_duration, args.gateway_duration, log_dir)
+    finally:
+        stop_infra(infra)
+
+
+def print_gateway(gateway: dict[str, Any] | None) -> None:
+    if not gateway:
+        return
+    c, o = gateway["closed_loop"], gateway["open_loop"]
+    print(
+        f"  HTTP gateway closed loop ({gateway['concurrency']} clients)  {c['requests_per_s']:>8} accepted requests/s"
+    )
+    print(
+        f"  HTTP gateway open loop @ {o['rate_per_s']}/s -> 202    p50 {o['p50_ms']} ms  p95 {o['p95_ms']}"
+        f"  p99 {o['p99_ms']}  max {o['max_ms']}  ({o['not_accepted']} not accepted)"
+    )
 
 
 async def hops_main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -809,12 +839,25 @@ def main() -> None:
         help="print the table only (profiling runs, short windows): no results file is written",
     )
     parser.add_argument(
+        "--gateway-duration", type=float, default=20, help="HTTP gateway closed and open loop windows (s)"
+    )
+    parser.add_argument(
+        "--gateway-only",
+        action="store_true",
+        help="only the HTTP gateway's requests/s and latency at half that rate (nothing is written)",
+    )
+    parser.add_argument(
         "--hops",
         type=float,
         metavar="RATE",
         help="instead: trace the fleet at RATE orders/s for --open-duration s and print where latency goes",
     )
     args = parser.parse_args()
+    if args.gateway_only:
+        gateway = asyncio.run(gateway_main(args))
+        print(f"\nBaton HTTP gateway on {machine()['cpus']} cores ({machine()['id']})")
+        print_gateway(gateway)
+        return
     if args.hops:
         hops = asyncio.run(hops_main(args))
         print(f"\nwait before each hop and handler time, ms, at {args.hops} orders/s:")

@@ -382,6 +382,9 @@ def running_fleet(counts: dict[str, int], log_dir: Path | None, secure: bool = F
                 else {}
             )
             for i in range(count):
+                if name == "gateway":  # one host: each gateway process listens on a port of its own
+                    port = int(env.get("BATON_GATEWAY_PORT", "8086")) + i
+                    extra = extra | {"BATON_GATEWAY_PORT": str(port)}
                 fleet.start(name, f"{name}.{i + 1}", extra)
         yield fleet
     finally:

@@ -38,6 +38,7 @@ from aiohttp import web
 
 from libs.contracts import topics
 from libs.contracts.topics import SERVICES
+from libs.contracts.topology import EDGES
 from libs.platform import dsn
 from libs.platform.kafka import apply_topics
 from libs.platform.secret_box import new_key
@@ -49,6 +50,9 @@ from tests.support.manifests import container_env, localised, of_kind, rendered_
 from tests.support.orders import adjustment, location, order, product, stage_update
 
 pytestmark = [pytest.mark.prod, pytest.mark.timeout(900)]
+
+PROCESSES = (*SERVICES, *(e.name for e in EDGES))
+"""The five services and the HTTP gateway: each a Deployment, each its own Kafka principal."""
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_AS = "baton-prod"
@@ -266,7 +270,7 @@ def secrets_of(deployment: Deployment) -> dict[tuple[str, str], str]:
     values: dict[tuple[str, str], str] = {("baton-db-migrator", "url"): deployment.role_urls["migrator"]}
     for name in (*SERVICES, "operator"):
         values[(f"baton-db-{name}", "url")] = deployment.role_urls[name]
-    for principal in (*SERVICES, "admin"):
+    for principal in (*PROCESSES, "admin"):
         values[(f"baton-kafka-{principal}", "username")] = principal
         values[(f"baton-kafka-{principal}", "password")] = broker.password(principal)
     values[("baton-kafka-ca", "ca.pem")] = deployment.ca_file.read_text()
@@ -359,7 +363,7 @@ async def test_the_installed_wheel_runs_the_fleet_as_deployed_and_delivers_an_or
             assert await asyncio.to_thread(job.wait, 120) == 0, (deployment.logs / f"{step}.log").read_text()
 
         ops_ports = {}
-        for service in SERVICES:
+        for service in PROCESSES:
             env = manifest_env(objects, "Deployment", service, service, deployment, here)
             assert env["KAFKA_SASL_USERNAME"] == service and env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
             ops_ports[service] = free_port()
@@ -459,13 +463,39 @@ async def test_the_installed_wheel_runs_the_fleet_as_deployed_and_delivers_an_or
                 ]
                 return found[-1] if found else None
 
-            await publisher.send(
-                topics.ORDERS_SUBMITTED,
-                f"webshop:{external_id}",
-                order(external_id, lines=[(item, 1, "10.00")]),
+            # The channel submits over HTTP, through the gateway on the machine's address (the manifest
+            # binds it to 0.0.0.0), with a key the operator made with the installed CLI.
+            made = subprocess.run(
+                [installed.baton, "api-keys", "add", "--channel", "webshop", "--name", "prod web shop"],
+                env=operator | {"PATH": "/usr/bin:/bin"},
+                cwd=installed.workdir,
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
+            assert made.returncode == 0, made.stderr
+            channel_key = dict(line.split(": ", 1) for line in made.stdout.splitlines() if ": " in line)[
+                "key"
+            ]
+            gateway = f"http://{host_address()}:8086"
+            submitted = order(external_id, lines=[(item, 1, "10.00")])
+
+            async def gateway_accepts() -> dict[str, Any] | None:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.post(
+                        f"{gateway}/v1/orders",
+                        json=submitted,
+                        headers={"Authorization": f"Bearer {channel_key}"},
+                    ) as response:
+                        if response.status == 202:
+                            return dict(await response.json())
+                        assert response.status in (401, 429), await response.text()  # key not read yet
+                return None
+
+            accepted = await wait_until(gateway_accepts, f"the gateway on {gateway} to accept the order")
             in_fulfillment = await wait_until(lambda: reached("in_fulfillment"), "the order in fulfillment")
             order_id = in_fulfillment["order_id"]
+            assert accepted["order_id"] == order_id
             shipment_id = in_fulfillment["shipments"][0]["shipment_id"]
             for stage in ("picking", "packed", "shipped", "delivered"):
                 await publisher.send(
