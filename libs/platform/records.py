@@ -18,6 +18,11 @@ MAX_DEAD_LETTER_BYTES = 512 * 1024
 REPLAYED_FROM_HEADER = "dlq-replayed-from"
 """Set by `baton dlq replay` on a record sent back to its source topic: `<dead-letter topic>@<offset>`."""
 
+CORRELATION_ID_HEADER = "correlation_id"
+"""On every event Baton sends: its key, which is the order id for every event about an order
+(`<channel>:<external_id>` for a refused submission), so a consumer that propagates no trace
+context can still put one order's events together."""
+
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
@@ -63,6 +68,7 @@ class Outgoing:
             "event_id": str(event.event_id),
             "event_type": event.event_type,
             "content-type": "application/json",
+            CORRELATION_ID_HEADER: key,
         }
         return [cls(topic=t, key=key, value=value, headers=dict(headers)) for t in topics]
 
@@ -76,6 +82,7 @@ class Outgoing:
                 "event_id": str(event.event_id),
                 "event_type": event.event_type,
                 "content-type": "application/json",
+                CORRELATION_ID_HEADER: key,
             },
         )
 
