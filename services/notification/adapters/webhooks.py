@@ -1,11 +1,15 @@
-"""Webhook POSTs over aiohttp, signed the Standard Webhooks way (`domain/webhooks.py`)."""
+"""Webhook POSTs over aiohttp, signed the Standard Webhooks way (`domain/webhooks.py`).
+
+Traced, each POST is a client span (aiohttp's OpenTelemetry instrumentation) in its order's trace."""
 
 from __future__ import annotations
 
 import time
 
 import aiohttp
+import orjson
 
+from libs.platform import tracing
 from services.notification.app.ports import PostOutcome
 from services.notification.domain.webhooks import sign
 
@@ -37,9 +41,20 @@ class AiohttpWebhookSender:
         }
         started = time.monotonic()
         try:
-            async with self._session.post(url, data=body, headers=headers) as response:
-                status: int | None = response.status
-                error = None
+            with tracing.in_order(_order_of(body) if tracing.enabled() else None):
+                async with self._session.post(url, data=body, headers=headers) as response:
+                    status: int | None = response.status
+                    error = None
         except (aiohttp.ClientError, TimeoutError) as exc:
             status, error = None, f"{type(exc).__name__}: {exc}"[:500]
         return PostOutcome(status, error, int((time.monotonic() - started) * 1000))
+
+
+def _order_of(body: bytes) -> str | None:
+    """The order a payload (`{"type", "timestamp", "data"}`) is about: its event's ``order_id``."""
+    try:
+        data = orjson.loads(body).get("data")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    order_id = data.get("order_id") if isinstance(data, dict) else None
+    return order_id if isinstance(order_id, str) else None

@@ -248,6 +248,7 @@ class DeliveryWorker:
             recipient=email.email,
             subject=text.subject,
             body=text.body,
+            order_id=email.order_id,
         )
 
     def _failed(self, email: DueEmail, error: str) -> EmailResult:
