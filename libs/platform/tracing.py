@@ -61,13 +61,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import Token
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -248,7 +249,7 @@ def in_order(order_id: str | None) -> Iterator[None]:
         return
     named = current_order_id.set(ids[0])
     root = _order_root(ids[0]) if _tracer is not None else None
-    attached = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(root))) if root else None
+    attached = otel_context.attach(_context_of(NonRecordingSpan(root))) if root else None
     try:
         yield
     finally:
@@ -265,15 +266,12 @@ def client_call(name: str, order_id: str | None, attributes: Mapping[str, Any]) 
     if tracer is None:
         yield
         return
-    with (
-        in_order(order_id),
-        tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=dict(attributes)) as span,
-    ):
-        try:
+    with in_order(order_id):
+        if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):  # in a trace that is not sampled
             yield
-        except BaseException as exc:
-            span.set_attribute("error.type", type(exc).__qualname__)
-            raise
+            return
+        with _running(tracer.start_span(name, kind=SpanKind.CLIENT, attributes=dict(attributes))):
+            yield
 
 
 def fail(error_type: str) -> None:
@@ -304,6 +302,30 @@ def _within(parent: SpanContext | None) -> Context:
     return trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else Context()
 
 
+def _context_of(span: trace.Span) -> Context:
+    """The current context with ``span`` current. Under a span that is not sampled, instrumentations
+    are suppressed: the spans they would make are dropped anyway, and a database call then costs
+    what it costs with tracing off."""
+    sampled = span.is_recording() or span.get_span_context().trace_flags.sampled
+    return otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, not sampled, trace.set_span_in_context(span))
+
+
+@contextlib.contextmanager
+def _running(span: trace.Span) -> Iterator[trace.Span]:
+    """``span`` current until it ends; an exception marks it failed (by type only: an exception's
+    message may quote data) and goes on."""
+    attached = otel_context.attach(_context_of(span))
+    try:
+        yield span
+    except BaseException as exc:
+        span.set_attribute("error.type", type(exc).__qualname__)
+        span.set_status(Status(StatusCode.ERROR))
+        raise
+    finally:
+        otel_context.detach(attached)
+        span.end()
+
+
 # Batches and records
 
 
@@ -312,15 +334,17 @@ def transaction(service: str, input_name: str, records: int) -> contextlib.Abstr
     tracer = _tracer
     if tracer is None:
         return _NOTHING
-    return tracer.start_as_current_span(
-        f"{service} transaction {input_name}",
-        kind=SpanKind.INTERNAL,
-        attributes={
-            "db.system.name": "postgresql",
-            "baton.service": service,
-            "baton.subscription": input_name,
-            "baton.records": records,
-        },
+    return _running(
+        tracer.start_span(
+            f"{service} transaction {input_name}",
+            kind=SpanKind.INTERNAL,
+            attributes={
+                "db.system.name": "postgresql",
+                "baton.service": service,
+                "baton.subscription": input_name,
+                "baton.records": records,
+            },
+        )
     )
 
 
@@ -365,32 +389,24 @@ class RecordSpans:
                 handled.span.end()
         self._handled.clear()
 
-    @contextlib.contextmanager
-    def handling(self, records: Sequence[Incoming]) -> Iterator[None]:
+    def handling(self, records: Sequence[Incoming]) -> _Handling:
         """Around one handler call: the records' spans start; one record's span is current."""
-        single = records[0] if len(records) == 1 else None
-        order = order_id_of(single) if single is not None else None
-        named = current_order_id.set(order) if order is not None else None
-        attached = None
-        if self._tracer is not None:
-            now = time.time_ns()
-            for record in records:
-                of = order if single is not None else order_id_of(record)
-                span = self._start(record, of, now) if of is not None else None
-                self._handled[id(record)] = _Handled(span, of, now)
-            if single is not None and (span := self._handled[id(single)].span) is not None:
-                attached = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            yield
-        finally:
-            if attached is not None:
-                otel_context.detach(attached)
-            if named is not None:
-                current_order_id.reset(named)
-            if self._tracer is not None:
-                now = time.time_ns()
-                for record in records:
-                    self._handled[id(record)].ended_ns = now
+        return _Handling(self, records)
+
+    def _begin(self, records: Sequence[Incoming], order: str | None) -> trace.Span | None:
+        """Start the spans of the records whose order is known; the single record's span, if any."""
+        now = time.time_ns()
+        single = len(records) == 1
+        for record in records:
+            of = order if single else order_id_of(record)
+            span = self._start(record, of, now) if of is not None else None
+            self._handled[id(record)] = _Handled(span, of, now)
+        return self._handled[id(records[0])].span if single else None
+
+    def _handled_until(self, records: Sequence[Incoming]) -> None:
+        now = time.time_ns()
+        for record in records:
+            self._handled[id(record)].ended_ns = now
 
     def finish(
         self, record: Incoming, caused: Sequence[Outgoing], outcome: str, cause: str | None = None
@@ -498,6 +514,34 @@ class RecordSpans:
         return span
 
 
+class _Handling:
+    """``RecordSpans.handling``: a class, not a generator, as it wraps every handler call."""
+
+    __slots__ = ("_attached", "_named", "_records", "_spans")
+
+    def __init__(self, spans: RecordSpans, records: Sequence[Incoming]) -> None:
+        self._spans = spans
+        self._records = records
+        self._named: Token[str | None] | None = None
+        self._attached: Token[Context] | None = None
+
+    def __enter__(self) -> None:
+        records = self._records
+        order = order_id_of(records[0]) if len(records) == 1 else None
+        if order is not None:
+            self._named = current_order_id.set(order)
+        if self._spans._tracer is not None and (current := self._spans._begin(records, order)) is not None:
+            self._attached = otel_context.attach(_context_of(current))
+
+    def __exit__(self, *_: object) -> None:
+        if self._attached is not None:
+            otel_context.detach(self._attached)
+        if self._named is not None:
+            current_order_id.reset(self._named)
+        if self._spans._tracer is not None:
+            self._spans._handled_until(self._records)
+
+
 def relay_send(
     service: str, client_id: str, topics: Sequence[str], headers: Sequence[Mapping[str, str]], started_ns: int
 ) -> contextlib.AbstractContextManager[Any]:
@@ -521,12 +565,14 @@ def relay_send(
         attributes["messaging.batch.message_count"] = len(headers)
     elif headers and (event_id := headers[0].get("event_id")):
         attributes["messaging.message.id"] = event_id
-    return tracer.start_as_current_span(
-        f"send {topics[0]}" if len(distinct) == 1 else "send",
-        kind=SpanKind.PRODUCER,
-        attributes=attributes,
-        links=links,
-        start_time=started_ns,
+    return _running(
+        tracer.start_span(
+            f"send {topics[0]}" if len(distinct) == 1 else "send",
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+            links=links,
+            start_time=started_ns,
+        )
     )
 
 
