@@ -16,6 +16,8 @@ headers itself:
   the order's trace id with no parent, and the order's root (a remote parent standing for the
   order itself) carries that decision as its sampled flag; the built-in samplers decide the
   root by the trace id alone, so all services keep or drop the same orders, span for span.
+  Under a span that is not sampled the instrumentations are suppressed: the spans they would
+  make are dropped anyway.
 - **Process spans** (``process <topic>``, CONSUMER): one per applied record, child of its
   ``traceparent`` header when that is in the order's trace, else of the order's root (the header
   then becomes a link). It is started before the handler runs and is the current span while a
@@ -32,8 +34,9 @@ headers itself:
 - **Relay send spans** (``send``, PRODUCER): one per relay round, linked to the creation context
   of every record it sent (messaging conventions: a batch "send" links to each message's
   creation context and leaves the context in the message as it is). One per record would double
-  the spans of every order for no new fact but the relay's delay, which ``baton_outbox_*``
-  metrics already show.
+  the spans of every order (about 25 records, ~30 µs of CPU each sampled: ~0.8 ms per order, a
+  fifth of what the fleet spends on one) for no new fact but the relay's delay, which the
+  ``baton_outbox_*`` metrics already show.
 - **Client spans**: PostgreSQL queries (``opentelemetry-instrumentation-asyncpg``) and webhook
   POSTs (``opentelemetry-instrumentation-aiohttp-client``, the URL cut to its origin: webhook
   paths often hold tokens) are traced by the maintained instrumentations, installed only while
