@@ -197,20 +197,29 @@ class ClientCallsInsideWork(sampling.Sampler):
 
 
 @functools.lru_cache(maxsize=8192)
-def _order_ids(order_id: str) -> tuple[str, int, int] | None:
-    """The canonical order id, its trace id and its root's span id; None when it is not a UUID."""
+def _canonical(order_id: str) -> str | None:
+    """The order id in its canonical form; None when it is not a UUID."""
+    try:
+        return str(uuid.UUID(order_id))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+@functools.lru_cache(maxsize=8192)
+def _order_ids(order_id: str) -> tuple[int, int] | None:
+    """An order's trace id and its root's span id; None when the order id is not a UUID."""
     try:
         value = uuid.UUID(order_id)
     except (ValueError, AttributeError, TypeError):
         return None
     digest = hashlib.blake2b(value.bytes, digest_size=24, person=_ORDER_HASH_PERSON).digest()
-    return str(value), int.from_bytes(digest[:16], "big") or 1, int.from_bytes(digest[16:], "big") or 1
+    return int.from_bytes(digest[:16], "big") or 1, int.from_bytes(digest[16:], "big") or 1
 
 
 def order_trace_id(order_id: str) -> int | None:
     """The trace id of an order: 128 bits of a keyed hash of its UUID (None when not a UUID)."""
     ids = _order_ids(order_id)
-    return ids[1] if ids is not None else None
+    return ids[0] if ids is not None else None
 
 
 def order_id_of(record: Incoming) -> str | None:
@@ -219,14 +228,12 @@ def order_id_of(record: Incoming) -> str | None:
     named = record.headers.get(CORRELATION_ID_HEADER)
     if named is None and "event_id" in record.headers:
         named = record.key
-    ids = _order_ids(named) if named else None
-    return ids[0] if ids is not None else None
+    return _canonical(named) if named else None
 
 
 def _order_of_event(event: Outgoing) -> str | None:
     named = event.headers.get(CORRELATION_ID_HEADER)
-    ids = _order_ids(named) if named else None
-    return ids[0] if ids is not None else None
+    return _canonical(named) if named else None
 
 
 def _order_root(order_id: str) -> SpanContext | None:
@@ -235,7 +242,7 @@ def _order_root(order_id: str) -> SpanContext | None:
     ids = _order_ids(order_id)
     if ids is None:
         return None
-    _, trace_id, span_id = ids
+    trace_id, span_id = ids
     decision = _sampler.should_sample(Context(), trace_id, "order").decision if _sampler else None
     sampled = decision is sampling.Decision.RECORD_AND_SAMPLE
     flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
@@ -246,12 +253,12 @@ def _order_root(order_id: str) -> SpanContext | None:
 def in_order(order_id: str | None) -> Iterator[None]:
     """Work for one order outside a record (a webhook POST, an e-mail): spans started inside join
     the order's trace, log lines name the order."""
-    ids = _order_ids(order_id) if order_id else None
-    if ids is None:
+    canonical = _canonical(order_id) if order_id else None
+    if canonical is None:
         yield
         return
-    named = current_order_id.set(ids[0])
-    root = _order_root(ids[0]) if _tracer is not None else None
+    named = current_order_id.set(canonical)
+    root = _order_root(canonical) if _tracer is not None else None
     attached = otel_context.attach(_context_of(NonRecordingSpan(root))) if root else None
     try:
         yield
