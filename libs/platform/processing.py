@@ -143,7 +143,7 @@ class InputProcessor:
             raise
         except Exception:
             if len(items) == 1:
-                await self._dead_letter_after_failure(items[0].record)
+                await self._dead_letter_after_failure(items[0])
                 return
             log.warning("transaction failed; isolating the poison record", exc_info=True)
             for item in items:
@@ -153,22 +153,30 @@ class InputProcessor:
         metrics.BATCH_SECONDS.labels(self._service, self.name).observe(time.perf_counter() - started)
 
     async def _apply(self, conn: asyncpg.Connection, items: Sequence[Item]) -> None:
-        fresh = await claim(conn, [i.record.message_id for i in items])
+        fresh = await claim(conn, [i.message_id for i in items])
         to_apply: list[Item] = []
         outcomes: Counter[str] = Counter()
         for item in items:
-            if item.record.message_id not in fresh:
+            if item.message_id not in fresh:
                 outcomes["duplicate"] += 1
                 continue
-            fresh.discard(item.record.message_id)  # a duplicate inside the same batch applies once
+            fresh.discard(item.message_id)  # a duplicate inside the same batch applies once
             to_apply.append(item)
         out: list[Outgoing] = []
-        with tracing.RecordSpans(self._service, self.name, self._group) as spans:
+        with self._record_spans() as spans:
             results = await self._bound.apply(conn, to_apply, spans.handling) if to_apply else []
             for item, result in zip(to_apply, results, strict=True):
                 if isinstance(result, Rejected):
-                    log.info("dead-lettering record", extra=_about(item.record, cause=result.cause))
-                    caused = [dead_letter(self._dead_letter_topic, item.record, result.cause, result.detail)]
+                    log.info("dead-lettering record", extra=_about(item, cause=result.cause))
+                    caused = [
+                        dead_letter(
+                            self._dead_letter_topic,
+                            item.record,
+                            result.cause,
+                            result.detail,
+                            source_id=item.message_id,
+                        )
+                    ]
                     outcome, cause = "dead_lettered", result.cause
                     metrics.count(metrics.DEAD_LETTERS, self._service, result.cause)
                 else:
@@ -180,25 +188,30 @@ class InputProcessor:
             metrics.count(metrics.RECORDS, self._service, self.name, outcome, amount=n)
         await write_outbox(conn, out)
 
-    async def _dead_letter_after_failure(self, record: Incoming) -> None:
+    async def _dead_letter_after_failure(self, item: Item) -> None:
         """The record failed on its own with a non-transient error: park it with the cause."""
         detail = traceback.format_exc(limit=5)
-        log.error("record failed permanently; dead-lettering", extra=_about(record))
-        letter = dead_letter(self._dead_letter_topic, record, "processing_failed", detail)
-        tracing.RecordSpans(self._service, self.name, self._group).finish(
-            record, [letter], "dead_lettered", "processing_failed"
+        log.error("record failed permanently; dead-lettering", extra=_about(item))
+        letter = dead_letter(
+            self._dead_letter_topic, item.record, "processing_failed", detail, source_id=item.message_id
         )
+        self._record_spans().finish(item.record, [letter], "dead_lettered", "processing_failed")
         async with self._pool().acquire() as conn, conn.transaction():
-            await claim(conn, [record.message_id])
+            await claim(conn, [item.message_id])
             await write_outbox(conn, [letter])
         metrics.count(metrics.DEAD_LETTERS, self._service, "processing_failed")
         metrics.count(metrics.RECORDS, self._service, self.name, "dead_lettered")
 
+    def _record_spans(self) -> tracing.RecordSpans:
+        return tracing.RecordSpans(
+            self._service, self.name, self._group, trust_event_id=self._bound.trusts_event_ids
+        )
 
-def _about(record: Incoming, **extra: str) -> dict[str, str]:
+
+def _about(item: Item, **extra: str) -> dict[str, str]:
     """Log fields naming a record (and its order, when it names one) outside its handler."""
-    fields = {"source": record.message_id, **extra}
-    if order_id := tracing.order_id_of(record):
+    fields = {"source": item.message_id, **extra}
+    if order_id := tracing.order_id_of(item.record):
         fields["order_id"] = order_id
     return fields
 

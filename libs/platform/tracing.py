@@ -372,13 +372,18 @@ class RecordSpans:
     ``handling(records)`` wraps each handler call; ``finish(record, caused, outcome)`` ends a
     record's span once its outcome is known and stamps its context on the events it caused.
     As a context manager it ends the spans of a transaction that failed, marked failed. Tracing
-    off, it only names the order of a record being handled in log lines."""
+    off, it only names the order of a record being handled in log lines. A span's
+    ``messaging.message.id`` is the id the inbox knows the record by: its ``event_id`` only on a
+    topic Baton alone writes (``trust_event_id``), its position anywhere else."""
 
-    def __init__(self, service: str, input_name: str, group: str | None = None) -> None:
+    def __init__(
+        self, service: str, input_name: str, group: str | None = None, *, trust_event_id: bool = False
+    ) -> None:
         self._tracer = _tracer
         self._service = service
         self._input = input_name
         self._group = group
+        self._trust_event_id = trust_event_id
         self._batch: trace.Span | None = None
         self._linked = 0
         self._handled: dict[int, _Handled] = {}
@@ -474,7 +479,7 @@ class RecordSpans:
             "messaging.destination.name": record.topic,
             "messaging.destination.partition.id": str(record.partition),
             "messaging.kafka.offset": record.offset,
-            "messaging.message.id": record.message_id,
+            "messaging.message.id": record.message_id(trust_event_id=self._trust_event_id),
             "baton.service": self._service,
             "baton.subscription": self._input,
         }

@@ -79,7 +79,9 @@ def apply_batch(
     """One transaction with a batch handler given all the records."""
     with (
         tracing.transaction(service, input_name, len(records)),
-        tracing.RecordSpans(service, input_name, f"baton.{service}.{input_name}") as spans,
+        tracing.RecordSpans(
+            service, input_name, f"baton.{service}.{input_name}", trust_event_id=True
+        ) as spans,
     ):
         with spans.handling(records):
             pass
@@ -363,7 +365,7 @@ def test_without_tracing_a_handlers_log_lines_still_name_its_order() -> None:
 def test_every_event_baton_sends_names_its_order_in_a_correlation_id_header() -> None:
     fact = OrderCancelRequested(order_id=uuid.uuid4(), request_id="r-1")
     for out in [
-        *Outgoing.events(["a.v1", "b.v1"], fact.partition_key(), fact),
-        Outgoing.event("c.v1", fact.partition_key(), fact),
+        *Outgoing.events(["a.v1", "b.v1"], fact.partition_key(), fact, producer="intake"),
+        Outgoing.event("c.v1", fact.partition_key(), fact, producer="intake"),
     ]:
         assert out.headers[CORRELATION_ID_HEADER] == str(fact.order_id)
