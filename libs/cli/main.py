@@ -632,13 +632,17 @@ def webhooks_redeliver(
 def trace(
     order_id: str,
     trace_dir: Annotated[Path | None, typer.Option(help="default: $BATON_TRACE_DIR or .cache/traces")] = None,
+    queries: Annotated[bool, typer.Option(help="show the database calls too")] = False,
 ) -> None:
     """Print one order's span tree across all services (from the local trace files)."""
     from libs.cli.traces import load_order_spans, render
 
     folder = trace_dir or Path(os.environ.get("BATON_TRACE_DIR") or stack.cache_dir() / "traces")
-    spans = load_order_spans(folder, order_id)
-    typer.echo(render(order_id, spans))
+    try:
+        spans = load_order_spans(folder, order_id)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="ORDER_ID") from None
+    typer.echo(render(order_id, spans, queries))
     if not spans:
         raise typer.Exit(1)
 
