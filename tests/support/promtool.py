@@ -25,7 +25,7 @@ BUILD_TIMEOUT_S = 1800
 
 
 class PromtoolUnavailable(Exception):
-    """No Go toolchain here: promtool cannot be built."""
+    """No Go toolchain here, or one older than Prometheus needs (1.26.7): promtool cannot be built."""
 
 
 def promtool() -> Path:
@@ -56,6 +56,8 @@ def promtool() -> Path:
                 text=True,
                 timeout=BUILD_TIMEOUT_S,
             )
+            if "requires go >=" in built.stderr:  # an older Go: as if there were none
+                raise PromtoolUnavailable(built.stderr.strip().splitlines()[-1])
             if built.returncode != 0:
                 raise RuntimeError(f"building promtool failed:\n{built.stderr[-3000:]}")
             os.replace(Path(out) / "promtool", binary)
