@@ -125,7 +125,8 @@ class DemoView:
             print(f"[{elapsed:5.0f}s] orders {len(board.latest):5d} | {line}", flush=True)
             print(f"         in pipelines | {stages.line()}", flush=True)
             return
-        self._submitted.update(self._task, completed=self._channel.sent)
+        channel = self._channel  # the last order may go out just as the time is up: one over the plan
+        self._submitted.update(self._task, completed=channel.sent, total=max(channel.planned, channel.sent))
         statuses = output.table("status", "orders>")
         for status in STATUS_ORDER:
             if counts[status]:
