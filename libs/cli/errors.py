@@ -16,11 +16,21 @@ import asyncpg
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from libs.platform import dsn
-from libs.platform.kafka import AUTHORIZATION_ERRORS, KafkaAccess, KafkaAccessRefused
+from libs.platform.kafka import (
+    AUTHORIZATION_ERRORS,
+    KafkaAccess,
+    KafkaAccessRefused,
+    KafkaUnreachable,
+    check_access,
+)
 
 EXIT_UNAVAILABLE = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 78
+
+KAFKA_CHECK_TIMEOUT_S = 5.0
+"""How long a command waits for a bootstrap server before saying it cannot reach Kafka."""
+DATABASE_CONNECT_TIMEOUT_S = 5.0
 
 LOCAL_KAFKA = "`baton stack up --kafka-only` starts a local one"
 LOCAL_POSTGRES = "`baton stack up` starts a local one"
@@ -60,6 +70,15 @@ def kafka_unreachable(access: KafkaAccess, failures: Mapping[str, BaseException]
     closed = any(isinstance(e, KafkaConnectionError) for e in failures.values())
     check = "KAFKA_BOOTSTRAP_SERVERS" + (f" and KAFKA_SECURITY_PROTOCOL (now {protocol})" if closed else "")
     return CommandFailed(f"no Kafka broker reachable at {where}; check {check} ({LOCAL_KAFKA})")
+
+
+async def check_kafka(access: KafkaAccess) -> None:
+    """Kafka's login check with a command's deadline: a broker that cannot be reached, or that
+    refuses us, ends the command with one line naming the servers and the setting."""
+    try:
+        await check_access(access, timeout_s=KAFKA_CHECK_TIMEOUT_S)
+    except KafkaUnreachable as unreachable:
+        raise kafka_unreachable(access, unreachable.failures) from unreachable
 
 
 def kafka_failure(exc: BaseException, access: KafkaAccess) -> CommandFailed | None:

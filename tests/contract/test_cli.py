@@ -95,6 +95,8 @@ def test_version_is_the_installed_packages() -> None:
         (["webhooks", "remove", "sub-1"], "KAFKA_BOOTSTRAP_SERVERS"),
         (["webhooks", "list", "--dead"], "DATABASE_URL"),
         (["migrate"], "DATABASE_URL"),
+        (["api-keys", "revoke", "key_0123456789ab"], "KAFKA_BOOTSTRAP_SERVERS"),
+        (["api-keys", "list"], "DATABASE_URL"),
     ],
 )
 def test_every_command_that_cannot_reach_kafka_or_postgresql_says_so_in_one_line(
@@ -118,6 +120,8 @@ def test_every_command_that_cannot_reach_kafka_or_postgresql_says_so_in_one_line
         ["nosuch"],
         ["dlq", "list", "--bogus"],
         ["webhooks", "redeliver"],
+        ["api-keys", "add"],
+        ["rules", "list", "--bogus"],
     ],
 )
 def test_a_wrong_command_line_is_one_line_with_status_2(

@@ -16,7 +16,8 @@ import yaml
 
 from libs.contracts.topics import SERVICES
 from libs.platform import metrics
-from tests.deploy.test_manifests import _closed, of_kind, rendered_base
+from tests.deploy.test_manifests import _closed
+from tests.support.manifests import of_kind, rendered_base
 from tests.support.promtool import BUILD_TIMEOUT_S, PromtoolUnavailable, promtool
 
 pytestmark = pytest.mark.contract

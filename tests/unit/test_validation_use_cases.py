@@ -13,19 +13,31 @@ from libs.contracts.envelope import Event
 from libs.contracts.lifecycle import OrderHeld, OrderReceived, OrderRejected, OrderValidated
 from libs.contracts.orders import HoldDecision, OrderDetails
 from libs.platform.messaging import Rejected
+from libs.policy.channels import parse_policies
 from services.validation.app.use_cases import decide_hold, policy_from, update_product, validate_orders
 from tests.support.orders import order
 from tests.unit.fakes.validation import FakeValidationUnit
 
 pytestmark = pytest.mark.unit
 
-POLICY = policy_from("DE,AT", "1000")
+POLICY = policy_from(
+    parse_policies(
+        {
+            "version": 1,
+            "defaults": {"supported_countries": ["DE", "AT"], "hold_threshold": "1000"},
+            "channels": {"b2b": {"hold_threshold": "50000"}, "local": {"supported_countries": ["AT"]}},
+        },
+        "test",
+    )
+)
 
 
 def received(
-    customer: str = "c1", price: str = "10.00", quantity: int = 1, sku: str = "MUG"
+    customer: str = "c1", price: str = "10.00", quantity: int = 1, sku: str = "MUG", channel: str = "webshop"
 ) -> OrderReceived:
-    details = OrderDetails.model_validate(order(lines=[(sku, quantity, price)], customer_id=customer))
+    details = OrderDetails.model_validate(
+        order(lines=[(sku, quantity, price)], customer_id=customer, channel=channel)
+    )
     return OrderReceived(order_id=uuid4(), order=details)
 
 
@@ -58,6 +70,18 @@ async def test_an_order_breaking_rules_is_rejected_with_every_reason() -> None:
     assert [r.code for r in cheap.reasons] == ["price_mismatch"]
     assert [(r.code, r.sku) for r in ghost.reasons] == [("unknown_sku", "GHOST")]
     assert uow.validated == {}
+
+
+async def test_an_order_whose_email_is_a_list_of_addresses_is_rejected_with_a_reason_not_dead_lettered() -> (
+    None
+):
+    uow = await with_mug()
+    payload = order(lines=[("MUG", 1, "10.00")])
+    payload["customer"]["email"] = "victim@example.com, list@evil.example, more@evil.example"
+    fact = OrderReceived(order_id=uuid4(), order=OrderDetails.model_validate(payload))
+    [[event]] = applied(await validate_orders([fact, received()], uow, POLICY))[:1]
+    assert isinstance(event, OrderRejected)
+    assert [r.code for r in event.reasons] == ["invalid_email"]
 
 
 async def test_a_customers_second_order_in_the_same_batch_is_not_a_first_order() -> None:
@@ -101,3 +125,14 @@ async def test_a_rejected_hold_names_who_rejected_it() -> None:
         ("manual_review_rejected", "rejected by ops: fraud")
     ]
     assert uow.validated == {}
+
+
+async def test_each_channel_is_judged_by_its_own_policy() -> None:
+    uow = await with_mug("1500.00")
+    b2b, local, webshop = (received(price="1500.00", channel=c) for c in ("b2b", "local", "webshop"))
+    [[validated], [rejected], [held]] = applied(await validate_orders([b2b, local, webshop], uow, POLICY))
+    assert isinstance(validated, OrderValidated), "b2b holds only above 50000"
+    assert isinstance(rejected, OrderRejected) and [r.code for r in rejected.reasons] == [
+        "unsupported_country"
+    ]
+    assert isinstance(held, OrderHeld), "a channel the file does not name gets the defaults"
