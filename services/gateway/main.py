@@ -118,6 +118,7 @@ async def _start_ops(port: int, ready: Callable[[], bool]) -> web.AppRunner:
         return web.json_response({"status": "ready" if ok else "not ready"}, status=200 if ok else 503)
 
     async def metrics_page(_: web.Request) -> web.Response:
+        metrics.READY.labels("gateway").set(1 if ready() else 0)  # fresh at every scrape
         return web.Response(
             body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
