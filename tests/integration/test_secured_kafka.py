@@ -277,6 +277,47 @@ async def test_the_channel_may_only_submit_orders_and_cancel_requests(
     assert isinstance(denied, TopicAuthorizationFailedError | GroupAuthorizationFailedError)
 
 
+async def test_the_gateway_writes_orders_and_cancel_requests_and_follows_the_keys_without_a_group(
+    secure_infra: Infra, env: BatonSettings
+) -> None:
+    """Its adapter, as principal `gateway`, reads a key the operator wrote; it may write nothing else
+    (not even a key: a gateway cannot grant itself access) and read nothing in a consumer group."""
+    from libs.api_keys import digest
+    from libs.contracts.notification import ApiKeyChanged
+    from services.gateway.adapters.kafka import KafkaKeyDirectory
+
+    gateway, p = as_principal(secure_infra, "gateway"), env.topic_prefix
+    await writes(gateway, p + topics.ORDERS_SUBMITTED)
+    await writes(gateway, p + topics.ORDERS_CANCEL_REQUESTED)
+    for topic in (topics.NOTIFICATION_API_KEYS, topics.ORDERS_STATUS, topics.CATALOG_PRODUCTS):
+        assert isinstance(await denied_writing(gateway, p + topic), TopicAuthorizationFailedError), topic
+    denied = await denied_reading(gateway, p + topics.ORDERS_SUBMITTED, f"{p}baton.gateway.{fresh_name()}")
+    assert isinstance(denied, TopicAuthorizationFailedError | GroupAuthorizationFailedError)
+
+    command = ApiKeyChanged(
+        action="add", key_id=f"key_{fresh_name()}", key_hash=digest("baton_k"), channels=["shop"]
+    )
+    operator = as_principal(secure_infra, "operator")
+    producer = operator.producer(enable_idempotence=True, acks="all")
+    try:
+        await producer.start()
+        await producer.send_and_wait(
+            p + topics.NOTIFICATION_API_KEYS, command.model_dump_json().encode(), key=command.key_id.encode()
+        )
+    finally:
+        await producer.stop()
+    keys = KafkaKeyDirectory(gateway, p + topics.NOTIFICATION_API_KEYS)
+    try:
+        await keys.start()
+        async with asyncio.timeout(30):
+            while not keys.ready():
+                await asyncio.sleep(0.1)
+        found = keys.find(digest("baton_k"))
+        assert found is not None and found.key_id == command.key_id and found.may_submit("shop")
+    finally:
+        await keys.stop()
+
+
 async def test_the_reader_reads_public_topics_in_its_own_groups_only(
     secure_infra: Infra, env: BatonSettings
 ) -> None:
