@@ -63,6 +63,7 @@ class OrderAllocated(OrderFact):
         default_factory=list,
         description="Lines still waiting for stock (a failed parcel that could not be sourced again)",
     )
+    edit_request_id: Text | None = Field(default=None, description="Set when an accepted edit caused it")
 
 
 class OrderBackordered(OrderFact):
@@ -113,6 +114,45 @@ class OrderCancelled(OrderFact):
     reasons: list[Reason] = Field(default_factory=list)
 
 
+class EditFact(OrderFact):
+    request_id: Text
+    order: OrderDetails = Field(description="The order as the edit would make it")
+
+
+class OrderEditRequested(EditFact):
+    """Intake resolved an edit request (once per request id): validation checks the edited order."""
+
+    event_type: Literal["order.edit-requested"] = "order.edit-requested"
+
+
+class OrderEditValidated(EditFact):
+    """The edited order passes validation: allocation checks that its stock can be reserved."""
+
+    event_type: Literal["order.edit-validated"] = "order.edit-validated"
+
+
+class OrderEditForwarded(EditFact):
+    """Allocation can reserve the edited order: fulfillment decides whether it is still editable."""
+
+    event_type: Literal["order.edit-forwarded"] = "order.edit-forwarded"
+
+
+class OrderEditAccepted(EditFact):
+    """Fulfillment took every shipment of the order out of its pipeline (none had shipped):
+    allocation releases them and reserves the edited order."""
+
+    event_type: Literal["order.edit-accepted"] = "order.edit-accepted"
+    release: list[Shipment]
+
+
+class OrderEditRefused(OrderFact):
+    """The edit cannot be made (invalid, not enough stock, already shipped, ...); nothing changed."""
+
+    event_type: Literal["order.edit-refused"] = "order.edit-refused"
+    request_id: Text
+    reasons: list[Reason]
+
+
 class OrderFulfillmentProgressed(OrderFact):
     """Fulfillment: the order as a whole moved (first shipment in, all shipped, all delivered)."""
 
@@ -153,6 +193,11 @@ LifecycleFact = Annotated[
     | OrderCancelAccepted
     | OrderCancelRefused
     | OrderCancelled
+    | OrderEditRequested
+    | OrderEditValidated
+    | OrderEditForwarded
+    | OrderEditAccepted
+    | OrderEditRefused
     | OrderFulfillmentProgressed
     | ShipmentShipped
     | ShipmentFailed,

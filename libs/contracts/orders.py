@@ -115,6 +115,11 @@ class OrderStatusChanged(Event):
     reasons: list[Reason] = Field(default_factory=list)
     shipments: list[Shipment] = Field(default_factory=list, description="Set when allocated")
     eta: datetime | None = Field(default=None, description="Expected delivery, once known")
+    order: OrderDetails | None = Field(
+        default=None,
+        description="The order's details after an accepted edit, on the version the edit caused (new in"
+        " v1, additive; absent otherwise)",
+    )
 
     def partition_key(self) -> str:
         return str(self.order_id)
@@ -174,9 +179,48 @@ class CancellationOutcome(Event):
         return str(self.order_id) if self.order_id is not None else f"request:{self.request_id}"
 
 
+class EditRequested(Contract):
+    """On `orders.edit-requested.v1` (key = order id): change an order before it ships.
+
+    Name the order by ``order_id`` or by ``channel`` + ``external_id``. Give a new
+    ``shipping_address``, or the order's complete new ``lines`` (add, remove, change quantities; with
+    the ``payment`` that covers them), or both. Accepted only while no shipment of the order has
+    passed its pipeline's ship point; the order is validated again and its stock reserved again for
+    the new lines. Idempotent per ``request_id``; the outcome comes on `orders.edits.v1`.
+    """
+
+    request_id: Text = Field(min_length=1, max_length=200)
+    order_id: UUID | None = None
+    channel: Text | None = None
+    external_id: Text | None = None
+    shipping_address: Address | None = Field(default=None, description="The new address")
+    lines: list[OrderLine] | None = Field(
+        default=None, min_length=1, max_length=500, description="The order's complete new lines"
+    )
+    payment: Payment | None = Field(default=None, description="The payment covering the new lines")
+    reason: Text = Field(default="", max_length=2000)
+
+
+class EditOutcome(Event):
+    """On `orders.edits.v1` (key = order id): what became of an edit request; with the edited
+    details when it was accepted (the order's status stream has a new version with them too)."""
+
+    event_type: Literal["order.edit-outcome"] = "order.edit-outcome"
+    request_id: Text
+    order_id: UUID | None
+    outcome: Literal["accepted", "refused"]
+    reasons: list[Reason] = Field(default_factory=list)
+    order: OrderDetails | None = Field(default=None, description="The order as edited (when accepted)")
+
+    def partition_key(self) -> str:
+        return str(self.order_id) if self.order_id is not None else f"request:{self.request_id}"
+
+
 __all__ = [
     "Address",
     "Customer",
+    "EditOutcome",
+    "EditRequested",
     "HoldDecision",
     "OrderDetails",
     "OrderLine",

@@ -12,6 +12,8 @@ ORDERS_REFUSED = "orders.refused.v1"
 ORDERS_CANCEL_REQUESTED = "orders.cancel-requested.v1"
 ORDERS_CANCELLATIONS = "orders.cancellations.v1"
 ORDERS_HOLD_DECISIONS = "orders.hold-decisions.v1"
+ORDERS_EDIT_REQUESTED = "orders.edit-requested.v1"
+ORDERS_EDITS = "orders.edits.v1"
 ORDERS_STATUS = "orders.status.v1"
 CATALOG_PRODUCTS = "catalog.products.v1"
 INVENTORY_LOCATIONS = "inventory.locations.v1"
@@ -63,6 +65,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ORDERS_CANCEL_REQUESTED, 4, "order id or <channel>:<external_id>", True),
     TopicSpec(ORDERS_CANCELLATIONS, 4, "order id", True),
     TopicSpec(ORDERS_HOLD_DECISIONS, 4, "order id", True),
+    TopicSpec(ORDERS_EDIT_REQUESTED, 8, "order id or <channel>:<external_id>", True),
+    TopicSpec(ORDERS_EDITS, 4, "order id", True),
     TopicSpec(ORDERS_STATUS, 8, "order id", True),
     TopicSpec(CATALOG_PRODUCTS, 4, "sku", True),
     TopicSpec(INVENTORY_LOCATIONS, 1, "location id", True),

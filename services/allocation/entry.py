@@ -15,6 +15,8 @@ from libs.contracts.inventory import LocationUpdated, StockAdjusted
 from libs.contracts.lifecycle import (
     OrderCancelAccepted,
     OrderCancelRequested,
+    OrderEditAccepted,
+    OrderEditValidated,
     OrderValidated,
     ShipmentFailed,
     ShipmentShipped,
@@ -26,9 +28,11 @@ from services.allocation.app.ports import AllocationUnit
 from services.allocation.app.use_cases import (
     adjust_stock,
     allocate_orders,
+    apply_edit,
     fail_shipment,
     release_cancelled,
     request_cancel,
+    request_edit,
     rules_from,
     ship_shipment,
     update_location,
@@ -63,6 +67,14 @@ def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
         validated: Sequence[OrderValidated], uow: AllocationUnit
     ) -> Sequence[Outcome]:
         return await allocate_orders(validated, uow, rules)
+
+    @router.on(OrderEditValidated, shape=ORDER_FACTS)
+    async def on_edit_validated(fact: OrderEditValidated, uow: AllocationUnit) -> Events:
+        return await request_edit(fact, uow, rules)
+
+    @router.on(OrderEditAccepted, shape=ORDER_FACTS)
+    async def on_edit_accepted(fact: OrderEditAccepted, uow: AllocationUnit) -> Events:
+        return await apply_edit(fact, uow, rules)
 
     @router.on(OrderCancelAccepted, shape=ORDER_FACTS)
     async def on_cancel_accepted(fact: OrderCancelAccepted, uow: AllocationUnit) -> Events:

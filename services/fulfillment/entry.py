@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from libs.contracts.envelope import Event
 from libs.contracts.fulfillment import FulfillmentUpdate
 from libs.contracts.inventory import LocationUpdated
-from libs.contracts.lifecycle import OrderAllocated, OrderCancelForwarded
+from libs.contracts.lifecycle import OrderAllocated, OrderCancelForwarded, OrderEditForwarded
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Outcome, ServiceRouter
 from services.fulfillment.adapters.store import PgFulfillmentUnit
@@ -16,6 +16,7 @@ from services.fulfillment.app.ports import FulfillmentUnit
 from services.fulfillment.app.use_cases import (
     apply_updates,
     decide_cancel,
+    decide_edit,
     receive_allocations,
     update_location,
 )
@@ -36,6 +37,10 @@ def build_router(settings: FulfillmentSettings) -> ServiceRouter[FulfillmentUnit
     @router.on(OrderCancelForwarded)
     async def on_cancel_forwarded(request: OrderCancelForwarded, uow: FulfillmentUnit) -> list[Event]:
         return await decide_cancel(request, uow, config)
+
+    @router.on(OrderEditForwarded)
+    async def on_edit_forwarded(request: OrderEditForwarded, uow: FulfillmentUnit) -> list[Event]:
+        return await decide_edit(request, uow, config)
 
     @router.on_batch(FulfillmentUpdate)
     async def on_fulfillment_updates(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from libs.contracts.orders import CancelRequested, OrderSubmitted
+from libs.contracts.orders import CancelRequested, EditRequested, OrderSubmitted
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import ServiceRouter
 from services.intake.adapters.store import PgIntakeUnit
 from services.intake.app.ports import IntakeUnit
-from services.intake.app.use_cases import STATUS_FACTS, publish_statuses, record_submissions, request_cancel
+from services.intake.app.use_cases import (
+    STATUS_FACTS,
+    publish_statuses,
+    record_submissions,
+    request_cancel,
+    request_edit,
+)
 from services.intake.settings import IntakeSettings
 
 
@@ -15,5 +21,6 @@ def build_router(settings: IntakeSettings) -> ServiceRouter[IntakeUnit]:
     router: ServiceRouter[IntakeUnit] = ServiceRouter(SERVICE_TOPOLOGY["intake"], PgIntakeUnit)
     router.on_batch(OrderSubmitted)(record_submissions)
     router.on(CancelRequested)(request_cancel)
+    router.on(EditRequested)(request_edit)
     router.on_batch(*STATUS_FACTS)(publish_statuses)
     return router

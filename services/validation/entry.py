@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
-from libs.contracts.lifecycle import OrderReceived
+from libs.contracts.lifecycle import OrderEditRequested, OrderReceived
 from libs.contracts.orders import HoldDecision
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Outcome, ServiceRouter
@@ -15,6 +15,7 @@ from services.validation.app.plugins import load_rules
 from services.validation.app.ports import ValidationUnit
 from services.validation.app.use_cases import (
     PRUNE_DAILY_UNITS,
+    check_edit,
     decide_hold,
     policy_from,
     prune_daily_units,
@@ -39,5 +40,9 @@ def build_router(settings: ValidationSettings) -> ServiceRouter[ValidationUnit]:
     @router.on_batch(OrderReceived)
     async def on_orders_received(received: Sequence[OrderReceived], uow: ValidationUnit) -> Sequence[Outcome]:
         return await validate_orders(received, uow, policy, plugins)
+
+    @router.on(OrderEditRequested)
+    async def on_edit_requested(fact: OrderEditRequested, uow: ValidationUnit) -> Sequence[Event]:
+        return await check_edit(fact, uow, policy)
 
     return router

@@ -24,6 +24,11 @@ from libs.contracts.lifecycle import (
     OrderCancelled,
     OrderCancelRefused,
     OrderCancelRequested,
+    OrderEditAccepted,
+    OrderEditForwarded,
+    OrderEditRefused,
+    OrderEditRequested,
+    OrderEditValidated,
     OrderFulfillmentProgressed,
     OrderHeld,
     OrderReceived,
@@ -35,6 +40,7 @@ from libs.contracts.lifecycle import (
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import (
     CancelRequested,
+    EditRequested,
     HoldDecision,
     OrderDetails,
     OrderStatus,
@@ -99,6 +105,11 @@ def _samples() -> dict[type[Contract], Contract]:
         OrderCancelRefused(order_id=ORDER_ID, request_id="req-1", reason="changed mind", reasons=_reasons()),
         OrderCancelled(order_id=ORDER_ID, request_id="req-1", reasons=_reasons()),
         OrderFulfillmentProgressed(order_id=ORDER_ID, status="shipped", shipments=[_shipment()], eta=AT),
+        OrderEditRequested(order_id=ORDER_ID, request_id="ed-1", order=details),
+        OrderEditValidated(order_id=ORDER_ID, request_id="ed-1", order=details),
+        OrderEditForwarded(order_id=ORDER_ID, request_id="ed-1", order=details),
+        OrderEditAccepted(order_id=ORDER_ID, request_id="ed-1", order=details, release=[_shipment()]),
+        OrderEditRefused(order_id=ORDER_ID, request_id="ed-1", reasons=_reasons()),
         ShipmentShipped(order_id=ORDER_ID, shipment_id="shp-1", location_id="wh-1", lines=line),
         ShipmentFailed(
             order_id=ORDER_ID, shipment_id="shp-1", location_id="wh-1", lines=line, reason="damaged"
@@ -110,6 +121,15 @@ def _samples() -> dict[type[Contract], Contract]:
             request_id="req-1", channel="webshop", external_id="ext-sample", lines=line, reason="changed mind"
         ),
         HoldDecision(order_id=ORDER_ID, decision="release", decided_by="support-7", reason="known customer"),
+        EditRequested(
+            request_id="ed-1",
+            channel="webshop",
+            external_id="ext-sample",
+            shipping_address=details.shipping_address,
+            lines=details.lines,
+            payment=details.payment,
+            reason="moved house",
+        ),
         ProductUpdated.model_validate(product("SKU-1")),
         LocationUpdated.model_validate(location("wh-1", lat=52.5, lon=13.4)),
         StockAdjusted(adjustment_id="adj-1", sku="SKU-1", location_id="wh-1", delta=5, reason="received"),

@@ -18,20 +18,26 @@ from libs.contracts.lifecycle import (
     OrderCancelled,
     OrderCancelRefused,
     OrderCancelRequested,
+    OrderEditAccepted,
+    OrderEditForwarded,
+    OrderEditRefused,
+    OrderEditValidated,
     OrderValidated,
     ShipmentFailed,
     ShipmentShipped,
 )
-from libs.contracts.orders import OrderDetails, Shipment, ShipmentLine
+from libs.contracts.orders import OrderDetails, OrderLine, Shipment, ShipmentLine
 from libs.contracts.vocabulary import LocationKind
 from libs.platform.messaging import Rejected
 from services.allocation.app.ports import OversellRefused
 from services.allocation.app.use_cases import (
     adjust_stock,
     allocate_orders,
+    apply_edit,
     fail_shipment,
     release_cancelled,
     request_cancel,
+    request_edit,
     rules_from,
     ship_shipment,
     update_location,
@@ -550,3 +556,58 @@ def test_validated_orders_share_transactions_locking_their_skus_and_other_facts_
     fact = validated(("B", 1), ("A", 2), ("B", 3))
     assert skus_to_lock(fact) == ["A", "B"]
     assert skus_to_lock(cancel(fact.order_id)) is None
+
+
+# Edits
+
+
+def edited(event: OrderAllocated, *lines: tuple[str, int]) -> OrderDetails:
+    return event.order.model_copy(
+        update={"lines": [OrderLine(sku=sku, quantity=q, unit_price=Decimal("10.00")) for sku, q in lines]}
+    )
+
+
+def edit_accepted(event: OrderAllocated, order: OrderDetails) -> OrderEditAccepted:
+    """Fulfillment took every shipment out of its pipeline."""
+    return OrderEditAccepted(
+        order_id=event.order_id, request_id="ed-1", order=order, release=list(event.shipments)
+    )
+
+
+async def test_an_edit_is_forwarded_only_when_the_free_stock_and_what_the_order_holds_cover_it() -> None:
+    uow = await with_stock(("MUG", "wh", 3))
+    [first] = allocated(await allocate(uow, validated(("MUG", 2))))
+    fits = OrderEditValidated(order_id=first.order_id, request_id="ed-1", order=edited(first, ("MUG", 3)))
+    [forwarded] = await request_edit(fits, uow, RULES)
+    assert isinstance(forwarded, OrderEditForwarded)
+    too_many = OrderEditValidated(order_id=first.order_id, request_id="ed-2", order=edited(first, ("MUG", 4)))
+    [refused] = await request_edit(too_many, uow, RULES)
+    assert isinstance(refused, OrderEditRefused) and [r.code for r in refused.reasons] == [
+        "insufficient_stock"
+    ]
+    assert units(uow, "MUG", "wh") == (3, 2), "checking reserves and releases nothing"
+
+
+async def test_an_accepted_edit_releases_and_reserves_exactly_the_difference() -> None:
+    uow = await with_stock(("MUG", "wh", 5), ("CUP", "wh", 5))
+    [first] = allocated(await allocate(uow, validated(("MUG", 2), ("CUP", 1))))
+    new = edited(first, ("MUG", 1), ("CUP", 3))
+    [event] = await apply_edit(edit_accepted(first, new), uow, RULES)
+    assert isinstance(event, OrderAllocated) and event.edit_request_id == "ed-1" and event.order == new
+    assert sorted(shipments(event)[0][1]) == [("CUP", 3), ("MUG", 1)]
+    assert {s.shipment_id for s in event.shipments}.isdisjoint({s.shipment_id for s in first.shipments})
+    assert (units(uow, "MUG", "wh"), units(uow, "CUP", "wh")) == ((5, 1), (5, 3))
+    assert uow.state.orders[first.order_id].order == new
+
+
+async def test_an_edit_whose_stock_went_meanwhile_is_refused_and_the_order_is_reserved_as_it_was() -> None:
+    uow = await with_stock(("MUG", "wh", 3))
+    [first] = allocated(await allocate(uow, validated(("MUG", 1))))
+    allocated(await allocate(uow, validated(("MUG", 2))))  # takes the rest after the check
+    *_, refused = events = await apply_edit(edit_accepted(first, edited(first, ("MUG", 3))), uow, RULES)
+    assert isinstance(refused, OrderEditRefused) and [r.code for r in refused.reasons] == [
+        "insufficient_stock"
+    ]
+    [again] = allocated(events)
+    assert again.edit_request_id is None and shipments(again)[0][1] == [("MUG", 1)]
+    assert units(uow, "MUG", "wh") == (3, 3), "never more reserved than on hand"

@@ -19,6 +19,9 @@ from libs.contracts.lifecycle import (
     OrderCancelAccepted,
     OrderCancelForwarded,
     OrderCancelRefused,
+    OrderEditAccepted,
+    OrderEditForwarded,
+    OrderEditRefused,
     OrderFulfillmentProgressed,
     ShipmentFailed,
     ShipmentShipped,
@@ -31,6 +34,7 @@ from libs.platform.messaging import Rejected
 from services.fulfillment.app.use_cases import (
     apply_updates,
     decide_cancel,
+    decide_edit,
     load_pipelines,
     receive_allocations,
     update_location,
@@ -81,6 +85,16 @@ def cancel(order_id: UUID, lines: dict[str, int] | None = None) -> OrderCancelFo
         request_id=f"cx-{uuid4().hex[:6]}",
         lines=None if lines is None else lines_of(lines),
         reason="customer asked",
+    )
+
+
+def edit(fact: OrderAllocated) -> OrderEditForwarded:
+    """The order with its first line's quantity doubled."""
+    lines = [line.model_copy(update={"quantity": line.quantity * 2}) for line in fact.order.lines]
+    return OrderEditForwarded(
+        order_id=fact.order_id,
+        request_id=f"ed-{uuid4().hex[:6]}",
+        order=fact.order.model_copy(update={"lines": lines}),
     )
 
 
@@ -468,6 +482,46 @@ async def test_a_cancel_for_an_order_fulfillment_never_saw_is_dead_lettered() ->
     assert unknown.value.cause == "unknown_order"
 
 
+# Edits
+
+
+async def test_an_edit_before_the_ship_point_takes_every_shipment_out_for_allocation_to_release() -> None:
+    uow = await with_locations(("wh", "warehouse", BERLIN), ("wh2", "warehouse", None))
+    fact = await in_fulfillment(uow, ("s1", "wh", {"A": 1}), ("s2", "wh2", {"B": 2}))
+    applied(await move(uow, update("s1", "packed")))
+    request = edit(fact)
+    *left, accepted = await decide_edit(request, uow, CONFIG)
+    assert isinstance(accepted, OrderEditAccepted) and accepted.order == request.order
+    assert sorted((s.shipment_id, [(x.sku, x.quantity) for x in s.lines]) for s in accepted.release) == [
+        ("s1", [("A", 1)]),
+        ("s2", [("B", 2)]),
+    ]
+    assert sorted((e.shipment_id, e.change, e.reason) for e in left if isinstance(e, StageChanged)) == [
+        ("s1", "left", "edited"),
+        ("s2", "left", "edited"),
+    ]
+    assert not any(s.active for s in await uow.shipments.of_orders([fact.order_id]))
+
+
+async def test_an_edit_after_a_shipment_passed_its_ship_point_is_refused_and_changes_nothing() -> None:
+    uow = await with_locations(("wh", "warehouse", BERLIN), ("wh2", "warehouse", None))
+    fact = await in_fulfillment(uow, ("s1", "wh", {"A": 1}), ("s2", "wh2", {"B": 1}))
+    applied(await move(uow, update("s1", "shipped")))
+    before = await uow.shipments.of_orders([fact.order_id])
+    [refused] = await decide_edit(edit(fact), uow, CONFIG)
+    assert isinstance(refused, OrderEditRefused)
+    assert [r.code for r in refused.reasons] == ["already_shipped"]
+    assert await uow.shipments.of_orders([fact.order_id]) == before
+
+
+async def test_a_stage_update_for_a_shipment_an_edit_took_out_is_refused() -> None:
+    uow = await with_locations(("wh", "warehouse", BERLIN))
+    fact = await in_fulfillment(uow, ("s1", "wh", {"A": 1}))
+    await decide_edit(edit(fact), uow, CONFIG)
+    [outcome] = await move(uow, update("s1", "shipped"))
+    assert isinstance(outcome, Rejected)
+
+
 # Wiring
 
 
@@ -487,6 +541,8 @@ async def test_the_router_handles_every_type_fulfillment_reads_and_routes_every_
         caused.extend(events)
     caused.extend(await decide_cancel(cancel(fact.order_id, {"C": 1}), uow, CONFIG))
     caused.extend(await decide_cancel(cancel(fact.order_id), uow, CONFIG))
+    caused.extend(await decide_edit(edit(fact), uow, CONFIG))
+    caused.extend(await decide_edit(edit(await in_fulfillment(uow, ("s8", "wh", {"A": 1}))), uow, CONFIG))
     assert {type(e) for e in caused} == set(SERVICE_TOPOLOGY["fulfillment"].emits)
     assert len(bound[0].route(caused)) >= len(caused)  # every one declared, each to its topics
 

@@ -17,6 +17,8 @@ from libs.contracts.lifecycle import (
     OrderCancelled,
     OrderCancelRefused,
     OrderCancelRequested,
+    OrderEditRefused,
+    OrderEditRequested,
     OrderFulfillmentProgressed,
     OrderHeld,
     OrderReceived,
@@ -26,6 +28,8 @@ from libs.contracts.lifecycle import (
 from libs.contracts.orders import (
     CancellationOutcome,
     CancelRequested,
+    EditOutcome,
+    EditRequested,
     OrderDetails,
     OrderRefused,
     OrderStatusChanged,
@@ -44,6 +48,7 @@ from services.intake.app.use_cases import (
     publish_statuses,
     record_submissions,
     request_cancel,
+    request_edit,
 )
 from services.intake.domain.orders import fingerprint, order_id_for
 from services.intake.entry import build_router
@@ -496,7 +501,7 @@ async def test_a_cancel_request_naming_no_order_is_rejected() -> None:
 
 def test_the_router_handles_every_type_intake_receives() -> None:
     bound = build_router(IntakeSettings()).bind()
-    assert {b.name for b in bound} == {"order_submitted", "cancel_requested", "order_facts"}
+    assert {b.name for b in bound} == {"order_submitted", "cancel_requested", "edit_requested", "order_facts"}
 
 
 async def test_every_event_intake_returns_goes_where_the_topology_says() -> None:
@@ -519,3 +524,51 @@ async def test_every_event_intake_returns_goes_where_the_topology_says() -> None
         (ORDERS_CANCELLATIONS, outcome.partition_key()),
         (facts_topic("allocation"), order_id),
     }
+
+
+# Edits
+
+
+async def test_an_edit_of_an_allocated_order_goes_to_validation_once_with_the_order_as_edited() -> None:
+    uow = FakeIntakeUnit()
+    order_id = await order_at(uow, OrderStatus.ALLOCATED)
+    address = uow.details[order_id].shipping_address.model_copy(update={"line1": "Neue Strasse 2"})
+    request = EditRequested(request_id="ed-1", order_id=order_id, channel="webshop", shipping_address=address)
+    [fact] = await request_edit(request, uow)
+    assert isinstance(fact, OrderEditRequested) and fact.order.shipping_address.line1 == "Neue Strasse 2"
+    assert fact.order.lines == uow.details[order_id].lines
+    assert await request_edit(request, uow) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (OrderStatus.RECEIVED, "not_editable"),
+        (OrderStatus.BACKORDERED, "not_editable"),
+        (OrderStatus.PARTIALLY_SHIPPED, "already_shipped"),
+        (OrderStatus.SHIPPED, "already_shipped"),
+        (OrderStatus.CANCELLED, "already_final"),
+    ],
+)
+async def test_an_edit_where_edits_do_not_apply_is_refused(status: OrderStatus, code: str) -> None:
+    uow = FakeIntakeUnit()
+    order_id = await order_at(uow, status)
+    lines = uow.details[order_id].lines
+    [outcome] = await request_edit(EditRequested(request_id="ed-1", order_id=order_id, lines=lines), uow)
+    assert isinstance(outcome, EditOutcome)
+    assert (outcome.outcome, [r.code for r in outcome.reasons]) == ("refused", [code])
+
+
+async def test_an_edit_carried_out_is_a_new_version_with_the_edited_details_and_an_accepted_outcome() -> None:
+    uow = FakeIntakeUnit()
+    order_id = await order_at(uow, OrderStatus.IN_FULFILLMENT)
+    new = uow.details[order_id].model_copy(update={"shipping_method": "express"})
+    fact = OrderAllocated(order_id=order_id, shipments=[shipment()], order=new, edit_request_id="ed-1")
+    [[status, outcome]] = applied(await publish_statuses([fact], uow))
+    assert isinstance(status, OrderStatusChanged) and status.status == OrderStatus.ALLOCATED
+    assert status.order == new
+    assert isinstance(outcome, EditOutcome) and (outcome.outcome, outcome.order) == ("accepted", new)
+    assert uow.details[order_id] == new
+    refused = OrderEditRefused(order_id=order_id, request_id="ed-2", reasons=[Reason(code="x", message="y")])
+    [[told]] = applied(await publish_statuses([refused], uow))
+    assert isinstance(told, EditOutcome) and told.outcome == "refused"

@@ -10,11 +10,25 @@ import pytest
 
 from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
-from libs.contracts.lifecycle import OrderHeld, OrderReceived, OrderRejected, OrderValidated
+from libs.contracts.lifecycle import (
+    OrderEditRefused,
+    OrderEditRequested,
+    OrderEditValidated,
+    OrderHeld,
+    OrderReceived,
+    OrderRejected,
+    OrderValidated,
+)
 from libs.contracts.orders import HoldDecision, OrderDetails
 from libs.platform.messaging import Rejected
 from libs.policy.channels import parse_policies
-from services.validation.app.use_cases import decide_hold, policy_from, update_product, validate_orders
+from services.validation.app.use_cases import (
+    check_edit,
+    decide_hold,
+    policy_from,
+    update_product,
+    validate_orders,
+)
 from tests.support.orders import order
 from tests.unit.fakes.validation import FakeValidationUnit
 
@@ -136,3 +150,17 @@ async def test_each_channel_is_judged_by_its_own_policy() -> None:
         "unsupported_country"
     ]
     assert isinstance(held, OrderHeld), "a channel the file does not name gets the defaults"
+
+
+async def test_an_edited_order_is_checked_by_the_same_rules_and_never_held_as_a_first_order() -> None:
+    uow = await with_mug()
+    big = received(customer="first-timer", quantity=900)  # far above the hold threshold, paid in full
+    fact = OrderEditRequested(order_id=big.order_id, request_id="ed-1", order=big.order)
+    [validated] = await check_edit(fact, uow, POLICY)
+    assert isinstance(validated, OrderEditValidated) and validated.order == big.order
+    wrong = received(price="9.99", sku="GHOST")
+    [refused] = await check_edit(
+        OrderEditRequested(order_id=wrong.order_id, request_id="ed-2", order=wrong.order), uow, POLICY
+    )
+    assert isinstance(refused, OrderEditRefused)
+    assert {r.code for r in refused.reasons} >= {"unknown_sku"}

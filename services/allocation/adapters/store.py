@@ -327,6 +327,13 @@ class PgAllocations:
             [_lines_json(c.pending) for c in changes],
         )
 
+    async def replace_order(self, order_id: UUID, order: OrderDetails) -> None:
+        await self._conn.execute(
+            "UPDATE allocations SET order_details = $2::jsonb WHERE order_id = $1",
+            order_id,
+            order.model_dump_json(),
+        )
+
     async def reservations(self, order_ids: Sequence[UUID]) -> dict[UUID, list[ReservedLine]]:
         rows = await self._conn.fetch(
             "SELECT order_id, shipment_id, location_id, sku, quantity, status FROM reservations"

@@ -157,6 +157,10 @@ class Allocations(Protocol):
 
     async def update(self, changes: Sequence[AllocationChange]) -> None: ...
 
+    async def replace_order(self, order_id: UUID, order: OrderDetails) -> None:
+        """An accepted edit: the order's details from now on."""
+        ...
+
     async def reservations(self, order_ids: Sequence[UUID]) -> dict[UUID, list[ReservedLine]]:
         """Every reservation of these orders, whatever its status (orders with none are absent)."""
         ...

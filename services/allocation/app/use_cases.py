@@ -21,6 +21,10 @@ from libs.contracts.lifecycle import (
     OrderCancelled,
     OrderCancelRefused,
     OrderCancelRequested,
+    OrderEditAccepted,
+    OrderEditForwarded,
+    OrderEditRefused,
+    OrderEditValidated,
     OrderValidated,
     ShipmentFailed,
     ShipmentShipped,
@@ -40,6 +44,7 @@ from services.allocation.domain.allocations import (
     Lines,
     Refuse,
     ReservationStatus,
+    ReservedLine,
     Shipment,
     after_failed_parcel,
     cancelled_after_release,
@@ -51,7 +56,7 @@ from services.allocation.domain.allocations import (
     reservations_for,
 )
 from services.allocation.domain.sourcing import Plan, Rules, Shortage
-from services.allocation.domain.stock import BelowReserved, adjust, available
+from services.allocation.domain.stock import BelowReserved, StockLevel, adjust, available
 
 
 def rules_from(max_shipments: int, cost_per_km: str) -> Rules:
@@ -78,6 +83,7 @@ def _allocated(
     shipments: Sequence[Shipment],
     cancel_request_id: str | None = None,
     waiting: Lines = (),
+    edit_request_id: str | None = None,
 ) -> OrderAllocated:
     """`order.allocated` with every shipment the order has now, and the lines still waiting for stock."""
     return OrderAllocated(
@@ -93,6 +99,7 @@ def _allocated(
         ],
         cancel_request_id=cancel_request_id,
         backordered_lines=[ShipmentLine(sku=sku, quantity=q) for sku, q in waiting],
+        edit_request_id=edit_request_id,
     )
 
 
@@ -345,3 +352,89 @@ async def release_cancelled(fact: OrderCancelAccepted, uow: AllocationUnit, rule
         shipments = current_shipments(held)
         out = [_allocated(fact.order_id, allocation.order, shipments, fact.request_id, waiting)]
     return out + await _allocate_waiting(freed, uow, rules)
+
+
+def _edit_refused(fact: OrderEditValidated | OrderEditAccepted, code: str, message: str) -> OrderEditRefused:
+    return OrderEditRefused(
+        order_id=fact.order_id, request_id=fact.request_id, reasons=[Reason(code=code, message=message)]
+    )
+
+
+def _skus(*orders: OrderDetails) -> list[str]:
+    return sorted({line.sku for order in orders for line in order.lines})
+
+
+def _with_own(levels: Sequence[StockLevel], held: Sequence[ReservedLine]) -> dict[tuple[str, str], int]:
+    """What the order could have if it gave back what it holds: the free units plus its own."""
+    free = dict(available(levels))
+    for line in held:
+        if line.status is ReservationStatus.RESERVED:
+            key = (line.sku, line.location_id)
+            free[key] = free.get(key, 0) + line.quantity
+    return free
+
+
+async def request_edit(fact: OrderEditValidated, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """An edit of a wholly allocated order goes on to fulfillment if the edited order can be covered
+    with the free stock and what the order holds now; nothing is reserved or released yet (that
+    happens once fulfillment took the shipments out, in ``apply_edit``)."""
+    allocation = await uow.allocations.lock(fact.order_id)
+    if allocation is None or allocation.order is None or allocation.status is not AllocationStatus.ALLOCATED:
+        return [_edit_refused(fact, "not_editable", "the order is not wholly allocated")]
+    if allocation.pending:
+        return [_edit_refused(fact, "not_editable", "part of the order waits for stock")]
+    levels = await uow.stock.lock(_skus(allocation.order, fact.order))
+    held = (await uow.allocations.reservations([fact.order_id])).get(fact.order_id, [])
+    locations = await uow.locations.active()
+    [outcome] = sourcing.plan_in_turn([request_for(fact.order)], locations, _with_own(levels, held), rules)
+    if isinstance(outcome, Shortage):
+        return [_edit_refused(fact, "insufficient_stock", "the edited order cannot be covered by the stock")]
+    return [OrderEditForwarded(order_id=fact.order_id, request_id=fact.request_id, order=fact.order)]
+
+
+async def apply_edit(fact: OrderEditAccepted, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """Fulfillment took every shipment of the order out of its pipeline. In one transaction, with the
+    stock of the old and the new skus locked: release what those shipments held and reserve the
+    edited order (a new generation of shipments), so stock changes by exactly the difference and the
+    reservation can never exceed what is on hand. If the stock went meanwhile, the order as it was
+    is reserved again (what it just gave back covers it) and the edit is refused."""
+    allocation = await uow.allocations.lock(fact.order_id)
+    if allocation is None or allocation.order is None or allocation.status is AllocationStatus.CANCELLED:
+        return [_edit_refused(fact, "already_final", "the order was cancelled meanwhile")]
+    before = allocation.order
+    await uow.stock.lock(_skus(before, fact.order))
+    await uow.stock.release(
+        [Release(s.shipment_id, line.sku, line.quantity) for s in fact.release for line in s.lines]
+    )
+    generation = allocation.generation + 1
+    [outcome] = await _plan([request_for(fact.order)], uow, rules)
+    edited = isinstance(outcome, Plan)
+    order = fact.order if edited else before
+    if not edited:
+        [outcome] = await _plan([request_for(before)], uow, rules)
+    out: list[Event] = []
+    if isinstance(outcome, Plan):
+        await uow.stock.reserve(reservations_for(fact.order_id, generation, outcome))
+        await uow.allocations.update(
+            [AllocationChange(fact.order_id, AllocationStatus.ALLOCATED, generation, None)]
+        )
+        held = (await uow.allocations.reservations([fact.order_id])).get(fact.order_id, [])
+        out.append(
+            _allocated(
+                fact.order_id,
+                order,
+                current_shipments(held),
+                edit_request_id=fact.request_id if edited else None,
+            )
+        )
+    else:  # not even the order as it was: it waits for stock, oldest first, like any backorder
+        await uow.allocations.update(
+            [AllocationChange(fact.order_id, AllocationStatus.BACKORDERED, generation, None)]
+        )
+        out.append(_backordered(fact.order_id, outcome))
+    _count([outcome])
+    if edited:
+        await uow.allocations.replace_order(fact.order_id, fact.order)
+    else:
+        out.append(_edit_refused(fact, "insufficient_stock", "the stock of the edited order went meanwhile"))
+    return out + await _allocate_waiting(_skus(before), uow, rules)

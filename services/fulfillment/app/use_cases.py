@@ -21,6 +21,9 @@ from libs.contracts.lifecycle import (
     OrderCancelAccepted,
     OrderCancelForwarded,
     OrderCancelRefused,
+    OrderEditAccepted,
+    OrderEditForwarded,
+    OrderEditRefused,
     OrderFulfillmentProgressed,
     ShipmentFailed,
     ShipmentShipped,
@@ -49,6 +52,7 @@ from services.fulfillment.domain.shipments import (
 __all__ = [
     "apply_updates",
     "decide_cancel",
+    "decide_edit",
     "load_pipelines",  # `baton pipelines` and the packaging test read the config through here
     "receive_allocations",
     "update_location",
@@ -307,3 +311,36 @@ async def decide_cancel(
         ],
     )
     return [*(stage_changed(s, s.stage, None, "left", reason="cancelled") for s in plan.left), accepted]
+
+
+async def decide_edit(
+    request: OrderEditForwarded, uow: FulfillmentUnit, config: PipelineConfig
+) -> list[Event]:
+    """Fulfillment is the one that knows whether a parcel left: an edit is accepted only while no
+    shipment of the order has passed its pipeline's ship point, and then every shipment leaves its
+    pipeline (allocation reserves the edited order and sends new ones). The order's row is locked,
+    so an edit and a stage update of its shipments are applied one after the other, never across."""
+    if request.order_id not in await uow.orders.lock([request.order_id]):
+        raise Rejected("unknown_order", f"fulfillment never saw order {request.order_id}")
+    shipments = await uow.shipments.of_orders([request.order_id])
+    plan = plan_cancel(shipments, None, config)
+    if isinstance(plan, Refusal):
+        refused = OrderEditRefused(
+            order_id=request.order_id,
+            request_id=request.request_id,
+            reasons=[Reason(code=plan.code, message=plan.message)],
+        )
+        return [refused]
+    await uow.shipments.save(plan.changed)
+    accepted = OrderEditAccepted(
+        order_id=request.order_id,
+        request_id=request.request_id,
+        order=request.order,
+        release=[
+            PublicShipment(
+                shipment_id=p.shipment_id, location_id=p.location_id, lines=contract_lines(p.lines)
+            )
+            for p in plan.release
+        ],
+    )
+    return [*(stage_changed(s, s.stage, None, "left", reason="edited") for s in plan.left), accepted]

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import asyncpg
 
-from libs.contracts.orders import OrderStatusChanged
+from libs.contracts.orders import OrderDetails, OrderStatusChanged
 from libs.contracts.vocabulary import OrderStatus
 from services.intake.app.ports import NewOrder
 from services.intake.domain.orders import Order
@@ -120,6 +120,17 @@ class PgOrderBook:
         )
         return _order(row) if row else None
 
+    async def current_details(self, order_id: UUID) -> OrderDetails:
+        raw = await self._conn.fetchval("SELECT details::text FROM orders WHERE order_id = $1", order_id)
+        return OrderDetails.model_validate_json(raw)
+
+    async def replace_details(self, order_id: UUID, details: OrderDetails) -> None:
+        await self._conn.execute(
+            "UPDATE orders SET details = $2::jsonb, updated_at = now() WHERE order_id = $1",
+            order_id,
+            details.model_dump_json(),
+        )
+
 
 class PgCancelRequests:
     """Implements ``CancelRequests`` on one connection."""
@@ -138,9 +149,27 @@ class PgCancelRequests:
         )
 
 
+class PgEditRequests:
+    """Implements ``EditRequests`` on one connection."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def claim(self, request_id: str, order_id: UUID) -> bool:
+        return bool(
+            await self._conn.fetchval(
+                "INSERT INTO edit_requests (request_id, order_id) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                request_id,
+                order_id,
+            )
+        )
+
+
 class PgIntakeUnit:
     """Intake's ports on the connection of one transaction (the router builds one per transaction)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.orders = PgOrderBook(conn)
         self.cancel_requests = PgCancelRequests(conn)
+        self.edit_requests = PgEditRequests(conn)

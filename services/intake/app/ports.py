@@ -46,9 +46,25 @@ class OrderBook(Protocol):
 
     async def find_by_channel(self, channel: str, external_id: str) -> Order | None: ...
 
+    async def current_details(self, order_id: UUID) -> OrderDetails:
+        """The order as it stands now: as the channel placed it, or as last edited."""
+        ...
+
+    async def replace_details(self, order_id: UUID, details: OrderDetails) -> None:
+        """An accepted edit: the order's details from now on (its fingerprint stays the submission's)."""
+        ...
+
 
 class CancelRequests(Protocol):
     """The cancel requests acted on: each request id once, whatever the number of times it is sent."""
+
+    async def claim(self, request_id: str, order_id: UUID) -> bool:
+        """False when this request id was acted on before."""
+        ...
+
+
+class EditRequests(Protocol):
+    """The edit requests acted on: each request id once."""
 
     async def claim(self, request_id: str, order_id: UUID) -> bool:
         """False when this request id was acted on before."""
@@ -63,3 +79,6 @@ class IntakeUnit(Protocol):
 
     @property
     def cancel_requests(self) -> CancelRequests: ...
+
+    @property
+    def edit_requests(self) -> EditRequests: ...

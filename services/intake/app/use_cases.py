@@ -21,6 +21,8 @@ from libs.contracts.lifecycle import (
     OrderCancelled,
     OrderCancelRefused,
     OrderCancelRequested,
+    OrderEditRefused,
+    OrderEditRequested,
     OrderFulfillmentProgressed,
     OrderHeld,
     OrderReceived,
@@ -30,6 +32,8 @@ from libs.contracts.lifecycle import (
 from libs.contracts.orders import (
     CancellationOutcome,
     CancelRequested,
+    EditOutcome,
+    EditRequested,
     OrderDetails,
     OrderRefused,
     OrderStatusChanged,
@@ -47,6 +51,7 @@ from services.intake.domain.orders import (
     advance,
     cancel_refusal,
     classify_submissions,
+    edit_refusal,
     fingerprint,
     receive,
 )
@@ -62,6 +67,7 @@ StatusFact = (
     | OrderCancelled
     | OrderCancelRefused
     | OrderFulfillmentProgressed
+    | OrderEditRefused
 )
 STATUS_FACTS = (
     OrderValidated,
@@ -72,6 +78,7 @@ STATUS_FACTS = (
     OrderCancelled,
     OrderCancelRefused,
     OrderFulfillmentProgressed,
+    OrderEditRefused,
 )
 """The facts intake turns into statuses and cancellation outcomes: everything on its facts topic."""
 
@@ -91,9 +98,11 @@ def status_changed(
     shipments: Sequence[Shipment] = (),
     eta: datetime | None = None,
     occurred_at: datetime | None = None,
+    edited: OrderDetails | None = None,
 ) -> OrderStatusChanged:
     """The public event of an order's current version."""
     return OrderStatusChanged(
+        order=edited,
         order_id=order.order_id,
         channel=order.channel,
         external_id=order.external_id,
@@ -220,7 +229,7 @@ async def publish_statuses(facts: Sequence[StatusFact], uow: IntakeUnit) -> list
     service refused it. A fact about an order intake never received is rejected (`unknown_order`),
     so it can be replayed once the order exists.
     """
-    wanted = sorted({f.order_id for f in facts if not isinstance(f, OrderCancelRefused)})
+    wanted = sorted({f.order_id for f in facts if not isinstance(f, OrderCancelRefused | OrderEditRefused)})
     orders = await uow.orders.lock(wanted) if wanted else {}
     changes: list[OrderStatusChanged] = []
     results: list[list[Event] | Rejected] = []
@@ -228,11 +237,15 @@ async def publish_statuses(facts: Sequence[StatusFact], uow: IntakeUnit) -> list
         if isinstance(fact, OrderCancelRefused):
             results.append([cancel_refused(fact.request_id, fact.order_id, fact.reasons)])
             continue
+        if isinstance(fact, OrderEditRefused):
+            results.append([edit_refused(fact.request_id, fact.order_id, fact.reasons)])
+            continue
         order = orders.get(fact.order_id)
         if order is None:
             results.append(Rejected("unknown_order", f"no order {fact.order_id} was ever received"))
             continue
         events: list[Event] = []
+        edit = fact.edit_request_id if isinstance(fact, OrderAllocated) else None
         proposal = proposed_status(fact)
         moved = advance(order, proposal.status)
         if moved is None:
@@ -248,6 +261,7 @@ async def publish_statuses(facts: Sequence[StatusFact], uow: IntakeUnit) -> list
                 shipments=proposal.shipments,
                 eta=proposal.eta,
                 occurred_at=fact.occurred_at,
+                edited=fact.order if edit is not None and isinstance(fact, OrderAllocated) else None,
             )
             changes.append(change)
             events.append(change)
@@ -258,6 +272,11 @@ async def publish_statuses(facts: Sequence[StatusFact], uow: IntakeUnit) -> list
         if (request_id := accepted_cancel(fact)) is not None:
             events.append(
                 CancellationOutcome(request_id=request_id, order_id=order.order_id, outcome="accepted")
+            )
+        if edit is not None and isinstance(fact, OrderAllocated):
+            await uow.orders.replace_details(order.order_id, fact.order)
+            events.append(
+                EditOutcome(request_id=edit, order_id=order.order_id, outcome="accepted", order=fact.order)
             )
         results.append(events)
     if changes:
@@ -301,3 +320,47 @@ async def request_cancel(request: CancelRequested, uow: IntakeUnit) -> list[Even
             order_id=order.order_id, request_id=request.request_id, lines=request.lines, reason=request.reason
         )
     ]
+
+
+def edit_refused(request_id: str, order_id: UUID | None, reasons: Sequence[Reason]) -> EditOutcome:
+    return EditOutcome(request_id=request_id, order_id=order_id, outcome="refused", reasons=list(reasons))
+
+
+async def request_edit(request: EditRequested, uow: IntakeUnit) -> list[Event]:
+    """Find the order, act once per request id, refuse an order that is not where edits apply, and
+    send the order as the edit would make it to validation.
+
+    Like a cancel: a request for an order not known (yet) is refused with `unknown_order` and not
+    recorded, and one naming the order id and a channel is for that channel's order only.
+    """
+    if request.order_id is not None:
+        order = await uow.orders.find(request.order_id)
+        if order is not None and request.channel is not None and order.channel != request.channel:
+            order = None
+    elif request.channel and request.external_id:
+        order = await uow.orders.find_by_channel(request.channel, request.external_id)
+    else:
+        raise Rejected("schema_violation", "name the order by order_id or by channel and external_id")
+    if request.shipping_address is None and request.lines is None:
+        raise Rejected("schema_violation", "an edit changes the shipping_address, the lines, or both")
+    if order is None:
+        unknown = Reason(code="unknown_order", message="no such order (yet)")
+        return [edit_refused(request.request_id, request.order_id, [unknown])]
+    if not await uow.edit_requests.claim(request.request_id, order.order_id):
+        return []
+    if (refusal := edit_refusal(order.status)) is not None:
+        return [
+            edit_refused(
+                request.request_id, order.order_id, [Reason(code=refusal.code, message=refusal.message)]
+            )
+        ]
+    current = await uow.orders.current_details(order.order_id)
+    changes: dict[str, object] = {}
+    if request.shipping_address is not None:
+        changes["shipping_address"] = request.shipping_address
+    if request.lines is not None:
+        changes["lines"] = request.lines
+    if request.payment is not None:
+        changes["payment"] = request.payment
+    edited = current.model_copy(update=changes)
+    return [OrderEditRequested(order_id=order.order_id, request_id=request.request_id, order=edited)]

@@ -153,3 +153,20 @@ def cancel_refusal(status: OrderStatus) -> CancelRefusal | None:
     if status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
         return CancelRefusal("already_final", f"the order is {status}")
     return None
+
+
+EDITABLE = frozenset({OrderStatus.ALLOCATED, OrderStatus.IN_FULFILLMENT})
+"""Where an order may be edited: its stock is reserved and none of it has left. Whether a parcel has
+passed its pipeline's ship point is fulfillment's to say; before allocation there is nothing to
+re-reserve yet, and a backorder waits for stock that the edit would change."""
+
+
+def edit_refusal(status: OrderStatus) -> CancelRefusal | None:
+    """Refuse an edit of an order that is not (or no longer) where edits apply."""
+    if status in (OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED):
+        return CancelRefusal("already_shipped", f"the order is {status}")
+    if status in TERMINAL:
+        return CancelRefusal("already_final", f"the order is {status}")
+    if status not in EDITABLE:
+        return CancelRefusal("not_editable", f"the order is {status}: edits apply once it is allocated")
+    return None

@@ -13,7 +13,15 @@ from datetime import UTC, date, timedelta
 
 from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
-from libs.contracts.lifecycle import OrderHeld, OrderReceived, OrderRejected, OrderValidated
+from libs.contracts.lifecycle import (
+    OrderEditRefused,
+    OrderEditRequested,
+    OrderEditValidated,
+    OrderHeld,
+    OrderReceived,
+    OrderRejected,
+    OrderValidated,
+)
 from libs.contracts.orders import HoldDecision, OrderDetails, Reason
 from libs.extensions import validation as extension
 from libs.platform import metrics
@@ -157,6 +165,26 @@ async def validate_orders(
     if new_units:
         await uow.customers.add_daily_units(new_units)
     return results
+
+
+async def check_edit(
+    fact: OrderEditRequested, uow: ValidationUnit, policy: Callable[[str], Policy]
+) -> list[Event]:
+    """The order as the edit would make it passes the same built-in rules as an order does (every
+    failed one is reported), or the edit is refused and the order stays as it was. The customer has
+    an order with us already (this one), so an edit is never held as a first-time customer's order;
+    plugin rules check orders as placed, not edits."""
+    order = to_domain(fact.order)
+    catalog = await uow.catalog.products(sorted({line.sku for line in order.lines}))
+    ctx = rules.Context(catalog=catalog, policy=policy(fact.order.channel), customer_has_history=True)
+    verdict = rules.validate(order, ctx)
+    if verdict.outcome is Outcome.REJECTED:
+        return [
+            OrderEditRefused(
+                order_id=fact.order_id, request_id=fact.request_id, reasons=reasons(verdict.findings)
+            )
+        ]
+    return [OrderEditValidated(order_id=fact.order_id, request_id=fact.request_id, order=fact.order)]
 
 
 async def prune_daily_units(timer: Timer, uow: ValidationUnit) -> list[Event]:

@@ -250,6 +250,9 @@ class FakeAllocations:
                 row.place = next(self._s.queue)
             row.status, row.generation, row.pending = change.status, change.generation, change.pending
 
+    async def replace_order(self, order_id: UUID, order: OrderDetails) -> None:
+        self._s.orders[order_id].order = order
+
     async def reservations(self, order_ids: Sequence[UUID]) -> dict[UUID, list[ReservedLine]]:
         self._s.calls["allocations.reservations"] += 1
         by_order: dict[UUID, list[ReservedLine]] = {}

@@ -24,6 +24,7 @@ class FakeIntakeUnit:
     details: dict[UUID, OrderDetails] = field(default_factory=dict)
     timeline: dict[UUID, list[OrderStatusChanged]] = field(default_factory=dict)
     cancels: dict[str, UUID] = field(default_factory=dict)
+    edits: dict[str, UUID] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
 
     @property
@@ -33,6 +34,16 @@ class FakeIntakeUnit:
     @property
     def cancel_requests(self) -> FakeIntakeUnit:
         return self
+
+    @property
+    def edit_requests(self) -> FakeEditRequests:
+        return FakeEditRequests(self.edits)
+
+    async def current_details(self, order_id: UUID) -> OrderDetails:
+        return self.details[order_id]
+
+    async def replace_details(self, order_id: UUID, details: OrderDetails) -> None:
+        self.details[order_id] = details
 
     async def add(self, orders: Sequence[NewOrder]) -> dict[UUID, str]:
         self.calls.append("add")
@@ -84,3 +95,14 @@ class FakeIntakeUnit:
     def statuses(self, order_id: UUID) -> list[str]:
         """The order's timeline as statuses, oldest first."""
         return [e.status.value for e in self.timeline.get(order_id, [])]
+
+
+@dataclass
+class FakeEditRequests:
+    claimed: dict[str, UUID]
+
+    async def claim(self, request_id: str, order_id: UUID) -> bool:
+        if request_id in self.claimed:
+            return False
+        self.claimed[request_id] = order_id
+        return True
