@@ -39,6 +39,7 @@ async def test_every_record_on_every_public_topic_baton_publishes_reads_as_a_clo
         await watcher.start()
     try:
         await one_record_on_each_public_topic(live)
+        await watchers[topics.ORDERS_EDITS].wait_for(bool, 60, "the outcome of the edit request")
         for watcher in watchers.values():
             await watcher.caught_up(timeout=60)
         problems: list[str] = []
@@ -56,7 +57,8 @@ async def test_every_record_on_every_public_topic_baton_publishes_reads_as_a_clo
 
 async def one_record_on_each_public_topic(live: LiveFleet) -> None:
     """An order into fulfillment (statuses, a stage change), a conflicting resubmission (refused),
-    and a cancel request (its outcome)."""
+    an edit request for an order that does not exist (its outcome, refused) and a cancel request
+    (its outcome)."""
     item = sku("CE")
     wh = f"wh-{item}"
     await live.seed(
@@ -73,6 +75,16 @@ async def one_record_on_each_public_topic(live: LiveFleet) -> None:
     await live.submit(original | {"currency": "USD"})
     await live.refused.wait_for(
         lambda rs: any(r.get("external_id") == external_id for r in rs), 60, "the conflicting resubmission"
+    )
+    await live.publisher.send(
+        topics.ORDERS_EDIT_REQUESTED,
+        "no-such-order",
+        {
+            "request_id": f"edit-{secrets.token_hex(4)}",
+            "channel": "webshop",
+            "external_id": "no-such-order",
+            "lines": [{"sku": item, "quantity": 1, "unit_price": "10.00"}],
+        },
     )
     await live.cancel(order_id, f"cancel-{secrets.token_hex(4)}")
 
