@@ -20,6 +20,10 @@ FULFILLMENT_UPDATES = "fulfillment.updates.v1"
 FULFILLMENT_STAGE_CHANGES = "fulfillment.stage-changes.v1"
 NOTIFICATION_SUBSCRIPTIONS = "notification.subscriptions.v1"
 NOTIFICATION_REDELIVERIES = "notification.redeliveries.v1"
+RETURNS_REQUESTED = "returns.requested.v1"
+RETURNS_RECEIVED = "returns.received.v1"
+RETURNS_STATUS = "returns.status.v1"
+PAYMENTS_REFUND_REQUESTED = "payments.refund-requested.v1"
 
 DEFAULT_REPLICATION_FACTOR = 1
 """Replicas per topic that `baton topics apply` creates, unless `BATON_TOPIC_REPLICATION_FACTOR` says
@@ -58,6 +62,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(INVENTORY_ADJUSTMENTS, 8, "sku", True),
     TopicSpec(FULFILLMENT_UPDATES, 8, "shipment id", True),
     TopicSpec(FULFILLMENT_STAGE_CHANGES, 8, "order id", True),
+    TopicSpec(RETURNS_REQUESTED, 4, "order id", True),
+    TopicSpec(RETURNS_RECEIVED, 4, "return id", True),
+    TopicSpec(RETURNS_STATUS, 4, "order id", True),
+    TopicSpec(PAYMENTS_REFUND_REQUESTED, 4, "order id", True),
     TopicSpec(NOTIFICATION_SUBSCRIPTIONS, 1, "subscription id", False),
     TopicSpec(NOTIFICATION_REDELIVERIES, 1, "delivery id", False),
     *(TopicSpec(facts_topic(s), 8, "order id", False) for s in SERVICES),

@@ -46,6 +46,14 @@ from libs.contracts.orders import (
     OrderStatusChanged,
     OrderSubmitted,
 )
+from libs.contracts.refunds import RefundRequested
+from libs.contracts.returns import (
+    OrderReturned,
+    ReturnArrived,
+    ReturnReceived,
+    ReturnRequested,
+    ReturnStatusChanged,
+)
 from libs.contracts.topics import (
     CATALOG_PRODUCTS,
     FULFILLMENT_STAGE_CHANGES,
@@ -60,6 +68,10 @@ from libs.contracts.topics import (
     ORDERS_REFUSED,
     ORDERS_STATUS,
     ORDERS_SUBMITTED,
+    PAYMENTS_REFUND_REQUESTED,
+    RETURNS_RECEIVED,
+    RETURNS_REQUESTED,
+    RETURNS_STATUS,
     SERVICES,
     dead_letter_topic,
     facts_topic,
@@ -132,6 +144,10 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     OrderRefused: ORDERS_REFUSED,
     CancellationOutcome: ORDERS_CANCELLATIONS,
     StageChanged: FULFILLMENT_STAGE_CHANGES,
+    ReturnRequested: RETURNS_REQUESTED,
+    ReturnReceived: RETURNS_RECEIVED,
+    ReturnStatusChanged: RETURNS_STATUS,
+    RefundRequested: PAYMENTS_REFUND_REQUESTED,
 }
 """The topic of every contract that is not an order fact: public events, and inputs from outside."""
 
@@ -145,6 +161,8 @@ OUTSIDE_PRODUCERS: dict[str, str] = {
     FULFILLMENT_UPDATES: "warehouses and carriers",
     NOTIFICATION_SUBSCRIPTIONS: "operators, with `baton webhooks add` / `remove`",
     NOTIFICATION_REDELIVERIES: "operators, with `baton webhooks redeliver`",
+    RETURNS_REQUESTED: "channels and customer service, for a customer sending units back",
+    RETURNS_RECEIVED: "warehouses receiving a returned parcel",
 }
 """Who outside Baton writes the topics Baton reads from outside, in words (for the AsyncAPI document)."""
 
@@ -173,6 +191,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderCancelled,
                 OrderCancelRefused,
                 OrderFulfillmentProgressed,
+                OrderReturned,
             ),
         ),
         emits=(OrderStatusChanged, OrderRefused, CancellationOutcome, OrderReceived, OrderCancelRequested),
@@ -198,6 +217,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderCancelAccepted,
                 ShipmentShipped,
                 ShipmentFailed,
+                ReturnArrived,
             ),
         ),
         emits=(OrderAllocated, OrderBackordered, OrderCancelled, OrderCancelRefused, OrderCancelForwarded),
@@ -208,6 +228,8 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _from("location_updated", LocationUpdated),
             _facts("fulfillment", OrderAllocated, OrderCancelForwarded),
             _from("fulfillment_update", FulfillmentUpdate),
+            _from("return_requested", ReturnRequested),
+            _from("return_received", ReturnReceived),
         ),
         emits=(
             StageChanged,
@@ -216,6 +238,10 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             ShipmentFailed,
             OrderCancelAccepted,
             OrderCancelRefused,
+            RefundRequested,
+            ReturnStatusChanged,
+            ReturnArrived,
+            OrderReturned,
         ),
     ),
     ServiceTopology(
@@ -226,6 +252,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _facts("notification", OrderReceived),
             _from("status_changed", OrderStatusChanged),
             _from("stage_changed", StageChanged),
+            _from("return_status_changed", ReturnStatusChanged),
         ),
         emits=(),
     ),

@@ -64,7 +64,7 @@ def classify_submissions(
     return verdicts
 
 
-TERMINAL = frozenset({OrderStatus.REJECTED, OrderStatus.DELIVERED, OrderStatus.CANCELLED})
+TERMINAL = frozenset({OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.RETURNED})
 
 # Which status may follow which. `allocated -> allocated` is a new allocation (partial
 # cancellation, re-sourcing); `in_fulfillment -> allocated` is re-sourcing after a failed
@@ -89,8 +89,10 @@ NEXT: dict[OrderStatus, frozenset[OrderStatus]] = {
     ),
     OrderStatus.SHIPPED: frozenset({OrderStatus.DELIVERED}),
     OrderStatus.REJECTED: frozenset(),
-    OrderStatus.DELIVERED: frozenset(),
+    OrderStatus.DELIVERED: frozenset({OrderStatus.PARTIALLY_RETURNED, OrderStatus.RETURNED}),
     OrderStatus.CANCELLED: frozenset(),
+    OrderStatus.PARTIALLY_RETURNED: frozenset({OrderStatus.PARTIALLY_RETURNED, OrderStatus.RETURNED}),
+    OrderStatus.RETURNED: frozenset(),
 }
 
 
@@ -152,7 +154,12 @@ def cancel_refusal(status: OrderStatus) -> CancelRefusal | None:
     """Refuse what is clearly too late: an order that has wholly shipped, or one that is already
     final. Anything else (partially shipped included: its remainder may still be cancellable) is
     for allocation and fulfillment to decide."""
-    if status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED):
+    if status in (
+        OrderStatus.SHIPPED,
+        OrderStatus.DELIVERED,
+        OrderStatus.PARTIALLY_RETURNED,
+        OrderStatus.RETURNED,
+    ):
         return CancelRefusal("already_shipped", f"the order is {status}")
     if status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
         return CancelRefusal("already_final", f"the order is {status}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 
 from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
@@ -32,6 +33,7 @@ def to_domain(order: OrderDetails) -> rules.Order:
         ),
         payment_status=order.payment.status,
         payment_amount=order.payment.amount,
+        shipping_price=order.shipping_price or Decimal(0),
     )
 
 
