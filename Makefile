@@ -34,6 +34,9 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK)
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	# setuptools leaves a baton.egg-info in the checkout; processes started here would read its
+	# entry points (a snapshot) before the virtualenv's, so it goes: the venv's metadata is the truth.
+	rm -rf baton.egg-info
 	$(BIN)/pip check
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

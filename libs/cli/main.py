@@ -44,6 +44,10 @@ app.add_typer(dlq_app, name="dlq")
 webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook subscriptions (changes travel through Kafka).")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(config_app, name="config")
+rules_app = typer.Typer(
+    no_args_is_help=True, help="Validation rules: built-in and plugins (validation adds `list`)."
+)
+app.add_typer(rules_app, name="rules")
 
 
 def _settings() -> BatonSettings:
@@ -724,14 +728,25 @@ def demo(
 
 
 def _add_service_commands() -> None:
-    """Commands a service adds to `baton` (e.g. fulfillment's `pipelines`, notification's `webhooks
-    check-url`: `<group>.<name>`), from the `baton.commands` entry points: the CLI offers them
-    without importing services by name."""
-    groups = {"webhooks": webhooks_app, "dlq": dlq_app, "topics": topics_app, "stack": stack_app}
+    """Commands a service adds to `baton` (e.g. fulfillment's `pipelines`, notification's `api-keys`
+    group and `webhooks check-url`: `<group>.<name>`), from the `baton.commands` entry points: the
+    CLI offers them without importing services by name."""
+    groups = {
+        "webhooks": webhooks_app,
+        "dlq": dlq_app,
+        "topics": topics_app,
+        "stack": stack_app,
+        "rules": rules_app,
+    }
     for command in entry_points(group="baton.commands"):
         group, _, name = command.name.rpartition(".")
         with contextlib.suppress(ImportError):  # a service that is not installed adds nothing
-            groups.get(group, app).command(name=name)(command.load())
+            loaded = command.load()
+            target = groups.get(group, app)
+            if isinstance(loaded, typer.Typer):
+                target.add_typer(loaded, name=name)
+            else:
+                target.command(name=name)(loaded)
 
 
 _add_service_commands()

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from libs.contracts.envelope import Event
+from libs.contracts.envelope import Event, Text
 from libs.contracts.orders import OrderDetails, Reason, Shipment, ShipmentLine
 
 
@@ -58,7 +58,7 @@ class OrderAllocated(OrderFact):
     event_type: Literal["order.allocated"] = "order.allocated"
     shipments: list[Shipment]
     order: OrderDetails
-    cancel_request_id: str | None = Field(default=None, description="Set when a partial cancel caused it")
+    cancel_request_id: Text | None = Field(default=None, description="Set when a partial cancel caused it")
     backordered_lines: list[ShipmentLine] = Field(
         default_factory=list,
         description="Lines still waiting for stock (a failed parcel that could not be sourced again)",
@@ -73,9 +73,9 @@ class OrderBackordered(OrderFact):
 
 
 class CancelFact(OrderFact):
-    request_id: str
+    request_id: Text
     lines: list[ShipmentLine] | None = None
-    reason: str = ""
+    reason: Text = ""
 
 
 class OrderCancelRequested(CancelFact):
@@ -109,7 +109,7 @@ class OrderCancelled(OrderFact):
     """Allocation cancelled the whole order and released what it held."""
 
     event_type: Literal["order.cancelled"] = "order.cancelled"
-    request_id: str
+    request_id: Text
     reasons: list[Reason] = Field(default_factory=list)
 
 
@@ -126,8 +126,8 @@ class ShipmentShipped(OrderFact):
     """The parcel left the location: its reserved units leave the stock."""
 
     event_type: Literal["shipment.shipped"] = "shipment.shipped"
-    shipment_id: str
-    location_id: str
+    shipment_id: Text
+    location_id: Text
     lines: list[ShipmentLine]
 
 
@@ -135,10 +135,10 @@ class ShipmentFailed(OrderFact):
     """The location cannot fulfil the shipment: write the units off there and source them again."""
 
     event_type: Literal["shipment.failed"] = "shipment.failed"
-    shipment_id: str
-    location_id: str
+    shipment_id: Text
+    location_id: Text
     lines: list[ShipmentLine]
-    reason: str
+    reason: Text
 
 
 LifecycleFact = Annotated[

@@ -7,11 +7,11 @@ from uuid import UUID
 
 from pydantic import Field
 
-from libs.contracts.envelope import Contract, Event, Money
+from libs.contracts.envelope import Contract, Event, Money, Text
 
 
 class RefundLine(Contract):
-    sku: str
+    sku: Text
     quantity: int = Field(gt=0)
     unit_price: Money = Field(description="What the customer paid per unit (the order line's price)")
     amount: Money = Field(description="unit_price x quantity")
@@ -26,13 +26,13 @@ class RefundRequested(Event):
     """
 
     event_type: Literal["payment.refund-requested"] = "payment.refund-requested"
-    refund_id: str
+    refund_id: Text
     order_id: UUID
     cause: Literal["return", "in_transit_exception"]
-    return_id: str | None = None
-    shipment_id: str | None = None
-    payment_reference: str = Field(description="The payment provider's reference from the order")
-    currency: str
+    return_id: Text | None = None
+    shipment_id: Text | None = None
+    payment_reference: Text = Field(description="The payment provider's reference from the order")
+    currency: Text
     lines: list[RefundLine]
     shipping: Money = Field(description="Shipping refunded with the lines (zero when it is not)")
     amount: Money

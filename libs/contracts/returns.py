@@ -13,7 +13,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from libs.contracts.envelope import Contract, Event, Money
+from libs.contracts.envelope import Contract, Event, Money, Text
 from libs.contracts.lifecycle import OrderFact
 from libs.contracts.orders import Reason, ShipmentLine
 from libs.contracts.vocabulary import ReturnCondition, ReturnStatus
@@ -22,7 +22,7 @@ RETURN_ID = r"^[A-Za-z0-9_.:\-]+$"
 
 
 class ReturnLine(Contract):
-    sku: str = Field(min_length=1, max_length=100)
+    sku: Text = Field(min_length=1, max_length=100)
     quantity: int = Field(gt=0, le=100_000)
 
 
@@ -34,10 +34,10 @@ class ReturnRequested(Contract):
     and asks for no more of a sku than was delivered and not already on another return.
     """
 
-    return_id: str = Field(min_length=1, max_length=200, pattern=RETURN_ID)
+    return_id: Text = Field(min_length=1, max_length=200, pattern=RETURN_ID)
     order_id: UUID
     lines: list[ReturnLine] = Field(min_length=1, max_length=500)
-    reason: str = Field(default="", max_length=2000, description="The customer's words")
+    reason: Text = Field(default="", max_length=2000, description="The customer's words")
 
 
 class ReceivedLine(ReturnLine):
@@ -53,8 +53,8 @@ class ReturnReceived(Contract):
     with its condition. Units that did not arrive are not refunded.
     """
 
-    return_id: str = Field(min_length=1, max_length=200, pattern=RETURN_ID)
-    location_id: str = Field(min_length=1, max_length=100, description="Where the parcel was received")
+    return_id: Text = Field(min_length=1, max_length=200, pattern=RETURN_ID)
+    location_id: Text = Field(min_length=1, max_length=100, description="Where the parcel was received")
     lines: list[ReceivedLine] = Field(min_length=1, max_length=500)
 
 
@@ -66,16 +66,16 @@ class ReturnStatusChanged(Event):
     """
 
     event_type: Literal["return.status-changed"] = "return.status-changed"
-    return_id: str
+    return_id: Text
     order_id: UUID
     status: ReturnStatus
     lines: list[ReturnLine]
-    reason: str = ""
+    reason: Text = ""
     reasons: list[Reason] = Field(default_factory=list, description="Why a return was refused")
-    location_id: str | None = Field(default=None, description="Where it was received")
+    location_id: Text | None = Field(default=None, description="Where it was received")
     received: list[ReceivedLine] = Field(default_factory=list)
     refund: Money | None = Field(default=None, description="The refund requested, once received")
-    currency: str | None = None
+    currency: Text | None = None
 
     def partition_key(self) -> str:
         return str(self.order_id)
@@ -86,8 +86,8 @@ class ReturnArrived(OrderFact):
     back into stock there (waking backorders) and writes the damaged ones off, once per return."""
 
     event_type: Literal["return.arrived"] = "return.arrived"
-    return_id: str
-    location_id: str
+    return_id: Text
+    location_id: Text
     restock: list[ShipmentLine] = Field(default_factory=list)
     write_off: list[ShipmentLine] = Field(default_factory=list)
 
@@ -98,5 +98,5 @@ class OrderReturned(OrderFact):
 
     event_type: Literal["order.returned"] = "order.returned"
     status: Literal["partially_returned", "returned"]
-    return_id: str
+    return_id: Text
     lines: list[ShipmentLine]

@@ -20,6 +20,7 @@ FULFILLMENT_UPDATES = "fulfillment.updates.v1"
 FULFILLMENT_STAGE_CHANGES = "fulfillment.stage-changes.v1"
 NOTIFICATION_SUBSCRIPTIONS = "notification.subscriptions.v1"
 NOTIFICATION_REDELIVERIES = "notification.redeliveries.v1"
+NOTIFICATION_API_KEYS = "notification.api-keys.v1"
 RETURNS_REQUESTED = "returns.requested.v1"
 RETURNS_RECEIVED = "returns.received.v1"
 RETURNS_STATUS = "returns.status.v1"
@@ -68,6 +69,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PAYMENTS_REFUND_REQUESTED, 4, "order id", True),
     TopicSpec(NOTIFICATION_SUBSCRIPTIONS, 1, "subscription id", False),
     TopicSpec(NOTIFICATION_REDELIVERIES, 1, "delivery id", False),
+    TopicSpec(NOTIFICATION_API_KEYS, 1, "key id", False),
     *(TopicSpec(facts_topic(s), 8, "order id", False) for s in SERVICES),
     *(TopicSpec(dead_letter_topic(s), 1, "source key", False, 720) for s in SERVICES),
 )

@@ -37,7 +37,7 @@ from libs.contracts.lifecycle import (
     ShipmentFailed,
     ShipmentShipped,
 )
-from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
+from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import (
     CancellationOutcome,
     CancelRequested,
@@ -60,6 +60,7 @@ from libs.contracts.topics import (
     FULFILLMENT_UPDATES,
     INVENTORY_ADJUSTMENTS,
     INVENTORY_LOCATIONS,
+    NOTIFICATION_API_KEYS,
     NOTIFICATION_REDELIVERIES,
     NOTIFICATION_SUBSCRIPTIONS,
     ORDERS_CANCEL_REQUESTED,
@@ -140,6 +141,7 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     FulfillmentUpdate: FULFILLMENT_UPDATES,
     WebhookSubscriptionChanged: NOTIFICATION_SUBSCRIPTIONS,
     RedeliveryRequested: NOTIFICATION_REDELIVERIES,
+    ApiKeyChanged: NOTIFICATION_API_KEYS,
     OrderStatusChanged: ORDERS_STATUS,
     OrderRefused: ORDERS_REFUSED,
     CancellationOutcome: ORDERS_CANCELLATIONS,
@@ -249,6 +251,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
         inputs=(
             _from("subscription_changed", WebhookSubscriptionChanged),
             _from("redelivery_requested", RedeliveryRequested),
+            _from("api_key_changed", ApiKeyChanged),
             _facts("notification", OrderReceived),
             _from("status_changed", OrderStatusChanged),
             _from("stage_changed", StageChanged),
@@ -284,6 +287,21 @@ def topics_for(contract: type[Contract]) -> tuple[str, ...]:
 def producers_of(topic: str) -> tuple[str, ...]:
     """The services that write to ``topic``."""
     return tuple(s.name for s in TOPOLOGY if topic in s.writes)
+
+
+OUTSIDE_CONTRACTS: tuple[type[Contract], ...] = tuple(
+    c for c in PUBLISHED_ON if not any(c in s.emits for s in TOPOLOGY)
+)
+"""Contracts no Baton service emits: channels, the catalog, warehouses, carriers, support tools and
+the operators' commands write them."""
+
+
+def written_only_by_baton(topic: str) -> bool:
+    """Whether only Baton's services produce ``topic``: the facts topics, `orders.status.v1`,
+    `fulfillment.stage-changes.v1`, ... (the operator's `baton dlq replay` sends a record back where
+    it came from, unchanged). Only there is a record's ``event_id`` header Baton's own, so only
+    there does the inbox recognise a re-sent event by it; everywhere else a producer chose it."""
+    return bool(producers_of(topic)) and topic not in {PUBLISHED_ON[c] for c in OUTSIDE_CONTRACTS}
 
 
 def consumer_groups(services: Iterable[str] = SERVICES) -> dict[str, str]:

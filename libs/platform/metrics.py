@@ -75,6 +75,12 @@ VALIDATION_DECISIONS = Counter(
     ["decision"],
     registry=REGISTRY,
 )
+VALIDATION_RULE_ERRORS = Counter(
+    "baton_validation_rule_errors",
+    "Plugin validation rules that raised or returned an undeclared code (the order was held)",
+    ["rule"],
+    registry=REGISTRY,
+)
 REJECTIONS = Counter(
     "baton_validation_rejections",
     "Failed validation rules (one order can fail several)",

@@ -28,7 +28,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from libs.contracts.envelope import Contract, Event
-from libs.contracts.topology import Input, ServiceTopology, topics_for
+from libs.contracts.topology import Input, ServiceTopology, topics_for, written_only_by_baton
 from libs.platform.messaging import Incoming, Outgoing, Rejected
 
 U = TypeVar("U")
@@ -73,10 +73,11 @@ class Registration:
 
 @dataclass(frozen=True)
 class Item:
-    """A record and what it became: the contract object, or why it cannot be read."""
+    """A record, what it became (the contract object, or why it cannot be read), and its inbox id."""
 
     record: Incoming
     parsed: Contract | Rejected
+    message_id: str
 
 
 class EventRoutes:
@@ -123,6 +124,8 @@ class BoundInput(Generic[U]):
         self._by_name = {_type_name(c): c for c in spec.carries}
         self._adapters: dict[type[Contract], TypeAdapter[Any]] = {c: TypeAdapter(c) for c in spec.carries}
         self._single = spec.carries[0] if len(spec.carries) == 1 else None
+        self.trusts_event_ids = written_only_by_baton(spec.topic)
+        """Only Baton's services write this input: a record's ``event_id`` header identifies it."""
 
     @property
     def name(self) -> str:
@@ -136,13 +139,15 @@ class BoundInput(Generic[U]):
 
     def parse(self, record: Incoming) -> Item:
         """Read an untrusted record into its contract, or a rejection a person can act on."""
+        message_id = record.message_id(trust_event_id=self.trusts_event_ids)
         contract = self._single or self._by_name.get(record.event_type or "") or self._sniff(record)
         if contract is None:
-            return Item(record, Rejected("unknown_event_type", f"{record.event_type!r} is not handled here"))
+            rejected = Rejected("unknown_event_type", f"{record.event_type!r} is not handled here")
+            return Item(record, rejected, message_id)
         try:
-            return Item(record, self._adapters[contract].validate_json(record.value))
+            return Item(record, self._adapters[contract].validate_json(record.value), message_id)
         except ValidationError as exc:
-            return Item(record, _rejection(exc))
+            return Item(record, _rejection(exc), message_id)
 
     def _sniff(self, record: Incoming) -> type[Contract] | None:
         """No ``event_type`` header (a hand-made record): read the type from the body."""

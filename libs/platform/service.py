@@ -35,8 +35,8 @@ from libs.platform.processing import InputProcessor
 from libs.platform.relay import OutboxRelay
 from libs.platform.routing import EventRoutes, ServiceRouter
 from libs.platform.settings import BatonSettings
-from libs.platform.timers import TimerWorker
-from libs.policy.channels import PolicyFileRefused
+from libs.platform.timer_worker import TimerWorker
+from libs.policy import ConfigurationRefused
 
 log = logging.getLogger("baton.service")
 
@@ -132,7 +132,7 @@ async def serve(definition: ServiceDefinition[S], settings: S, stop: asyncio.Eve
     try:
         settings.channel_policies()  # every service refuses a broken policy file, naming the key
         router = definition.router(settings)
-    except PolicyFileRefused as refused:
+    except ConfigurationRefused as refused:
         raise StartupRefused(str(refused)) from None
     bound = router.bind(settings.topic)
     runtime = Runtime(service=definition.name, settings=settings)

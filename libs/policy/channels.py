@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from libs.contracts.vocabulary import ShippingMethod
+from libs.policy import ConfigurationRefused
 
 SUPPORTED_VERSIONS = (1,)
 
@@ -128,7 +129,7 @@ class ChannelPolicies(_Section):
         return self.channels.get(channel, self.defaults)
 
 
-class PolicyFileRefused(Exception):
+class PolicyFileRefused(ConfigurationRefused):
     """The channels file cannot be used; the message is the one line an operator needs."""
 
 

@@ -1,5 +1,5 @@
-"""Notification's router: webhook subscriptions and redelivery requests one at a time; customer
-contacts, status events and stage events set-based."""
+"""Notification's router: webhook subscriptions, redelivery requests and status API keys one at a
+time; customer contacts, status events and stage events set-based."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncpg
 from libs.contracts.envelope import Event
 from libs.contracts.fulfillment import StageChanged
 from libs.contracts.lifecycle import OrderReceived
-from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
+from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import ServiceRouter
@@ -17,6 +17,7 @@ from services.notification.adapters.store import PgNotificationUnit, Subscriptio
 from services.notification.app.egress import EgressGuard
 from services.notification.app.ports import NotificationUnit, SecretBox
 from services.notification.app.use_cases import (
+    change_api_key,
     change_subscription,
     record_stage_changes,
     record_status_changes,
@@ -53,6 +54,7 @@ def build_router(settings: NotificationSettings) -> ServiceRouter[NotificationUn
     router: ServiceRouter[NotificationUnit] = ServiceRouter(SERVICE_TOPOLOGY["notification"], unit)
     router.on(WebhookSubscriptionChanged)(subscription_changed)
     router.on(RedeliveryRequested)(redeliver)
+    router.on(ApiKeyChanged)(change_api_key)
     router.on_batch(OrderReceived)(remember_customers)
     router.on_batch(OrderStatusChanged)(record_status_changes)
     router.on_batch(StageChanged)(record_stage_changes)

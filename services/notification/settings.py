@@ -56,6 +56,12 @@ class NotificationSettings(BatonSettings):
         description="Address the status API binds: loopback locally, 0.0.0.0 in a container",
     )
     http_port: int = Field(default=8085, description="Status API port; 0 picks a free port")
+    api_rate_per_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="Status API requests per second per key (and failed log-ins per address)",
+    )
+    api_burst: int = Field(default=40, ge=1, description="Status API requests a key may make at once")
 
     @field_validator("webhook_allowed_cidrs", mode="before")
     @classmethod

@@ -187,7 +187,13 @@ def test_dead_letters_carry_the_documented_dlq_headers(document: dict[str, Any])
     documented = set(document["components"]["schemas"]["DeadLetterHeaders"]["properties"])
     record = Incoming("orders.submitted.v1", 3, 42, "web:1", b"{oops", {"traceparent": "x", "other": "y"})
     letters = [
-        dead_letter(topics.dead_letter_topic("intake"), record, "invalid_json", "not JSON"),
+        dead_letter(
+            topics.dead_letter_topic("intake"),
+            record,
+            "invalid_json",
+            "not JSON",
+            source_id=record.position,
+        ),
         dead_letter_of(
             topics.dead_letter_topic("notification"),
             key="sub_1",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -142,6 +144,29 @@ class LiveFleet:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what or sql}")
             await asyncio.sleep(0.2)
+
+    async def baton(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A `baton` command as the operator would run it (the operator's Kafka and database logins)."""
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "libs.cli.main", *args],
+            env=self.fleet.env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert result.returncode == 0, result.stderr
+        return result
+
+    async def api_key(self, *channels: str, name: str = "e2e") -> tuple[str, str]:
+        """A status API key for ``channels`` (`*`: all) made by `baton api-keys add`, once notification
+        has it; returns (key id, key)."""
+        scope = ["--all"] if channels == ("*",) else [a for c in channels for a in ("--channel", c)]
+        printed = (await self.baton("api-keys", "add", *scope, "--name", name)).stdout
+        fields = dict(line.split(": ", 1) for line in printed.splitlines() if ": " in line)
+        key_id, key = fields["key_id"], fields["key"]
+        await self.wait_row("SELECT true FROM notification.api_keys WHERE key_id = $1", key_id, what=key_id)
+        return key_id, key
 
     async def seed(
         self,

@@ -307,7 +307,8 @@ async def test_one_email_per_status_with_tracking_and_the_status_api_shows_the_o
     shipped_mail = next(m for m in mails() if "on its way" in str(m["Subject"]))
     assert "JJD0099" in shipped_mail.get_content()
 
-    async with aiohttp.ClientSession() as http:
+    _, key = await live.api_key("webshop")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
         for _ in range(100):
             async with http.get(f"{live.api}/orders/{order_id}") as response:
                 view = await response.json() if response.status == 200 else {}

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 
 from libs.contracts.fulfillment import StageChanged
-from libs.contracts.notification import WebhookSubscriptionChanged
+from libs.contracts.notification import ApiKeyChanged, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged, Shipment, ShipmentLine
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform.db import create_pool, ensure_database, migrate
@@ -49,10 +49,13 @@ from services.notification.app.ports import (
     Retry,
 )
 from services.notification.app.use_cases import (
+    change_api_key,
     change_subscription,
     record_stage_changes,
     record_status_changes,
 )
+from services.notification.domain.api_keys import digest
+from services.notification.domain.api_keys import new_key as new_api_key
 from services.notification.domain.egress import EgressPolicy, parse_networks
 from services.notification.domain.webhooks import verify
 from services.notification.settings import NotificationSettings
@@ -404,6 +407,7 @@ class RefusingMailbox:
     def __init__(self, refused: str) -> None:
         self.refused = refused
         self.accepted: list[bytes] = []
+        self.envelopes: list[list[str]] = []
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if address == self.refused:
@@ -413,6 +417,7 @@ class RefusingMailbox:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.accepted.append(envelope.content)
+        self.envelopes.append(list(envelope.rcpt_tos))
         return "250 OK"
 
 
@@ -435,6 +440,21 @@ async def test_the_smtp_sender_sends_each_message_and_a_refused_one_fails_alone(
     assert [r is None for r in results] == [True, False, True, True]
     assert results[1] is not None and "550" in results[1]
     assert sorted(b"Message-ID: <o" in m for m in mailbox.accepted) == [True, True, True]
+    assert sorted(mailbox.envelopes) == [["ada@example.test"]] * 3, "one recipient per envelope"
+
+
+async def test_the_smtp_sender_never_puts_a_list_of_addresses_on_an_envelope() -> None:
+    mailbox = RefusingMailbox("nobody@example.test")
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        sender = AioSmtpSender(NotificationSettings(smtp_host="127.0.0.1", smtp_port=port))
+        results = await sender.send([mail(1, "victim@example.com, list@evil.example"), mail(2)])
+    finally:
+        controller.stop()
+    assert results[0] is not None and results[1] is None
+    assert mailbox.envelopes == [["ada@example.test"]]
 
 
 async def test_the_smtp_sender_reports_every_message_failed_when_no_server_answers() -> None:
@@ -498,12 +518,18 @@ async def test_the_status_api_shows_an_order_with_its_parcels_stages_and_timelin
             )
         ],
     )
-    runner = web.AppRunner(build_api(PgOrderStatusQueries(pool)))
+    key = new_api_key()
+    await units.run(
+        change_api_key,
+        ApiKeyChanged(action="add", key_id="k1", key_hash=digest(key), channels=["webshop"]),
+    )
+    runner = web.AppRunner(build_api(PgOrderStatusQueries(pool), rate_per_s=100, burst=100))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    auth = {"Authorization": f"Bearer {key}"}
     try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=auth) as http:
             async with http.get(f"/orders/{order_id}") as r:
                 view = await r.json()
             async with http.get(
@@ -549,3 +575,52 @@ async def test_notification_without_a_secrets_key_refuses_to_start_with_one_line
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "BATON_WEBHOOK_SECRETS_KEY is not set" in output and "Traceback" not in output
+
+
+async def test_status_api_keys_are_stored_as_digests_scoped_to_channels_limited_and_revocable(
+    pool: asyncpg.Pool,
+) -> None:
+    units = Units(pool)
+    order_id = uuid4()
+    await units.run(record_status_changes, [status(order_id, OrderStatus.RECEIVED, 1)])
+    webshop, other, support = new_api_key(), new_api_key(), new_api_key()
+    for key_id, key, channels in (
+        ("web", webshop, ["webshop"]),
+        ("pos", other, ["pos"]),
+        ("all", support, ["*"]),
+    ):
+        await units.run(
+            change_api_key,
+            ApiKeyChanged(action="add", key_id=key_id, name=key_id, key_hash=digest(key), channels=channels),
+        )
+    stored = await pool.fetch("SELECT * FROM api_keys")
+    assert all(key not in str(dict(row)) for row in stored for key in (webshop, other, support))
+    runner = web.AppRunner(build_api(PgOrderStatusQueries(pool), rate_per_s=0.5, burst=3))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    async def get(key: str | None, path: str = f"/orders/{order_id}") -> tuple[int, dict[str, str]]:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        async with http.get(path, headers=headers) as r:
+            return r.status, dict(r.headers)
+
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            assert (await get(webshop))[0] == 200
+            assert (await get(support))[0] == 200
+            assert (await get(other))[0] == 404, "another channel's order is not found, not forbidden"
+            assert (await get(other, "/orders?channel=webshop&external_id=x"))[0] == 404
+            assert (await get(None))[0] == 401
+            assert (await get("baton_not-a-key"))[0] == 401
+            assert (await get(None, "/openapi.json"))[0] == 200
+            assert (await get(None, "/livez"))[0] == 200
+            answers = [await get(webshop) for _ in range(3)]  # a burst of 3, the first one spent
+            assert [a[0] for a in answers] == [200, 200, 429]
+            assert int(answers[-1][1]["Retry-After"]) >= 1
+            assert (await get(support))[0] == 200, "each key has a bucket of its own"
+            await units.run(change_api_key, ApiKeyChanged(action="revoke", key_id="all"))
+            assert (await get(support))[0] == 401, "a revoked key is refused"
+            assert (await get(None))[0] == 429, "failed log-ins from one address are limited too"
+    finally:
+        await runner.cleanup()

@@ -15,7 +15,8 @@ import pytest
 
 from libs.platform.db import create_pool, ensure_database, migrate
 from libs.platform.records import Outgoing
-from libs.platform.timers import PgTimers, Timer, TimerWorker, pending
+from libs.platform.timer_worker import PgTimers, TimerWorker, pending
+from libs.platform.timers import Timer
 from tests.support.infra import Infra, fresh_name
 
 pytestmark = pytest.mark.integration

@@ -304,7 +304,7 @@ async def test_a_secret_that_does_not_open_or_gives_no_key_fails_its_attempts_an
     assert {d.status for d in w.store.deliveries.values()} == {"dead"}, "recorded and given up, never a loop"
 
 
-async def queue_email(w: Worker, status: str, email: str = "ada@example.test") -> UUID:
+async def queue_email(w: Worker, status: str, email: str = "ada@example.com") -> UUID:
     order_id = uuid4()
     unit = w.store.unit()
     await unit.customers.remember([Contact(order_id, email, "Ada", f"ext-{order_id.hex[:6]}")])
@@ -320,7 +320,7 @@ async def test_emails_are_rendered_from_their_template_with_a_stable_message_id(
 
     [mail] = w.mail.sent
     assert mail.message_id == f"<{order_id}.shipped@baton>"
-    assert (mail.sender, mail.recipient) == ("orders@baton.test", "ada@example.test")
+    assert (mail.sender, mail.recipient) == ("orders@baton.test", "ada@example.com")
     assert mail.subject == f"Your order ext-{order_id.hex[:6]} is on its way"
     assert "Tracking: 1Z" in mail.body and "Hello Ada" in mail.body
     assert w.store.emails[(order_id, "shipped")].state == "sent"
@@ -352,9 +352,9 @@ async def test_an_unrenderable_email_never_blocks_the_others_in_its_round() -> N
 
 async def test_a_refused_recipient_is_marked_failed_while_the_others_are_sent() -> None:
     w = Worker()
-    w.mail.refused.add("nobody@example.test")
+    w.mail.refused.add("nobody@example.com")
     sent = [await queue_email(w, "shipped"), await queue_email(w, "delivered")]
-    refused = await queue_email(w, "shipped", email="nobody@example.test")
+    refused = await queue_email(w, "shipped", email="nobody@example.com")
 
     await w.worker.send_emails()
 
@@ -365,7 +365,7 @@ async def test_a_refused_recipient_is_marked_failed_while_the_others_are_sent() 
     failed = w.store.emails[(refused, "shipped")]
     assert (failed.state, failed.attempts) == ("pending", 1)
     assert failed.last_error is not None and "550" in failed.last_error
-    assert [m.recipient for m in w.mail.sent] == ["ada@example.test", "ada@example.test"]
+    assert [m.recipient for m in w.mail.sent] == ["ada@example.com", "ada@example.com"]
 
 
 async def test_an_email_waits_for_its_customers_address() -> None:
@@ -373,7 +373,7 @@ async def test_an_email_waits_for_its_customers_address() -> None:
     order_id = uuid4()
     await w.store.unit().emails.add([NewEmail(order_id, "received", {"tracking": "to follow"})])
     assert await w.worker.send_emails() == 0
-    await w.store.unit().customers.remember([Contact(order_id, "ada@example.test", "Ada", "ext-1")])
+    await w.store.unit().customers.remember([Contact(order_id, "ada@example.com", "Ada", "ext-1")])
     assert await w.worker.send_emails() == 1
 
 
@@ -387,3 +387,42 @@ async def test_a_round_takes_at_most_its_size_oldest_first() -> None:
     await w.worker.send_emails()
 
     assert [m.message_id for m in w.mail.sent] == [f"<{o}.received@baton>" for o in orders[:2]]
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["victim@example.com, list@evil.example, more@evil.example", "Ada <ada@example.com>", "ada@localhost"],
+)
+async def test_an_email_to_anything_but_one_address_is_dead_at_once_and_the_others_are_sent(
+    address: str,
+) -> None:
+    w = Worker()
+    before = await queue_email(w, "received")
+    hostile = await queue_email(w, "received", email=address)
+    after = await queue_email(w, "received")
+
+    await w.worker.send_emails()
+
+    assert sorted(m.message_id for m in w.mail.sent) == sorted(
+        [f"<{before}.received@baton>", f"<{after}.received@baton>"]
+    )
+    assert all(m.recipient == "ada@example.com" for m in w.mail.sent)
+    dead = w.store.emails[(hostile, "received")]
+    assert (dead.state, dead.attempts) == ("dead", 1), "never retried: it can never be sent"
+    assert dead.last_error is not None and "not one valid address" in dead.last_error
+
+
+def test_an_smtp_message_has_exactly_one_bare_recipient() -> None:
+    from services.notification.adapters.smtp import to_message
+    from services.notification.app.ports import Mail
+
+    assert to_message(Mail("<m@baton>", "orders@baton.example", "ada@example.com", "s", "b"))["To"] == (
+        "ada@example.com"
+    )
+    for recipient in (
+        "a@example.com, b@evil.example",
+        "Bob <b@example.com>",
+        "a@example.com\r\nBcc: b@evil.example",
+    ):
+        with pytest.raises(ValueError):
+            to_message(Mail("<m@baton>", "orders@baton.example", recipient, "s", "b"))

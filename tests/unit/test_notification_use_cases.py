@@ -375,6 +375,7 @@ def test_the_router_has_a_handler_for_every_type_notification_reads() -> None:
     assert {b.name for b in bound} == {
         "subscription_changed",
         "redelivery_requested",
+        "api_key_changed",
         "order_facts",
         "status_changed",
         "stage_changed",

@@ -72,6 +72,18 @@ async def test_an_order_breaking_rules_is_rejected_with_every_reason() -> None:
     assert uow.validated == {}
 
 
+async def test_an_order_whose_email_is_a_list_of_addresses_is_rejected_with_a_reason_not_dead_lettered() -> (
+    None
+):
+    uow = await with_mug()
+    payload = order(lines=[("MUG", 1, "10.00")])
+    payload["customer"]["email"] = "victim@example.com, list@evil.example, more@evil.example"
+    fact = OrderReceived(order_id=uuid4(), order=OrderDetails.model_validate(payload))
+    [[event]] = applied(await validate_orders([fact, received()], uow, POLICY))[:1]
+    assert isinstance(event, OrderRejected)
+    assert [r.code for r in event.reasons] == ["invalid_email"]
+
+
 async def test_a_customers_second_order_in_the_same_batch_is_not_a_first_order() -> None:
     uow = await with_mug("1500.00")
     first, second = received(price="1500.00"), received(price="1500.00")

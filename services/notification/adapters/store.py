@@ -23,6 +23,7 @@ from services.notification.app.ports import (
     DueDelivery,
     DueEmail,
     EmailResult,
+    NewApiKey,
     NewDelivery,
     NewEmail,
     NewSubscription,
@@ -30,6 +31,7 @@ from services.notification.app.ports import (
     Subscriber,
     TimelineEntry,
 )
+from services.notification.domain.api_keys import ApiKey
 from services.notification.domain.read_model import OrderView, ShipmentStage
 
 
@@ -93,6 +95,28 @@ class PgNotificationUnit:
         self.emails = PgEmails(conn)
         self.customers = PgCustomers(conn)
         self.read_model = PgReadModel(conn)
+        self.api_keys = PgApiKeys(conn)
+
+
+class PgApiKeys:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def add(self, key: NewApiKey) -> None:
+        await self._conn.execute(
+            "INSERT INTO api_keys (key_id, name, key_hash, channels) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT DO NOTHING",
+            key.key_id,
+            key.name,
+            key.digest,
+            list(key.channels),
+        )
+
+    async def revoke(self, key_id: str) -> bool:
+        status = await self._conn.execute(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE key_id = $1", key_id
+        )
+        return bool(status != "UPDATE 0")
 
 
 class PgSubscriptions:
@@ -520,6 +544,12 @@ class PgOrderStatusQueries:
                 external_id,
             )
         return order_id
+
+    async def api_key(self, digest: str) -> ApiKey | None:
+        row = await self._pool.fetchrow(
+            "SELECT key_id, channels FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", digest
+        )
+        return ApiKey(row["key_id"], frozenset(row["channels"])) if row is not None else None
 
     async def ready(self) -> bool:
         try:

@@ -13,7 +13,7 @@ listens inside the network. Signing secrets are opened only here, for the attemp
 
 E-mails: in rounds of due e-mails. Each is rendered and sent on its own, so one that cannot be
 rendered or that the server refuses never holds up the others: it is due again after a back-off,
-and `dead` after ``max_attempts``. Each e-mail is marked sent only once the server accepted it (at
+and `dead` after ``max_attempts``. One whose address is not exactly one address is `dead` at once. Each e-mail is marked sent only once the server accepted it (at
 least once; its Message-ID is stable, so a copy sent twice is recognisable).
 
 The two loops are independent: an SMTP round never holds up webhooks, nor the other way round.
@@ -228,6 +228,8 @@ class DeliveryWorker:
             for i, email in enumerate(due):
                 try:
                     mails.append((i, self.compose(email)))
+                except emails.Undeliverable as exc:
+                    results[i] = EmailResult(email.order_id, email.status, "dead", str(exc)[:500])
                 except Exception as exc:
                     results[i] = self._failed(email, f"cannot render: {type(exc).__name__}: {exc}"[:500])
             sent = await self._mail.send([m for _, m in mails]) if mails else []
@@ -252,11 +254,12 @@ class DeliveryWorker:
             "external_id": email.external_id,
             "order_id": str(email.order_id),
         }
+        to = emails.recipient(email.email)
         text = self._templates.render(email.status, values)
         return Mail(
             message_id=emails.message_id(email.order_id, email.status),
             sender=self._email_policy.sender,
-            recipient=email.email,
+            recipient=to,
             subject=text.subject,
             body=text.body,
         )

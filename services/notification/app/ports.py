@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from libs.platform.records import Outgoing
+from services.notification.domain.api_keys import ApiKey
 from services.notification.domain.egress import IPAddress
 from services.notification.domain.read_model import OrderView, ShipmentStage
 
@@ -67,6 +68,16 @@ class Contact:
     email: str
     name: str
     external_id: str
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    """A key of the status API as stored: its digest, never the key."""
+
+    key_id: str
+    name: str
+    digest: str
+    channels: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,16 @@ class ReadModel(Protocol):
         ...
 
 
+class ApiKeys(Protocol):
+    async def add(self, key: NewApiKey) -> None:
+        """Add it; a key id (or digest) already known, active or revoked, is left as it is."""
+        ...
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke it for good (again is fine); False when no key of that id was ever added."""
+        ...
+
+
 class NotificationUnit(Protocol):
     """One transaction's view of notification's store."""
 
@@ -153,6 +174,9 @@ class NotificationUnit(Protocol):
 
     @property
     def read_model(self) -> ReadModel: ...
+
+    @property
+    def api_keys(self) -> ApiKeys: ...
 
 
 # What the delivery worker works from.
@@ -332,5 +356,9 @@ class OrderStatusQueries(Protocol):
         ...
 
     async def find(self, channel: str, external_id: str) -> UUID | None: ...
+
+    async def api_key(self, digest: str) -> ApiKey | None:
+        """The active key with this digest; None for an unknown or revoked one."""
+        ...
 
     async def ready(self) -> bool: ...

@@ -15,12 +15,13 @@ from uuid import UUID
 from libs.contracts.envelope import Event
 from libs.contracts.fulfillment import StageChanged
 from libs.contracts.lifecycle import OrderReceived
-from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
+from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
 from libs.platform.records import Rejected
 from services.notification.app.egress import EgressGuard
 from services.notification.app.ports import (
     Contact,
+    NewApiKey,
     NewDelivery,
     NewEmail,
     NewSubscription,
@@ -99,6 +100,17 @@ async def redeliver(request: RedeliveryRequested, uow: NotificationUnit) -> list
     if request.delivery_id is None and request.subscription_id is None:
         raise Rejected("schema_violation", "name a delivery_id or a subscription_id")
     await uow.deliveries.redeliver(request.delivery_id, request.subscription_id)
+    return []
+
+
+async def change_api_key(command: ApiKeyChanged, uow: NotificationUnit) -> list[Event]:
+    """Add a status API key (its digest) or revoke one for good; a revoked key id never comes back."""
+    if command.action == "revoke":
+        if not await uow.api_keys.revoke(command.key_id):
+            raise Rejected("unknown_api_key", f"no key {command.key_id!r} was ever added")
+        return []
+    assert command.key_hash is not None
+    await uow.api_keys.add(NewApiKey(command.key_id, command.name, command.key_hash, tuple(command.channels)))
     return []
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import date
 from uuid import UUID
 
 import asyncpg
 
 from libs.contracts.orders import OrderDetails
+from libs.platform.timer_worker import PgTimers
 from services.validation.domain.rules import Product
 
 
@@ -28,6 +30,10 @@ class PgValidationStore:
     @property
     def holds(self) -> PgValidationStore:
         return self
+
+    @property
+    def timers(self) -> PgTimers:
+        return PgTimers(self._conn)
 
     async def upsert(self, product: Product, name: str) -> None:
         await self._conn.execute(
@@ -64,6 +70,37 @@ class PgValidationStore:
             keys,
             [counts[k] for k in keys],
         )
+
+    async def daily_units(self, days: Sequence[tuple[str, date]]) -> dict[tuple[str, date], dict[str, int]]:
+        rows = await self._conn.fetch(
+            "SELECT u.customer_key, u.day, u.sku, u.units FROM customer_daily_units u"
+            " JOIN unnest($1::text[], $2::date[]) AS d(k, day) ON u.customer_key = d.k AND u.day = d.day",
+            [k for k, _ in days],
+            [d for _, d in days],
+        )
+        found: dict[tuple[str, date], dict[str, int]] = {}
+        for r in rows:
+            found.setdefault((r["customer_key"], r["day"]), {})[r["sku"]] = r["units"]
+        return found
+
+    async def add_daily_units(self, units: Mapping[tuple[str, date, str], int]) -> None:
+        """In key order, like ``count_validated``: concurrent batches lock rows in one order."""
+        keys = sorted(units)
+        await self._conn.execute(
+            "INSERT INTO customer_daily_units (customer_key, day, sku, units)"
+            " SELECT k, d, s, n FROM unnest($1::text[], $2::date[], $3::text[], $4::int[])"
+            " WITH ORDINALITY AS u(k, d, s, n, i) ORDER BY i"
+            " ON CONFLICT (customer_key, day, sku) DO UPDATE"
+            " SET units = customer_daily_units.units + EXCLUDED.units",
+            [k for k, _, _ in keys],
+            [d for _, d, _ in keys],
+            [s for _, _, s in keys],
+            [units[k] for k in keys],
+        )
+
+    async def prune_daily_units(self, before: date) -> int:
+        status = await self._conn.execute("DELETE FROM customer_daily_units WHERE day < $1", before)
+        return int(status.split()[-1])
 
     async def hold(self, orders: Sequence[tuple[UUID, OrderDetails]]) -> None:
         await self._conn.execute(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Protocol
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
+from libs.platform.timers import Timers
 from services.validation.domain.rules import Product
 
 
@@ -24,6 +26,14 @@ class CustomerHistory(Protocol):
     async def validated_counts(self, customer_keys: Sequence[str]) -> dict[str, int]: ...
 
     async def count_validated(self, counts: Mapping[str, int]) -> None: ...
+
+    async def daily_units(self, days: Sequence[tuple[str, date]]) -> dict[tuple[str, date], dict[str, int]]:
+        """Units per sku of each (customer, day)'s validated orders."""
+        ...
+
+    async def add_daily_units(self, units: Mapping[tuple[str, date, str], int]) -> None: ...
+
+    async def prune_daily_units(self, before: date) -> int: ...
 
 
 class HeldOrders(Protocol):
@@ -51,3 +61,6 @@ class ValidationUnit(Protocol):
 
     @property
     def holds(self) -> HeldOrders: ...
+
+    @property
+    def timers(self) -> Timers: ...

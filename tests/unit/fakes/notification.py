@@ -22,6 +22,7 @@ from services.notification.app.ports import (
     DueEmail,
     EmailResult,
     Mail,
+    NewApiKey,
     NewDelivery,
     NewEmail,
     NewSubscription,
@@ -82,6 +83,7 @@ class FakeNotificationStore:
     views: dict[UUID, OrderView] = field(default_factory=dict)
     stages: dict[str, ShipmentStage] = field(default_factory=dict)
     timeline: list[TimelineEntry] = field(default_factory=list)
+    api_keys: dict[str, FakeApiKey] = field(default_factory=dict)
 
     def unit(self) -> FakeNotificationUnit:
         return FakeNotificationUnit(self)
@@ -103,6 +105,31 @@ class FakeNotificationUnit:
         self.emails = FakeEmails(store)
         self.customers = FakeCustomers(store)
         self.read_model = FakeReadModel(store)
+        self.api_keys = FakeApiKeys(store)
+
+
+@dataclass
+class FakeApiKey:
+    name: str
+    digest: str
+    channels: tuple[str, ...]
+    revoked: bool = False
+
+
+class FakeApiKeys:
+    def __init__(self, store: FakeNotificationStore) -> None:
+        self._store = store
+
+    async def add(self, key: NewApiKey) -> None:
+        keys = self._store.api_keys
+        if key.key_id not in keys and all(k.digest != key.digest for k in keys.values()):
+            keys[key.key_id] = FakeApiKey(key.name, key.digest, key.channels)
+
+    async def revoke(self, key_id: str) -> bool:
+        if key_id not in self._store.api_keys:
+            return False
+        self._store.api_keys[key_id].revoked = True
+        return True
 
 
 class FakeSubscriptions:

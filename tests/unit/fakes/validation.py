@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
 from services.validation.domain.rules import Product
+from tests.unit.fakes.timers import FakeTimers
 
 
 @dataclass
@@ -18,6 +20,8 @@ class FakeValidationUnit:
     validated: dict[str, int] = field(default_factory=dict)
     held: dict[UUID, OrderDetails] = field(default_factory=dict)
     decisions: dict[UUID, tuple[str, str]] = field(default_factory=dict)
+    units: dict[tuple[str, date, str], int] = field(default_factory=dict)
+    timers: FakeTimers = field(default_factory=FakeTimers)
 
     @property
     def catalog(self) -> FakeValidationUnit:
@@ -43,6 +47,23 @@ class FakeValidationUnit:
     async def count_validated(self, counts: Mapping[str, int]) -> None:
         for key, n in counts.items():
             self.validated[key] = self.validated.get(key, 0) + n
+
+    async def daily_units(self, days: Sequence[tuple[str, date]]) -> dict[tuple[str, date], dict[str, int]]:
+        found: dict[tuple[str, date], dict[str, int]] = {}
+        for (customer, day, sku), n in self.units.items():
+            if (customer, day) in days:
+                found.setdefault((customer, day), {})[sku] = n
+        return found
+
+    async def add_daily_units(self, units: Mapping[tuple[str, date, str], int]) -> None:
+        for key, n in units.items():
+            self.units[key] = self.units.get(key, 0) + n
+
+    async def prune_daily_units(self, before: date) -> int:
+        old = [key for key in self.units if key[1] < before]
+        for key in old:
+            del self.units[key]
+        return len(old)
 
     async def hold(self, orders: Sequence[tuple[UUID, OrderDetails]]) -> None:
         for order_id, order in orders:
