@@ -19,6 +19,7 @@ from libs.contracts.lifecycle import (
     ShipmentFailed,
     ShipmentShipped,
 )
+from libs.contracts.returns import ReturnArrived
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Events, KeyedLanes, LockedChunks, Outcome, ServiceRouter
 from services.allocation.adapters.store import PgAllocationUnit
@@ -29,6 +30,7 @@ from services.allocation.app.use_cases import (
     fail_shipment,
     release_cancelled,
     request_cancel,
+    restock_return,
     rules_from,
     ship_shipment,
     update_location,
@@ -71,6 +73,10 @@ def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
     @router.on(ShipmentFailed, shape=ORDER_FACTS)
     async def on_shipment_failed(fact: ShipmentFailed, uow: AllocationUnit) -> Events:
         return await fail_shipment(fact, uow, rules)
+
+    @router.on(ReturnArrived, shape=ORDER_FACTS)
+    async def on_return_arrived(fact: ReturnArrived, uow: AllocationUnit) -> Events:
+        return await restock_return(fact, uow, rules)
 
     router.on(OrderCancelRequested, shape=ORDER_FACTS)(request_cancel)
     router.on(ShipmentShipped, shape=ORDER_FACTS)(ship_shipment)

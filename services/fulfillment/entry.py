@@ -8,11 +8,14 @@ from libs.contracts.envelope import Event
 from libs.contracts.fulfillment import FulfillmentUpdate
 from libs.contracts.inventory import LocationUpdated
 from libs.contracts.lifecycle import OrderAllocated, OrderCancelForwarded
+from libs.contracts.returns import ReturnReceived, ReturnRequested
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Outcome, ServiceRouter
+from libs.policy.channels import Returns
 from services.fulfillment.adapters.store import PgFulfillmentUnit
 from services.fulfillment.app.config import load_pipelines
 from services.fulfillment.app.ports import FulfillmentUnit
+from services.fulfillment.app.returns import receive_return, request_return
 from services.fulfillment.app.use_cases import (
     apply_updates,
     decide_cancel,
@@ -24,6 +27,11 @@ from services.fulfillment.settings import FulfillmentSettings
 
 def build_router(settings: FulfillmentSettings) -> ServiceRouter[FulfillmentUnit]:
     config = load_pipelines(settings.pipelines_file)
+    policies = settings.channel_policies()
+
+    def returns_policy(channel: str) -> Returns:
+        return policies.policy_for(channel).returns
+
     router: ServiceRouter[FulfillmentUnit] = ServiceRouter(SERVICE_TOPOLOGY["fulfillment"], PgFulfillmentUnit)
     router.on(LocationUpdated)(update_location)
 
@@ -42,5 +50,13 @@ def build_router(settings: FulfillmentSettings) -> ServiceRouter[FulfillmentUnit
         updates: Sequence[FulfillmentUpdate], uow: FulfillmentUnit
     ) -> Sequence[Outcome]:
         return await apply_updates(updates, uow, config)
+
+    @router.on(ReturnRequested)
+    async def on_return_requested(request: ReturnRequested, uow: FulfillmentUnit) -> list[Event]:
+        return await request_return(request, uow, config, returns_policy)
+
+    @router.on(ReturnReceived)
+    async def on_return_received(received: ReturnReceived, uow: FulfillmentUnit) -> list[Event]:
+        return await receive_return(received, uow, config, returns_policy)
 
     return router

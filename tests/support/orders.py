@@ -29,10 +29,11 @@ def order(
     payment_amount: str | None = None,
     currency: str = "EUR",
     address: dict[str, Any] | None = None,
+    shipping_price: str | None = None,
 ) -> dict[str, Any]:
     n = next(_counter)
     lines = lines or [("SKU-1", 1, "10.00")]
-    total = sum((Decimal(price) * qty for _, qty, price in lines), Decimal(0))
+    total = sum((Decimal(price) * qty for _, qty, price in lines), Decimal(shipping_price or 0))
     shipping_address = {
         "name": "Ada Lovelace",
         "line1": "Unter den Linden 1",
@@ -55,7 +56,7 @@ def order(
             "reference": f"pay-{n}",
             "amount": payment_amount if payment_amount is not None else str(total),
         },
-    }
+    } | ({} if shipping_price is None else {"shipping_price": shipping_price})
 
 
 def product(sku: str, price: str = "10.00", currency: str = "EUR", active: bool = True) -> dict[str, Any]:

@@ -24,10 +24,13 @@ from libs.contracts.lifecycle import (
     ShipmentShipped,
 )
 from libs.contracts.orders import OrderDetails, Shipment, ShipmentLine
+from libs.contracts.returns import ReceivedLine, ReturnLine, ReturnReceived, ReturnRequested
 from libs.contracts.topology import SERVICE_TOPOLOGY
-from libs.contracts.vocabulary import LocationKind
+from libs.contracts.vocabulary import LocationKind, ReturnCondition
 from libs.platform.kafka import KafkaSecurity
 from libs.platform.messaging import Rejected
+from libs.policy.channels import Returns
+from services.fulfillment.app.returns import receive_return, request_return
 from services.fulfillment.app.use_cases import (
     apply_updates,
     decide_cancel,
@@ -176,7 +179,7 @@ async def test_a_batch_of_allocations_locks_reads_and_writes_each_kind_of_row_on
     batch = [allocated((f"s{i}", "wh", {"MUG": 1}), (f"t{i}", "wh", {"CUP": 1})) for i in range(20)]
     results = applied(await receive_allocations(batch, uow, CONFIG))
     assert len(results) == 20 and len(uow.known_shipments) == 40
-    assert uow.calls == ["orders.lock", "locations.of", "orders.save", "shipments.add"]
+    assert uow.calls == ["orders.lock", "locations.of", "orders.save", "terms.keep", "shipments.add"]
 
 
 async def test_a_reduced_allocation_gives_a_known_shipment_its_new_lines_and_announces_progress_afresh() -> (
@@ -487,6 +490,18 @@ async def test_the_router_handles_every_type_fulfillment_reads_and_routes_every_
         caused.extend(events)
     caused.extend(await decide_cancel(cancel(fact.order_id, {"C": 1}), uow, CONFIG))
     caused.extend(await decide_cancel(cancel(fact.order_id), uow, CONFIG))
+    returned = await in_fulfillment(uow, ("s4", "wh", {"SKU-1": 1}))
+    caused.extend(*applied(await move(uow, update("s4", "delivered"))))
+    request = ReturnRequested(
+        return_id="rma-1", order_id=returned.order_id, lines=[ReturnLine(sku="SKU-1", quantity=1)]
+    )
+    caused.extend(await request_return(request, uow, CONFIG, lambda channel: Returns()))
+    receipt = ReturnReceived(
+        return_id="rma-1",
+        location_id="wh",
+        lines=[ReceivedLine(sku="SKU-1", quantity=1, condition=ReturnCondition.RESELLABLE)],
+    )
+    caused.extend(await receive_return(receipt, uow, CONFIG, lambda channel: Returns()))
     assert {type(e) for e in caused} == set(SERVICE_TOPOLOGY["fulfillment"].emits)
     assert len(bound[0].route(caused)) >= len(caused)  # every one declared, each to its topics
 

@@ -379,4 +379,5 @@ def test_the_router_has_a_handler_for_every_type_notification_reads() -> None:
         "order_facts",
         "status_changed",
         "stage_changed",
+        "return_status_changed",
     }

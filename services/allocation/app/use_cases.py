@@ -27,6 +27,7 @@ from libs.contracts.lifecycle import (
 )
 from libs.contracts.orders import OrderDetails, Reason, ShipmentLine
 from libs.contracts.orders import Shipment as ShipmentContract
+from libs.contracts.returns import ReturnArrived
 from libs.contracts.vocabulary import ShippingMethod
 from libs.platform import metrics
 from libs.platform.records import Rejected
@@ -271,6 +272,30 @@ async def fail_shipment(fact: ShipmentFailed, uow: AllocationUnit, rules: Rules)
     held = await uow.allocations.reservations([fact.order_id])
     waiting = remainder(status, pending)
     return [_allocated(fact.order_id, order, current_shipments(held.get(fact.order_id, [])), waiting=waiting)]
+
+
+def restock_id(return_id: str, sku: str) -> str:
+    """One stock adjustment per return and sku: a redelivered arrival restocks nothing twice."""
+    return f"return:{return_id}:{sku}"
+
+
+async def restock_return(fact: ReturnArrived, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """Resellable returned units go back on hand at the receiving location (once per return and
+    sku) and to waiting backorders, oldest first; damaged ones left the stock when they shipped and
+    stay written off."""
+    skus = sorted({line.sku for line in fact.restock})
+    await uow.stock.serialise(skus)
+    restocked = []
+    for line in fact.restock:
+        adjustment_id = restock_id(fact.return_id, line.sku)
+        level = await uow.stock.lock_level(line.sku, fact.location_id)
+        if await uow.stock.adjustment_applied(adjustment_id):
+            continue
+        applied = adjust(level, adjustment_id, delta=line.quantity, count=None, reason="returned")
+        assert not isinstance(applied, BelowReserved), "adding units never goes below reserved"
+        await uow.stock.apply(applied)
+        restocked.append(line.sku)
+    return await _allocate_waiting(sorted(restocked), uow, rules)
 
 
 async def request_cancel(fact: OrderCancelRequested, uow: AllocationUnit) -> list[Event]:

@@ -7,12 +7,15 @@ none at all when it is given nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from uuid import UUID
 
 import asyncpg
 import orjson
 
 from libs.contracts.vocabulary import LocationKind, ShippingMethod
+from services.fulfillment.domain.pipelines import Refusal
+from services.fulfillment.domain.returns import Condition, ReceivedLine, Return, ReturnState, Terms
 from services.fulfillment.domain.shipments import Location, Order, Shipment
 
 ORDER_COLUMNS = "order_id, channel, shipping_method, lat, lon, progress, awaiting_resource"
@@ -204,6 +207,103 @@ class PgAppliedUpdates:
         )
 
 
+class PgOrderTerms:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def keep(self, terms: Sequence[Terms]) -> None:
+        if not terms:
+            return
+        await self._conn.execute(
+            "INSERT INTO order_terms (order_id, currency, payment_reference, prices, shipping_price)"
+            " SELECT o, c, r, p::jsonb, s FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],"
+            " $5::numeric[]) AS t(o, c, r, p, s) ON CONFLICT (order_id) DO NOTHING",
+            [t.order_id for t in terms],
+            [t.currency for t in terms],
+            [t.payment_reference for t in terms],
+            [orjson.dumps({k: str(v) for k, v in t.prices.items()}).decode() for t in terms],
+            [t.shipping_price for t in terms],
+        )
+
+    async def of(self, order_id: UUID) -> Terms | None:
+        row = await self._conn.fetchrow(
+            "SELECT currency, payment_reference, prices::text AS prices, shipping_price"
+            " FROM order_terms WHERE order_id = $1",
+            order_id,
+        )
+        if row is None:
+            return None
+        prices = {k: Decimal(v) for k, v in orjson.loads(row["prices"]).items()}
+        return Terms(order_id, row["currency"], row["payment_reference"], prices, row["shipping_price"])
+
+
+RETURN_COLUMNS = (
+    "return_id, order_id, state, lines::text AS lines, reason, refusal_code, refusal_message,"
+    " location_id, received::text AS received"
+)
+
+
+def _return(row: asyncpg.Record) -> Return:
+    refusal = None
+    if row["refusal_code"] is not None:
+        refusal = Refusal(row["refusal_code"], row["refusal_message"] or "")
+    return Return(
+        row["return_id"],
+        row["order_id"],
+        ReturnState(row["state"]),
+        orjson.loads(row["lines"]),
+        row["reason"],
+        refusal,
+        row["location_id"],
+        tuple(ReceivedLine(sku, q, Condition(c)) for sku, q, c in orjson.loads(row["received"])),
+    )
+
+
+def _received(ret: Return) -> str:
+    return orjson.dumps([[r.sku, r.quantity, r.condition.value] for r in ret.received]).decode()
+
+
+class PgReturns:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def get(self, return_id: str) -> Return | None:
+        row = await self._conn.fetchrow(
+            f"SELECT {RETURN_COLUMNS} FROM returns WHERE return_id = $1", return_id
+        )
+        return None if row is None else _return(row)
+
+    async def of_order(self, order_id: UUID) -> list[Return]:
+        rows = await self._conn.fetch(
+            f"SELECT {RETURN_COLUMNS} FROM returns WHERE order_id = $1 ORDER BY return_id", order_id
+        )
+        return [_return(r) for r in rows]
+
+    async def add(self, ret: Return) -> bool:
+        added = await self._conn.fetchval(
+            "INSERT INTO returns (return_id, order_id, state, lines, reason, refusal_code, refusal_message)"
+            " VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7) ON CONFLICT (return_id) DO NOTHING RETURNING true",
+            ret.return_id,
+            ret.order_id,
+            ret.state.value,
+            orjson.dumps(dict(ret.lines)).decode(),
+            ret.reason,
+            ret.refusal.code if ret.refusal else None,
+            ret.refusal.message if ret.refusal else None,
+        )
+        return bool(added)
+
+    async def save(self, ret: Return) -> None:
+        await self._conn.execute(
+            "UPDATE returns SET state = $2, location_id = $3, received = $4::jsonb,"
+            " received_at = CASE WHEN $2 = 'received' THEN now() ELSE received_at END WHERE return_id = $1",
+            ret.return_id,
+            ret.state.value,
+            ret.location_id,
+            _received(ret),
+        )
+
+
 class PgFulfillmentUnit:
     """Fulfillment's ports on one connection, for one transaction."""
 
@@ -212,3 +312,5 @@ class PgFulfillmentUnit:
         self.shipments = PgShipments(conn)
         self.locations = PgLocations(conn)
         self.updates = PgAppliedUpdates(conn)
+        self.terms = PgOrderTerms(conn)
+        self.returns = PgReturns(conn)

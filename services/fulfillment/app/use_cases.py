@@ -31,6 +31,7 @@ from libs.platform import metrics
 from libs.platform.records import Rejected
 from services.fulfillment.app.config import load_pipelines
 from services.fulfillment.app.ports import FulfillmentUnit
+from services.fulfillment.app.returns import terms_of
 from services.fulfillment.domain.pipelines import FAILED, MoveKind, PipelineConfig, Progress, Refusal
 from services.fulfillment.domain.shipments import (
     Lines,
@@ -188,6 +189,7 @@ async def receive_allocations(
             "locations unknown to fulfillment; treated as warehouses", extra={"location_ids": unknown}
         )
     await uow.orders.save(list(orders.values()))
+    await uow.terms.keep([terms_of(fact) for fact in allocated])
     await uow.shipments.add(list(added.values()))
     await uow.shipments.save(list(changed.values()))
     return results

@@ -17,6 +17,7 @@ from libs.contracts.fulfillment import StageChanged
 from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
+from libs.contracts.returns import ReturnStatusChanged
 from libs.platform.records import Rejected
 from services.notification.app.egress import EgressGuard
 from services.notification.app.ports import (
@@ -208,4 +209,27 @@ async def record_stage_changes(changes: Sequence[StageChanged], uow: Notificatio
         await uow.deliveries.add(deliveries)
     if timeline:
         await uow.read_model.record_stages(list(stages.values()), timeline)
+    return [[] for _ in changes]
+
+
+async def record_return_changes(
+    changes: Sequence[ReturnStatusChanged], uow: NotificationUnit
+) -> list[list[Event]]:
+    """The customer's e-mails about returns, set-based: one when a return is authorized, one when it
+    was received and its refund requested (each once per return, whatever is redelivered)."""
+    to_send: list[NewEmail] = []
+    for change in changes:
+        key = emails.return_email(change.status.value, change.return_id)
+        if key is None:
+            continue
+        lines = change.received or change.lines
+        context = {
+            "return_id": change.return_id,
+            "units": ", ".join(f"{line.quantity} x {line.sku}" for line in lines),
+            "refund": "" if change.refund is None else format(change.refund, "f"),
+            "currency": change.currency or "",
+        }
+        to_send.append(NewEmail(change.order_id, key, context))
+    if to_send:
+        await uow.emails.add(to_send)
     return [[] for _ in changes]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 from datetime import UTC, date, timedelta
+from decimal import Decimal
 
 from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
