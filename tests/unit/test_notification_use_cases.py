@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -13,17 +14,20 @@ from libs.contracts.fulfillment import StageChanged
 from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderDetails, OrderStatusChanged, Shipment, ShipmentLine
-from libs.contracts.vocabulary import OrderStatus
+from libs.contracts.returns import ReceivedLine, ReturnLine, ReturnStatusChanged
+from libs.contracts.vocabulary import OrderStatus, ReturnCondition, ReturnStatus
 from libs.platform.messaging import Rejected
 from libs.platform.secret_box import SecretBox, new_key, new_webhook_secret
 from services.notification.app.egress import EgressGuard
 from services.notification.app.use_cases import (
     change_subscription,
+    record_return_changes,
     record_stage_changes,
     record_status_changes,
     redeliver,
     remember_customers,
 )
+from services.notification.domain import emails
 from services.notification.domain.egress import EgressPolicy
 from services.notification.entry import build_router
 from services.notification.settings import NotificationSettings
@@ -381,3 +385,43 @@ def test_the_router_has_a_handler_for_every_type_notification_reads() -> None:
         "stage_changed",
         "return_status_changed",
     }
+
+
+def return_changed(order_id: UUID, status: ReturnStatus, **fields: Any) -> ReturnStatusChanged:
+    return ReturnStatusChanged(
+        return_id="rma:1",
+        order_id=order_id,
+        status=status,
+        lines=[ReturnLine(sku="A", quantity=2)],
+        **fields,
+    )
+
+
+async def test_the_customer_hears_once_when_a_return_is_authorized_and_once_when_it_is_refunded() -> None:
+    store = FakeNotificationStore()
+    order_id = uuid4()
+    received = return_changed(
+        order_id,
+        ReturnStatus.RECEIVED,
+        received=[ReceivedLine(sku="A", quantity=1, condition=ReturnCondition.DAMAGED)],
+        refund=Decimal("10.00"),
+        currency="EUR",
+    )
+    changes = [
+        return_changed(order_id, ReturnStatus.AUTHORIZED),
+        return_changed(order_id, ReturnStatus.AUTHORIZED),
+        return_changed(uuid4(), ReturnStatus.REFUSED),
+        received,
+    ]
+    await record_return_changes(changes, store.unit())
+    assert {s: e.context for (_, s), e in store.emails.items()} == {
+        "return_authorized/rma:1": {"return_id": "rma:1", "units": "2 x A", "refund": "", "currency": ""},
+        "return_refunded/rma:1": {
+            "return_id": "rma:1",
+            "units": "1 x A",
+            "refund": "10.00",
+            "currency": "EUR",
+        },
+    }
+    assert emails.template_of("return_refunded/rma:1") == "return_refunded"
+    assert emails.message_id(order_id, "return_refunded/rma:1").count(":") == 0

@@ -5,7 +5,8 @@ Rules in words:
   request comes within the channel's return window (``window_days`` after the last parcel was
   delivered), and it asks for no more of a sku than was delivered and is not already on another
   return (authorized: the units asked for; received: the units that came back). Otherwise refused,
-  with a reason: `unknown_order`, `not_delivered`, `return_window_closed`, `not_returnable`.
+  with a reason: `not_delivered` (an order fulfillment never saw included), `return_window_closed`,
+  `not_returnable`.
 - A warehouse receives an authorized return once: no more of a sku than was authorized. Each line
   has a condition: `resellable` units go back into stock at the receiving location, `damaged`
   ones are written off. A receipt for a refused return is refused (`return_not_authorized`).
@@ -144,7 +145,7 @@ def decide_return(
         return Return(return_id, order_id, ReturnState.REFUSED, asked, reason, Refusal(code, message))
 
     if order is None:
-        return refused("unknown_order", f"fulfillment never saw order {order_id}")
+        return refused("not_delivered", f"order {order_id} has not reached fulfillment")
     when = delivered_at(shipments, config)
     if order.progress != DELIVERED or when is None:
         return refused("not_delivered", f"order {order_id} is not delivered")
