@@ -1,7 +1,8 @@
 """`baton top`: a live terminal view of the fleet for people without Grafana.
 
 Per service and consumer group: members, partitions, consumer lag and records consumed per second
-(from committed offsets); dead letters per service; committed events waiting in each outbox.
+(from committed offsets); dead letters per service; committed events waiting in each outbox; late
+shipments (SLA breaches on `fulfillment.sla-breaches.v1`).
 Everything is read from Kafka and PostgreSQL, so it works against any running fleet.
 """
 
@@ -13,9 +14,9 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from libs.contracts.topics import SERVICES, dead_letter_topic
+from libs.contracts.topics import FULFILLMENT_SLA_BREACHES, SERVICES, dead_letter_topic
 from libs.contracts.topology import TOPOLOGY
 from libs.platform.lag import GroupLag, LagProbe
 from libs.platform.settings import BatonSettings
@@ -27,6 +28,8 @@ class Snapshot:
     lags: dict[str, list[GroupLag]]
     dead_letters: dict[str, int]
     outbox: dict[str, int | None]
+    late_shipments: int = 0
+    """Records on `fulfillment.sla-breaches.v1` (retained): shipments that missed a stage deadline."""
 
 
 def fleet_groups(settings: BatonSettings) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -47,6 +50,7 @@ async def take_snapshot(
         dlq_partitions = {s: TopicPartition(settings.topic(dead_letter_topic(s)), 0) for s in SERVICES}
         ends = await consumer.end_offsets(list(dlq_partitions.values()))
         dead = {s: ends.get(tp, 0) for s, tp in dlq_partitions.items()}
+        late = await _records_on(consumer, settings.topic(FULFILLMENT_SLA_BREACHES))
     finally:
         await consumer.stop()
     outbox: dict[str, int | None] = {s: None for s in SERVICES}
@@ -58,7 +62,19 @@ async def take_snapshot(
                     outbox[service] = await conn.fetchval(f'SELECT count(*) FROM "{service}".outbox')
         finally:
             await conn.close()
-    return Snapshot(time.monotonic(), lags, dead, outbox)
+    return Snapshot(time.monotonic(), lags, dead, outbox, late)
+
+
+async def _records_on(consumer: AIOKafkaConsumer, topic: str) -> int:
+    """How many records the topic holds now (0 when it does not exist)."""
+    if topic not in await consumer.topics():  # also fetches the topics' metadata
+        return 0
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    if not partitions:
+        return 0
+    ends = await consumer.end_offsets(partitions)
+    starts = await consumer.beginning_offsets(partitions)
+    return sum(ends[tp] - starts.get(tp, 0) for tp in partitions)
 
 
 def render(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> str:
@@ -86,6 +102,8 @@ def render(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> st
             f"{service:<13}{current.dead_letters.get(service, 0):>13}"
             f"{'-' if waiting is None else waiting:>16}"
         )
+    lines.append("")
+    lines.append(f"late shipments (SLA breaches): {current.late_shipments}")
     return "\n".join(lines)
 
 

@@ -54,8 +54,10 @@ from libs.contracts.returns import (
     ReturnRequested,
     ReturnStatusChanged,
 )
+from libs.contracts.sla import SlaBreached
 from libs.contracts.topics import (
     CATALOG_PRODUCTS,
+    FULFILLMENT_SLA_BREACHES,
     FULFILLMENT_STAGE_CHANGES,
     FULFILLMENT_UPDATES,
     INVENTORY_ADJUSTMENTS,
@@ -146,6 +148,7 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     OrderRefused: ORDERS_REFUSED,
     CancellationOutcome: ORDERS_CANCELLATIONS,
     StageChanged: FULFILLMENT_STAGE_CHANGES,
+    SlaBreached: FULFILLMENT_SLA_BREACHES,
     ReturnRequested: RETURNS_REQUESTED,
     ReturnReceived: RETURNS_RECEIVED,
     ReturnStatusChanged: RETURNS_STATUS,
@@ -240,6 +243,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             ShipmentFailed,
             OrderCancelAccepted,
             OrderCancelRefused,
+            SlaBreached,
             RefundRequested,
             ReturnStatusChanged,
             ReturnArrived,
@@ -256,6 +260,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _from("status_changed", OrderStatusChanged),
             _from("stage_changed", StageChanged),
             _from("return_status_changed", ReturnStatusChanged),
+            _from("sla_breached", SlaBreached),
         ),
         emits=(),
     ),

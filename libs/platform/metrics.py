@@ -112,6 +112,12 @@ TIMERS_FIRED = Counter(
     ["service", "kind"],
     registry=REGISTRY,
 )
+SLA_BREACHES = Counter(
+    "baton_sla_breaches",
+    "Shipments that stayed in a stage longer than its sla_hours, by pipeline and stage",
+    ["pipeline", "stage"],
+    registry=REGISTRY,
+)
 RETURNS = Counter(
     "baton_returns",
     "Returns (RMA) by outcome (authorized, refused, received)",

@@ -11,6 +11,7 @@ from libs.contracts.lifecycle import OrderAllocated, OrderCancelForwarded
 from libs.contracts.returns import ReturnReceived, ReturnRequested
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Outcome, ServiceRouter
+from libs.platform.timers import Timer
 from libs.policy.channels import Returns
 from services.fulfillment.adapters.store import PgFulfillmentUnit
 from services.fulfillment.app.config import load_pipelines
@@ -20,8 +21,10 @@ from services.fulfillment.app.use_cases import (
     apply_updates,
     decide_cancel,
     receive_allocations,
+    stage_late,
     update_location,
 )
+from services.fulfillment.domain.sla import STAGE_SLA
 from services.fulfillment.settings import FulfillmentSettings
 
 
@@ -34,6 +37,10 @@ def build_router(settings: FulfillmentSettings) -> ServiceRouter[FulfillmentUnit
 
     router: ServiceRouter[FulfillmentUnit] = ServiceRouter(SERVICE_TOPOLOGY["fulfillment"], PgFulfillmentUnit)
     router.on(LocationUpdated)(update_location)
+
+    @router.on_timer(STAGE_SLA)
+    async def on_stage_late(timer: Timer, uow: FulfillmentUnit) -> list[Event]:
+        return await stage_late(timer, uow, config)
 
     @router.on_batch(OrderAllocated)
     async def on_orders_allocated(

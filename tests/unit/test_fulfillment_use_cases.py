@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,8 +37,10 @@ from services.fulfillment.app.use_cases import (
     decide_cancel,
     load_pipelines,
     receive_allocations,
+    stage_late,
     update_location,
 )
+from services.fulfillment.domain.sla import STAGE_SLA
 from services.fulfillment.entry import build_router
 from services.fulfillment.settings import FulfillmentSettings
 from tests.support.orders import order, stage_update
@@ -502,6 +505,16 @@ async def test_the_router_handles_every_type_fulfillment_reads_and_routes_every_
         lines=[ReceivedLine(sku="SKU-1", quantity=1, condition=ReturnCondition.RESELLABLE)],
     )
     caused.extend(await receive_return(receipt, uow, CONFIG, lambda channel: Returns()))
+    with_sla = replace(
+        CONFIG,
+        pipelines=tuple(
+            replace(p, stages=tuple(replace(st, sla_hours=1.0) for st in p.stages)) for p in CONFIG.pipelines
+        ),
+    )
+    await receive_allocations([allocated(("s5", "wh", {"SKU-1": 1}))], uow, with_sla)
+    late = update("s5", "picking").model_copy(update={"occurred_at": datetime.now(UTC) - timedelta(hours=2)})
+    await apply_updates([late], uow, with_sla)
+    caused.extend(await stage_late(uow.timers.scheduled[(STAGE_SLA, "s5")], uow, with_sla))
     assert {type(e) for e in caused} == set(SERVICE_TOPOLOGY["fulfillment"].emits)
     assert len(bound[0].route(caused)) >= len(caused)  # every one declared, each to its topics
 

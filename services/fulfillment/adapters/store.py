@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 
 from libs.contracts.vocabulary import LocationKind, ShippingMethod
+from libs.platform.timer_worker import PgTimers
 from services.fulfillment.domain.pipelines import Refusal
 from services.fulfillment.domain.returns import Condition, ReceivedLine, Return, ReturnState, Terms
 from services.fulfillment.domain.shipments import Location, Order, Shipment
@@ -314,3 +315,4 @@ class PgFulfillmentUnit:
         self.updates = PgAppliedUpdates(conn)
         self.terms = PgOrderTerms(conn)
         self.returns = PgReturns(conn)
+        self.timers = PgTimers(conn)

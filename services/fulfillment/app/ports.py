@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 from uuid import UUID
 
+from libs.platform.timers import Timers
 from services.fulfillment.domain.returns import Return, Terms
 from services.fulfillment.domain.shipments import Location, Order, Shipment
 
@@ -118,3 +119,8 @@ class FulfillmentUnit(Protocol):
 
     @property
     def returns(self) -> Returns: ...
+
+    @property
+    def timers(self) -> Timers:
+        """Stage deadlines, scheduled in the transaction that moves the shipment."""
+        ...

@@ -27,8 +27,10 @@ from libs.contracts.lifecycle import (
 )
 from libs.contracts.orders import Reason, ShipmentLine
 from libs.contracts.orders import Shipment as PublicShipment
+from libs.contracts.sla import SlaBreached
 from libs.platform import metrics
 from libs.platform.records import Rejected
+from libs.platform.timers import Timer
 from services.fulfillment.app.config import load_pipelines
 from services.fulfillment.app.ports import FulfillmentUnit
 from services.fulfillment.app.returns import terms_of
@@ -46,12 +48,14 @@ from services.fulfillment.domain.shipments import (
     report_stage,
     visible,
 )
+from services.fulfillment.domain.sla import STAGE_SLA, Deadline, deadline, is_late
 
 __all__ = [
     "apply_updates",
     "decide_cancel",
     "load_pipelines",  # `baton pipelines` and the packaging test read the config through here
     "receive_allocations",
+    "stage_late",
     "update_location",
 ]
 
@@ -139,6 +143,57 @@ def by_order(shipments: Iterable[Shipment]) -> dict[UUID, dict[str, Shipment]]:
     return grouped
 
 
+async def schedule_deadlines(
+    shipments: Iterable[Shipment], uow: FulfillmentUnit, config: PipelineConfig
+) -> None:
+    """Each shipment that entered a stage with an SLA gets its deadline (replacing the one of its
+    previous stage); one whose stage has none keeps the old timer, which finds it moved on."""
+    for s in shipments:
+        if (due := deadline(s, config)) is not None:
+            await uow.timers.schedule(Timer(STAGE_SLA, s.shipment_id, due.due_at, due.payload()))
+
+
+async def stage_late(timer: Timer, uow: FulfillmentUnit, config: PipelineConfig) -> list[Event]:
+    """A stage deadline passed: if the shipment is still in that stage, report the breach once and
+    re-publish the order's progress with the ETA re-computed as if the late stage ended now."""
+    due = Deadline.of(timer.key, dict(timer.payload))
+    orders = await uow.orders.lock_by_shipment([timer.key])
+    if not orders:
+        return []
+    [(order_id, order)] = orders.items()
+    shipments = await uow.shipments.of_orders([order_id])
+    shipment = next((s for s in shipments if s.shipment_id == timer.key), None)
+    if shipment is None or not is_late(shipment, due):
+        return []
+    now = datetime.now(UTC)
+    locations = await uow.locations.of(sorted({s.location_id for s in shipments}))
+    eta = expected_delivery(order, shipments, locations, config, now)
+    metrics.count(metrics.SLA_BREACHES, shipment.pipeline, shipment.stage)
+    events: list[Event] = [
+        SlaBreached(
+            order_id=order_id,
+            shipment_id=shipment.shipment_id,
+            pipeline=shipment.pipeline,
+            stage=shipment.stage,
+            sla_hours=due.sla_hours,
+            stage_entered_at=due.entered_at,
+            due_at=due.due_at,
+            overdue_seconds=max((now - due.due_at).total_seconds(), 0.0),
+            eta=eta,
+        )
+    ]
+    if order.progress in ("in_fulfillment", "partially_shipped", "shipped"):
+        events.append(
+            OrderFulfillmentProgressed(
+                order_id=order_id,
+                status=order.progress,
+                shipments=[public(s) for s in visible(shipments, config)],
+                eta=eta,
+            )
+        )
+    return events
+
+
 async def update_location(update: LocationUpdated, uow: FulfillmentUnit) -> list[Event]:
     await uow.locations.upsert(Location(update.location_id, update.kind, update.lat, update.lon))
     return []
@@ -191,6 +246,7 @@ async def receive_allocations(
     await uow.orders.save(list(orders.values()))
     await uow.terms.keep([terms_of(fact) for fact in allocated])
     await uow.shipments.add(list(added.values()))
+    await schedule_deadlines(added.values(), uow, config)
     await uow.shipments.save(list(changed.values()))
     return results
 
@@ -271,6 +327,7 @@ async def apply_updates(
             )
         results.append(events)
     await uow.shipments.save(list(saved.values()))
+    await schedule_deadlines(saved.values(), uow, config)
     await uow.orders.save(list(progressed_orders.values()))
     await uow.updates.record(outcomes)
     return results

@@ -33,6 +33,8 @@ Progress = Literal["in_fulfillment", "partially_shipped", "shipped", "delivered"
 class Stage:
     name: str
     hours: float
+    sla_hours: float | None = None
+    """A shipment in this stage longer than this is late (an SLA breach); None: no deadline."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +92,22 @@ class PipelineConfig:
         raise LookupError(f"no pipeline named {name!r} in the pipelines config")
 
 
+def _sla_hours(pipeline: str, stage: Mapping[str, Any]) -> float | None:
+    value = stage.get("sla_hours")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"pipeline {pipeline}, stage {stage['name']}: sla_hours must be a positive number")
+    return float(value)
+
+
 def parse_config(raw: Mapping[str, Any]) -> PipelineConfig:
     """Build a config from its YAML form, refusing ones that could not work."""
     pipelines = []
     for p in raw["pipelines"]:
-        stages = tuple(Stage(s["name"], float(s.get("hours", 0))) for s in p["stages"])
+        stages = tuple(
+            Stage(s["name"], float(s.get("hours", 0)), _sla_hours(p["name"], s)) for s in p["stages"]
+        )
         names = [s.name for s in stages]
         if len(stages) < 2 or len(set(names)) != len(names) or FAILED in names:
             raise ValueError(
@@ -168,9 +181,19 @@ def order_progress(shipments: Sequence[ShipmentState], awaiting_resource: bool =
 
 
 def eta(
-    pipeline: Pipeline, stage: str, since: datetime, distance_km: float | None, km_per_day: float
+    pipeline: Pipeline,
+    stage: str,
+    since: datetime,
+    distance_km: float | None,
+    km_per_day: float,
+    now: datetime | None = None,
 ) -> datetime:
-    """Remaining hours of this and later stages, plus transit time for the distance."""
-    remaining = sum(s.hours for s in pipeline.stages[pipeline.index(stage) :])
+    """Remaining hours of this and later stages, plus transit time for the distance. Given ``now``,
+    a stage that is running late is taken to end now, not when it should have."""
+    at = pipeline.index(stage)
+    current_ends = since + timedelta(hours=pipeline.stages[at].hours)
+    if now is not None and now > current_ends:
+        current_ends = now
+    later = sum(s.hours for s in pipeline.stages[at + 1 :])
     transit_days = (distance_km or 0.0) / km_per_day
-    return since + timedelta(hours=remaining) + timedelta(days=math.ceil(transit_days * 4) / 4)
+    return current_ends + timedelta(hours=later) + timedelta(days=math.ceil(transit_days * 4) / 4)

@@ -114,10 +114,15 @@ def visible(shipments: Sequence[Shipment], config: PipelineConfig) -> list[Shipm
 
 
 def expected_delivery(
-    order: Order, shipments: Sequence[Shipment], locations: Mapping[str, Location], config: PipelineConfig
+    order: Order,
+    shipments: Sequence[Shipment],
+    locations: Mapping[str, Location],
+    config: PipelineConfig,
+    now: datetime | None = None,
 ) -> datetime | None:
     """When the last parcel still in a pipeline should arrive: its remaining stage hours plus the
-    transit from its location to the customer (no transit when either position is unknown)."""
+    transit from its location to the customer (no transit when either position is unknown). Given
+    ``now``, a parcel late in its stage is taken to leave that stage now."""
     etas = []
     for s in shipments:
         if not s.active:
@@ -132,7 +137,9 @@ def expected_delivery(
             and order.lon is not None
         ):
             km = distance_km(here.lat, here.lon, order.lat, order.lon)
-        etas.append(eta(config.get(s.pipeline), s.stage, s.stage_entered_at, km, config.transit_km_per_day))
+        etas.append(
+            eta(config.get(s.pipeline), s.stage, s.stage_entered_at, km, config.transit_km_per_day, now)
+        )
     return max(etas, default=None)
 
 

@@ -87,7 +87,8 @@ NEXT: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.PARTIALLY_SHIPPED: frozenset(
         {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED}
     ),
-    OrderStatus.SHIPPED: frozenset({OrderStatus.DELIVERED}),
+    # `shipped -> shipped`: the same status with news (an ETA re-computed because a stage is late).
+    OrderStatus.SHIPPED: frozenset({OrderStatus.SHIPPED, OrderStatus.DELIVERED}),
     OrderStatus.REJECTED: frozenset(),
     OrderStatus.DELIVERED: frozenset({OrderStatus.PARTIALLY_RETURNED, OrderStatus.RETURNED}),
     OrderStatus.CANCELLED: frozenset(),

@@ -18,6 +18,7 @@ from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
 from libs.contracts.returns import ReturnStatusChanged
+from libs.contracts.sla import SlaBreached
 from libs.platform.records import Rejected
 from services.notification.app.egress import EgressGuard
 from services.notification.app.ports import (
@@ -233,3 +234,16 @@ async def record_return_changes(
     if to_send:
         await uow.emails.add(to_send)
     return [[] for _ in changes]
+
+
+async def record_sla_breaches(breaches: Sequence[SlaBreached], uow: NotificationUnit) -> list[list[Event]]:
+    """`shipment.late` webhooks for a batch of SLA breaches, set-based (the re-computed ETA reaches
+    the status API and the `order.<status>` webhooks with the order's re-published status)."""
+    subscribers = await uow.subscriptions.active()
+    deliveries: list[NewDelivery] = []
+    for breach in breaches:
+        data = breach.model_dump_json().encode()
+        deliveries += fan_out(subscribers, webhooks.SHIPMENT_LATE, str(breach.event_id), breach, data)
+    if deliveries:
+        await uow.deliveries.add(deliveries)
+    return [[] for _ in breaches]

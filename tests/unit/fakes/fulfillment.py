@@ -8,6 +8,7 @@ from uuid import UUID
 
 from services.fulfillment.domain.returns import Return, Terms
 from services.fulfillment.domain.shipments import Location, Order, Shipment
+from tests.unit.fakes.timers import FakeTimers
 
 
 @dataclass
@@ -22,6 +23,7 @@ class FakeFulfillmentUnit:
     """update id -> (shipment id, outcome)"""
     known_terms: dict[UUID, Terms] = field(default_factory=dict)
     known_returns: dict[str, Return] = field(default_factory=dict)
+    timers: FakeTimers = field(default_factory=FakeTimers)
     calls: list[str] = field(default_factory=list)
     """Port methods called with something to do (PostgreSQL runs no statement for an empty call)."""
 
