@@ -53,6 +53,7 @@ from libs.contracts.returns import (
     ReturnRequested,
     ReturnStatusChanged,
 )
+from libs.contracts.sla import SlaBreached
 from libs.contracts.vocabulary import ReturnCondition, ReturnStatus
 from tests.support.orders import location, order, product, stage_update
 
@@ -159,6 +160,17 @@ def _samples() -> dict[type[Contract], Contract]:
             entered_stage="shipped",
             change="moved",
             reason="scanned",
+        ),
+        SlaBreached(
+            order_id=ORDER_ID,
+            shipment_id="shp-1",
+            pipeline="standard",
+            stage="picking",
+            sla_hours=24,
+            stage_entered_at=AT,
+            due_at=AT,
+            overdue_seconds=60,
+            eta=AT,
         ),
         ReturnRequested(return_id="rma-1", order_id=ORDER_ID, lines=returned, reason="too small"),
         ReturnReceived(return_id="rma-1", location_id="wh-1", lines=received),

@@ -11,6 +11,7 @@ from libs.contracts.acls import CHANNEL_WRITES
 from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.orders import OrderDetails, OrderSubmitted
 from libs.contracts.topics import (
+    FULFILLMENT_SLA_BREACHES,
     FULFILLMENT_STAGE_CHANGES,
     ORDERS_STATUS,
     RETURNS_STATUS,
@@ -102,6 +103,7 @@ def test_batons_own_inputs_are_the_facts_topics_and_its_public_events_and_no_oth
         ORDERS_STATUS,
         FULFILLMENT_STAGE_CHANGES,
         RETURNS_STATUS,
+        FULFILLMENT_SLA_BREACHES,
     }
     assert every_input - trusted == {PUBLISHED_ON[c] for c in OUTSIDE_CONTRACTS}
     assert not {spec.name for spec in TOPICS if written_only_by_baton(spec.name)} & set(CHANNEL_WRITES)

@@ -15,6 +15,7 @@ from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderDetails, OrderStatusChanged, Shipment, ShipmentLine
 from libs.contracts.returns import ReceivedLine, ReturnLine, ReturnStatusChanged
+from libs.contracts.sla import SlaBreached
 from libs.contracts.vocabulary import OrderStatus, ReturnCondition, ReturnStatus
 from libs.platform.messaging import Rejected
 from libs.platform.secret_box import SecretBox, new_key, new_webhook_secret
@@ -22,6 +23,7 @@ from services.notification.app.egress import EgressGuard
 from services.notification.app.use_cases import (
     change_subscription,
     record_return_changes,
+    record_sla_breaches,
     record_stage_changes,
     record_status_changes,
     redeliver,
@@ -384,6 +386,7 @@ def test_the_router_has_a_handler_for_every_type_notification_reads() -> None:
         "status_changed",
         "stage_changed",
         "return_status_changed",
+        "sla_breached",
     }
 
 
@@ -425,3 +428,25 @@ async def test_the_customer_hears_once_when_a_return_is_authorized_and_once_when
     }
     assert emails.template_of("return_refunded/rma:1") == "return_refunded"
     assert emails.message_id(order_id, "return_refunded/rma:1").count(":") == 0
+
+
+async def test_a_late_shipment_is_one_shipment_late_webhook_per_subscriber_that_names_it() -> None:
+    store = FakeNotificationStore()
+    await subscribe(store, "ops", "shipment.late")
+    await subscribe(store, "shipping", "order.shipped")
+    at = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    breach = SlaBreached(
+        order_id=uuid4(),
+        shipment_id="s1",
+        pipeline="standard",
+        stage="picking",
+        sla_hours=24,
+        stage_entered_at=at,
+        due_at=at + timedelta(hours=24),
+        overdue_seconds=90,
+    )
+    await record_sla_breaches([breach, breach], store.unit())  # redelivered: one delivery
+    assert keys(store, "ops") == ["shipment.late"]
+    assert keys(store, "shipping") == []
+    [delivery] = store.deliveries_of("ops")
+    assert orjson.loads(delivery.body)["data"]["shipment_id"] == "s1"
