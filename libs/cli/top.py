@@ -16,10 +16,12 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from libs.contracts.topics import FULFILLMENT_SLA_BREACHES, SERVICES, dead_letter_topic
+from libs.contracts.topics import FULFILLMENT_SLA_BREACHES, SERVICES, TOPICS, dead_letter_topic
 from libs.contracts.topology import TOPOLOGY
 from libs.platform.lag import GroupLag, LagProbe
 from libs.platform.settings import BatonSettings
+
+SLA_PARTITIONS = next(spec.partitions for spec in TOPICS if spec.name == FULFILLMENT_SLA_BREACHES)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ async def take_snapshot(
         dlq_partitions = {s: TopicPartition(settings.topic(dead_letter_topic(s)), 0) for s in SERVICES}
         ends = await consumer.end_offsets(list(dlq_partitions.values()))
         dead = {s: ends.get(tp, 0) for s, tp in dlq_partitions.items()}
-        late = await _records_on(consumer, settings.topic(FULFILLMENT_SLA_BREACHES))
+        late = await _records_on(consumer, settings.topic(FULFILLMENT_SLA_BREACHES), SLA_PARTITIONS)
     finally:
         await consumer.stop()
     outbox: dict[str, int | None] = {s: None for s in SERVICES}
@@ -65,16 +67,12 @@ async def take_snapshot(
     return Snapshot(time.monotonic(), lags, dead, outbox, late)
 
 
-async def _records_on(consumer: AIOKafkaConsumer, topic: str) -> int:
-    """How many records the topic holds now (0 when it does not exist)."""
-    if topic not in await consumer.topics():  # also fetches the topics' metadata
-        return 0
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-    if not partitions:
-        return 0
-    ends = await consumer.end_offsets(partitions)
-    starts = await consumer.beginning_offsets(partitions)
-    return sum(ends[tp] - starts.get(tp, 0) for tp in partitions)
+async def _records_on(consumer: AIOKafkaConsumer, topic: str, partitions: int) -> int:
+    """How many records the topic holds now, over its ``partitions`` (as `baton topics apply` made it)."""
+    assigned = [TopicPartition(topic, p) for p in range(partitions)]
+    ends = await consumer.end_offsets(assigned)
+    starts = await consumer.beginning_offsets(assigned)
+    return sum(ends[tp] - starts.get(tp, 0) for tp in assigned)
 
 
 def render(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> str:
