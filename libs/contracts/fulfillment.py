@@ -15,6 +15,11 @@ class FulfillmentUpdate(Contract):
 
     Stages only move forward (skipping is fine); the stage `failed` means the location cannot
     fulfil it (``note`` says why, e.g. `damaged`, `not_found`). A repeated ``update_id`` changes nothing.
+
+    Added in schema version 1 (additive): a carrier's ``eta`` replaces Baton's estimate for the
+    shipment from then on. It may come with a move, or alone with the stage the shipment is in
+    (the one update that may name the current stage); either way the order's status is
+    re-published with the new ETA.
     """
 
     shipment_id: Text = Field(min_length=1, max_length=200)
@@ -24,6 +29,9 @@ class FulfillmentUpdate(Contract):
     carrier: Text | None = Field(default=None, max_length=100)
     tracking_number: Text | None = Field(default=None, max_length=200)
     note: Text | None = Field(default=None, max_length=2000)
+    eta: AwareDatetime | None = Field(
+        default=None, description="The carrier's expected delivery; replaces Baton's estimate"
+    )
 
 
 class StageChanged(Event):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -115,8 +116,10 @@ def stage_update(
     carrier: str | None = None,
     tracking_number: str | None = None,
     note: str | None = None,
+    eta: datetime | None = None,
 ) -> dict[str, Any]:
-    return {
+    """A warehouse's or carrier's update (``eta``: the carrier's expected delivery, when given)."""
+    return ({} if eta is None else {"eta": eta.isoformat()}) | {
         "shipment_id": shipment_id,
         "update_id": update_id or f"{shipment_id}:{stage}",
         "stage": stage,

@@ -273,17 +273,17 @@ async def test_one_email_per_order_and_status_the_customer_hears_about_including
     await record_status_changes(
         [
             status(order_id, OrderStatus.PARTIALLY_SHIPPED, 4, tracking=["1Z", None]),  # redelivered
-            status(order_id, OrderStatus.SHIPPED, 5, tracking=["1Z", "JJD1"]),
+            status(order_id, OrderStatus.SHIPPED, 5, tracking=["1Z", "JJD1"], eta=T0 + timedelta(days=2)),
             status(order_id, OrderStatus.DELIVERED, 6),
         ],
         store.unit(),
     )
 
     assert {s: e.context for (_, s), e in store.emails.items()} == {
-        "received": {"tracking": "to follow"},
-        "partially_shipped": {"tracking": "1Z"},
-        "shipped": {"tracking": "1Z, JJD1"},
-        "delivered": {"tracking": "to follow"},
+        "received": {"tracking": "to follow", "eta": "to follow"},
+        "partially_shipped": {"tracking": "1Z", "eta": "to follow"},
+        "shipped": {"tracking": "1Z, JJD1", "eta": "Monday, 30 November 2026"},
+        "delivered": {"tracking": "to follow", "eta": "to follow"},
     }
 
 

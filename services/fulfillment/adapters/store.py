@@ -46,6 +46,7 @@ def _shipment(row: asyncpg.Record) -> Shipment:
         row["stage_entered_at"],
         row["carrier"],
         row["tracking_number"],
+        row["carrier_eta"],
     )
 
 
@@ -107,7 +108,7 @@ class PgShipments:
             return []
         rows = await self._conn.fetch(
             "SELECT shipment_id, order_id, location_id, pipeline, stage, active, lines::text AS lines,"
-            " stage_entered_at, carrier, tracking_number"
+            " stage_entered_at, carrier, tracking_number, carrier_eta"
             " FROM shipments WHERE order_id = ANY($1::uuid[]) ORDER BY shipment_id",
             list(order_ids),
         )
@@ -118,10 +119,10 @@ class PgShipments:
             return
         await self._conn.execute(
             "INSERT INTO shipments (shipment_id, order_id, location_id, pipeline, stage, active, lines,"
-            " stage_entered_at, carrier, tracking_number)"
-            " SELECT s, o, l, p, st, a, li::jsonb, e, c, t FROM unnest($1::text[], $2::uuid[], $3::text[],"
-            " $4::text[], $5::text[], $6::bool[], $7::text[], $8::timestamptz[], $9::text[], $10::text[])"
-            " AS n(s, o, l, p, st, a, li, e, c, t)",
+            " stage_entered_at, carrier, tracking_number, carrier_eta)"
+            " SELECT s, o, l, p, st, a, li::jsonb, e, c, t, eta FROM unnest($1::text[], $2::uuid[], $3::text[],"
+            " $4::text[], $5::text[], $6::bool[], $7::text[], $8::timestamptz[], $9::text[], $10::text[],"
+            " $11::timestamptz[]) AS n(s, o, l, p, st, a, li, e, c, t, eta)",
             [s.shipment_id for s in shipments],
             [s.order_id for s in shipments],
             [s.location_id for s in shipments],
@@ -132,6 +133,7 @@ class PgShipments:
             [s.stage_entered_at for s in shipments],
             [s.carrier for s in shipments],
             [s.tracking_number for s in shipments],
+            [s.carrier_eta for s in shipments],
         )
 
     async def save(self, shipments: Sequence[Shipment]) -> None:
@@ -139,9 +141,10 @@ class PgShipments:
             return
         await self._conn.execute(
             "UPDATE shipments SET stage = n.stage, active = n.active, lines = n.lines::jsonb,"
-            " stage_entered_at = n.entered, carrier = n.carrier, tracking_number = n.tracking"
+            " stage_entered_at = n.entered, carrier = n.carrier, tracking_number = n.tracking,"
+            " carrier_eta = n.eta"
             " FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::timestamptz[], $6::text[],"
-            " $7::text[]) AS n(shipment_id, stage, active, lines, entered, carrier, tracking)"
+            " $7::text[], $8::timestamptz[]) AS n(shipment_id, stage, active, lines, entered, carrier, tracking, eta)"
             " WHERE shipments.shipment_id = n.shipment_id",
             [s.shipment_id for s in shipments],
             [s.stage for s in shipments],
@@ -150,6 +153,7 @@ class PgShipments:
             [s.stage_entered_at for s in shipments],
             [s.carrier for s in shipments],
             [s.tracking_number for s in shipments],
+            [s.carrier_eta for s in shipments],
         )
 
 

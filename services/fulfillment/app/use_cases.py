@@ -133,6 +133,7 @@ def report_of(update: FulfillmentUpdate) -> StageReport:
         update.carrier,
         update.tracking_number,
         update.note,
+        update.eta,
     )
 
 
@@ -304,6 +305,8 @@ async def apply_updates(
                     reason=reason,
                 ),
             ]
+        elif move.kind is MoveKind.STAYED:
+            events = []
         else:
             events = [stage_changed(shipment, move.from_stage, move.to_stage, "moved")]
             if move.kind is MoveKind.LEFT:
@@ -317,14 +320,15 @@ async def apply_updates(
                         lines=contract_lines(shipment.lines),
                     )
                 )
-        if decision.progress is not None:
+        progress = decision.progress
+        if progress is None and decision.eta_changed and decision.order.progress is not None:
+            progress = decision.order.progress  # the same status, announced again with the carrier's ETA
+        if progress is not None:
             if locations is None:  # read once, and only for a batch in which some order progressed
                 locations = await uow.locations.of(
                     sorted({s.location_id for shipments in book.values() for s in shipments.values()})
                 )
-            events.append(
-                progressed(decision.order, decision.progress, decision.shipments, locations, config)
-            )
+            events.append(progressed(decision.order, progress, decision.shipments, locations, config))
         results.append(events)
     await uow.shipments.save(list(saved.values()))
     await schedule_deadlines(saved.values(), uow, config)

@@ -127,6 +127,7 @@ class MoveKind(Enum):
     MOVED = "moved"
     LEFT = "left"  # reached the last stage
     FAILED = "failed"
+    STAYED = "stayed"  # a carrier's new ETA, no move
 
 
 @dataclass(frozen=True)

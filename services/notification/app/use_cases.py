@@ -159,7 +159,8 @@ async def record_status_changes(
         )
         if change.status in emails.EMAIL_STATUSES:
             tracking = emails.tracking(s.tracking_number for s in change.shipments)
-            to_send.append(NewEmail(change.order_id, change.status.value, {"tracking": tracking}))
+            context = {"tracking": tracking, "eta": emails.expected(change.eta)}
+            to_send.append(NewEmail(change.order_id, change.status.value, context))
         timeline.append(TimelineEntry(change.order_id, "status", data, change.occurred_at))
         views[change.order_id] = fold_status(views.get(change.order_id), view_of(change))
     if deliveries:

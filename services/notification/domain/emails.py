@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from uuid import UUID
 
 from libs.contracts.email import normalized_address
@@ -40,6 +41,11 @@ def return_email(status: str, return_id: str) -> str | None:
 def template_of(key: str) -> str:
     """The template of an e-mail key: the status itself, or the part before `/` (one per return)."""
     return key.partition("/")[0]
+
+
+def expected(eta: datetime | None) -> str:
+    """The expected delivery as a customer reads it (a date, in UTC), or `to follow`."""
+    return "to follow" if eta is None else eta.astimezone(UTC).strftime("%A, %d %B %Y")
 
 
 def message_id(order_id: UUID, status: str) -> str:
