@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from email.message import EmailMessage
 
 import pytest
 
@@ -47,7 +48,8 @@ async def test_a_carriers_eta_replaces_the_estimate_and_the_shipped_email_gives_
     def shipped_mail() -> str | None:
         for m in live.mailbox.messages:
             if external_id in str(m["Subject"]) and "on its way" in str(m["Subject"]):
-                return str(m.get_body(preferencelist=("plain",)).get_content())  # type: ignore[union-attr]
+                assert isinstance(m, EmailMessage)  # the default policy parses into EmailMessage
+                return str(m.get_content())
         return None
 
     deadline = time.monotonic() + 60
