@@ -20,6 +20,8 @@ FULFILLMENT_UPDATES = "fulfillment.updates.v1"
 FULFILLMENT_STAGE_CHANGES = "fulfillment.stage-changes.v1"
 NOTIFICATION_SUBSCRIPTIONS = "notification.subscriptions.v1"
 NOTIFICATION_REDELIVERIES = "notification.redeliveries.v1"
+PRIVACY_ERASURE_REQUESTS = "privacy.erasure-requests.v1"
+PRIVACY_ERASURES = "privacy.erasures.v1"
 
 SERVICES = ("intake", "validation", "allocation", "fulfillment", "notification")
 
@@ -56,6 +58,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(FULFILLMENT_STAGE_CHANGES, 8, "order id", True),
     TopicSpec(NOTIFICATION_SUBSCRIPTIONS, 1, "subscription id", False),
     TopicSpec(NOTIFICATION_REDELIVERIES, 1, "delivery id", False),
+    TopicSpec(PRIVACY_ERASURE_REQUESTS, 1, "request id", False),
+    TopicSpec(PRIVACY_ERASURES, 1, "request id", False),
     *(TopicSpec(facts_topic(s), 8, "order id", False) for s in SERVICES),
     *(TopicSpec(dead_letter_topic(s), 1, "source key", False, 720) for s in SERVICES),
 )

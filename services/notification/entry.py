@@ -1,5 +1,5 @@
-"""Notification's router: webhook subscriptions and redelivery requests one at a time; customer
-contacts, status events and stage events set-based."""
+"""Notification's router: webhook subscriptions, redelivery requests and erasure requests one at a
+time; customer contacts, status events and stage events set-based."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from libs.contracts.fulfillment import StageChanged
 from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
+from libs.contracts.privacy import ErasureRequested
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import ServiceRouter
 from services.notification.adapters.store import PgNotificationUnit, SubscriptionCache
 from services.notification.app.ports import NotificationUnit
 from services.notification.app.use_cases import (
     change_subscription,
+    erase_customer,
     record_stage_changes,
     record_status_changes,
     redeliver,
@@ -36,4 +38,5 @@ def build_router(settings: NotificationSettings) -> ServiceRouter[NotificationUn
     router.on_batch(OrderReceived)(remember_customers)
     router.on_batch(OrderStatusChanged)(record_status_changes)
     router.on_batch(StageChanged)(record_stage_changes)
+    router.on(ErasureRequested)(erase_customer)
     return router

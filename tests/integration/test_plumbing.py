@@ -22,7 +22,15 @@ async def test_migrations_apply_in_order_once_and_refuse_an_edited_file(infra: I
     dsn = infra.database_url(fresh_name("db"))
     await ensure_database(dsn)
     first = await migrate(dsn, "intake", "services.intake.adapters.migrations")
-    assert first == ["000_platform_inbox_outbox.sql", "001_intake_orders.sql", "002_intake_cancellations.sql"]
+    assert first == [
+        "000_platform_inbox_outbox.sql",
+        "000_platform_outbox_autovacuum.sql",
+        "000_platform_privacy_erasures.sql",
+        "001_intake_orders.sql",
+        "002_intake_cancellations.sql",
+        "003_status_history_without_foreign_key.sql",
+        "004_intake_orders_by_customer.sql",
+    ]
     assert await migrate(dsn, "intake", "services.intake.adapters.migrations") == []
     conn = await asyncpg.connect(dsn)
     try:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import pytest
 
 from libs.contracts.notification import WebhookSubscriptionChanged
+from libs.contracts.privacy import ErasureRequested
 from libs.platform.messaging import Outgoing
 from services.notification.adapters.templates import PackageTemplates
 from services.notification.app.delivery import DeliveryWorker, EmailPolicy, WebhookPolicy
 from services.notification.app.ports import Contact, NewDelivery, NewEmail
-from services.notification.app.use_cases import change_subscription
+from services.notification.app.use_cases import change_subscription, erase_customer
 from services.notification.domain.webhooks import delivery_id
+from tests.support.orders import erasure_request
 from tests.unit.fakes.notification import (
     FakeDeliveryQueue,
     FakeEmailQueue,
@@ -289,3 +292,28 @@ async def test_a_round_takes_at_most_its_size_oldest_first() -> None:
     await w.worker.send_emails()
 
     assert [m.message_id for m in w.mail.sent] == [f"<{o}.received@baton>" for o in orders[:2]]
+
+
+async def test_an_erased_customers_queued_emails_are_never_sent() -> None:
+    w = Worker()
+    order_id = uuid4()
+    unit = w.store.unit()
+    await unit.customers.remember(
+        [
+            Contact(
+                order_id,
+                "ada@example.test",
+                "Ada",
+                "ext-1",
+                "webshop",
+                "c1",
+                datetime(2026, 11, 27, tzinfo=UTC),
+            )
+        ]
+    )
+    await unit.emails.add([NewEmail(order_id, "shipped", {"tracking": "1Z"})])
+
+    await erase_customer(ErasureRequested.model_validate(erasure_request("c1")), w.store.unit())
+
+    assert await w.worker.send_emails() == 0
+    assert w.mail.sent == []

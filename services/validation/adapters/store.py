@@ -8,7 +8,11 @@ from uuid import UUID
 import asyncpg
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import ErasureRequested
+from libs.platform.erasure_store import ERASED_PATCH, PgErasureLedger, covered, erased_json
 from services.validation.domain.rules import Product
+
+_HELD_CHANNEL = "order_details ->> 'channel'"
 
 
 class PgValidationStore:
@@ -16,6 +20,7 @@ class PgValidationStore:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        self.erasures = PgErasureLedger(conn)
 
     @property
     def catalog(self) -> PgValidationStore:
@@ -90,3 +95,27 @@ class PgValidationStore:
             decision,
             decided_by,
         )
+
+    async def forget(self, customer_id: str, channel: str | None) -> int:
+        """A customer key is `<channel>:<customer id>`, and a channel has no colon."""
+        if channel is not None:
+            status = await self._conn.execute(
+                "DELETE FROM customers WHERE customer_key = $1", f"{channel}:{customer_id}"
+            )
+        else:
+            status = await self._conn.execute(
+                "DELETE FROM customers WHERE substr(customer_key, strpos(customer_key, ':') + 1) = $1",
+                customer_id,
+            )
+        return int(status.split()[-1])
+
+    async def erase(self, request: ErasureRequested) -> int:
+        status = await self._conn.execute(
+            f"UPDATE held_orders SET order_details = {erased_json('order_details', '$4')}"
+            f" WHERE {covered('order_details', _HELD_CHANNEL, '$1', '$2', '$3')}",
+            request.customer_id,
+            request.channel,
+            request.requested_at,
+            ERASED_PATCH,
+        )
+        return int(status.split()[-1])

@@ -7,6 +7,8 @@ from typing import Protocol
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import ErasureRequested
+from libs.platform.erasures import ErasureLedger
 from services.validation.domain.rules import Product
 
 
@@ -25,6 +27,10 @@ class CustomerHistory(Protocol):
 
     async def count_validated(self, counts: Mapping[str, int]) -> None: ...
 
+    async def forget(self, customer_id: str, channel: str | None) -> int:
+        """Delete the customer's history (on that channel, or on every channel); returns the rows."""
+        ...
+
 
 class HeldOrders(Protocol):
     """Orders waiting for a person's decision."""
@@ -39,6 +45,11 @@ class HeldOrders(Protocol):
 
     async def decide(self, order_id: UUID, decision: str, decided_by: str) -> None: ...
 
+    async def erase(self, request: ErasureRequested) -> int:
+        """Erase (``erase_order``) the held orders, decided or not, of the customer placed before the
+        request (``covers``); returns how many."""
+        ...
+
 
 class ValidationUnit(Protocol):
     """One transaction's view of validation's storage."""
@@ -51,3 +62,6 @@ class ValidationUnit(Protocol):
 
     @property
     def holds(self) -> HeldOrders: ...
+
+    @property
+    def erasures(self) -> ErasureLedger: ...

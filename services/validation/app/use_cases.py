@@ -14,7 +14,9 @@ from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
 from libs.contracts.lifecycle import OrderHeld, OrderReceived, OrderRejected, OrderValidated
 from libs.contracts.orders import HoldDecision, OrderDetails, Reason
+from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, is_erased, kept
 from libs.platform import metrics
+from libs.platform.erasures import Erased, applied
 from libs.platform.records import Rejected
 from services.validation.app.ports import ValidationUnit
 from services.validation.domain import rules
@@ -56,8 +58,12 @@ async def validate_orders(
 ) -> list[list[Event] | Rejected]:
     """Check received orders: every failed rule is reported; a first-time customer's large order is
     held. The catalog and customer histories are read once for all of them and the verdicts decided
-    in order (a customer's second order sees the first), holds and histories written once."""
+    in order (a customer's second order sees the first), holds and histories written once.
+
+    An order placed before an erasure of its customer that arrives after it is checked as it came,
+    but held and passed on erased, and does not count for a history the customer asked to lose."""
     domain = [to_domain(fact.order) for fact in received]
+    erasures = await uow.erasures.covering(customers_of(fact.order for fact in received))
     catalog = await uow.catalog.products(sorted({line.sku for o in domain for line in o.lines}))
     history = await uow.customers.validated_counts(sorted({o.customer_key for o in domain}))
     holds = []
@@ -69,18 +75,20 @@ async def validate_orders(
         )
         verdict = rules.validate(order, ctx)
         metrics.count(metrics.VALIDATION_DECISIONS, verdict.outcome.value)
+        passed_on = kept(fact.order, erasures)
         decided: Event
         if verdict.outcome is Outcome.REJECTED:
             for finding in verdict.findings:
                 metrics.count(metrics.REJECTIONS, finding.code)
             decided = OrderRejected(order_id=fact.order_id, reasons=reasons(verdict.findings))
         elif verdict.outcome is Outcome.ON_HOLD:
-            holds.append((fact.order_id, fact.order))
+            holds.append((fact.order_id, passed_on))
             decided = OrderHeld(order_id=fact.order_id, reasons=reasons(verdict.findings))
         else:
-            history[order.customer_key] = history.get(order.customer_key, 0) + 1
-            newly_validated[order.customer_key] += 1
-            decided = OrderValidated(order_id=fact.order_id, order=fact.order)
+            if passed_on is fact.order:
+                history[order.customer_key] = history.get(order.customer_key, 0) + 1
+                newly_validated[order.customer_key] += 1
+            decided = OrderValidated(order_id=fact.order_id, order=passed_on)
         results.append([decided])
     if holds:
         await uow.holds.hold(holds)
@@ -103,8 +111,21 @@ async def decide_hold(decision: HoldDecision, uow: ValidationUnit) -> list[Event
             message=f"rejected by {decision.decided_by}: {decision.reason}".strip(": "),
         )
         return [OrderRejected(order_id=decision.order_id, reasons=[reason])]
-    await uow.customers.count_validated(Counter({customer_key(order): 1}))
+    if not is_erased(order):
+        await uow.customers.count_validated(Counter({customer_key(order): 1}))
     return [OrderValidated(order_id=decision.order_id, order=order)]
+
+
+async def erase_customer(request: ErasureRequested, uow: ValidationUnit) -> list[Event]:
+    """Forget the customer's history (their next order is a first-time customer's again) and erase
+    their held orders placed before the request, once per request id. Reports what it changed."""
+    if not await uow.erasures.claim(Erasure.of(request)):
+        return []
+    forgotten = await uow.customers.forget(request.customer_id, request.channel)
+    held = await uow.holds.erase(request)
+    erased = Erased(orders=held, rows=held + forgotten)
+    await uow.erasures.record(request.request_id, erased)
+    return [applied(request, "validation", erased)]
 
 
 def policy_from(supported_countries: str, hold_threshold: str) -> Policy:

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import Erasure, ErasureRequested, covers, erase_order
 from services.validation.domain.rules import Product
+from tests.unit.fakes.erasures import FakeErasureLedger
 
 
 @dataclass
@@ -18,6 +20,7 @@ class FakeValidationUnit:
     validated: dict[str, int] = field(default_factory=dict)
     held: dict[UUID, OrderDetails] = field(default_factory=dict)
     decisions: dict[UUID, tuple[str, str]] = field(default_factory=dict)
+    ledger: FakeErasureLedger = field(default_factory=FakeErasureLedger)
 
     @property
     def catalog(self) -> FakeValidationUnit:
@@ -30,6 +33,10 @@ class FakeValidationUnit:
     @property
     def holds(self) -> FakeValidationUnit:
         return self
+
+    @property
+    def erasures(self) -> FakeErasureLedger:
+        return self.ledger
 
     async def upsert(self, product: Product, name: str) -> None:
         self.known_products[product.sku] = product
@@ -56,3 +63,20 @@ class FakeValidationUnit:
 
     async def decide(self, order_id: UUID, decision: str, decided_by: str) -> None:
         self.decisions[order_id] = (decision, decided_by)
+
+    async def forget(self, customer_id: str, channel: str | None) -> int:
+        gone = [
+            k
+            for k in self.validated
+            if k.partition(":")[2] == customer_id and channel in (None, k.partition(":")[0])
+        ]
+        for key in gone:
+            del self.validated[key]
+        return len(gone)
+
+    async def erase(self, request: ErasureRequested) -> int:
+        erasure = Erasure.of(request)
+        covered = [i for i, order in self.held.items() if covers(erasure, order)]
+        for order_id in covered:
+            self.held[order_id] = erase_order(self.held[order_id])
+        return len(covered)
