@@ -270,6 +270,7 @@ async def test_a_refused_recipient_is_marked_failed_while_the_others_are_sent() 
     failed = w.store.emails[(refused, "shipped")]
     assert (failed.state, failed.attempts) == ("pending", 1)
     assert failed.last_error is not None and "550" in failed.last_error
+    assert "nobody@example.test" not in failed.last_error, "the error is kept without the address"
     assert [m.recipient for m in w.mail.sent] == ["ada@example.test", "ada@example.test"]
 
 
