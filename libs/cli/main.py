@@ -242,11 +242,16 @@ def stack_status() -> None:
 
 @topics_app.command("apply")
 def topics_apply() -> None:
-    """Create every missing topic with its partition count (idempotent)."""
+    """Create every missing topic and bring existing topics' configs (retention) to the table (idempotent)."""
     from libs.platform.kafka import apply_topics
 
-    created = asyncio.run(apply_topics(_kafka_settings()))
-    typer.echo("\n".join(created) if created else "all topics exist")
+    changes = asyncio.run(apply_topics(_kafka_settings()))
+    for name in changes.created:
+        typer.echo(f"created {name}")
+    for name, configs in changes.altered.items():
+        typer.echo(f"altered {name}: " + ", ".join(f"{k}={v}" for k, v in configs.items()))
+    if not changes.created and not changes.altered:
+        typer.echo("all topics exist as defined")
 
 
 @acls_app.command("apply")

@@ -20,6 +20,7 @@ from libs.contracts.privacy import (
     Erasure,
     ErasureApplied,
     ErasureRequested,
+    carries_personal_data,
     covers,
     erase_order,
     redact_body,
@@ -29,6 +30,8 @@ from libs.contracts.topics import (
     PRIVACY_ERASURE_REQUESTS,
     PRIVACY_ERASURES,
     TOPICS,
+    WEEK_HOURS,
+    dead_letter_topic,
 )
 from libs.contracts.topology import PUBLISHED_ON, TOPOLOGY, erasers, topics_for
 from tests.support.orders import erasure_request, order
@@ -171,3 +174,15 @@ def test_every_service_that_keeps_order_details_applies_erasures_and_reports_the
     for service in TOPOLOGY:
         applies = any(ErasureRequested in i.carries for i in service.inputs)
         assert applies == (ErasureApplied in service.emits), service.name
+
+
+def test_dead_letters_of_inputs_that_carry_personal_data_are_kept_no_longer_than_the_data() -> None:
+    retention = {spec.name: spec.retention_hours for spec in TOPICS}
+    carrying = [
+        s.name for s in TOPOLOGY if any(carries_personal_data(c) for i in s.inputs for c in i.carries)
+    ]
+    assert carrying == [s.name for s in TOPOLOGY], "every service's inputs carry personal data today"
+    for service in carrying:
+        assert retention[dead_letter_topic(service)] <= WEEK_HOURS
+        for spec in (i for s in TOPOLOGY if s.name == service for i in s.inputs):
+            assert retention[spec.topic] >= retention[dead_letter_topic(service)]
