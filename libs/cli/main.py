@@ -41,6 +41,10 @@ dlq_app = typer.Typer(
 app.add_typer(dlq_app, name="dlq")
 webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook subscriptions (changes travel through Kafka).")
 app.add_typer(webhooks_app, name="webhooks")
+privacy_app = typer.Typer(
+    no_args_is_help=True, help="Personal data: erase a customer everywhere, and see where an erasure stands."
+)
+app.add_typer(privacy_app, name="privacy")
 
 
 def _settings() -> BatonSettings:
@@ -516,6 +520,75 @@ def webhooks_redeliver(
     typer.echo("redelivery requested")
 
 
+@privacy_app.command("erase")
+def privacy_erase(
+    customer: Annotated[
+        str,
+        typer.Option(
+            help="the channel's customer id, as orders carry it (customer.id); - reads it from stdin"
+        ),
+    ],
+    channel: Annotated[
+        str | None,
+        typer.Option(help="only this channel's customer (default: this customer id on every channel)"),
+    ] = None,
+    request_id: Annotated[str | None, typer.Option(help="idempotency key (default: a new one)")] = None,
+) -> None:
+    """Erase a customer's personal data from every service that keeps it (through Kafka).
+
+    Every order the customer placed before now loses name, e-mail, address and customer id wherever
+    it is kept, also one still on its way; orders placed later are kept. Prints the request id for
+    `baton privacy status`. Sending the same request id again changes nothing."""
+    import sys
+    import uuid
+
+    from pydantic import ValidationError
+
+    from libs.cli.privacy import request_erasure
+    from libs.contracts.envelope import utcnow
+    from libs.contracts.privacy import ErasureRequested
+
+    customer_id = sys.stdin.readline().strip() if customer == "-" else customer
+    try:
+        request = ErasureRequested(
+            request_id=request_id or f"erasure_{uuid.uuid4().hex[:12]}",
+            customer_id=customer_id,
+            channel=channel,
+            requested_at=utcnow(),
+        )
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        raise typer.BadParameter(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+    asyncio.run(request_erasure(_kafka_settings(), request))
+    typer.echo(request.request_id)
+
+
+@privacy_app.command("status")
+def privacy_status(
+    request_id: str,
+    wait: Annotated[float, typer.Option(help="wait up to this many seconds for every service")] = 0.0,
+) -> None:
+    """Which services applied an erasure request and what each changed (exit status 1 while one has not)."""
+    from libs.cli.privacy import erasure_status
+
+    settings = _kafka_settings()
+    deadline = time.monotonic() + wait
+    while True:
+        status = asyncio.run(erasure_status(settings, request_id))
+        if status.complete or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    for report in status.reports:
+        typer.echo(
+            f"{report.service:12} applied  orders={report.orders} rows={report.rows_changed}"
+            f"  at {report.occurred_at:%Y-%m-%d %H:%M:%S}"
+        )
+    for service in status.waiting_for:
+        typer.echo(f"{service:12} pending")
+    if not status.complete:
+        raise typer.Exit(1)
+
+
 @app.command()
 def trace(
     order_id: str,
@@ -548,17 +621,26 @@ def top(
 @dlq_app.command("list")
 def dlq_list(
     service: Annotated[str | None, typer.Option(help="only this service")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show the error text")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="show the error and the whole body")
+    ] = False,
 ) -> None:
-    """Every dead letter: when, which service, the cause and where the record came from."""
+    """Every dead letter: when, which service, the cause, where the record came from, and its body.
+
+    Bodies and errors are shown with personal data masked (libs/contracts/privacy.py): a dead
+    letter is kept 7 days and replayed as it came, so seeing a customer's name or address never
+    changes what can be done with it."""
     from libs.cli.dlq import read_dead_letters
+    from libs.contracts.privacy import redact_body, redact_text
 
     services = (service_name(service),) if service else SERVICES
     letters = asyncio.run(read_dead_letters(_kafka_settings(), services))
     for d in letters:
         typer.echo(f"{d.at:%Y-%m-%d %H:%M:%S}  {d.service:12} {d.cause:26} {d.source}")
+        body = redact_body(d.value)
+        typer.echo(f"    {body if verbose else body[:300]}")
         if verbose:
-            typer.echo(f"    {d.headers.get('dlq-error', '')[:500]}")
+            typer.echo(f"    {redact_text(d.headers.get('dlq-error', ''), d.value)[:500]}")
     typer.echo(f"{len(letters)} dead letter(s)")
 
 
