@@ -152,7 +152,8 @@ def is_erased(order: OrderDetails) -> bool:
 
 def kept(order: OrderDetails, erasures: Iterable[Erasure]) -> OrderDetails:
     """The order as a service may keep and pass on: erased when an erasure applied here covers it
-    (an order placed before the request that reaches the service only after it)."""
+    (an order placed before the request that reaches the service only after it), else the very
+    same object (``kept(o, e) is o`` tells that nothing covers it)."""
     return erase_order(order) if any(covers(e, order) for e in erasures) else order
 
 

@@ -16,14 +16,7 @@ from libs.contracts.fulfillment import StageChanged
 from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
-from libs.contracts.privacy import (
-    ERASED,
-    ERASED_EMAIL,
-    Erasure,
-    ErasureRequested,
-    covers,
-    customers_of,
-)
+from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
 from libs.platform.erasures import Erased, applied
 from libs.platform.records import Rejected
 from services.notification.app.ports import (
@@ -75,27 +68,26 @@ async def remember_customers(received: Sequence[OrderReceived], uow: Notificatio
     The contact of an order placed before an erasure of its customer that arrives after it is kept
     erased, and the order's e-mails (queued already, or to come) are never sent."""
     erasures = await uow.erasures.covering(customers_of(fact.order for fact in received))
-    contacts = [contact_of(fact, [e for e in erasures if covers(e, fact.order)]) for fact in received]
+    contacts = [contact_of(fact, erasures) for fact in received]
     await uow.customers.remember(contacts)
     if erased := [c.order_id for c in contacts if c.erased]:
         await uow.emails.forget(erased)
     return [[] for _ in received]
 
 
-def contact_of(fact: OrderReceived, covering: Sequence[Erasure]) -> Contact:
-    order = fact.order
-    if covering:
-        return Contact(
-            fact.order_id, ERASED_EMAIL, ERASED, order.external_id, order.channel, None, order.placed_at, True
-        )
+def contact_of(fact: OrderReceived, erasures: Sequence[Erasure]) -> Contact:
+    """The order's contact; one an erasure covers holds the erased markers and no customer id."""
+    order = kept(fact.order, erasures)
+    erased = order is not fact.order
     return Contact(
         fact.order_id,
         order.customer.email,
         order.customer.name,
         order.external_id,
-        order.channel,
-        order.customer.id,
-        order.placed_at,
+        channel=order.channel,
+        customer_id=None if erased else order.customer.id,
+        placed_at=order.placed_at,
+        erased=erased,
     )
 
 
