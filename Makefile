@@ -6,18 +6,22 @@ BIN    := $(VENV)/bin
 LOCK   := requirements/dev.lock
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 PYTEST := $(BIN)/pytest
+# The official AsyncAPI parser (npm, exact versions from the committed lock) for the contract tests.
+ASYNCAPI_TOOLS := tests/contract/asyncapi
+NPM_STAMP := $(ASYNCAPI_TOOLS)/node_modules/.installed-$(shell cat $(ASYNCAPI_TOOLS)/package-lock.json | sha1sum | cut -c1-12)
 # uv resolves for every platform and Python >= 3.11, so one lock serves laptops, CI and the image.
 # Debian's packages that build and run the images (catatonit is the containers' init).
 CONTAINER_PACKAGES := podman runc catatonit mmdebstrap
 COMPILE := $(BIN)/uv pip compile pyproject.toml requirements/tools.in --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: help install lock kafka stack-up stack-down run test test-fast test-containers lint contracts demo bench chaos clean
+.PHONY: help install lock test-prod kafka stack-up stack-down run test test-fast test-containers lint contracts demo bench chaos clean
 
 help:
 	@echo "make run        start Kafka, PostgreSQL and the five services (Ctrl-C stops all)"
 	@echo "make test       install everything needed and run unit, contract, integration and e2e tests"
 	@echo "make test-fast  unit + contract tests only (seconds, no broker or database)"
 	@echo "make lint       ruff + mypy + import boundaries"
+	@echo "make test-prod  the installed wheel, as deployed (non-root, manifests' env), on the secured broker"
 	@echo "make test-containers  build the images with Podman, run the Compose stack, one order to delivered"
 	@echo "make lock       refresh requirements/*.lock after changing pins in pyproject.toml"
 	@echo "make demo       seed data and play a channel submitting orders, showing orders by status"
@@ -30,16 +34,24 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK)
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	# setuptools leaves a baton.egg-info in the checkout; processes started here would read its
+	# entry points (a snapshot) before the virtualenv's, so it goes: the venv's metadata is the truth.
+	rm -rf baton.egg-info
 	$(BIN)/pip check
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+# Exactly package-lock.json, no install scripts (the parser needs none), into the folder's node_modules/.
+$(NPM_STAMP): $(ASYNCAPI_TOOLS)/package.json $(ASYNCAPI_TOOLS)/package-lock.json
+	npm ci --prefix $(ASYNCAPI_TOOLS) --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
 
 # After changing a pin in pyproject.toml (or requirements/tools.in): re-resolve both locks from PyPI.
 lock: $(STAMP)
 	$(COMPILE) -o requirements/runtime.lock
 	$(COMPILE) --extra dev -o requirements/dev.lock
 
-install: $(STAMP)
+install: $(STAMP) $(NPM_STAMP)
 	$(BIN)/baton stack fetch
 
 kafka: install
@@ -57,7 +69,12 @@ run: install
 test: install
 	$(PYTEST) -m "unit or contract or integration or e2e or chaos" -p no:cacheprovider
 
-test-fast: $(STAMP)
+# The production profile: the built wheel in a virtualenv outside the repository, run as a non-root
+# user with the manifests' environment, on the secured broker with ACLs and per-service roles.
+test-prod: install
+	$(PYTEST) -m prod -p no:cacheprovider
+
+test-fast: $(STAMP) $(NPM_STAMP)
 	$(PYTEST) -m "unit or contract" -q -p no:cacheprovider
 
 # The images built with Podman from Debian's packages (installed here when missing) and the Compose

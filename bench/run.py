@@ -48,6 +48,7 @@ from libs.platform.supervisor import Supervisor
 from libs.simulators.world import demo_shop, random_order
 from tests.support.infra import (
     Infra,
+    delete_topics,
     fresh_environment,
     fresh_name,
     start_infra,
@@ -55,6 +56,7 @@ from tests.support.infra import (
     stop_infra,
 )
 from tests.support.mail import MailBox
+from tests.support.policy import channels_file
 
 RESULTS = Path(__file__).parent / "results"
 HOPS = (
@@ -124,6 +126,7 @@ async def relay_chain(infra: Infra) -> Any:
             p.terminate()
         for p in processes:
             p.wait(10)
+        await delete_topics(infra, prefix)
 
 
 async def transport_baseline(infra: Infra, messages: int, payload: bytes) -> dict[str, Any]:
@@ -295,7 +298,7 @@ async def fleet_run(
     env = environment.service_env() | {
         "BATON_SMTP_PORT": str(smtp_port),
         "BATON_HTTP_PORT": "0",
-        "BATON_HOLD_THRESHOLD": "100000000",
+        "BATON_CHANNELS_FILE": str(channels_file(log_dir, hold_threshold="100000000")),
         "BATON_LOG_LEVEL": "WARNING",
     }
     trace_dir = log_dir / "traces"

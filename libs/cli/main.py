@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from libs.cli.config import config_app
 from libs.contracts.topics import SERVICES
 from libs.platform import stack
 from libs.platform.supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from libs.platform.secret_box import SecretBox
     from libs.platform.settings import BatonSettings
 
 # Typer's rich tracebacks print every frame's local variables by default: a Kafka password would be
@@ -45,6 +47,11 @@ privacy_app = typer.Typer(
     no_args_is_help=True, help="Personal data: erase a customer everywhere, and see where an erasure stands."
 )
 app.add_typer(privacy_app, name="privacy")
+app.add_typer(config_app, name="config")
+rules_app = typer.Typer(
+    no_args_is_help=True, help="Validation rules: built-in and plugins (validation adds `list`)."
+)
+app.add_typer(rules_app, name="rules")
 
 
 def _settings() -> BatonSettings:
@@ -348,6 +355,7 @@ def running_fleet(counts: dict[str, int], log_dir: Path | None, secure: bool = F
         "BATON_LOG_JSON": os.environ.get("BATON_LOG_JSON", "false"),
         "PGPASSFILE": str(passfile),
     }
+    env.update(local_webhook_env(env))
     if not env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         env.setdefault("BATON_TRACE_DIR", str(stack.cache_dir() / "traces"))
     fleet: Supervisor | None = None
@@ -388,6 +396,19 @@ def running_fleet(counts: dict[str, int], log_dir: Path | None, secure: bool = F
         typer.echo("fleet stopped")
 
 
+def local_webhook_env(env: dict[str, str]) -> dict[str, str]:
+    """The local fleet's webhook settings, unless set: the key made once in the cache folder (0600;
+    `baton webhooks add` finds it there too) and loopback receivers allowed."""
+    from libs.platform.secret_box import KEY_SETTING, local_key
+
+    local: dict[str, str] = {}
+    if not env.get(KEY_SETTING):
+        local[KEY_SETTING] = local_key(create=True) or ""
+    if not env.get("BATON_WEBHOOK_ALLOWED_CIDRS"):
+        local["BATON_WEBHOOK_ALLOWED_CIDRS"] = "127.0.0.1/32,::1/128"
+    return local
+
+
 def wait_for_stop(fleet: Supervisor, until: threading.Event | None = None) -> None:
     """Block until Ctrl-C, SIGTERM, ``until`` is set, or a service process dies."""
     stopping = until or threading.Event()
@@ -420,35 +441,131 @@ def _publish(topic: str, key: str, body: dict[str, object]) -> None:
     asyncio.run(send())
 
 
+def _secret_box() -> SecretBox:
+    """The key notification seals secrets with: BATON_WEBHOOK_SECRETS_KEY, or the local fleet's."""
+    from pydantic import ValidationError
+
+    from libs.platform.secret_box import KEY_SETTING, WebhookOperatorSettings
+
+    try:
+        box = WebhookOperatorSettings().secret_box()
+    except (ValidationError, ValueError):
+        typer.echo(f"baton: {KEY_SETTING} must be one or more comma-separated Fernet keys", err=True)
+        raise typer.Exit(2) from None
+    if box is None:
+        typer.echo(
+            f"baton: {KEY_SETTING} is not set: secrets are sent sealed with the key notification has",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return box
+
+
+def _signing_secret(secret_file: Path | None) -> tuple[str, bool]:
+    """A new secret (shown once), or the operator's own read from a file or stdin (`-`): a secret
+    never goes on a command line. Returns it and whether it was generated here."""
+    from libs.platform.secret_box import new_webhook_secret
+
+    if secret_file is None:
+        return new_webhook_secret(), True
+    import sys
+
+    text = sys.stdin.read() if str(secret_file) == "-" else secret_file.read_text()
+    secret = text.strip()
+    if not secret or "\n" in secret:
+        raise typer.BadParameter("the secret file must hold one line, `whsec_<base64>`")
+    return secret, False
+
+
+SECRET_FILE_HELP = (
+    "bring your own secret (`whsec_` + base64 of 24-64 bytes) from this file, or `-` for stdin; "
+    "by default a new one is generated and printed once"
+)
+
+
+def _show_secret(secret: str) -> None:
+    typer.echo(secret)
+    typer.echo(
+        "The signing secret above is shown once: give it to the receiver. Baton keeps it encrypted.",
+        err=True,
+    )
+
+
 @webhooks_app.command("add")
 def webhooks_add(
-    url: Annotated[str, typer.Option(help="where deliveries are POSTed")],
-    secret: Annotated[
-        str, typer.Option(help="signing secret, `whsec_<base64>` or any string of 8+ characters")
-    ],
+    url: Annotated[str, typer.Option(help="where deliveries are POSTed (https on a public host)")],
     events: Annotated[
         str, typer.Option(help="comma-separated, e.g. order.shipped,stage.entered:packed or *")
     ],
     subscription_id: Annotated[str | None, typer.Option(help="defaults to a new id")] = None,
+    secret_file: Annotated[Path | None, typer.Option(help=SECRET_FILE_HELP)] = None,
 ) -> None:
-    """Subscribe an endpoint to order statuses and stage events."""
+    """Subscribe an endpoint to order statuses and stage events; prints the subscription id, then
+    the new signing secret (once).
+
+    The secret travels sealed with BATON_WEBHOOK_SECRETS_KEY. Notification checks the URL with its
+    egress guard (`baton webhooks check-url`) and the secret; a refused subscription is
+    dead-lettered with the cause (`baton dlq list --service notification`)."""
     import uuid
 
+    from libs.contracts.notification import WebhookSubscriptionChanged
     from libs.contracts.topics import NOTIFICATION_SUBSCRIPTIONS
 
+    box = _secret_box()
+    secret, generated = _signing_secret(secret_file)
     sid = subscription_id or f"sub_{uuid.uuid4().hex[:12]}"
-    _publish(
-        NOTIFICATION_SUBSCRIPTIONS,
-        sid,
-        {
-            "action": "add",
-            "subscription_id": sid,
-            "url": url,
-            "secret": secret,
-            "events": [e.strip() for e in events.split(",") if e.strip()],
-        },
+    command = WebhookSubscriptionChanged(
+        action="add",
+        subscription_id=sid,
+        url=url,
+        secret_ciphertext=box.seal(secret),
+        events=[e.strip() for e in events.split(",") if e.strip()],
     )
+    _publish(NOTIFICATION_SUBSCRIPTIONS, sid, command.model_dump(mode="json", exclude_none=True))
     typer.echo(sid)
+    if generated:
+        _show_secret(secret)
+
+
+@webhooks_app.command("rotate-secret")
+def webhooks_rotate_secret(
+    subscription_id: str,
+    grace_hours: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=720,
+            help="hours the old secret stays valid; deliveries carry both signatures meanwhile",
+        ),
+    ] = 24.0,
+    secret_file: Annotated[Path | None, typer.Option(help=SECRET_FILE_HELP)] = None,
+) -> None:
+    """Give a subscription a new signing secret (printed once). For --grace-hours deliveries are
+    signed with the old and the new secret (`webhook-signature: v1,<new> v1,<old>`), then the new one only."""
+    from libs.contracts.notification import WebhookSubscriptionChanged
+    from libs.contracts.topics import NOTIFICATION_SUBSCRIPTIONS
+
+    box = _secret_box()
+    secret, generated = _signing_secret(secret_file)
+    command = WebhookSubscriptionChanged(
+        action="rotate_secret",
+        subscription_id=subscription_id,
+        secret_ciphertext=box.seal(secret),
+        grace_hours=grace_hours,
+    )
+    _publish(NOTIFICATION_SUBSCRIPTIONS, subscription_id, command.model_dump(mode="json", exclude_none=True))
+    if generated:
+        _show_secret(secret)
+    else:
+        typer.echo(f"rotation of {subscription_id} sent")
+
+
+@webhooks_app.command("new-key")
+def webhooks_new_key() -> None:
+    """Print a new key for BATON_WEBHOOK_SECRETS_KEY (put it in a secret store, never in a file in git)."""
+    from libs.platform.secret_box import new_key
+
+    typer.echo(new_key())
 
 
 @webhooks_app.command("remove")
@@ -698,11 +815,25 @@ def demo(
 
 
 def _add_service_commands() -> None:
-    """Commands a service adds to `baton` (e.g. fulfillment's `pipelines`), from the `baton.commands`
-    entry points: the CLI offers them without importing services by name."""
+    """Commands a service adds to `baton` (e.g. fulfillment's `pipelines`, notification's `api-keys`
+    group and `webhooks check-url`: `<group>.<name>`), from the `baton.commands` entry points: the
+    CLI offers them without importing services by name."""
+    groups = {
+        "webhooks": webhooks_app,
+        "dlq": dlq_app,
+        "topics": topics_app,
+        "stack": stack_app,
+        "rules": rules_app,
+    }
     for command in entry_points(group="baton.commands"):
+        group, _, name = command.name.rpartition(".")
         with contextlib.suppress(ImportError):  # a service that is not installed adds nothing
-            app.command(name=command.name)(command.load())
+            loaded = command.load()
+            target = groups.get(group, app)
+            if isinstance(loaded, typer.Typer):
+                target.add_typer(loaded, name=name)
+            else:
+                target.command(name=name)(loaded)
 
 
 _add_service_commands()

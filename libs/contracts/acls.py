@@ -10,8 +10,8 @@ in the tests. ``baton acls apply`` writes it to the cluster; the README's ACL ta
 - **reader** (dashboards, analytics) reads the public topics in groups named ``<prefix>reader.*``.
 - **operator** (the ``baton`` CLI): reads every dead-letter topic (``dlq list``) and the erasure
   outcomes (``privacy status``), writes every service input (``dlq replay`` sends a record back
-  to where it came from; the ``webhooks`` and ``privacy erase`` commands write some of those
-  inputs) and describes Baton's groups (``top``: lag and members).
+  to where it came from; the ``webhooks``, ``api-keys`` and ``privacy erase`` commands write some
+  of those inputs) and describes Baton's groups (``top``: lag and members).
 - **admin** is a super user, used only by ``baton topics apply`` and ``baton acls apply``.
 
 Every name is prefixed with ``BATON_TOPIC_PREFIX``, so environments sharing a cluster stay apart.

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated
+from functools import cache
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 
 def utcnow() -> datetime:
@@ -21,6 +34,93 @@ Money = Annotated[
 ]
 
 
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+"""Controls (NUL, CR, LF, tab, VT, NEL...), format characters (bidi overrides, zero-width space, BOM),
+line and paragraph separators, lone surrogates: none belongs in a name, an id, an address or a
+reason, and each has broken something downstream (an e-mail header, a log line, a PostgreSQL row)."""
+
+ALLOWED_FORMAT_CHARACTERS = frozenset({"\u200c", "\u200d"})
+"""Zero-width non-joiner and joiner: part of how Persian, Indic scripts and emoji are written."""
+
+
+def _refused_ranges() -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    for code in range(0x110000):
+        char = chr(code)
+        category = unicodedata.category(char)
+        if category not in REFUSED_CATEGORIES or category == "Cs" or char in ALLOWED_FORMAT_CHARACTERS:
+            continue
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    return ranges
+
+
+def _class_member(code: int) -> str:
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return chr(code)  # no escape of an astral character reads the same in Python, ECMAScript and Rust
+
+
+@cache
+def text_pattern() -> str:
+    """The same rule as a regular expression, for the AsyncAPI and OpenAPI documents: an explicit class
+    (no ``\\p{...}``), so Python's ``re``, ECMAScript and Rust's regex read it alike. Computed when a
+    document is made, not at import (a walk over every code point)."""
+    members = (
+        _class_member(low) if low == high else f"{_class_member(low)}-{_class_member(high)}"
+        for low, high in _refused_ranges()
+    )
+    return "^[^" + "".join(members) + "]*$"
+
+
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def refused_character(value: str) -> str | None:
+    """The first character ``Text`` refuses in ``value``, or None."""
+    if value.isascii():
+        found = _ASCII_CONTROL.search(value)
+        return found.group() if found else None
+    for char in value:
+        if unicodedata.category(char) in REFUSED_CATEGORIES and char not in ALLOWED_FORMAT_CHARACTERS:
+            return char
+    return None
+
+
+def _printable(value: str) -> str:
+    char = refused_character(value)
+    if char is not None:
+        name = unicodedata.name(char, "") or "a control character"
+        raise ValueError(
+            f"U+{ord(char):04X} ({name}) is not allowed in text: one line of printable characters"
+        )
+    return value
+
+
+class _DocumentedRule:
+    """Shows the rule in the JSON schema (unless the field has a stricter pattern of its own)."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema: dict[str, Any] = handler(core_schema)
+        schema.setdefault("pattern", text_pattern())
+        return schema
+
+
+Text = Annotated[str, AfterValidator(_printable), _DocumentedRule()]
+"""Every free-text field of every contract: one line of printable characters.
+
+Refused (the record is a `schema_violation`, dead-lettered with the field named): the characters of
+``REFUSED_CATEGORIES``, NUL included, except the zero-width (non-)joiner. Leading and trailing
+whitespace is stripped (``Contract``), so a stray trailing line separator disappears rather than
+failing. No exception per field: a note or a reason is one line too."""
+
+
 class Contract(BaseModel):
     """Base for every payload: unknown fields are tolerated (contracts grow), models are immutable."""
 
@@ -31,7 +131,7 @@ class Event(Contract):
     """Fields every event carries. ``event_id`` is how consumers recognise a redelivered event."""
 
     event_id: UUID = Field(default_factory=uuid4, description="Unique per event; duplicates share it")
-    event_type: str = Field(description="What happened, e.g. `order.status-changed`")
+    event_type: Text = Field(description="What happened, e.g. `order.status-changed`")
     occurred_at: AwareDatetime = Field(default_factory=utcnow, description="When it happened (UTC)")
     schema_version: int = Field(default=1, ge=1, description="Version of this event's schema")
 

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, Field
 
-from libs.contracts.envelope import Contract, Event
+from libs.contracts.envelope import Contract, Event, Text
 
 
 class FulfillmentUpdate(Contract):
@@ -17,13 +17,13 @@ class FulfillmentUpdate(Contract):
     fulfil it (``note`` says why, e.g. `damaged`, `not_found`). A repeated ``update_id`` changes nothing.
     """
 
-    shipment_id: str = Field(min_length=1, max_length=200)
-    update_id: str = Field(min_length=1, max_length=200)
-    stage: str = Field(min_length=1, max_length=64)
+    shipment_id: Text = Field(min_length=1, max_length=200)
+    update_id: Text = Field(min_length=1, max_length=200)
+    stage: Text = Field(min_length=1, max_length=64)
     occurred_at: AwareDatetime
-    carrier: str | None = Field(default=None, max_length=100)
-    tracking_number: str | None = Field(default=None, max_length=200)
-    note: str | None = Field(default=None, max_length=2000)
+    carrier: Text | None = Field(default=None, max_length=100)
+    tracking_number: Text | None = Field(default=None, max_length=200)
+    note: Text | None = Field(default=None, max_length=2000)
 
 
 class StageChanged(Event):
@@ -35,12 +35,12 @@ class StageChanged(Event):
 
     event_type: Literal["fulfillment.stage-changed"] = "fulfillment.stage-changed"
     order_id: UUID
-    shipment_id: str
-    pipeline: str
-    left_stage: str | None
-    entered_stage: str | None
+    shipment_id: Text
+    pipeline: Text
+    left_stage: Text | None
+    entered_stage: Text | None
     change: Literal["entered", "moved", "left"]
-    reason: str | None = None
+    reason: Text | None = None
 
     def partition_key(self) -> str:
         return str(self.order_id)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from libs.contracts.envelope import Contract, Money
+from libs.contracts.envelope import Contract, Money, Text
 from libs.contracts.vocabulary import LocationKind
 
 
 class LocationUpdated(Contract):
     """On `inventory.locations.v1`, key = location id. The latest message per location wins."""
 
-    location_id: str = Field(min_length=1, max_length=100)
-    name: str = Field(max_length=300)
+    location_id: Text = Field(min_length=1, max_length=100)
+    name: Text = Field(max_length=300)
     kind: LocationKind
     lat: float | None = None
     lon: float | None = None
-    countries: list[str] = Field(min_length=1, description="ISO-3166 alpha-2 codes this location ships to")
+    countries: list[Text] = Field(min_length=1, description="ISO-3166 alpha-2 codes this location ships to")
     cost_per_shipment: Money
     active: bool = True
 
@@ -27,12 +27,12 @@ class StockAdjusted(Contract):
     Either ``delta`` (received +, lost -) or ``on_hand`` (a stock count that replaces the figure).
     """
 
-    adjustment_id: str = Field(min_length=1, max_length=200)
-    sku: str = Field(min_length=1, max_length=100)
-    location_id: str = Field(min_length=1, max_length=100)
+    adjustment_id: Text = Field(min_length=1, max_length=200)
+    sku: Text = Field(min_length=1, max_length=100)
+    location_id: Text = Field(min_length=1, max_length=100)
     delta: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
     on_hand: int | None = Field(default=None, ge=0, le=100_000_000)
-    reason: str = Field(default="", max_length=500)
+    reason: Text = Field(default="", max_length=500)
 
     @model_validator(mode="after")
     def _one_of_delta_or_count(self) -> StockAdjusted:

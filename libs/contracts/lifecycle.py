@@ -1,7 +1,8 @@
-"""Internal facts about an order, on `orders.lifecycle.v1` (key = order id).
+"""Internal facts about an order, on the facts topics of the services that handle them (key = order id).
 
-Each service writes what it decided here; intake turns the facts into the public, versioned
-status stream. One topic keyed by order id keeps every order's facts in causal order.
+Each service writes what it decided; the topology (`topology.py`) sends each fact to the
+`<service>.facts.v1` topic of every service that handles it, and intake turns the facts into the
+public, versioned status stream. Keyed by order id, one order's facts stay in causal order.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from libs.contracts.envelope import Event
+from libs.contracts.envelope import Event, Text
 from libs.contracts.orders import OrderDetails, Reason, Shipment, ShipmentLine
 
 
@@ -24,21 +25,29 @@ class OrderFact(Event):
 
 
 class OrderReceived(OrderFact):
+    """Intake accepted a channel's order under its stable id: validation checks it."""
+
     event_type: Literal["order.received"] = "order.received"
     order: OrderDetails
 
 
 class OrderValidated(OrderFact):
+    """Validation found nothing wrong (or support released a held order): allocation sources it."""
+
     event_type: Literal["order.validated"] = "order.validated"
     order: OrderDetails
 
 
 class OrderRejected(OrderFact):
+    """Validation found faults (every failed rule in ``reasons``), or support rejected a held order."""
+
     event_type: Literal["order.rejected"] = "order.rejected"
     reasons: list[Reason]
 
 
 class OrderHeld(OrderFact):
+    """The order waits for support's decision on `orders.hold-decisions.v1` (e.g. a large first order)."""
+
     event_type: Literal["order.held"] = "order.held"
     reasons: list[Reason]
 
@@ -49,7 +58,7 @@ class OrderAllocated(OrderFact):
     event_type: Literal["order.allocated"] = "order.allocated"
     shipments: list[Shipment]
     order: OrderDetails
-    cancel_request_id: str | None = Field(default=None, description="Set when a partial cancel caused it")
+    cancel_request_id: Text | None = Field(default=None, description="Set when a partial cancel caused it")
     backordered_lines: list[ShipmentLine] = Field(
         default_factory=list,
         description="Lines still waiting for stock (a failed parcel that could not be sourced again)",
@@ -57,14 +66,16 @@ class OrderAllocated(OrderFact):
 
 
 class OrderBackordered(OrderFact):
+    """Stock cannot cover the order now; allocation allocates it, oldest first, when stock arrives."""
+
     event_type: Literal["order.backordered"] = "order.backordered"
     reasons: list[Reason]
 
 
 class CancelFact(OrderFact):
-    request_id: str
+    request_id: Text
     lines: list[ShipmentLine] | None = None
-    reason: str = ""
+    reason: Text = ""
 
 
 class OrderCancelRequested(CancelFact):
@@ -88,13 +99,17 @@ class OrderCancelAccepted(CancelFact):
 
 
 class OrderCancelRefused(CancelFact):
+    """The cancel request cannot be honoured (e.g. `already_shipped`); nothing changed."""
+
     event_type: Literal["order.cancel-refused"] = "order.cancel-refused"
     reasons: list[Reason]
 
 
 class OrderCancelled(OrderFact):
+    """Allocation cancelled the whole order and released what it held."""
+
     event_type: Literal["order.cancelled"] = "order.cancelled"
-    request_id: str
+    request_id: Text
     reasons: list[Reason] = Field(default_factory=list)
 
 
@@ -111,8 +126,8 @@ class ShipmentShipped(OrderFact):
     """The parcel left the location: its reserved units leave the stock."""
 
     event_type: Literal["shipment.shipped"] = "shipment.shipped"
-    shipment_id: str
-    location_id: str
+    shipment_id: Text
+    location_id: Text
     lines: list[ShipmentLine]
 
 
@@ -120,10 +135,10 @@ class ShipmentFailed(OrderFact):
     """The location cannot fulfil the shipment: write the units off there and source them again."""
 
     event_type: Literal["shipment.failed"] = "shipment.failed"
-    shipment_id: str
-    location_id: str
+    shipment_id: Text
+    location_id: Text
     lines: list[ShipmentLine]
-    reason: str
+    reason: Text
 
 
 LifecycleFact = Annotated[

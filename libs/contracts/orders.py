@@ -8,51 +8,55 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, Field
 
-from libs.contracts.envelope import Contract, Event, Money
+from libs.contracts.envelope import Contract, Event, Money, Text
 from libs.contracts.vocabulary import OrderStatus, ShippingMethod
 
 
 class Customer(Contract):
-    id: str = Field(min_length=1, max_length=200, description="The channel's customer id")
-    email: str = Field(min_length=3, max_length=320, description="Where customer messages go")
-    name: str = Field(min_length=1, max_length=300)
+    id: Text = Field(min_length=1, max_length=200, description="The channel's customer id")
+    email: Text = Field(
+        max_length=320,
+        description="Where customer messages go: exactly one address (`name@example.com`); an order"
+        " whose address is not one valid address is rejected by validation (`invalid_email`)",
+    )
+    name: Text = Field(min_length=1, max_length=300)
 
 
 class Address(Contract):
-    name: str = Field(max_length=300, description="Recipient")
-    line1: str = Field(max_length=300)
-    line2: str | None = Field(default=None, max_length=300)
-    city: str = Field(max_length=200)
-    postal_code: str = Field(max_length=40)
-    country: str = Field(max_length=8, description="ISO-3166 alpha-2 country code, e.g. `DE`")
+    name: Text = Field(max_length=300, description="Recipient")
+    line1: Text = Field(max_length=300)
+    line2: Text | None = Field(default=None, max_length=300)
+    city: Text = Field(max_length=200)
+    postal_code: Text = Field(max_length=40)
+    country: Text = Field(max_length=8, description="ISO-3166 alpha-2 country code, e.g. `DE`")
     lat: float | None = Field(default=None, description="Latitude, for distance-aware sourcing")
     lon: float | None = Field(default=None, description="Longitude, for distance-aware sourcing")
 
 
 class OrderLine(Contract):
-    sku: str = Field(min_length=1, max_length=100)
+    sku: Text = Field(min_length=1, max_length=100)
     quantity: int = Field(description="Units ordered; must be positive (checked by validation)")
     unit_price: Money = Field(description="Price per unit the customer was shown")
 
 
 class Payment(Contract):
-    status: str = Field(
+    status: Text = Field(
         max_length=40, description="`authorized` or `captured` to proceed; anything else rejects"
     )
-    reference: str = Field(max_length=200, description="The payment provider's reference")
+    reference: Text = Field(max_length=200, description="The payment provider's reference")
     amount: Money = Field(description="Amount authorized, in the order's currency")
 
 
 class OrderDetails(Contract):
     """The order as a channel placed it; carried on internal events so each service is self-sufficient."""
 
-    channel: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
-    external_id: str = Field(min_length=1, max_length=200, description="The channel's own order id")
+    channel: Text = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    external_id: Text = Field(min_length=1, max_length=200, description="The channel's own order id")
     placed_at: AwareDatetime
     customer: Customer
     shipping_address: Address
     shipping_method: ShippingMethod
-    currency: str = Field(min_length=3, max_length=3, description="ISO-4217 code")
+    currency: Text = Field(min_length=3, max_length=3, description="ISO-4217 code")
     lines: list[OrderLine] = Field(min_length=1, max_length=500)
     payment: Payment
 
@@ -75,24 +79,24 @@ class OrderSubmitted(OrderDetails):
 class Reason(Contract):
     """A machine-readable reason (``code``) with words for people; ``sku`` when one line is at fault."""
 
-    code: str = Field(description="e.g. `unknown_sku`, `price_mismatch`, `insufficient_stock`")
-    message: str
-    sku: str | None = None
+    code: Text = Field(description="e.g. `unknown_sku`, `price_mismatch`, `insufficient_stock`")
+    message: Text
+    sku: Text | None = None
 
 
 class ShipmentLine(Contract):
-    sku: str
+    sku: Text
     quantity: int = Field(gt=0)
 
 
 class Shipment(Contract):
-    shipment_id: str = Field(description="Stable id of one parcel from one location")
-    location_id: str
+    shipment_id: Text = Field(description="Stable id of one parcel from one location")
+    location_id: Text
     lines: list[ShipmentLine]
-    pipeline: str | None = Field(default=None, description="Fulfillment pipeline, once in fulfillment")
-    stage: str | None = Field(default=None, description="Current pipeline stage, once in fulfillment")
-    carrier: str | None = None
-    tracking_number: str | None = None
+    pipeline: Text | None = Field(default=None, description="Fulfillment pipeline, once in fulfillment")
+    stage: Text | None = Field(default=None, description="Current pipeline stage, once in fulfillment")
+    carrier: Text | None = None
+    tracking_number: Text | None = None
 
 
 class OrderStatusChanged(Event):
@@ -104,8 +108,8 @@ class OrderStatusChanged(Event):
 
     event_type: Literal["order.status-changed"] = "order.status-changed"
     order_id: UUID
-    channel: str
-    external_id: str
+    channel: Text
+    external_id: Text
     status: OrderStatus
     version: int = Field(ge=1, description="Per-order sequence number, gapless")
     reasons: list[Reason] = Field(default_factory=list)
@@ -123,8 +127,8 @@ class OrderRefused(Event):
     """
 
     event_type: Literal["order.refused"] = "order.refused"
-    channel: str
-    external_id: str
+    channel: Text
+    external_id: Text
     existing_order_id: UUID | None = None
     reasons: list[Reason]
 
@@ -137,8 +141,8 @@ class HoldDecision(Contract):
 
     order_id: UUID
     decision: Literal["release", "reject"]
-    decided_by: str = Field(min_length=1, max_length=200)
-    reason: str = Field(default="", max_length=2000)
+    decided_by: Text = Field(min_length=1, max_length=200)
+    reason: Text = Field(default="", max_length=2000)
     decision_id: UUID | None = Field(default=None, description="Idempotency key; repeated ids change nothing")
 
 
@@ -148,19 +152,19 @@ class CancelRequested(Contract):
     Name the order by ``order_id`` or by ``channel`` + ``external_id``. Idempotent per ``request_id``.
     """
 
-    request_id: str = Field(min_length=1, max_length=200)
+    request_id: Text = Field(min_length=1, max_length=200)
     order_id: UUID | None = None
-    channel: str | None = None
-    external_id: str | None = None
+    channel: Text | None = None
+    external_id: Text | None = None
     lines: list[ShipmentLine] | None = Field(default=None, description="Omit to cancel the whole order")
-    reason: str = Field(default="", max_length=2000)
+    reason: Text = Field(default="", max_length=2000)
 
 
 class CancellationOutcome(Event):
     """On `orders.cancellations.v1` (key = order id): what became of a cancel request."""
 
     event_type: Literal["order.cancellation-outcome"] = "order.cancellation-outcome"
-    request_id: str
+    request_id: Text
     order_id: UUID | None
     outcome: Literal["accepted", "refused"]
     reasons: list[Reason] = Field(default_factory=list)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import AwareDatetime, BaseModel, Field
 
-from libs.contracts.envelope import Contract, Event
+from libs.contracts.envelope import Contract, Event, Text
 from libs.contracts.orders import OrderDetails
 
 ERASED = "[erased]"
@@ -74,10 +74,10 @@ class ErasureRequested(Contract):
     are new and kept.
     """
 
-    request_id: str = Field(
+    request_id: Text = Field(
         min_length=1, max_length=200, description="Idempotency key; repeats change nothing"
     )
-    customer_id: str = Field(
+    customer_id: Text = Field(
         min_length=1, max_length=200, description="The channel's customer id (`customer.id`)"
     )
     channel: str | None = Field(
@@ -98,8 +98,8 @@ class ErasureApplied(Event):
     Sent once per service and request, however often the request is repeated."""
 
     event_type: Literal["privacy.erasure-applied"] = "privacy.erasure-applied"
-    request_id: str
-    service: str = Field(description="The service that applied it")
+    request_id: Text
+    service: Text = Field(description="The service that applied it")
     orders: int = Field(ge=0, description="Orders whose personal data this service erased")
     rows_changed: int = Field(ge=0, description="Rows it changed or deleted, in every table")
 

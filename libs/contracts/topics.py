@@ -20,8 +20,13 @@ FULFILLMENT_UPDATES = "fulfillment.updates.v1"
 FULFILLMENT_STAGE_CHANGES = "fulfillment.stage-changes.v1"
 NOTIFICATION_SUBSCRIPTIONS = "notification.subscriptions.v1"
 NOTIFICATION_REDELIVERIES = "notification.redeliveries.v1"
+NOTIFICATION_API_KEYS = "notification.api-keys.v1"
 PRIVACY_ERASURE_REQUESTS = "privacy.erasure-requests.v1"
 PRIVACY_ERASURES = "privacy.erasures.v1"
+
+DEFAULT_REPLICATION_FACTOR = 1
+"""Replicas per topic that `baton topics apply` creates, unless `BATON_TOPIC_REPLICATION_FACTOR` says
+otherwise (one for a local broker; three on a production cluster)."""
 
 SERVICES = ("intake", "validation", "allocation", "fulfillment", "notification")
 
@@ -65,6 +70,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(FULFILLMENT_STAGE_CHANGES, 8, "order id", True),
     TopicSpec(NOTIFICATION_SUBSCRIPTIONS, 1, "subscription id", False),
     TopicSpec(NOTIFICATION_REDELIVERIES, 1, "delivery id", False),
+    TopicSpec(NOTIFICATION_API_KEYS, 1, "key id", False),
     TopicSpec(PRIVACY_ERASURE_REQUESTS, 1, "request id", False),
     TopicSpec(PRIVACY_ERASURES, 1, "request id", False),
     *(TopicSpec(facts_topic(s), 8, "order id", False) for s in SERVICES),

@@ -37,7 +37,7 @@ from libs.contracts.lifecycle import (
     ShipmentFailed,
     ShipmentShipped,
 )
-from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
+from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import (
     CancellationOutcome,
     CancelRequested,
@@ -53,6 +53,7 @@ from libs.contracts.topics import (
     FULFILLMENT_UPDATES,
     INVENTORY_ADJUSTMENTS,
     INVENTORY_LOCATIONS,
+    NOTIFICATION_API_KEYS,
     NOTIFICATION_REDELIVERIES,
     NOTIFICATION_SUBSCRIPTIONS,
     ORDERS_CANCEL_REQUESTED,
@@ -98,6 +99,11 @@ class ServiceTopology:
         """One consumer group per input: a new member rebalances only the inputs it joins."""
         return f"baton.{self.name}.{input_name}"
 
+    def client_id(self, role: str, instance: str) -> str:
+        """The Kafka client id of one process's consumer of an input (``role`` = the input's name)
+        or of its outbox relay (``role`` = ``relay``): broker logs and quotas name both."""
+        return f"baton-{self.name}-{role}-{instance}"
+
     @property
     def groups(self) -> dict[str, str]:
         """Consumer group -> the topic it reads."""
@@ -126,6 +132,7 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     FulfillmentUpdate: FULFILLMENT_UPDATES,
     WebhookSubscriptionChanged: NOTIFICATION_SUBSCRIPTIONS,
     RedeliveryRequested: NOTIFICATION_REDELIVERIES,
+    ApiKeyChanged: NOTIFICATION_API_KEYS,
     OrderStatusChanged: ORDERS_STATUS,
     OrderRefused: ORDERS_REFUSED,
     CancellationOutcome: ORDERS_CANCELLATIONS,
@@ -134,6 +141,19 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     ErasureApplied: PRIVACY_ERASURES,
 }
 """The topic of every contract that is not an order fact: public events, and inputs from outside."""
+
+OUTSIDE_PRODUCERS: dict[str, str] = {
+    ORDERS_SUBMITTED: "channels (web shop, marketplace, phone, store POS)",
+    ORDERS_CANCEL_REQUESTED: "channels and customer service",
+    ORDERS_HOLD_DECISIONS: "support, deciding on held orders",
+    CATALOG_PRODUCTS: "the catalog system",
+    INVENTORY_LOCATIONS: "operations",
+    INVENTORY_ADJUSTMENTS: "operations and warehouses (receipts, losses, counts)",
+    FULFILLMENT_UPDATES: "warehouses and carriers",
+    NOTIFICATION_SUBSCRIPTIONS: "operators, with `baton webhooks add` / `remove`",
+    NOTIFICATION_REDELIVERIES: "operators, with `baton webhooks redeliver`",
+}
+"""Who outside Baton writes the topics Baton reads from outside, in words (for the AsyncAPI document)."""
 
 
 def _facts(service: str, *carries: type[OrderFact]) -> Input:
@@ -233,6 +253,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
         inputs=(
             _from("subscription_changed", WebhookSubscriptionChanged),
             _from("redelivery_requested", RedeliveryRequested),
+            _from("api_key_changed", ApiKeyChanged),
             _facts("notification", OrderReceived),
             _from("status_changed", OrderStatusChanged),
             _from("stage_changed", StageChanged),
@@ -273,6 +294,21 @@ def erasers() -> tuple[str, ...]:
 def producers_of(topic: str) -> tuple[str, ...]:
     """The services that write to ``topic``."""
     return tuple(s.name for s in TOPOLOGY if topic in s.writes)
+
+
+OUTSIDE_CONTRACTS: tuple[type[Contract], ...] = tuple(
+    c for c in PUBLISHED_ON if not any(c in s.emits for s in TOPOLOGY)
+)
+"""Contracts no Baton service emits: channels, the catalog, warehouses, carriers, support tools and
+the operators' commands write them."""
+
+
+def written_only_by_baton(topic: str) -> bool:
+    """Whether only Baton's services produce ``topic``: the facts topics, `orders.status.v1`,
+    `fulfillment.stage-changes.v1`, ... (the operator's `baton dlq replay` sends a record back where
+    it came from, unchanged). Only there is a record's ``event_id`` header Baton's own, so only
+    there does the inbox recognise a re-sent event by it; everywhere else a producer chose it."""
+    return bool(producers_of(topic)) and topic not in {PUBLISHED_ON[c] for c in OUTSIDE_CONTRACTS}
 
 
 def consumer_groups(services: Iterable[str] = SERVICES) -> dict[str, str]:

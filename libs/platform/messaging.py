@@ -62,7 +62,7 @@ async def write_outbox(conn: asyncpg.Connection, records: Iterable[Outgoing]) ->
         return 0
     await conn.execute(
         "INSERT INTO outbox (topic, key, value, headers)"
-        " SELECT t, k, v, h::jsonb FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])"
+        " SELECT t, k, v, h::json FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])"
         " WITH ORDINALITY AS o(t, k, v, h, n) ORDER BY n",
         [r.topic for r in rows],
         [r.key for r in rows],

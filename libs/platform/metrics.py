@@ -75,6 +75,12 @@ VALIDATION_DECISIONS = Counter(
     ["decision"],
     registry=REGISTRY,
 )
+VALIDATION_RULE_ERRORS = Counter(
+    "baton_validation_rule_errors",
+    "Plugin validation rules that raised or returned an undeclared code (the order was held)",
+    ["rule"],
+    registry=REGISTRY,
+)
 REJECTIONS = Counter(
     "baton_validation_rejections",
     "Failed validation rules (one order can fail several)",
@@ -98,6 +104,12 @@ WEBHOOK_ATTEMPTS = Counter(
     "baton_webhook_attempts",
     "Webhook delivery attempts by outcome (delivered, retry, dead)",
     ["outcome"],
+    registry=REGISTRY,
+)
+TIMERS_FIRED = Counter(
+    "baton_timers_fired",
+    "Durable timers fired (each once), by service and kind",
+    ["service", "kind"],
     registry=REGISTRY,
 )
 EMAILS = Counter("baton_emails", "Customer e-mails by outcome (sent, failed)", ["outcome"], registry=REGISTRY)

@@ -140,7 +140,7 @@ class InputProcessor:
             raise
         except Exception:
             if len(items) == 1:
-                await self._dead_letter_after_failure(items[0].record)
+                await self._dead_letter_after_failure(items[0])
                 return
             log.warning("transaction failed; isolating the poison record", exc_info=True)
             for item in items:
@@ -158,14 +158,14 @@ class InputProcessor:
             )
 
     async def _apply(self, conn: asyncpg.Connection, items: Sequence[Item]) -> list[SpanContext | None]:
-        fresh = await claim(conn, [i.record.message_id for i in items])
+        fresh = await claim(conn, [i.message_id for i in items])
         to_apply: list[Item] = []
         outcomes: Counter[str] = Counter()
         for item in items:
-            if item.record.message_id not in fresh:
+            if item.message_id not in fresh:
                 outcomes["duplicate"] += 1
                 continue
-            fresh.discard(item.record.message_id)  # a duplicate inside the same batch applies once
+            fresh.discard(item.message_id)  # a duplicate inside the same batch applies once
             to_apply.append(item)
         traced = tracing.enabled()
         started_ns = tracing.now_ns() if traced else 0
@@ -174,10 +174,16 @@ class InputProcessor:
         spans: list[SpanContext | None] = []
         for item, result in zip(to_apply, results, strict=True):
             if isinstance(result, Rejected):
-                log.info(
-                    "dead-lettering record", extra={"cause": result.cause, "source": item.record.message_id}
-                )
-                caused = [dead_letter(self._dead_letter_topic, item.record, result.cause, result.detail)]
+                log.info("dead-lettering record", extra={"cause": result.cause, "source": item.message_id})
+                caused = [
+                    dead_letter(
+                        self._dead_letter_topic,
+                        item.record,
+                        result.cause,
+                        result.detail,
+                        source_id=item.message_id,
+                    )
+                ]
                 outcome = "dead_lettered"
                 metrics.count(metrics.DEAD_LETTERS, self._service, result.cause)
             else:
@@ -193,14 +199,23 @@ class InputProcessor:
         await write_outbox(conn, out)
         return spans
 
-    async def _dead_letter_after_failure(self, record: Incoming) -> None:
+    async def _dead_letter_after_failure(self, item: Item) -> None:
         """The record failed on its own with a non-transient error: park it with the cause."""
         detail = traceback.format_exc(limit=5)
-        log.error("record failed permanently; dead-lettering", extra={"source": record.message_id})
+        log.error("record failed permanently; dead-lettering", extra={"source": item.message_id})
         async with self._pool().acquire() as conn, conn.transaction():
-            await claim(conn, [record.message_id])
+            await claim(conn, [item.message_id])
             await write_outbox(
-                conn, [dead_letter(self._dead_letter_topic, record, "processing_failed", detail)]
+                conn,
+                [
+                    dead_letter(
+                        self._dead_letter_topic,
+                        item.record,
+                        "processing_failed",
+                        detail,
+                        source_id=item.message_id,
+                    )
+                ],
             )
         metrics.count(metrics.DEAD_LETTERS, self._service, "processing_failed")
         metrics.count(metrics.RECORDS, self._service, self.name, "dead_lettered")

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libs.contracts.envelope import Event
+from libs.contracts.headers import REPLAYED_FROM, event_headers
 
 MAX_DEAD_LETTER_BYTES = 512 * 1024
 
-REPLAYED_FROM_HEADER = "dlq-replayed-from"
+REPLAYED_FROM_HEADER = REPLAYED_FROM
 """Set by `baton dlq replay` on a record sent back to its source topic: `<dead-letter topic>@<offset>`."""
 
 
@@ -31,15 +32,29 @@ class Incoming:
     headers: dict[str, str] = field(default_factory=dict)
 
     @property
-    def message_id(self) -> str:
-        """Baton's own events carry ``event_id``; foreign input is identified by its position.
+    def position(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
 
-        A record replayed from a dead-letter topic keeps its original headers (``event_id``
-        included), but its first delivery is in the inbox already: the replay is told apart by the
-        dead letter it came from, so it is applied once per replayed dead letter."""
-        base = self.headers.get("event_id") or f"{self.topic}/{self.partition}/{self.offset}"
+    def message_id(self, *, trust_event_id: bool) -> str:
+        """How the inbox recognises this record when it comes again.
+
+        On a topic only Baton's services write (``trust_event_id``): the ``event_id`` header, since the
+        outbox relay may send one event twice, at two offsets. A record replayed from a dead-letter
+        topic keeps its headers, ``event_id`` included, but its first delivery is in the inbox
+        already: the replay is told apart by the dead letter it came from, so it is applied once per
+        replayed dead letter.
+
+        On a topic outsiders write (channels, warehouses, the catalog, operators' commands): the
+        record's position, never a header. A producer picks its headers, so a forged ``event_id`` (or
+        replay header) could claim the id of a record still to come and have it dropped as a
+        duplicate. A redelivered record has the same position; a record sent twice is applied twice,
+        and those contracts are idempotent by their own keys (``external_id``, ``update_id``,
+        ``adjustment_id``, ...)."""
+        if not trust_event_id:
+            return self.position
+        base = self.headers.get("event_id") or self.position
         replayed_from = self.headers.get(REPLAYED_FROM_HEADER)
-        return f"{base}/replay/{replayed_from}" if replayed_from else base
+        return storable(f"{base}/replay/{replayed_from}" if replayed_from else base)
 
     @property
     def event_type(self) -> str | None:
@@ -56,28 +71,17 @@ class Outgoing:
     headers: dict[str, str]
 
     @classmethod
-    def events(cls, topics: Sequence[str], key: str, event: Event) -> list[Outgoing]:
-        """The same event (one serialisation, one ``event_id``) to each of ``topics``."""
+    def events(cls, topics: Sequence[str], key: str, event: Event, *, producer: str) -> list[Outgoing]:
+        """The same event (one serialisation, one ``event_id``) to each of ``topics``, with its
+        headers: Baton's and the CloudEvents binary-mode ones (``libs/contracts/headers.py``),
+        ``producer`` being the service that publishes it."""
         value = event.model_dump_json().encode()
-        headers = {
-            "event_id": str(event.event_id),
-            "event_type": event.event_type,
-            "content-type": "application/json",
-        }
+        headers = event_headers(event, producer, key)
         return [cls(topic=t, key=key, value=value, headers=dict(headers)) for t in topics]
 
     @classmethod
-    def event(cls, topic: str, key: str, event: Event) -> Outgoing:
-        return cls(
-            topic=topic,
-            key=key,
-            value=event.model_dump_json().encode(),
-            headers={
-                "event_id": str(event.event_id),
-                "event_type": event.event_type,
-                "content-type": "application/json",
-            },
-        )
+    def event(cls, topic: str, key: str, event: Event, *, producer: str) -> Outgoing:
+        return cls.events((topic,), key, event, producer=producer)[0]
 
 
 class Rejected(Exception):
@@ -93,9 +97,9 @@ class Rejected(Exception):
         self.detail = detail
 
 
-def dead_letter(service_topic: str, record: Incoming, cause: str, detail: str) -> Outgoing:
+def dead_letter(service_topic: str, record: Incoming, cause: str, detail: str, *, source_id: str) -> Outgoing:
     """The record as it came (value, key and every header, so a replay restores it exactly), plus
-    ``dlq-*`` headers saying why and where from."""
+    ``dlq-*`` headers saying why and where from; ``source_id`` is its inbox id."""
     original = {k: v for k, v in record.headers.items() if not k.startswith("dlq-")}
     return dead_letter_of(
         service_topic,
@@ -108,7 +112,7 @@ def dead_letter(service_topic: str, record: Incoming, cause: str, detail: str) -
             "dlq-source-topic": record.topic,
             "dlq-source-partition": str(record.partition),
             "dlq-source-offset": str(record.offset),
-            "dlq-source-message-id": record.message_id,
+            "dlq-source-message-id": source_id,
         },
     )
 
@@ -123,20 +127,38 @@ def dead_letter_of(
     headers: dict[str, str] | None = None,
 ) -> Outgoing:
     """A dead letter of anything a service gave up on (a record, an undeliverable webhook): the
-    payload (cut at 512 KB) with ``dlq-cause``, ``dlq-error``, ``dlq-at`` and the given headers."""
+    payload (cut at 512 KB) with ``dlq-cause``, ``dlq-error``, ``dlq-at`` and the given headers.
+
+    The key and header values are stored as PostgreSQL text (and jsonb) in the outbox, which cannot
+    hold NUL: a NUL in a hostile record's key or headers is replaced (U+FFFD) rather than failing
+    the transaction that parks the record. The value travels as bytes, exactly as it came."""
     return Outgoing(
         topic=service_topic,
-        key=key,
+        key=storable(key),
         value=value[:MAX_DEAD_LETTER_BYTES],
         headers={
-            **(headers or {}),
-            "dlq-id": str(uuid.uuid4()),
-            "dlq-cause": cause,
-            "dlq-error": detail[:2000],
-            "dlq-truncated": "true" if len(value) > MAX_DEAD_LETTER_BYTES else "false",
-            "dlq-at": str(time.time()),
+            storable(k): storable(v)
+            for k, v in {
+                **(headers or {}),
+                "dlq-id": str(uuid.uuid4()),
+                "dlq-cause": cause,
+                "dlq-error": detail[:2000],
+                "dlq-truncated": "true" if len(value) > MAX_DEAD_LETTER_BYTES else "false",
+                "dlq-at": str(time.time()),
+            }.items()
         },
     )
+
+
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL text can hold it: no NUL, no lone surrogate."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def headers_dict(raw: Any) -> dict[str, str]:

@@ -34,9 +34,10 @@ TABLE_RIGHTS = "SELECT, INSERT, UPDATE, DELETE"
 SEQUENCE_RIGHTS = "USAGE, SELECT"
 
 OPERATOR_READS: Mapping[str | None, Mapping[str, tuple[str, ...]]] = {
-    None: {"outbox": ("id", "created_at")},
+    None: {"outbox": ("id", "created_at"), "timers": ("kind", "key", "due_at")},
     "notification": {
         "subscriptions": ("subscription_id", "url", "events", "active"),
+        "api_keys": ("key_id", "name", "channels", "created_at", "revoked_at"),
         "deliveries": (
             "delivery_id",
             "subscription_id",
@@ -49,8 +50,9 @@ OPERATOR_READS: Mapping[str | None, Mapping[str, tuple[str, ...]]] = {
     },
 }
 """Schema (None: every schema) -> table -> the columns the operator commands read: `baton top` counts
-each outbox, `baton webhooks list` shows subscriptions (never their signing secret) and deliveries
-(never their body). A command that reads more needs its columns added here."""
+each outbox and its pending timers, `baton webhooks list` shows subscriptions (never their signing
+secret) and deliveries (never their body), `baton api-keys list` the status API's keys (never their
+digest). A command that reads more needs its columns added here."""
 
 
 class MigrateSettings(BatonSettings):

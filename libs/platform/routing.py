@@ -28,7 +28,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from libs.contracts.envelope import Contract, Event
-from libs.contracts.topology import Input, ServiceTopology, topics_for
+from libs.contracts.topology import Input, ServiceTopology, topics_for, written_only_by_baton
 from libs.platform.messaging import Incoming, Outgoing, Rejected
 
 U = TypeVar("U")
@@ -73,10 +73,34 @@ class Registration:
 
 @dataclass(frozen=True)
 class Item:
-    """A record and what it became: the contract object, or why it cannot be read."""
+    """A record, what it became (the contract object, or why it cannot be read), and its inbox id."""
 
     record: Incoming
     parsed: Contract | Rejected
+    message_id: str
+
+
+class EventRoutes:
+    """Where a service's events go: each to every topic its type goes to (the environment's names),
+    keyed by its partition key; a type the service does not declare is refused."""
+
+    def __init__(self, service: ServiceTopology, topic: Callable[[str], str] = str) -> None:
+        self._service = service
+        self._topic = topic
+        self._emits = frozenset(service.emits)
+        self._routes: dict[type[Contract], tuple[str, ...]] = {}
+
+    def __call__(self, events: Events) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for event in events:
+            kind = type(event)
+            if kind not in self._emits:
+                raise TypeError(f"{self._service.name} does not declare that it emits {kind.__name__}")
+            topics = self._routes.get(kind)
+            if topics is None:
+                topics = self._routes[kind] = tuple(self._topic(t) for t in topics_for(kind))
+            out.extend(Outgoing.events(topics, event.partition_key(), event, producer=self._service.name))
+        return out
 
 
 class BoundInput(Generic[U]):
@@ -92,7 +116,7 @@ class BoundInput(Generic[U]):
         topic: Callable[[str], str] = str,
     ) -> None:
         self.service = service
-        self._topic = topic
+        self.route = EventRoutes(service, topic)
         self.spec = spec
         self.shape = shape
         self._unit = unit
@@ -100,8 +124,8 @@ class BoundInput(Generic[U]):
         self._by_name = {_type_name(c): c for c in spec.carries}
         self._adapters: dict[type[Contract], TypeAdapter[Any]] = {c: TypeAdapter(c) for c in spec.carries}
         self._single = spec.carries[0] if len(spec.carries) == 1 else None
-        self._emits = frozenset(service.emits)
-        self._routes: dict[type[Contract], tuple[str, ...]] = {}
+        self.trusts_event_ids = written_only_by_baton(spec.topic)
+        """Only Baton's services write this input: a record's ``event_id`` header identifies it."""
 
     @property
     def name(self) -> str:
@@ -115,13 +139,15 @@ class BoundInput(Generic[U]):
 
     def parse(self, record: Incoming) -> Item:
         """Read an untrusted record into its contract, or a rejection a person can act on."""
+        message_id = record.message_id(trust_event_id=self.trusts_event_ids)
         contract = self._single or self._by_name.get(record.event_type or "") or self._sniff(record)
         if contract is None:
-            return Item(record, Rejected("unknown_event_type", f"{record.event_type!r} is not handled here"))
+            rejected = Rejected("unknown_event_type", f"{record.event_type!r} is not handled here")
+            return Item(record, rejected, message_id)
         try:
-            return Item(record, self._adapters[contract].validate_json(record.value))
+            return Item(record, self._adapters[contract].validate_json(record.value), message_id)
         except ValidationError as exc:
-            return Item(record, _rejection(exc))
+            return Item(record, _rejection(exc), message_id)
 
     def _sniff(self, record: Incoming) -> type[Contract] | None:
         """No ``event_type`` header (a hand-made record): read the type from the body."""
@@ -177,19 +203,6 @@ class BoundInput(Generic[U]):
                     outcomes.append(rejected)
         return [o if isinstance(o, Rejected) else self.route(o) for o in outcomes]
 
-    def route(self, events: Events) -> list[Outgoing]:
-        """Each event to every topic its type goes to, keyed by its partition key."""
-        out: list[Outgoing] = []
-        for event in events:
-            kind = type(event)
-            if kind not in self._emits:
-                raise TypeError(f"{self.service.name} does not declare that it emits {kind.__name__}")
-            topics = self._routes.get(kind)
-            if topics is None:
-                topics = self._routes[kind] = tuple(self._topic(t) for t in topics_for(kind))
-            out.extend(Outgoing.events(topics, event.partition_key(), event))
-        return out
-
 
 @dataclass
 class ServiceRouter(Generic[U]):
@@ -198,6 +211,23 @@ class ServiceRouter(Generic[U]):
     topology: ServiceTopology
     unit: Callable[[asyncpg.Connection], U]
     _registrations: list[tuple[Registration, Shape | None]] = field(default_factory=list)
+    _timers: dict[str, Callable[..., Awaitable[Events]]] = field(default_factory=dict)
+
+    def on_timer(self, kind: str) -> Callable[[Any], Any]:
+        """Register the handler of a durable timer kind (``libs/platform/timers.py``): it gets the
+        due ``Timer`` and the unit of work and returns the events it caused."""
+
+        def decorate(handler: Callable[..., Awaitable[Events]]) -> Callable[..., Awaitable[Events]]:
+            if kind in self._timers:
+                raise ValueError(f"two handlers for timer {kind!r}")
+            self._timers[kind] = handler
+            return handler
+
+        return decorate
+
+    @property
+    def timer_handlers(self) -> dict[str, Callable[..., Awaitable[Events]]]:
+        return dict(self._timers)
 
     def on(self, *contracts: type[Contract], shape: Shape | None = None) -> Callable[[Any], Any]:
         """Register a handler of one object at a time."""

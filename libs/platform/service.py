@@ -33,8 +33,10 @@ from libs.platform.messaging import TRANSIENT_ERRORS
 from libs.platform.ops import OpsServer
 from libs.platform.processing import InputProcessor
 from libs.platform.relay import OutboxRelay
-from libs.platform.routing import ServiceRouter
+from libs.platform.routing import EventRoutes, ServiceRouter
 from libs.platform.settings import BatonSettings
+from libs.platform.timer_worker import TimerWorker
+from libs.policy import ConfigurationRefused
 
 log = logging.getLogger("baton.service")
 
@@ -127,7 +129,12 @@ async def serve(definition: ServiceDefinition[S], settings: S, stop: asyncio.Eve
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stopping.set)
-    bound = definition.router(settings).bind(settings.topic)
+    try:
+        settings.channel_policies()  # every service refuses a broken policy file, naming the key
+        router = definition.router(settings)
+    except ConfigurationRefused as refused:
+        raise StartupRefused(str(refused)) from None
+    bound = router.bind(settings.topic)
     runtime = Runtime(service=definition.name, settings=settings)
     runtime.groups = {settings.group(definition.name, b.name): (settings.topic(b.spec.topic),) for b in bound}
     ops = OpsServer(runtime, settings.ops_port)
@@ -150,11 +157,23 @@ async def serve(definition: ServiceDefinition[S], settings: S, stop: asyncio.Eve
                 topic=settings.topic(b.spec.topic),
                 group=settings.group(definition.name, b.name),
                 processor=processor,
-                client_id=f"baton-{definition.name}-{b.name}-{settings.instance_id}",
+                client_id=definition.topology.client_id(b.name, settings.instance_id),
                 max_records=settings.batch_max_records,
             )
             await consumer.start()
             runtime.consumers.append(consumer)
+        if router.timer_handlers:
+            timers = TimerWorker(
+                service=definition.name,
+                pool=lambda: runtime.pool,
+                handlers=router.timer_handlers,
+                unit=router.unit,
+                route=EventRoutes(definition.topology, settings.topic),
+                dead_letter_topic=settings.topic(dead_letter_topic(definition.name)),
+                on_commit=runtime.committed,
+            )
+            timers.start()
+            runtime.stoppers.append(timers.stop)
         if definition.workers is not None:
             runtime.stoppers.append(await definition.workers(runtime))
         log.info("service started", extra={"instance": settings.instance_id})
@@ -189,7 +208,7 @@ async def _prepare(definition: ServiceDefinition[Any], settings: BatonSettings, 
         dsn=url,
         schema=definition.name,
         kafka=settings.kafka,
-        client_id=f"baton-{definition.name}-relay-{settings.instance_id}",
+        client_id=topology.client_id("relay", settings.instance_id),
         batch_size=settings.relay_batch_size,
         exit_after_send=settings.fault_relay_exit_after_send,
     )

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from libs.contracts.topics import DEFAULT_REPLICATION_FACTOR
 from libs.platform.kafka import KafkaAccess, KafkaSecurity
 from libs.platform.stack import KAFKA_PORT, POSTGRES_PORT
+from libs.policy.channels import ChannelPolicies, load_policies
 
 
 class BatonSettings(BaseSettings):
@@ -65,11 +68,16 @@ class BatonSettings(BaseSettings):
     trace_dir: str | None = Field(
         default=None, description="Write spans as JSON lines here (read by `baton trace`)"
     )
-    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_replication_factor: int = Field(default=DEFAULT_REPLICATION_FACTOR, ge=1)
     apply_topics: bool = Field(
         default=True,
         description="Services create missing topics at start-up; false where a Job or an operator does "
         "(least privilege): they then only check that their topics exist",
+    )
+    channels_file: Path | None = Field(
+        default=None,
+        description="The per-channel policy file (countries, hold threshold, sourcing, payment deadline, "
+        "returns, pickup) used instead of the packaged libs/policy/channels.yaml",
     )
     fault_relay_exit_after_send: bool = Field(
         default=False,
@@ -80,6 +88,10 @@ class BatonSettings(BaseSettings):
     def kafka(self) -> KafkaAccess:
         """The factory of every Kafka client this process opens."""
         return KafkaAccess(self.kafka_bootstrap_servers, self.kafka_security)
+
+    def channel_policies(self) -> ChannelPolicies:
+        """The per-channel policy in force; a file that cannot be used raises ``PolicyFileRefused``."""
+        return load_policies(self.channels_file)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

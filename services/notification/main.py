@@ -8,13 +8,21 @@ from aiohttp import web
 
 from libs.contracts.topics import dead_letter_topic
 from libs.contracts.topology import SERVICE_TOPOLOGY
-from libs.platform.service import Runtime, ServiceDefinition, Stopper
+from libs.platform.secret_box import KEY_SETTING
+from libs.platform.service import Runtime, ServiceDefinition, StartupRefused, Stopper
+from services.notification.adapters.egress import SystemResolver
 from services.notification.adapters.http_api import build_api
 from services.notification.adapters.smtp import AioSmtpSender
-from services.notification.adapters.store import PgDeliveryQueue, PgEmailQueue, PgOrderStatusQueries
+from services.notification.adapters.store import (
+    PgDeliveryQueue,
+    PgEmailQueue,
+    PgOrderStatusQueries,
+    PgSubscriptionSecrets,
+)
 from services.notification.adapters.templates import PackageTemplates
 from services.notification.adapters.webhooks import AiohttpWebhookSender
 from services.notification.app.delivery import DeliveryWorker, EmailPolicy, WebhookPolicy
+from services.notification.app.egress import EgressGuard
 from services.notification.entry import build_router
 from services.notification.settings import NotificationSettings
 
@@ -22,13 +30,25 @@ log = logging.getLogger("baton.notification")
 
 
 async def start_workers(runtime: Runtime) -> Stopper:
-    """The delivery worker (webhooks and e-mails) and the status API."""
+    """The delivery worker (webhooks and e-mails) and the status API, once every stored signing
+    secret is sealed under the current key (notification does not run without one)."""
     settings: NotificationSettings = runtime.settings
-    sender = AiohttpWebhookSender(settings.webhook_timeout_s)
+    box = settings.secret_box()
+    if box is None:
+        raise StartupRefused(
+            f"{KEY_SETTING} is not set: notification keeps webhook signing secrets sealed with it "
+            "(the key `baton webhooks add` seals with; `baton webhooks new-key` makes one)"
+        )
+    sealed, resealed = await PgSubscriptionSecrets(runtime.pool).seal_all(box.seal, box.reseal)
+    if sealed or resealed:
+        log.info("webhook secrets sealed", extra={"sealed_from_clear": sealed, "resealed": resealed})
+    guard = EgressGuard(settings.egress_policy(), SystemResolver(settings.webhook_timeout_s))
+    sender = AiohttpWebhookSender(settings.webhook_timeout_s, guard)
     await sender.open()
     worker = DeliveryWorker(
         deliveries=PgDeliveryQueue(runtime.pool),
         webhooks=sender,
+        secrets=box,
         webhook_policy=WebhookPolicy(
             slots_per_subscription=settings.webhook_concurrency_per_subscription,
             max_attempts=settings.webhook_max_attempts,
@@ -48,7 +68,8 @@ async def start_workers(runtime: Runtime) -> Stopper:
     )
     worker.start()
     runtime.after_commit.append(worker.wake)
-    runner = web.AppRunner(build_api(PgOrderStatusQueries(runtime.pool)), access_log=None)
+    api = build_api(PgOrderStatusQueries(runtime.pool), settings.api_rate_per_s, settings.api_burst)
+    runner = web.AppRunner(api, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
     log.info("status API listening", extra={"host": settings.http_host, "port": settings.http_port})

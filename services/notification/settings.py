@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from typing import Annotated, Any
 
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from libs.platform.secret_box import SecretBox
 from libs.platform.settings import BatonSettings
+from services.notification.domain.egress import EgressPolicy, IPNetwork, parse_networks
 
 
 class NotificationSettings(BatonSettings):
@@ -32,11 +37,50 @@ class NotificationSettings(BatonSettings):
     webhook_backoff_base_s: float = 1.0
     webhook_backoff_cap_s: float = 300.0
     webhook_concurrency_per_subscription: int = Field(default=4, ge=1)
+    webhook_allow_http: bool = Field(
+        default=False,
+        description="Allow plain http:// webhooks to public hosts (https only otherwise)",
+    )
+    webhook_allowed_cidrs: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
+        default=(),
+        description="Networks webhooks may reach although they are not public (e.g. "
+        "`10.20.0.0/16,127.0.0.1/32`, commas or spaces), over http too; nothing else internal is reached",
+    )
+    webhook_secrets_key: SecretStr | None = Field(
+        default=None,
+        description="Seals webhook signing secrets (Fernet keys, comma-separated, the first seals): "
+        "the key `baton webhooks add` seals with. Required to run notification.",
+    )
     http_host: str = Field(
         default="127.0.0.1",
         description="Address the status API binds: loopback locally, 0.0.0.0 in a container",
     )
     http_port: int = Field(default=8085, description="Status API port; 0 picks a free port")
+    api_rate_per_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="Status API requests per second per key (and failed log-ins per address)",
+    )
+    api_burst: int = Field(default=40, ge=1, description="Status API requests a key may make at once")
+
+    @field_validator("webhook_allowed_cidrs", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        return parse_networks(value) if isinstance(value, str) else value
+
+    @field_validator("webhook_secrets_key")
+    @classmethod
+    def _key_opens(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            SecretBox.of(value)  # raises, naming the setting, for anything but Fernet keys
+        return value
+
+    def egress_policy(self) -> EgressPolicy:
+        """What the egress guard allows beyond public https (the same for sending and `check-url`)."""
+        return EgressPolicy(allowed=self.webhook_allowed_cidrs, allow_http=self.webhook_allow_http)
+
+    def secret_box(self) -> SecretBox | None:
+        return SecretBox.of(self.webhook_secrets_key) if self.webhook_secrets_key is not None else None
 
     @model_validator(mode="after")
     def _one_way_to_tls(self) -> NotificationSettings:

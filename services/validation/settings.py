@@ -1,4 +1,5 @@
-"""Validation's settings: the platform's, plus its policy (`BATON_HOLD_THRESHOLD`, `BATON_SUPPORTED_COUNTRIES`)."""
+"""Validation's settings: the platform's, plus the plugin rules in force. Its policy per channel
+(countries shipped to, the hold threshold) is in the channels file, ``BATON_CHANNELS_FILE``."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ from libs.platform.settings import BatonSettings
 
 
 class ValidationSettings(BatonSettings):
-    hold_threshold: str = Field(
-        default="1000", description="Order value above which a first-time customer is held"
+    validation_rules: str = Field(
+        default="",
+        description="Comma-separated module:attribute paths of rules (libs.extensions.validation) to run "
+        "besides the built-in ones and those of installed plugin packages",
     )
-    supported_countries: str = Field(
-        default="AT,BE,BG,CH,CY,CZ,DE,DK,EE,ES,FI,FR,GB,GR,HR,HU,IE,IT,LT,LU,LV,MT,NL,NO,PL,PT,RO,SE,SI,SK,US,CA",
-        description="Comma-separated ISO-3166 alpha-2 codes of destinations Baton accepts orders for",
+    validation_rules_disabled: str = Field(
+        default="", description="Comma-separated names of installed plugin rules not to run"
     )
+
+    @property
+    def rule_paths(self) -> list[str]:
+        return [p.strip() for p in self.validation_rules.split(",") if p.strip()]
+
+    @property
+    def disabled_rules(self) -> list[str]:
+        return [n.strip() for n in self.validation_rules_disabled.split(",") if n.strip()]

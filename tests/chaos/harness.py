@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from libs.contracts import topics
 from libs.contracts.vocabulary import OrderStatus as Status
 from libs.platform import stack
+from libs.platform.secret_box import SecretBox, new_webhook_secret
 from libs.platform.settings import BatonSettings
 from libs.platform.supervisor import Supervisor
 from libs.simulators.sender import ResilientSender
@@ -35,6 +36,7 @@ from services.intake.domain.orders import NEXT
 from services.notification.domain.emails import EMAIL_STATUSES
 from tests.support.infra import Infra, free_port, fresh_environment, start_infra, stop_infra
 from tests.support.mail import MailSinkProcess
+from tests.support.policy import channels_file
 
 EXPECTED_END = {"delivered", "rejected", "cancelled", "backordered"}
 EXPECTED_REFUSALS = {
@@ -142,9 +144,10 @@ async def run_chaos(
     env = environment.service_env() | {
         "BATON_SMTP_PORT": str(mail.port),
         "BATON_HTTP_PORT": "0",
-        "BATON_HOLD_THRESHOLD": "1000000",
+        "BATON_CHANNELS_FILE": str(channels_file(log_dir, hold_threshold="1000000")),
         "BATON_WEBHOOK_BACKOFF_BASE_S": "0.2",
         "BATON_WEBHOOK_TIMEOUT_S": "3",
+        "BATON_WEBHOOK_ALLOWED_CIDRS": "127.0.0.1/32",  # the sink; nothing else internal
         "BATON_LOG_JSON": "true",
     }
     fleet = Supervisor(env, log_dir, database_urls=environment.database_urls)
@@ -187,7 +190,7 @@ async def run_chaos(
             "action": "add",
             "subscription_id": f"chaos-{run}",
             "url": f"http://127.0.0.1:{sink.port}/hook",
-            "secret": "chaos-secret-1234",
+            "secret_ciphertext": SecretBox(environment.webhook_key).seal(new_webhook_secret()),
             "events": ["order.delivered", "order.cancelled"],
         }
         await send_until_acknowledged(

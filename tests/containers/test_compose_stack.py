@@ -1,13 +1,17 @@
 """The Compose stack on Podman: images built here (no registry), Kafka from Maven's jars, PostgreSQL
 from Debian's package, the topics and migrate jobs and the five services from the app image, each
 logged in to PostgreSQL as its own role; an order placed from the host through the published Kafka
-port goes to `delivered`, and the status API answers through its published port. Run by `make test-containers`, never by `make test`."""
+port goes to `delivered`, and the status API answers through its published port, to a key made
+on the host with `baton api-keys add`. Run by `make test-containers`, never by `make test`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -130,6 +134,22 @@ async def wait_row(compose: ComposeStack, query: str, what: str, timeout: float 
         await asyncio.sleep(0.3)
 
 
+async def api_key(running: Running, channel: str) -> tuple[str, str]:
+    """`baton api-keys add` on the host, through the published Kafka port; returns (key id, key)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BATON_", "KAFKA_"))}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "libs.cli.main", "api-keys", "add", "--channel", channel, "--name", "test"],
+        env=env | {"BATON_KAFKA_BOOTSTRAP_SERVERS": running.bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr
+    fields = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+    return fields["key_id"], fields["key"]
+
+
 async def test_an_order_goes_to_delivered_through_the_containers_and_the_status_api_shows_it(
     running: Running, kafka: tuple[Publisher, TopicWatcher]
 ) -> None:
@@ -175,9 +195,13 @@ async def test_an_order_goes_to_delivered_through_the_containers_and_the_status_
         )
     await status.wait_for(reached("delivered"), 90, "the order to be delivered")
 
+    key_id, key = await api_key(running, "webshop")
+    await wait_row(
+        running.compose, f"SELECT true FROM notification.api_keys WHERE key_id = '{key_id}'", "the API key"
+    )
     view: dict[str, Any] = {}
     deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
         while view.get("status") != "delivered":
             assert time.monotonic() < deadline, f"the status API never showed delivered: {view}"
             async with http.get(f"{running.api}/orders/{order_id}") as response:

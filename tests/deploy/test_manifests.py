@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -22,40 +21,17 @@ from libs.platform import dsn, metrics
 from libs.platform.settings import BatonSettings
 from libs.platform.stack import kafka_version
 from services.notification.settings import NotificationSettings
+from tests.support.manifests import DEPLOY, of_kind, rendered_base
 
 pytestmark = pytest.mark.contract
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-K8S_BASE = DEPLOY / "k8s" / "base"
 KUBERNETES_VERSION = "1.34.0"
 PARTITIONS = {t.name: t.partitions for t in TOPICS}
-
-
-def rendered_base() -> list[dict[str, Any]]:
-    """`kubectl kustomize` when kubectl exists; else the kustomization's resources with its namespace."""
-    if shutil.which("kubectl"):
-        out = subprocess.run(
-            ["kubectl", "kustomize", str(K8S_BASE)], capture_output=True, text=True, check=True
-        ).stdout
-        return [d for d in yaml.safe_load_all(out) if d]
-    kustomization = yaml.safe_load((K8S_BASE / "kustomization.yaml").read_text())
-    docs = []
-    for resource in kustomization["resources"]:
-        for doc in yaml.safe_load_all((K8S_BASE / resource).read_text()):
-            if doc:
-                if doc["kind"] != "Namespace":
-                    doc["metadata"]["namespace"] = kustomization["namespace"]
-                docs.append(doc)
-    return docs
 
 
 @pytest.fixture(scope="module")
 def objects() -> list[dict[str, Any]]:
     return rendered_base()
-
-
-def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
 
 
 def test_every_kubernetes_object_is_valid_against_the_kubernetes_schema(
@@ -68,6 +44,57 @@ def test_every_kubernetes_object_is_valid_against_the_kubernetes_schema(
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         checked += 1
     assert checked >= 15
+
+
+def test_every_trigger_authentication_is_valid_and_each_scaler_reads_lag_as_its_service(
+    objects: list[dict[str, Any]],
+) -> None:
+    """KEDA's Kafka scaler logs in over SASL_SSL as the service's own principal (which may describe
+    exactly the service's groups), with the broker address taken from the service's environment."""
+    crd = yaml.safe_load((DEPLOY / "k8s" / "crds" / "keda.sh_triggerauthentications.yaml").read_text())
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    schema = _closed(version["schema"]["openAPIV3Schema"])
+    auths = of_kind(objects, "TriggerAuthentication")
+    assert set(auths) == {f"{s}-kafka" for s in SERVICES}
+    for service in SERVICES:
+        auth = auths[f"{service}-kafka"]
+        jsonschema.validate(auth, schema)
+        refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+        assert refs == {
+            "username": (f"baton-kafka-{service}", "username"),
+            "password": (f"baton-kafka-{service}", "password"),
+            "ca": ("baton-kafka-ca", "ca.pem"),
+        }
+        for trigger in of_kind(objects, "ScaledObject")[service]["spec"]["triggers"]:
+            assert trigger["authenticationRef"] == {"name": f"{service}-kafka"}
+            meta = trigger["metadata"]
+            assert (
+                meta["bootstrapServersFromEnv"] == "KAFKA_BOOTSTRAP_SERVERS"
+                and "bootstrapServers" not in meta
+            )
+            assert (meta["sasl"], meta["tls"]) == ("scram_sha512", "enable")
+
+
+def test_the_namespace_denies_by_default_and_only_notification_reaches_out_to_public_addresses(
+    objects: list[dict[str, Any]],
+) -> None:
+    policies = of_kind(objects, "NetworkPolicy")
+    deny = policies["baton-default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    wide = [
+        (name, rule)
+        for name, policy in policies.items()
+        for rule in policy["spec"].get("egress", [])
+        if any(peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for peer in rule.get("to", []))
+    ]
+    assert [name for name, _ in wide] == ["notification-egress"]
+    [(_, rule)] = wide
+    assert {"10.0.0.0/8", "169.254.0.0/16", "127.0.0.0/8"} <= set(rule["to"][0]["ipBlock"]["except"])
+    config = of_kind(objects, "ConfigMap")["baton-config"]["data"]
+    assert config["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    for job in of_kind(objects, "Job").values():
+        assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
 def test_every_scaled_object_is_valid_against_the_keda_crd_schema(objects: list[dict[str, Any]]) -> None:
@@ -135,6 +162,8 @@ def test_each_service_has_a_safe_deployment_a_disruption_budget_and_a_lag_based_
 
 
 MIGRATOR_SECRET = "baton-db-migrator"
+WEBHOOK_KEY_SECRET = "baton-webhook-secrets"
+"""BATON_WEBHOOK_SECRETS_KEY: notification's (and the operators'), no other service's."""
 
 
 def _secret_refs(pod: dict[str, Any]) -> set[str]:
@@ -172,7 +201,17 @@ def test_each_service_logs_in_with_its_own_secret_and_none_can_read_the_migrator
         ref = _env(container)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
         assert (ref["name"], ref["key"]) == (f"baton-db-{service}", "url")
         assert not ref.get("optional"), "a service without its login must not start"
-        assert _secret_refs(pod) == {f"baton-db-{service}"}, f"{service} may read only its own login"
+        own = {f"baton-db-{service}", f"baton-kafka-{service}", "baton-kafka-ca"}
+        if service == "notification":
+            own.add(WEBHOOK_KEY_SECRET)
+        assert _secret_refs(pod) == own, (
+            f"{service} may read only its own logins (database, Kafka), the cluster CA and notification its key"
+        )
+        kafka_env = _env(container)
+        for variable, key in (("KAFKA_SASL_USERNAME", "username"), ("KAFKA_SASL_PASSWORD", "password")):
+            ref = kafka_env[variable]["valueFrom"]["secretKeyRef"]
+            assert (ref["name"], ref["key"]) == (f"baton-kafka-{service}", key)
+        assert pod["automountServiceAccountToken"] is False
     for name, deployment in deployments.items():
         assert MIGRATOR_SECRET not in _secret_refs(deployment["spec"]["template"]["spec"]), name
 

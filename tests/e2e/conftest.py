@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ class LiveFleet:
     dead_letters: TopicWatcher
     """intake's dead-letter topic"""
     fulfillment_dead_letters: TopicWatcher
+    notification_dead_letters: TopicWatcher
     stages: TopicWatcher
     cancellations: TopicWatcher
     dsn: str
@@ -53,6 +56,8 @@ class LiveFleet:
     mailbox: MailBox
     api: str
     trace_dir: Path
+    webhook_key: str
+    """The fleet's ``BATON_WEBHOOK_SECRETS_KEY`` (the CLI, run with ``fleet.env``, has it too)."""
 
     async def submit(self, order: dict[str, Any]) -> str:
         await self.publisher.send(
@@ -140,6 +145,29 @@ class LiveFleet:
                 raise AssertionError(f"timed out waiting for {what or sql}")
             await asyncio.sleep(0.2)
 
+    async def baton(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A `baton` command as the operator would run it (the operator's Kafka and database logins)."""
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "libs.cli.main", *args],
+            env=self.fleet.env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert result.returncode == 0, result.stderr
+        return result
+
+    async def api_key(self, *channels: str, name: str = "e2e") -> tuple[str, str]:
+        """A status API key for ``channels`` (`*`: all) made by `baton api-keys add`, once notification
+        has it; returns (key id, key)."""
+        scope = ["--all"] if channels == ("*",) else [a for c in channels for a in ("--channel", c)]
+        printed = (await self.baton("api-keys", "add", *scope, "--name", name)).stdout
+        fields = dict(line.split(": ", 1) for line in printed.splitlines() if ": " in line)
+        key_id, key = fields["key_id"], fields["key"]
+        await self.wait_row("SELECT true FROM notification.api_keys WHERE key_id = $1", key_id, what=key_id)
+        return key_id, key
+
     async def seed(
         self,
         *,
@@ -223,6 +251,7 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
             topics.FULFILLMENT_STAGE_CHANGES,
             topics.ORDERS_CANCELLATIONS,
             topics.dead_letter_topic("fulfillment"),
+            topics.dead_letter_topic("notification"),
         )
     ]
     publisher = Publisher(infra.kafka, prefix)
@@ -236,12 +265,22 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
                     "BATON_WEBHOOK_BACKOFF_BASE_S": "0.2",
                     "BATON_WEBHOOK_MAX_ATTEMPTS": "4",
                     "BATON_WEBHOOK_TIMEOUT_S": "2",
+                    # The tests' receivers listen on 127.0.0.1; nothing else internal is reached.
+                    "BATON_WEBHOOK_ALLOWED_CIDRS": "127.0.0.1/32",
                 }
             fleet.start(service, label, extra)
         await publisher.start()
         for watcher in watchers:
             await watcher.start()
-        status, refused, dead_letters, stages, cancellations, fulfillment_dead_letters = watchers
+        (
+            status,
+            refused,
+            dead_letters,
+            stages,
+            cancellations,
+            fulfillment_dead_letters,
+            notification_dead_letters,
+        ) = watchers
         live_fleet = LiveFleet(
             fleet,
             publisher,
@@ -249,6 +288,7 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
             refused=refused,
             dead_letters=dead_letters,
             fulfillment_dead_letters=fulfillment_dead_letters,
+            notification_dead_letters=notification_dead_letters,
             stages=stages,
             cancellations=cancellations,
             dsn=environment.dsn,
@@ -256,6 +296,7 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
             mailbox=mailbox,
             api=f"http://127.0.0.1:{http_port}",
             trace_dir=trace_dir,
+            webhook_key=environment.webhook_key,
         )
         await live_fleet.wait_row(
             "SELECT count(*) = 3 FROM pg_namespace WHERE nspname IN ('intake', 'validation', 'allocation')",

@@ -43,8 +43,9 @@ async def test_on_the_secured_broker_each_service_as_its_own_principal_takes_an_
     roles = await secure_live.database_roles()
     assert roles == secure_live.own_roles()
     assert len(set(roles.values())) == len(roles)
+    _, key = await secure_live.api_key("webshop")  # through Kafka as the operator principal
     deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
         while True:
             view: dict[str, Any] = {}
             with contextlib.suppress(aiohttp.ClientConnectorError):  # the API may still be starting

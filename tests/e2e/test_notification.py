@@ -19,20 +19,25 @@ import orjson
 import pytest
 from aiohttp import web
 
+from libs.platform.secret_box import SecretBox, new_webhook_secret
 from tests.e2e.conftest import LiveFleet
 from tests.support.infra import free_port
 from tests.support.orders import adjustment, location, order, product
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "whsec_" + base64.b64encode(b"baton-test-secret-0123456789").decode()
+INTERNAL_HOST = "127.0.0.2"
+"""Loopback, but not on the fleet's allow-list (127.0.0.1/32): stands for anything internal."""
 
 
 class Receiver:
-    """A local HTTP endpoint per behaviour: healthy, failing twice, always failing, hanging."""
+    """A local HTTP endpoint per behaviour: healthy, failing twice, always failing, hanging,
+    redirecting (to ``redirect_to``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = free_port()
+        self.redirect_to = ""
         self.received: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.flaky_failures = 2
         self.dead_recovered = False
@@ -50,6 +55,8 @@ class Receiver:
             return web.Response(status=500)
         if name == "slow":
             await self.release_slow.wait()
+        if name == "redirect":
+            return web.Response(status=307, headers={"Location": self.redirect_to})
         return web.Response(status=204)
 
     async def start(self) -> None:
@@ -57,7 +64,7 @@ class Receiver:
         app.add_routes([web.post("/{name}", self.handle)])
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, self.host, self.port).start()
 
     async def stop(self) -> None:
         self.release_slow.set()
@@ -65,7 +72,7 @@ class Receiver:
             await self._runner.cleanup()
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"http://{self.host}:{self.port}/{name}"
 
     def events(self, name: str, order_id: str) -> list[str]:
         out = []
@@ -76,13 +83,22 @@ class Receiver:
         return out
 
 
-def signature_is_valid(request: dict[str, Any]) -> bool:
-    """Standard Webhooks check, written independently of Baton's signing code."""
+def signed_with(request: dict[str, Any], *secrets: str) -> bool:
+    """Standard Webhooks check, written independently of Baton's signing code: the request carries
+    one `v1,` signature per secret, in this order, each the HMAC of `id.timestamp.body`."""
     headers = {k.lower(): v for k, v in request["headers"].items()}
     signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + request["body"]
-    key = base64.b64decode(SECRET.removeprefix("whsec_"))
-    expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    return hmac.compare_digest(expected, headers["webhook-signature"])
+    given = headers["webhook-signature"].split(" ")
+    expected = [
+        "v1,"
+        + base64.b64encode(
+            hmac.new(base64.b64decode(s.removeprefix("whsec_")), signed, hashlib.sha256).digest()
+        ).decode()
+        for s in secrets
+    ]
+    return len(given) == len(expected) and all(
+        hmac.compare_digest(e, g) for e, g in zip(expected, given, strict=True)
+    )
 
 
 @pytest.fixture
@@ -93,42 +109,65 @@ async def receiver() -> AsyncIterator[Receiver]:
     await r.stop()
 
 
-async def subscribe(live: LiveFleet, subscription_id: str, url: str, events: str) -> None:
-    """Through the `baton webhooks add` command, as an operator would."""
-    result = await asyncio.to_thread(
+@pytest.fixture
+async def internal_receiver() -> AsyncIterator[Receiver]:
+    """A receiver on an internal address the fleet may not reach."""
+    r = Receiver(INTERNAL_HOST)
+    await r.start()
+    yield r
+    await r.stop()
+
+
+async def baton(
+    live: LiveFleet, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A `baton` command as the operator runs it (the fleet's key, the operator's logins)."""
+    return await asyncio.to_thread(
         subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "libs.cli.main",
-            "webhooks",
-            "add",
-            "--url",
-            url,
-            "--secret",
-            SECRET,
-            "--events",
-            events,
-            "--subscription-id",
-            subscription_id,
-        ],
-        env=live.fleet.env,
+        [sys.executable, "-m", "libs.cli.main", *args],
+        env=live.fleet.env | (env or {}),
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+async def subscribe(live: LiveFleet, subscription_id: str, url: str, events: str) -> str:
+    """Through the `baton webhooks add` command, as an operator would; returns the signing secret
+    it generated and printed once."""
+    result = await baton(
+        live, "webhooks", "add", "--url", url, "--events", events, "--subscription-id", subscription_id
+    )
     assert result.returncode == 0, result.stderr
+    sid, secret = result.stdout.split()
+    assert sid == subscription_id and secret.startswith("whsec_") and secret not in result.stderr
     await live.wait_row(
         "SELECT true FROM notification.subscriptions WHERE subscription_id = $1", subscription_id
     )
+    return secret
+
+
+async def queue_delivery(live: LiveFleet, subscription_id: str, body: bytes = b'{"n":1}') -> str:
+    """A delivery due now, as fan-out would record one."""
+    delivery_id = f"msg_{secrets.token_hex(8)}"
+    await live.fetchval(
+        "INSERT INTO notification.deliveries (delivery_id, subscription_id, event_key, body)"
+        " VALUES ($1, $2, 'order.received', $3)",
+        delivery_id,
+        subscription_id,
+        body,
+    )
+    return delivery_id
 
 
 async def test_webhooks_are_signed_retried_dead_lettered_redelivered_and_isolated(
     live: LiveFleet, receiver: Receiver
 ) -> None:
     run = secrets.token_hex(3)
+    keys = {}
     for name, events in (("ok", "*"), ("flaky", "order.shipped"), ("dead", "order.shipped"), ("slow", "*")):
-        await subscribe(live, f"{name}-{run}", receiver.url(name), events)
+        keys[name] = await subscribe(live, f"{name}-{run}", receiver.url(name), events)
     item = f"WH-{run}"
     await live.seed(
         products=[product(item)],
@@ -166,7 +205,8 @@ async def test_webhooks_are_signed_retried_dead_lettered_redelivered_and_isolate
     assert sorted(receiver.events("ok", order_id)) == sorted(set(receiver.events("ok", order_id))), (
         "no duplicates"
     )
-    assert all(signature_is_valid(r) for r in receiver.received["ok"])
+    assert all(signed_with(r, keys["ok"]) for r in receiver.received["ok"])
+    assert not any(signed_with(r, keys["flaky"]) for r in receiver.received["ok"])
 
     # Failing twice, then delivered on the third attempt, always under the same webhook-id.
     await until(
@@ -267,7 +307,8 @@ async def test_one_email_per_status_with_tracking_and_the_status_api_shows_the_o
     shipped_mail = next(m for m in mails() if "on its way" in str(m["Subject"]))
     assert "JJD0099" in shipped_mail.get_content()
 
-    async with aiohttp.ClientSession() as http:
+    _, key = await live.api_key("webshop")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
         for _ in range(100):
             async with http.get(f"{live.api}/orders/{order_id}") as response:
                 view = await response.json() if response.status == 200 else {}
@@ -387,3 +428,163 @@ async def test_a_backlog_at_dead_endpoints_never_starves_another_subscriber(
             "UPDATE notification.subscriptions SET active = false WHERE subscription_id = ANY($1::text[])",
             [hanging, refusing, healthy],
         )
+
+
+async def test_a_rotated_secret_signs_beside_the_new_one_during_its_grace_window_then_the_new_one_alone(
+    live: LiveFleet, receiver: Receiver
+) -> None:
+    sid = f"rot-{secrets.token_hex(3)}"
+    old = await subscribe(live, sid, receiver.url("rot"), "order.received")
+
+    rotated = await baton(live, "webhooks", "rotate-secret", sid, "--grace-hours", "1")
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.strip()
+    assert new.startswith("whsec_") and new != old
+    await live.wait_row(
+        "SELECT previous_secret_until > now() + interval '50 minutes' FROM notification.subscriptions"
+        " WHERE subscription_id = $1",
+        sid,
+        what="the rotation applied",
+    )
+    during = await queue_delivery(live, sid)
+    await live.wait_row(
+        "SELECT status = 'delivered' FROM notification.deliveries WHERE delivery_id = $1", during
+    )
+
+    # The operator's own secret, from stdin (never on the command line), with no grace at all.
+    own = new_webhook_secret()
+    sealed_before = await live.fetchval(
+        "SELECT secret_sealed FROM notification.subscriptions WHERE subscription_id = $1", sid
+    )
+    brought = await baton(
+        live, "webhooks", "rotate-secret", sid, "--grace-hours", "0", "--secret-file", "-", stdin=own + "\n"
+    )
+    assert brought.returncode == 0, brought.stderr
+    assert own not in brought.stdout + brought.stderr
+    await live.wait_row(
+        "SELECT secret_sealed <> $2 FROM notification.subscriptions WHERE subscription_id = $1",
+        sid,
+        sealed_before,
+        what="the second rotation applied",
+    )
+    after = await queue_delivery(live, sid)
+    await live.wait_row(
+        "SELECT status = 'delivered' FROM notification.deliveries WHERE delivery_id = $1", after
+    )
+
+    by_id = {r["headers"]["webhook-id"]: r for r in receiver.received["rot"]}
+    assert signed_with(by_id[during], new, old), "new first, then the old one, each verifiable"
+    assert signed_with(by_id[after], own), "only the newest after a rotation without grace"
+    stored = await live.fetchval(
+        "SELECT concat_ws(' ', secret, secret_sealed, previous_secret_sealed) FROM notification.subscriptions"
+        " WHERE subscription_id = $1",
+        sid,
+    )
+    assert not any(secret in stored for secret in (old, new, own)), "secrets are stored sealed only"
+
+
+async def test_a_subscription_to_an_internal_address_is_dead_lettered_and_its_receiver_gets_nothing(
+    live: LiveFleet, internal_receiver: Receiver
+) -> None:
+    run = secrets.token_hex(3)
+    refused = f"internal-{run}"
+    result = await baton(
+        live,
+        "webhooks",
+        "add",
+        "--url",
+        internal_receiver.url("hook"),
+        "--events",
+        "*",
+        "--subscription-id",
+        refused,
+    )
+    assert result.returncode == 0, result.stderr
+
+    def dead_letter_of(key: str) -> dict[str, str] | None:
+        for record in live.notification_dead_letters.raw:
+            if record.key == key.encode():
+                return {k: v.decode() for k, v in record.headers}
+        return None
+
+    await live.notification_dead_letters.wait_for(
+        lambda _: dead_letter_of(refused) is not None, 60, f"the dead letter of {refused}"
+    )
+    headers = dead_letter_of(refused)
+    assert headers is not None and headers["dlq-cause"] == "webhook_url_refused"
+    assert headers["dlq-error"].startswith("loopback: ")
+    assert (
+        await live.fetchval(
+            "SELECT count(*) FROM notification.subscriptions WHERE subscription_id = $1", refused
+        )
+        == 0
+    )
+
+    # A subscription stored before the guard existed, pointing inside: every send is refused.
+    legacy = f"legacy-{run}"
+    await live.fetchval(
+        "INSERT INTO notification.subscriptions (subscription_id, url, secret_sealed, events)"
+        " VALUES ($1, $2, $3, '{*}')",
+        legacy,
+        internal_receiver.url("legacy"),
+        SecretBox(live.webhook_key).seal(new_webhook_secret()),
+    )
+    try:
+        delivery = await queue_delivery(live, legacy)
+        await live.wait_row(
+            "SELECT status = 'dead' FROM notification.deliveries WHERE delivery_id = $1", delivery
+        )
+        errors = await live.fetchval(
+            "SELECT array_agg(DISTINCT error) FROM notification.delivery_attempts WHERE delivery_id = $1",
+            delivery,
+        )
+        assert errors == ["egress_refused"]
+        assert (
+            await live.fetchval(
+                "SELECT last_error FROM notification.deliveries WHERE delivery_id = $1", delivery
+            )
+            == "egress_refused"
+        )
+        await live.notification_dead_letters.wait_for(
+            lambda _: dead_letter_of(legacy) is not None, 60, f"the dead letter of {legacy}'s delivery"
+        )
+        legacy_letter = dead_letter_of(legacy)
+        assert legacy_letter is not None and legacy_letter["dlq-error"] == "egress_refused"
+    finally:
+        await live.fetchval(
+            "UPDATE notification.subscriptions SET active = false WHERE subscription_id = $1", legacy
+        )
+    assert internal_receiver.received == {}
+
+
+async def test_a_redirect_to_an_internal_address_is_not_followed(
+    live: LiveFleet, receiver: Receiver, internal_receiver: Receiver
+) -> None:
+    sid = f"redirect-{secrets.token_hex(3)}"
+    receiver.redirect_to = internal_receiver.url("internal")
+    await subscribe(live, sid, receiver.url("redirect"), "order.received")
+    try:
+        delivery = await queue_delivery(live, sid)
+        await live.wait_row(
+            "SELECT status = 'dead' FROM notification.deliveries WHERE delivery_id = $1", delivery
+        )
+        attempts = await live.fetchval(
+            "SELECT array_agg(status_code::text || ' ' || error ORDER BY attempt)"
+            " FROM notification.delivery_attempts WHERE delivery_id = $1",
+            delivery,
+        )
+    finally:
+        await remove_subscription(live, sid)
+    assert attempts == ["307 redirect"] * 4
+    assert len(receiver.received["redirect"]) == 4
+    assert internal_receiver.received == {}
+
+
+async def test_check_url_is_the_dispatchers_guard_with_the_fleets_settings(
+    live: LiveFleet, receiver: Receiver, internal_receiver: Receiver
+) -> None:
+    fleets = {"BATON_WEBHOOK_ALLOWED_CIDRS": "127.0.0.1/32"}  # what the fleet's notification was given
+    allowed = await baton(live, "webhooks", "check-url", receiver.url("ok"), env=fleets)
+    refused = await baton(live, "webhooks", "check-url", internal_receiver.url("hook"), env=fleets)
+    assert (allowed.returncode, allowed.stdout.strip()) == (0, "allowed")
+    assert refused.returncode == 1 and refused.stdout.startswith("refused: loopback: ")

@@ -109,6 +109,7 @@ async def _seed_stock_and_backlog(settings: BatonSettings) -> list[str]:
                 settings.topic(topics.facts_topic("allocation")),
                 str(order_id),
                 OrderValidated(order_id=order_id, order=details),
+                producer="validation",
             )
             futures.append(
                 await producer.send(

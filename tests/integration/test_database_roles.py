@@ -189,6 +189,8 @@ async def test_the_operator_reads_backlogs_and_subscriptions_but_no_secret_paylo
     try:
         for statement in (
             "SELECT secret FROM notification.subscriptions",
+            "SELECT secret_sealed FROM notification.subscriptions",
+            "SELECT previous_secret_sealed FROM notification.subscriptions",
             "SELECT body FROM notification.deliveries",
             "SELECT value FROM intake.outbox",
             "SELECT * FROM intake.orders",
@@ -245,7 +247,8 @@ async def test_baton_migrate_is_idempotent_and_refuses_an_edited_applied_migrati
         assert f"role {prefix}intake: created" in first.stdout
         assert (
             "intake: applied 000_platform_inbox_outbox.sql, 000_platform_outbox_autovacuum.sql,"
-            " 000_platform_privacy_erasures.sql, 001_intake_orders.sql" in first.stdout
+            " 000_platform_outbox_headers_json.sql, 000_platform_privacy_erasures.sql,"
+            " 000_platform_timers.sql, 001_intake_orders.sql" in first.stdout
         )
 
         again = run_migrate(env, "--passfile", str(passfile), "--service", "intake")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date
 from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -20,6 +21,7 @@ from libs.contracts.orders import OrderDetails, OrderSubmitted
 from libs.contracts.privacy import ERASED_EMAIL, ErasureApplied, ErasureRequested, erase_order
 from libs.contracts.vocabulary import LocationKind
 from libs.platform.db import ensure_database, migrate
+from libs.policy.channels import parse_policies
 from services.allocation.adapters.store import PgAllocationUnit
 from services.allocation.app import use_cases as allocation
 from services.intake.adapters.store import PgIntakeUnit
@@ -73,7 +75,7 @@ async def step(conn: asyncpg.Connection, unit: Callable[[asyncpg.Connection], An
 
 
 def details(external_id: str, customer: str, **fields: Any) -> OrderDetails:
-    person = {"id": customer, "email": f"{customer}@example.test", "name": f"Name {customer}"}
+    person = {"id": customer, "email": f"{customer}@example.com", "name": f"Name {customer}"}
     return OrderDetails.model_validate(
         order(external_id, customer_id=customer) | {"customer": person} | fields
     )
@@ -117,9 +119,12 @@ async def test_intakes_sql_erases_what_erase_order_says_once_and_nothing_else(co
     assert await conn.fetchval("SELECT count(*) FROM erasures WHERE customer_digest LIKE '%c1%'") == 0
 
 
-async def test_validations_sql_forgets_the_history_and_erases_held_orders(connect: Any) -> None:
+async def test_validations_sql_forgets_the_history_and_daily_units_and_erases_held_orders(
+    connect: Any,
+) -> None:
     conn = await connect("validation")
-    policy = validation.policy_from("DE", "100")
+    policies = {"version": 1, "defaults": {"supported_countries": ["DE"], "hold_threshold": "100"}}
+    policy = validation.policy_from(parse_policies(policies, "test"))
     product = ProductUpdated(sku="SKU-1", name="Mug", price=Decimal("10.00"), currency="EUR")
     await step(conn, PgValidationStore, lambda uow: validation.update_product(product, uow))
     big = [("SKU-1", 20, "10.00")]
@@ -129,14 +134,20 @@ async def test_validations_sql_forgets_the_history_and_erases_held_orders(connec
     await step(
         conn, PgValidationStore, lambda uow: validation.validate_orders([held, other, small], uow, policy)
     )
+    units = {(f"webshop:{c}", date(2026, 11, 27), "SKU-1"): 2 for c in ("c1", "c2")}
+    units[("marketplace:c1", date(2026, 11, 27), "SKU-1")] = 1
+    await step(conn, PgValidationStore, lambda uow: uow.customers.add_daily_units(units))
     sql = "SELECT order_details::text FROM held_orders WHERE order_id = $1"
 
     outcome = await step(conn, PgValidationStore, lambda uow: validation.erase_customer(erasure("c1"), uow))
 
-    assert report(outcome) == ("validation", 1, 2)
+    assert report(outcome) == ("validation", 1, 3), "a held order, the history and a units row"
     assert await stored(conn, sql, held.order_id) == erase_order(held.order)
     assert await stored(conn, sql, other.order_id) == other.order
     assert await conn.fetchval("SELECT array_agg(customer_key) FROM customers") is None
+    assert await conn.fetchval(
+        "SELECT array_agg(customer_key ORDER BY customer_key) FROM customer_daily_units"
+    ) == ["marketplace:c1", "webshop:c2"]
 
 
 async def test_allocations_sql_erases_the_kept_details_and_a_late_order_is_stored_erased(
@@ -186,7 +197,7 @@ async def test_notifications_sql_erases_contacts_and_cancels_their_emails(connec
     await step(conn, unit, lambda uow: notification.remember_customers([mine, other], uow))
     await conn.execute(
         "INSERT INTO emails (order_id, status, context, state, last_error) VALUES"
-        " ($1, 'received', '{}', 'sent', '550 <c1@example.test> refused'), ($1, 'shipped', '{}', 'pending', NULL),"
+        " ($1, 'received', '{}', 'sent', '550 <c1@example.com> refused'), ($1, 'shipped', '{}', 'pending', NULL),"
         " ($2, 'received', '{}', 'pending', NULL)",
         mine.order_id,
         other.order_id,

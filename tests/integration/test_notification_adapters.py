@@ -3,6 +3,9 @@ server (aiosmtpd), the webhook sender and the status API over HTTP on loopback."
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,11 +19,12 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 
 from libs.contracts.fulfillment import StageChanged
-from libs.contracts.notification import WebhookSubscriptionChanged
+from libs.contracts.notification import ApiKeyChanged, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged, Shipment, ShipmentLine
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform.db import create_pool, ensure_database, migrate
 from libs.platform.messaging import dead_letter_of
+from libs.platform.secret_box import SecretBox, new_key, new_webhook_secret
 from services.notification.adapters.http_api import build_api
 from services.notification.adapters.smtp import AioSmtpSender
 from services.notification.adapters.store import (
@@ -28,9 +32,11 @@ from services.notification.adapters.store import (
     PgEmailQueue,
     PgNotificationUnit,
     PgOrderStatusQueries,
+    PgSubscriptionSecrets,
     SubscriptionCache,
 )
 from services.notification.adapters.webhooks import AiohttpWebhookSender
+from services.notification.app.egress import EgressGuard
 from services.notification.app.ports import (
     Attempt,
     Contact,
@@ -43,17 +49,25 @@ from services.notification.app.ports import (
     Retry,
 )
 from services.notification.app.use_cases import (
+    change_api_key,
     change_subscription,
     record_stage_changes,
     record_status_changes,
 )
+from services.notification.domain.api_keys import digest
+from services.notification.domain.api_keys import new_key as new_api_key
+from services.notification.domain.egress import EgressPolicy, parse_networks
 from services.notification.domain.webhooks import verify
 from services.notification.settings import NotificationSettings
-from tests.support.infra import Infra, free_port, fresh_name
+from tests.support.infra import Infra, free_port, fresh_environment, fresh_name
+from tests.unit.fakes.notification import FakeResolver
 
 pytestmark = pytest.mark.integration
 
-SECRET = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ="
+SECRET = new_webhook_secret()
+BOX_KEY = new_key()
+BOX = SecretBox(BOX_KEY)
+GUARD = EgressGuard(EgressPolicy(), FakeResolver({"example.test": [["93.184.216.34"]]}))
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
 
@@ -80,14 +94,23 @@ class Units:
         async with self.pool.acquire() as conn, conn.transaction():
             return await use_case(arg, PgNotificationUnit(conn, self.cache))
 
+    async def change(self, command: WebhookSubscriptionChanged) -> Any:
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await change_subscription(command, PgNotificationUnit(conn, self.cache), GUARD, BOX)
+
+
+def adding(subscription_id: str, url: str, *events: str) -> WebhookSubscriptionChanged:
+    return WebhookSubscriptionChanged(
+        action="add",
+        subscription_id=subscription_id,
+        url=url,
+        secret_ciphertext=BOX.seal(SECRET),
+        events=list(events),
+    )
+
 
 async def subscribe(units: Units, subscription_id: str, url: str, *events: str) -> None:
-    await units.run(
-        change_subscription,
-        WebhookSubscriptionChanged(
-            action="add", subscription_id=subscription_id, url=url, secret=SECRET, events=list(events)
-        ),
-    )
+    await units.change(adding(subscription_id, url, *events))
 
 
 def status(order_id: UUID, value: OrderStatus, version: int, **fields: Any) -> OrderStatusChanged:
@@ -181,14 +204,10 @@ async def test_the_subscription_cache_sees_a_change_once_its_transaction_committ
             tx = writer.transaction()
             await tx.start()
             await change_subscription(
-                WebhookSubscriptionChanged(
-                    action="add",
-                    subscription_id="second",
-                    url="https://example.test/2",
-                    secret=SECRET,
-                    events=["*"],
-                ),
+                adding("second", "https://example.test/2", "*"),
                 PgNotificationUnit(writer, units.cache),
+                GUARD,
+                BOX,
             )
             during = await PgNotificationUnit(reader, units.cache).subscriptions.active()
             await tx.commit()
@@ -221,9 +240,7 @@ async def test_each_subscription_claims_its_own_oldest_due_deliveries_up_to_its_
     backlog = await queue(pool, "backlog", 300, age_s=3600)
     [healthy] = await queue(pool, "healthy", 1)
     await queue(pool, "removed", 5)
-    await units.run(
-        change_subscription, WebhookSubscriptionChanged(action="remove", subscription_id="removed")
-    )
+    await units.change(WebhookSubscriptionChanged(action="remove", subscription_id="removed"))
     deliveries = PgDeliveryQueue(pool)
 
     first = await deliveries.claim(4, {}, 60.0)
@@ -293,6 +310,61 @@ async def test_an_attempt_is_recorded_and_the_delivery_retried_delivered_or_dead
     )
 
 
+async def test_a_rotated_secret_signs_beside_the_new_one_until_its_grace_window_ends(
+    pool: asyncpg.Pool,
+) -> None:
+    units = Units(pool)
+    await subscribe(units, "rot", "https://example.test/rot", "*")
+    new = new_webhook_secret()
+    await units.change(
+        WebhookSubscriptionChanged(
+            action="rotate_secret", subscription_id="rot", secret_ciphertext=BOX.seal(new), grace_hours=1
+        )
+    )
+    await queue(pool, "rot", 2)
+    deliveries = PgDeliveryQueue(pool)
+
+    [during, _] = await deliveries.claim(2, {}, 0.0)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE subscriptions SET previous_secret_until = now() - interval '1 second'")
+    [after, _] = await deliveries.claim(2, {}, 0.0)
+
+    assert [BOX.open(s) for s in during.secrets] == [new, SECRET]
+    assert [BOX.open(s) for s in after.secrets] == [new]
+    async with pool.acquire() as conn:
+        stored = await conn.fetchrow(
+            "SELECT secret, secret_sealed, previous_secret_sealed FROM subscriptions"
+        )
+    assert stored["secret"] is None
+    assert SECRET not in str(dict(stored)) and new not in str(dict(stored))
+
+
+async def test_clear_secrets_of_an_earlier_release_are_sealed_and_a_key_change_reseals_the_rest(
+    pool: asyncpg.Pool,
+) -> None:
+    units = Units(pool)
+    await subscribe(units, "sealed", "https://example.test/sealed", "*")
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO subscriptions (subscription_id, url, secret, events)"
+            " VALUES ('legacy', 'https://example.test/legacy', $1, '{*}')",
+            SECRET,
+        )
+    rotated = SecretBox(f"{new_key()},{BOX_KEY}")
+    secrets = PgSubscriptionSecrets(pool)
+
+    first = await secrets.seal_all(rotated.seal, rotated.reseal)
+    again = await secrets.seal_all(rotated.seal, rotated.reseal)
+
+    assert first == (1, 1) and again == (0, 0)
+    async with pool.acquire() as conn:
+        rows = {r["subscription_id"]: r for r in await conn.fetch("SELECT * FROM subscriptions")}
+    assert [rows[s]["secret"] for s in ("legacy", "sealed")] == [None, None]
+    for sid in ("legacy", "sealed"):
+        assert rotated.open(rows[sid]["secret_sealed"]) == SECRET
+        assert BOX.open(rows[sid]["secret_sealed"]) is None, "sealed under the new key, not the old"
+
+
 async def test_an_email_round_holds_its_emails_and_records_each_outcome(pool: asyncpg.Pool) -> None:
     orders = [uuid4() for _ in range(3)]
     async with pool.acquire() as conn:
@@ -335,6 +407,7 @@ class RefusingMailbox:
     def __init__(self, refused: str) -> None:
         self.refused = refused
         self.accepted: list[bytes] = []
+        self.envelopes: list[list[str]] = []
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if address == self.refused:
@@ -344,6 +417,7 @@ class RefusingMailbox:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.accepted.append(envelope.content)
+        self.envelopes.append(list(envelope.rcpt_tos))
         return "250 OK"
 
 
@@ -366,6 +440,21 @@ async def test_the_smtp_sender_sends_each_message_and_a_refused_one_fails_alone(
     assert [r is None for r in results] == [True, False, True, True]
     assert results[1] is not None and "550" in results[1]
     assert sorted(b"Message-ID: <o" in m for m in mailbox.accepted) == [True, True, True]
+    assert sorted(mailbox.envelopes) == [["ada@example.test"]] * 3, "one recipient per envelope"
+
+
+async def test_the_smtp_sender_never_puts_a_list_of_addresses_on_an_envelope() -> None:
+    mailbox = RefusingMailbox("nobody@example.test")
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        sender = AioSmtpSender(NotificationSettings(smtp_host="127.0.0.1", smtp_port=port))
+        results = await sender.send([mail(1, "victim@example.com, list@evil.example"), mail(2)])
+    finally:
+        controller.stop()
+    assert results[0] is not None and results[1] is None
+    assert mailbox.envelopes == [["ada@example.test"]]
 
 
 async def test_the_smtp_sender_reports_every_message_failed_when_no_server_answers() -> None:
@@ -391,18 +480,19 @@ async def test_the_webhook_sender_signs_each_post_and_reports_statuses_and_trans
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    sender = AiohttpWebhookSender(timeout_s=2)
+    allowed = EgressGuard(EgressPolicy(allowed=parse_networks("127.0.0.1/32")), FakeResolver())
+    sender = AiohttpWebhookSender(timeout_s=2, guard=allowed)
     await sender.open()
     try:
-        ok = await sender.post(f"http://127.0.0.1:{port}/204", SECRET, "msg_1", b'{"a":1}')
-        failing = await sender.post(f"http://127.0.0.1:{port}/500", SECRET, "msg_2", b"{}")
-        refused = await sender.post(f"http://127.0.0.1:{free_port()}/204", SECRET, "msg_3", b"{}")
+        ok = await sender.post(f"http://127.0.0.1:{port}/204", [SECRET], "msg_1", b'{"a":1}')
+        failing = await sender.post(f"http://127.0.0.1:{port}/500", [SECRET], "msg_2", b"{}")
+        refused = await sender.post(f"http://127.0.0.1:{free_port()}/204", [SECRET], "msg_3", b"{}")
     finally:
         await sender.close()
         await runner.cleanup()
     assert (ok.status_code, ok.transport_error) == (204, None)
     assert (failing.status_code, failing.transport_error) == (500, None)
-    assert refused.status_code is None and refused.transport_error is not None
+    assert (refused.status_code, refused.transport_error) == (None, "refused")
     headers = received[0].headers
     assert headers["webhook-id"] == "msg_1"
     assert verify(SECRET, "msg_1", int(headers["webhook-timestamp"]), bodies[0], headers["webhook-signature"])
@@ -428,12 +518,18 @@ async def test_the_status_api_shows_an_order_with_its_parcels_stages_and_timelin
             )
         ],
     )
-    runner = web.AppRunner(build_api(PgOrderStatusQueries(pool)))
+    key = new_api_key()
+    await units.run(
+        change_api_key,
+        ApiKeyChanged(action="add", key_id="k1", key_hash=digest(key), channels=["webshop"]),
+    )
+    runner = web.AppRunner(build_api(PgOrderStatusQueries(pool), rate_per_s=100, burst=100))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    auth = {"Authorization": f"Bearer {key}"}
     try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=auth) as http:
             async with http.get(f"/orders/{order_id}") as r:
                 view = await r.json()
             async with http.get(
@@ -454,3 +550,77 @@ async def test_the_status_api_shows_an_order_with_its_parcels_stages_and_timelin
     assert [e["kind"] for e in view["timeline"]] == ["status", "stage"]
     assert found["order_id"] == str(order_id)
     assert (missing, ready) == (404, 200)
+
+
+async def test_notification_without_a_secrets_key_refuses_to_start_with_one_line_naming_it(
+    infra: Infra,
+) -> None:
+    environment = await fresh_environment(
+        infra, schemas={"notification": "services.notification.adapters.migrations"}
+    )
+    try:
+        env = {
+            k: v for k, v in environment.env_for("notification").items() if k != "BATON_WEBHOOK_SECRETS_KEY"
+        }
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "libs.cli.main", "run", "notification"],
+            env=env | {"BATON_HTTP_PORT": "0"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    finally:
+        await environment.drop()
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "BATON_WEBHOOK_SECRETS_KEY is not set" in output and "Traceback" not in output
+
+
+async def test_status_api_keys_are_stored_as_digests_scoped_to_channels_limited_and_revocable(
+    pool: asyncpg.Pool,
+) -> None:
+    units = Units(pool)
+    order_id = uuid4()
+    await units.run(record_status_changes, [status(order_id, OrderStatus.RECEIVED, 1)])
+    webshop, other, support = new_api_key(), new_api_key(), new_api_key()
+    for key_id, key, channels in (
+        ("web", webshop, ["webshop"]),
+        ("pos", other, ["pos"]),
+        ("all", support, ["*"]),
+    ):
+        await units.run(
+            change_api_key,
+            ApiKeyChanged(action="add", key_id=key_id, name=key_id, key_hash=digest(key), channels=channels),
+        )
+    stored = await pool.fetch("SELECT * FROM api_keys")
+    assert all(key not in str(dict(row)) for row in stored for key in (webshop, other, support))
+    runner = web.AppRunner(build_api(PgOrderStatusQueries(pool), rate_per_s=0.5, burst=3))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    async def get(key: str | None, path: str = f"/orders/{order_id}") -> tuple[int, dict[str, str]]:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        async with http.get(path, headers=headers) as r:
+            return r.status, dict(r.headers)
+
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            assert (await get(webshop))[0] == 200
+            assert (await get(support))[0] == 200
+            assert (await get(other))[0] == 404, "another channel's order is not found, not forbidden"
+            assert (await get(other, "/orders?channel=webshop&external_id=x"))[0] == 404
+            assert (await get(None))[0] == 401
+            assert (await get("baton_not-a-key"))[0] == 401
+            assert (await get(None, "/openapi.json"))[0] == 200
+            assert (await get(None, "/livez"))[0] == 200
+            answers = [await get(webshop) for _ in range(3)]  # a burst of 3, the first one spent
+            assert [a[0] for a in answers] == [200, 200, 429]
+            assert int(answers[-1][1]["Retry-After"]) >= 1
+            assert (await get(support))[0] == 200, "each key has a bucket of its own"
+            await units.run(change_api_key, ApiKeyChanged(action="revoke", key_id="all"))
+            assert (await get(support))[0] == 401, "a revoked key is refused"
+            assert (await get(None))[0] == 429, "failed log-ins from one address are limited too"
+    finally:
+        await runner.cleanup()

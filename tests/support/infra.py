@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -13,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+from aiokafka.errors import KafkaError
 
 from libs.contracts.topics import SERVICES
 from libs.platform import dsn, stack
 from libs.platform.kafka import KafkaAccess, KafkaSecurity, wait_for_login
+from libs.platform.secret_box import new_key
 from libs.platform.secure_stack import ADMIN, SecureKafkaBroker
 from libs.platform.settings import BatonSettings
 from tests.support.fleet import Fleet
@@ -129,6 +132,8 @@ class Environment:
     database_urls: dict[str, str]
     """Schema (and "operator") -> that role's URL, without password (it is in ``passfile``)."""
     passfile: Path
+    webhook_key: str = field(default_factory=new_key)
+    """The run's ``BATON_WEBHOOK_SECRETS_KEY``: notification's, and the operator's for `baton webhooks`."""
 
     @property
     def dsn(self) -> str:
@@ -151,6 +156,7 @@ class Environment:
                 "BATON_TOPIC_PREFIX": self.prefix,
                 "BATON_LOG_JSON": "true",
                 "BATON_OPS_PORT": "0",
+                "BATON_WEBHOOK_SECRETS_KEY": self.webhook_key,
             }
         )
         return env | self.infra.principal_env("operator")
@@ -176,14 +182,31 @@ class Environment:
         )
 
     async def drop(self) -> None:
-        """Drop the run's roles and revoke its ACLs (the secured broker's data outlives the run)."""
+        """Drop the run's roles and revoke its ACLs, and delete its topics: the brokers outlive the
+        runs, and every partition of every topic keeps files open (thousands of runs' topics once
+        took the broker past its open-file limit and it shut down)."""
         await drop_roles(self.infra, self.database, self.roles)
         shutil.rmtree(self.passfile.parent, ignore_errors=True)
+        await delete_topics(self.infra, self.prefix)
         if self.infra.secured is not None:
             from libs.contracts.acls import grants
             from libs.platform.acls import revoke_acls
 
             await revoke_acls(self.infra.kafka, grants(self.prefix))
+
+
+async def delete_topics(infra: Infra, prefix: str) -> None:
+    """Delete every topic whose name starts with ``prefix`` (a run's own; never an empty prefix)."""
+    assert prefix, "only a run's own, prefixed topics are deleted"
+    admin = infra.kafka.admin()
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            with contextlib.suppress(KafkaError):
+                await admin.delete_topics(mine)
+    finally:
+        await admin.close()
 
 
 async def drop_roles(infra: Infra, database: str, roles: list[str]) -> None:

@@ -27,12 +27,15 @@ class MailBox:
 
     def __init__(self) -> None:
         self.raw: list[bytes] = []
+        self.envelopes: list[list[str]] = []
+        """The recipients of each accepted message, as the envelope named them (RCPT TO)."""
         self.message_ids: Counter[str] = Counter()
         self.port = free_port()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
     async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
         self.raw.append(envelope.content)
+        self.envelopes.append(list(envelope.rcpt_tos))
         self.message_ids[str(HEADERS.parsebytes(envelope.content, headersonly=True)["Message-ID"])] += 1
         return "250 OK"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
@@ -12,10 +13,13 @@ import pytest
 from libs.contracts.notification import WebhookSubscriptionChanged
 from libs.contracts.privacy import ErasureRequested
 from libs.platform.messaging import Outgoing
+from libs.platform.secret_box import SecretBox, new_key, new_webhook_secret
 from services.notification.adapters.templates import PackageTemplates
 from services.notification.app.delivery import DeliveryWorker, EmailPolicy, WebhookPolicy
-from services.notification.app.ports import Contact, NewDelivery, NewEmail
+from services.notification.app.egress import EgressGuard
+from services.notification.app.ports import Contact, NewDelivery, NewEmail, PostOutcome
 from services.notification.app.use_cases import change_subscription, erase_customer
+from services.notification.domain.egress import EgressPolicy
 from services.notification.domain.webhooks import delivery_id
 from tests.support.orders import erasure_request
 from tests.unit.fakes.notification import (
@@ -23,6 +27,7 @@ from tests.unit.fakes.notification import (
     FakeEmailQueue,
     FakeMailSender,
     FakeNotificationStore,
+    FakeResolver,
     FakeSubscription,
     FakeWebhookSender,
 )
@@ -30,21 +35,32 @@ from tests.unit.fakes.notification import (
 pytestmark = pytest.mark.unit
 
 SLOTS = 4
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 DEAD_LETTERS = "notification.dead-letters.v1"
 
 
 class Worker:
     """A delivery worker on a fake store, with what it sent and what it committed."""
 
-    def __init__(self, *, max_attempts: int = 3, email_attempts: int = 3, round_size: int = 200) -> None:
+    def __init__(
+        self,
+        *,
+        max_attempts: int = 3,
+        email_attempts: int = 3,
+        round_size: int = 200,
+        http: FakeWebhookSender | None = None,
+    ) -> None:
         self.store = FakeNotificationStore()
-        self.http = FakeWebhookSender()
+        self.http = http or FakeWebhookSender()
         self.mail = FakeMailSender()
         self.queue = FakeDeliveryQueue(self.store)
+        self.box = SecretBox(new_key())
+        self.secret = new_webhook_secret()
         self.commits = 0
         self.worker = DeliveryWorker(
             deliveries=self.queue,
             webhooks=self.http,
+            secrets=self.box,
             webhook_policy=WebhookPolicy(
                 slots_per_subscription=SLOTS,
                 max_attempts=max_attempts,
@@ -67,7 +83,7 @@ class Worker:
 
     def subscribe(self, subscription_id: str) -> str:
         url = f"https://example.test/{subscription_id}"
-        self.store.subscriptions[subscription_id] = FakeSubscription(url, "secret-secret", ("*",))
+        self.store.subscriptions[subscription_id] = FakeSubscription(url, self.box.seal(self.secret), ("*",))
         return url
 
     async def queue_deliveries(self, subscription_id: str, n: int) -> list[str]:
@@ -128,7 +144,10 @@ async def test_removing_a_subscription_cancels_its_pending_deliveries_and_one_in
     await asyncio.sleep(0)
 
     await change_subscription(
-        WebhookSubscriptionChanged(action="remove", subscription_id="gone"), w.store.unit()
+        WebhookSubscriptionChanged(action="remove", subscription_id="gone"),
+        w.store.unit(),
+        EgressGuard(EgressPolicy(), FakeResolver()),
+        w.box,
     )
     w.http.answers[hanging] = [204]
     w.http.release.set()
@@ -144,7 +163,7 @@ async def test_removing_a_subscription_cancels_its_pending_deliveries_and_one_in
 async def test_a_failing_delivery_is_retried_with_backoff_and_jitter_then_dead_with_a_dead_letter() -> None:
     w = Worker(max_attempts=3)
     url = w.subscribe("down")
-    w.http.answers[url] = [500, "ClientConnectorError: refused", 503]
+    w.http.answers[url] = [500, "refused", 503]
     [queued] = await w.queue_deliveries("down", 1)
     delivery = w.store.deliveries[queued]
     waits = []
@@ -156,22 +175,18 @@ async def test_a_failing_delivery_is_retried_with_backoff_and_jitter_then_dead_w
         w.store.now += 600
 
     assert 0.5 <= waits[0] <= 1.0 and 1.0 <= waits[1] <= 2.0, waits
-    assert (delivery.status, delivery.attempts, delivery.last_error) == ("dead", 3, "HTTP 503")
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("dead", 3, "http_5xx")
     [dead_letter] = w.store.outbox
     assert isinstance(dead_letter, Outgoing)
     assert (
         dead_letter.topic == DEAD_LETTERS and dead_letter.key == "down" and dead_letter.value == delivery.body
     )
     assert dead_letter.headers["dlq-cause"] == "webhook_undeliverable"
-    assert dead_letter.headers["dlq-error"] == "HTTP 503"
+    assert dead_letter.headers["dlq-error"] == "http_5xx"
     assert dead_letter.headers["dlq-delivery-id"] == queued
     assert dead_letter.headers["dlq-subscription-id"] == "down"
     assert w.commits == 1, "the relay is woken for the dead letter"
-    assert [error for _, _, _, error in w.store.attempts] == [
-        "HTTP 500",
-        "ClientConnectorError: refused",
-        "HTTP 503",
-    ]
+    assert [error for _, _, _, error in w.store.attempts] == ["http_5xx", "refused", "http_5xx"]
 
 
 async def test_a_flaky_endpoint_is_delivered_on_a_later_attempt_under_the_same_webhook_id() -> None:
@@ -209,7 +224,89 @@ async def test_a_redelivered_dead_delivery_gets_a_fresh_attempt_budget() -> None
     assert len(w.store.outbox) == 1
 
 
-async def queue_email(w: Worker, status: str, email: str = "ada@example.test") -> UUID:
+async def test_failed_attempts_record_generic_classes_never_addresses_or_exception_text() -> None:
+    w = Worker(max_attempts=10)
+    url = w.subscribe("odd")
+    w.http.answers[url] = [307, 302, 404, 410, 500, 503, "egress_refused", "timeout"]
+    await w.queue_deliveries("odd", 1)
+    for _ in range(8):
+        await w.claim_and_settle()
+        w.store.now += 3600
+
+    assert [error for _, _, _, error in w.store.attempts] == [
+        "redirect",
+        "redirect",
+        "http_4xx",
+        "http_4xx",
+        "http_5xx",
+        "http_5xx",
+        "egress_refused",
+        "timeout",
+    ]
+
+
+class ExplodingSender(FakeWebhookSender):
+    async def post(self, url: str, secrets: Sequence[str], webhook_id: str, body: bytes) -> PostOutcome:
+        raise OSError("connect call failed ('10.0.0.5', 5432)")
+
+
+async def test_a_sender_that_raises_is_a_failed_attempt_whose_text_stays_out_of_the_record() -> None:
+    w = Worker(max_attempts=1, http=ExplodingSender())
+    w.subscribe("boom")
+    await w.queue_deliveries("boom", 1)
+
+    await w.claim_and_settle()
+
+    [(_, _, _, error)] = w.store.attempts
+    assert error == "sender_failed"
+    [dead_letter] = w.store.outbox
+    assert dead_letter.headers["dlq-error"] == "sender_failed"
+
+
+async def test_during_a_rotation_deliveries_are_signed_with_the_new_and_the_old_secret_then_the_new_only() -> (
+    None
+):
+    w = Worker()
+    w.store.now = T0.timestamp()
+    url = w.subscribe("rotating")
+    old, new = w.secret, new_webhook_secret()
+    rotate = WebhookSubscriptionChanged(
+        action="rotate_secret",
+        subscription_id="rotating",
+        secret_ciphertext=w.box.seal(new),
+        grace_hours=2,
+        sent_at=T0,
+    )
+    await change_subscription(rotate, w.store.unit(), EgressGuard(EgressPolicy(), FakeResolver()), w.box)
+
+    await w.queue_deliveries("rotating", 1)
+    await w.claim_and_settle()
+    w.store.now += 2 * 3600 + 1
+    await w.queue_deliveries("rotating", 1)
+    await w.claim_and_settle()
+
+    assert w.http.posted_to(url) and w.http.signed_with == [[new, old], [new]]
+
+
+async def test_a_secret_that_does_not_open_or_gives_no_key_fails_its_attempts_and_nothing_is_sent() -> None:
+    w = Worker(max_attempts=2)
+    w.subscribe("other-key")
+    w.store.subscriptions["other-key"].sealed_secret = SecretBox(new_key()).seal(w.secret)
+    w.subscribe("stored-malformed")  # from before secrets were checked
+    w.store.subscriptions["stored-malformed"].sealed_secret = w.box.seal("whsec_not base64!")
+    await w.queue_deliveries("other-key", 1)
+    await w.queue_deliveries("stored-malformed", 1)
+
+    for _ in range(2):
+        await w.claim_and_settle()
+        w.store.now += 3600
+
+    assert w.http.posts == []
+    assert [error for _, _, _, error in w.store.attempts] == ["secret_unreadable"] * 4
+    assert {d.status for d in w.store.deliveries.values()} == {"dead"}, "recorded and given up, never a loop"
+
+
+async def queue_email(w: Worker, status: str, email: str = "ada@example.com") -> UUID:
     order_id = uuid4()
     unit = w.store.unit()
     await unit.customers.remember([Contact(order_id, email, "Ada", f"ext-{order_id.hex[:6]}")])
@@ -225,7 +322,7 @@ async def test_emails_are_rendered_from_their_template_with_a_stable_message_id(
 
     [mail] = w.mail.sent
     assert mail.message_id == f"<{order_id}.shipped@baton>"
-    assert (mail.sender, mail.recipient) == ("orders@baton.test", "ada@example.test")
+    assert (mail.sender, mail.recipient) == ("orders@baton.test", "ada@example.com")
     assert mail.subject == f"Your order ext-{order_id.hex[:6]} is on its way"
     assert "Tracking: 1Z" in mail.body and "Hello Ada" in mail.body
     assert w.store.emails[(order_id, "shipped")].state == "sent"
@@ -257,9 +354,9 @@ async def test_an_unrenderable_email_never_blocks_the_others_in_its_round() -> N
 
 async def test_a_refused_recipient_is_marked_failed_while_the_others_are_sent() -> None:
     w = Worker()
-    w.mail.refused.add("nobody@example.test")
+    w.mail.refused.add("nobody@example.com")
     sent = [await queue_email(w, "shipped"), await queue_email(w, "delivered")]
-    refused = await queue_email(w, "shipped", email="nobody@example.test")
+    refused = await queue_email(w, "shipped", email="nobody@example.com")
 
     await w.worker.send_emails()
 
@@ -270,8 +367,8 @@ async def test_a_refused_recipient_is_marked_failed_while_the_others_are_sent() 
     failed = w.store.emails[(refused, "shipped")]
     assert (failed.state, failed.attempts) == ("pending", 1)
     assert failed.last_error is not None and "550" in failed.last_error
-    assert "nobody@example.test" not in failed.last_error, "the error is kept without the address"
-    assert [m.recipient for m in w.mail.sent] == ["ada@example.test", "ada@example.test"]
+    assert "nobody@example.com" not in failed.last_error, "the error is kept without the address"
+    assert [m.recipient for m in w.mail.sent] == ["ada@example.com", "ada@example.com"]
 
 
 async def test_an_email_waits_for_its_customers_address() -> None:
@@ -279,7 +376,7 @@ async def test_an_email_waits_for_its_customers_address() -> None:
     order_id = uuid4()
     await w.store.unit().emails.add([NewEmail(order_id, "received", {"tracking": "to follow"})])
     assert await w.worker.send_emails() == 0
-    await w.store.unit().customers.remember([Contact(order_id, "ada@example.test", "Ada", "ext-1")])
+    await w.store.unit().customers.remember([Contact(order_id, "ada@example.com", "Ada", "ext-1")])
     assert await w.worker.send_emails() == 1
 
 
@@ -303,7 +400,7 @@ async def test_an_erased_customers_queued_emails_are_never_sent() -> None:
         [
             Contact(
                 order_id,
-                "ada@example.test",
+                "ada@example.com",
                 "Ada",
                 "ext-1",
                 "webshop",
@@ -318,3 +415,42 @@ async def test_an_erased_customers_queued_emails_are_never_sent() -> None:
 
     assert await w.worker.send_emails() == 0
     assert w.mail.sent == []
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["victim@example.com, list@evil.example, more@evil.example", "Ada <ada@example.com>", "ada@localhost"],
+)
+async def test_an_email_to_anything_but_one_address_is_dead_at_once_and_the_others_are_sent(
+    address: str,
+) -> None:
+    w = Worker()
+    before = await queue_email(w, "received")
+    hostile = await queue_email(w, "received", email=address)
+    after = await queue_email(w, "received")
+
+    await w.worker.send_emails()
+
+    assert sorted(m.message_id for m in w.mail.sent) == sorted(
+        [f"<{before}.received@baton>", f"<{after}.received@baton>"]
+    )
+    assert all(m.recipient == "ada@example.com" for m in w.mail.sent)
+    dead = w.store.emails[(hostile, "received")]
+    assert (dead.state, dead.attempts) == ("dead", 1), "never retried: it can never be sent"
+    assert dead.last_error is not None and "not one valid address" in dead.last_error
+
+
+def test_an_smtp_message_has_exactly_one_bare_recipient() -> None:
+    from services.notification.adapters.smtp import to_message
+    from services.notification.app.ports import Mail
+
+    assert to_message(Mail("<m@baton>", "orders@baton.example", "ada@example.com", "s", "b"))["To"] == (
+        "ada@example.com"
+    )
+    for recipient in (
+        "a@example.com, b@evil.example",
+        "Bob <b@example.com>",
+        "a@example.com\r\nBcc: b@evil.example",
+    ):
+        with pytest.raises(ValueError):
+            to_message(Mail("<m@baton>", "orders@baton.example", recipient, "s", "b"))

@@ -527,7 +527,7 @@ def erasure(customer: str = "c1", **fields: Any) -> ErasureRequested:
 
 
 def customer(customer_id: str) -> dict[str, str]:
-    return {"id": customer_id, "email": f"{customer_id}@example.test", "name": f"Name of {customer_id}"}
+    return {"id": customer_id, "email": f"{customer_id}@example.com", "name": f"Name of {customer_id}"}
 
 
 async def test_an_erasure_erases_the_details_of_the_customers_orders_and_keeps_what_operations_need() -> None:
@@ -551,7 +551,7 @@ async def test_an_erasure_erases_the_details_of_the_customers_orders_and_keeps_w
         before.payment,
         before.placed_at,
     )
-    assert uow.details[order_id_for("webshop", "ext-2")].customer.email == "c2@example.test"
+    assert uow.details[order_id_for("webshop", "ext-2")].customer.email == "c2@example.com"
     assert uow.statuses(order_id_for("webshop", "ext-1")) == ["received"]
 
 

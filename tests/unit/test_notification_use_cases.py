@@ -16,6 +16,8 @@ from libs.contracts.orders import OrderDetails, OrderStatusChanged, Shipment, Sh
 from libs.contracts.privacy import ERASED, ERASED_EMAIL, ErasureApplied, ErasureRequested
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform.messaging import Rejected
+from libs.platform.secret_box import SecretBox, new_key, new_webhook_secret
+from services.notification.app.egress import EgressGuard
 from services.notification.app.use_cases import (
     change_subscription,
     erase_customer,
@@ -24,14 +26,16 @@ from services.notification.app.use_cases import (
     redeliver,
     remember_customers,
 )
+from services.notification.domain.egress import EgressPolicy
 from services.notification.entry import build_router
 from services.notification.settings import NotificationSettings
 from tests.support.orders import erasure_request, order
-from tests.unit.fakes.notification import FakeNotificationStore
+from tests.unit.fakes.notification import FakeNotificationStore, FakeResolver
 
 pytestmark = pytest.mark.unit
 
-SECRET = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ="
+SECRET = new_webhook_secret()
+BOX = SecretBox(new_key())
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
 
@@ -77,15 +81,34 @@ def stage(
     )
 
 
-async def subscribe(store: FakeNotificationStore, subscription_id: str, *events: str) -> None:
-    command = WebhookSubscriptionChanged(
-        action="add",
-        subscription_id=subscription_id,
-        url=f"https://example.test/{subscription_id}",
-        secret=SECRET,
-        events=list(events),
+def guard() -> EgressGuard:
+    """The egress guard with the default policy; `example.test` resolves to a public address,
+    `db.internal` to a private one."""
+    return EgressGuard(
+        EgressPolicy(),
+        FakeResolver({"example.test": [["93.184.216.34"]], "db.internal": [["93.184.216.34", "10.1.2.3"]]}),
     )
-    assert await change_subscription(command, store.unit()) == []
+
+
+async def change(command: WebhookSubscriptionChanged, store: FakeNotificationStore) -> list[Any]:
+    return await change_subscription(command, store.unit(), guard(), BOX)
+
+
+def adding(subscription_id: str = "s", **fields: Any) -> WebhookSubscriptionChanged:
+    return WebhookSubscriptionChanged.model_validate(
+        {
+            "action": "add",
+            "subscription_id": subscription_id,
+            "url": f"https://example.test/{subscription_id}",
+            "secret_ciphertext": BOX.seal(SECRET),
+            "events": ["*"],
+        }
+        | fields
+    )
+
+
+async def subscribe(store: FakeNotificationStore, subscription_id: str, *events: str) -> None:
+    assert await change(adding(subscription_id, events=list(events)), store) == []
 
 
 def keys(store: FakeNotificationStore, subscription_id: str) -> list[str]:
@@ -145,9 +168,7 @@ async def test_a_removed_subscription_gets_nothing_more_and_its_pending_deliveri
     await subscribe(store, "gone", "*")
     await record_status_changes([status(uuid4(), OrderStatus.RECEIVED, 1)], store.unit())
 
-    await change_subscription(
-        WebhookSubscriptionChanged(action="remove", subscription_id="gone"), store.unit()
-    )
+    await change(WebhookSubscriptionChanged(action="remove", subscription_id="gone"), store)
     await record_status_changes([status(uuid4(), OrderStatus.RECEIVED, 1)], store.unit())
 
     assert [(d.status, d.last_error) for d in store.deliveries_of("gone")] == [
@@ -156,31 +177,81 @@ async def test_a_removed_subscription_gets_nothing_more_and_its_pending_deliveri
 
 
 @pytest.mark.parametrize(
-    ("fields", "problem"),
+    ("fields", "cause", "problem"),
     [
-        ({"url": None}, "needs url, secret and events"),
-        ({"events": []}, "needs url, secret and events"),
-        ({"url": "ftp://example.test/hook"}, "url must be http(s)"),
+        ({"url": None}, "schema_violation", "needs url, secret and events"),
+        ({"events": []}, "schema_violation", "needs url, secret and events"),
+        ({"url": "ftp://example.test/hook"}, "webhook_url_refused", "scheme"),
+        ({"url": "https://10.0.0.1/hook"}, "webhook_url_refused", "private"),
+        ({"url": "https://db.internal/hook"}, "webhook_url_refused", "private"),
+        ({"url": "http://example.test/hook"}, "webhook_url_refused", "http_not_allowed"),
+        ({"url": "https://admin@example.test/"}, "webhook_url_refused", "userinfo"),
+        (
+            {"secret": SECRET, "secret_ciphertext": None},
+            "webhook_secret_refused",
+            "a clear secret is refused",
+        ),
+        ({"secret_ciphertext": None}, "webhook_secret_refused", "secret_ciphertext is missing"),
+        ({"secret_ciphertext": "not-a-token"}, "webhook_secret_refused", "does not open"),
+        (
+            {"secret_ciphertext": SecretBox(new_key()).seal(SECRET)},
+            "webhook_secret_refused",
+            "does not open",
+        ),
+        (
+            {"secret_ciphertext": BOX.seal("whsec_" + "A" * 20)},
+            "webhook_secret_refused",
+            "24 to 64 bytes, not 15",
+        ),
+        ({"secret_ciphertext": BOX.seal("s3cret-but-not-whsec-format")}, "webhook_secret_refused", "whsec_"),
+        ({"secret_ciphertext": BOX.seal("whsec_not base64!")}, "webhook_secret_refused", "not base64"),
     ],
 )
-async def test_a_subscription_without_an_http_url_a_secret_or_events_is_rejected(
-    fields: dict[str, Any], problem: str
+async def test_a_subscription_is_refused_with_its_cause_without_a_url_allowed_a_good_secret_or_events(
+    fields: dict[str, Any], cause: str, problem: str
 ) -> None:
     store = FakeNotificationStore()
-    command = WebhookSubscriptionChanged.model_validate(
-        {
-            "action": "add",
-            "subscription_id": "s",
-            "url": "https://example.test",
-            "secret": SECRET,
-            "events": ["*"],
-        }
-        | fields
-    )
     with pytest.raises(Rejected) as rejected:
-        await change_subscription(command, store.unit())
-    assert rejected.value.cause == "schema_violation" and problem in rejected.value.detail
+        await change(adding(**fields), store)
+    assert rejected.value.cause == cause and problem in rejected.value.detail
+    assert SECRET not in rejected.value.detail
     assert store.subscriptions == {}
+
+
+async def test_a_subscription_keeps_its_secret_sealed_and_a_host_that_does_not_resolve_yet_is_accepted() -> (
+    None
+):
+    store = FakeNotificationStore()
+    await change(adding("later", url="https://not-yet.example.net/hook"), store)
+
+    stored = store.subscriptions["later"]
+    assert SECRET not in stored.sealed_secret and BOX.open(stored.sealed_secret) == SECRET
+
+
+async def test_rotating_keeps_the_old_secret_for_the_grace_window_and_an_unknown_subscription_is_refused() -> (
+    None
+):
+    store = FakeNotificationStore()
+    await subscribe(store, "s", "*")
+    new = new_webhook_secret()
+    sent_at = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    rotate = WebhookSubscriptionChanged(
+        action="rotate_secret",
+        subscription_id="s",
+        secret_ciphertext=BOX.seal(new),
+        grace_hours=24,
+        sent_at=sent_at,
+    )
+
+    await change(rotate, store)
+    with pytest.raises(Rejected) as rejected:
+        await change(rotate.model_copy(update={"subscription_id": "nobody"}), store)
+
+    stored = store.subscriptions["s"]
+    assert BOX.open(stored.sealed_secret) == new
+    assert stored.previous_secret is not None and BOX.open(stored.previous_secret) == SECRET
+    assert stored.previous_until == sent_at + timedelta(hours=24)
+    assert rejected.value.cause == "unknown_subscription"
 
 
 async def test_one_email_per_order_and_status_the_customer_hears_about_including_partially_shipped() -> None:
@@ -306,6 +377,7 @@ def test_the_router_has_a_handler_for_every_type_notification_reads() -> None:
     assert {b.name for b in bound} == {
         "subscription_changed",
         "redelivery_requested",
+        "api_key_changed",
         "order_facts",
         "status_changed",
         "stage_changed",

@@ -26,6 +26,7 @@ ORDER = Order(
     address=Address("Ada", "Main St 1", "Berlin", "10117", "DE"),
     payment_status="authorized",
     payment_amount=Decimal("25.00"),
+    customer_email="ada@example.com",
 )
 
 
@@ -116,3 +117,28 @@ def test_rejections_win_over_holds_and_all_are_reported() -> None:
     }
     zero = replace(ORDER, lines=(Line("MUG", 0, Decimal("12.50")),))
     assert "invalid_quantity" in codes(list(rules.validate(zero, CTX).findings))
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "victim@x.com, list@evil.com, more@evil.com",
+        "victim@x.com;list@evil.com",
+        "Ada <ada@example.com>",
+        '"ada lovelace"@example.com',
+        "ada@[10.0.0.1]",
+        "ada@localhost",
+        "ada",
+        "",
+        "ada@example.com Bcc: evil@x.com",
+    ],
+)
+def test_an_email_that_is_not_exactly_one_address_rejects_the_order(email: str) -> None:
+    findings = rules.invalid_email(replace(ORDER, customer_email=email), CTX)
+    assert codes(findings) == ["invalid_email"]
+    assert rules.validate(replace(ORDER, customer_email=email), CTX).outcome is Outcome.REJECTED
+
+
+@pytest.mark.parametrize("email", ["ada@example.com", "Ada.Lovelace+orders@Example.COM", "zoë@exämple.de"])
+def test_one_address_of_any_script_is_fine(email: str) -> None:
+    assert rules.invalid_email(replace(ORDER, customer_email=email), CTX) == []

@@ -13,8 +13,9 @@ from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
 from libs.contracts.lifecycle import OrderHeld, OrderReceived, OrderRejected, OrderValidated
 from libs.contracts.orders import HoldDecision, OrderDetails
-from libs.contracts.privacy import ERASED, ERASED_EMAIL, ErasureApplied, ErasureRequested
+from libs.contracts.privacy import ERASED, ERASED_EMAIL, ErasureApplied, ErasureRequested, erase_order
 from libs.platform.messaging import Rejected
+from libs.policy.channels import parse_policies
 from services.validation.app.use_cases import (
     decide_hold,
     erase_customer,
@@ -27,7 +28,16 @@ from tests.unit.fakes.validation import FakeValidationUnit
 
 pytestmark = pytest.mark.unit
 
-POLICY = policy_from("DE,AT", "1000")
+POLICY = policy_from(
+    parse_policies(
+        {
+            "version": 1,
+            "defaults": {"supported_countries": ["DE", "AT"], "hold_threshold": "1000"},
+            "channels": {"b2b": {"hold_threshold": "50000"}, "local": {"supported_countries": ["AT"]}},
+        },
+        "test",
+    )
+)
 
 
 def received(
@@ -36,8 +46,9 @@ def received(
     quantity: int = 1,
     sku: str = "MUG",
     placed_at: str | None = None,
+    channel: str = "webshop",
 ) -> OrderReceived:
-    details = order(lines=[(sku, quantity, price)], customer_id=customer)
+    details = order(lines=[(sku, quantity, price)], customer_id=customer, channel=channel)
     if placed_at is not None:
         details["placed_at"] = placed_at
     return OrderReceived(order_id=uuid4(), order=OrderDetails.model_validate(details))
@@ -76,6 +87,18 @@ async def test_an_order_breaking_rules_is_rejected_with_every_reason() -> None:
     assert [r.code for r in cheap.reasons] == ["price_mismatch"]
     assert [(r.code, r.sku) for r in ghost.reasons] == [("unknown_sku", "GHOST")]
     assert uow.validated == {}
+
+
+async def test_an_order_whose_email_is_a_list_of_addresses_is_rejected_with_a_reason_not_dead_lettered() -> (
+    None
+):
+    uow = await with_mug()
+    payload = order(lines=[("MUG", 1, "10.00")])
+    payload["customer"]["email"] = "victim@example.com, list@evil.example, more@evil.example"
+    fact = OrderReceived(order_id=uuid4(), order=OrderDetails.model_validate(payload))
+    [[event]] = applied(await validate_orders([fact, received()], uow, POLICY))[:1]
+    assert isinstance(event, OrderRejected)
+    assert [r.code for r in event.reasons] == ["invalid_email"]
 
 
 async def test_a_customers_second_order_in_the_same_batch_is_not_a_first_order() -> None:
@@ -168,6 +191,16 @@ async def test_an_order_placed_before_an_erasure_that_arrives_after_it_is_checke
     assert uow.validated == {}, "an erased customer's history is not started again"
 
 
+async def test_an_order_erased_upstream_is_validated_without_its_address_and_counts_for_nobody() -> None:
+    uow = await with_mug()
+    erased = [OrderReceived(order_id=uuid4(), order=erase_order(received().order)) for _ in range(2)]
+
+    verdicts = applied(await validate_orders(erased, uow, POLICY))
+
+    assert [type(v) for [v] in verdicts] == [OrderValidated, OrderValidated], "not invalid_email"
+    assert uow.validated == {}, "erased orders share no history"
+
+
 async def test_a_held_order_released_after_its_customer_was_erased_goes_on_erased_and_counts_for_nobody() -> (
     None
 ):
@@ -192,3 +225,14 @@ async def test_an_erasure_without_a_channel_forgets_the_customer_on_every_channe
 
     assert uow.validated == {"webshop:c10": 1}
     assert isinstance(report, ErasureApplied) and report.rows_changed == 2
+
+
+async def test_each_channel_is_judged_by_its_own_policy() -> None:
+    uow = await with_mug("1500.00")
+    b2b, local, webshop = (received(price="1500.00", channel=c) for c in ("b2b", "local", "webshop"))
+    [[validated], [rejected], [held]] = applied(await validate_orders([b2b, local, webshop], uow, POLICY))
+    assert isinstance(validated, OrderValidated), "b2b holds only above 50000"
+    assert isinstance(rejected, OrderRejected) and [r.code for r in rejected.reasons] == [
+        "unsupported_country"
+    ]
+    assert isinstance(held, OrderHeld), "a channel the file does not name gets the defaults"

@@ -2,24 +2,57 @@
 
 Built only from public events (`orders.status.v1`, `fulfillment.stage-changes.v1`) that notification
 already consumes, so it needs no access to another service's data.
+
+Every `/orders` request needs `Authorization: Bearer <key>` (keys from `baton api-keys add`). A key
+reads only its channels' orders: any other order is answered 404, exactly like one that does not
+exist. Each key has a token bucket (``BATON_API_RATE_PER_S``, ``BATON_API_BURST``, per process);
+failed log-ins are limited the same way per client address. Over the limit: 429 with `Retry-After`.
+`/livez`, `/readyz` and `/openapi.json` stay open.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 from aiohttp import web
 
+from services.notification.adapters.openapi_webhooks import with_webhooks
 from services.notification.app.ports import OrderStatusQueries
+from services.notification.domain import api_keys
+from services.notification.domain.api_keys import ApiKey, RateLimiter
 
-OPENAPI: dict[str, Any] = {
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/openapi.json"})
+API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)
+
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_DENIED = {
+    "401": {"description": "No key, or an unknown or revoked one", "content": _ERROR},
+    "404": {
+        "description": "No such order, or one of a channel the key may not read (the two look alike)",
+        "content": _ERROR,
+    },
+    "429": {
+        "description": "Too many requests with this key (or failed log-ins from this address)",
+        "headers": {
+            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer", "minimum": 1}}
+        },
+        "content": _ERROR,
+    },
+}
+_ORDER = {"application/json": {"schema": {"$ref": "#/components/schemas/OrderView"}}}
+
+STATUS_API: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "Baton order status API",
         "version": "1.0.0",
-        "description": "Read-only view of orders, built from Baton's public events.",
+        "description": "Read-only view of orders, built from Baton's public events. Keys come from"
+        " `baton api-keys add`; a key reads the orders of its channels only.",
     },
+    "security": [{"bearerKey": []}],
     "paths": {
         "/orders/{order_id}": {
             "get": {
@@ -33,13 +66,9 @@ OPENAPI: dict[str, Any] = {
                     }
                 ],
                 "responses": {
-                    "200": {
-                        "description": "The order",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/OrderView"}}
-                        },
-                    },
-                    "404": {"description": "No such order"},
+                    "200": {"description": "The order", "content": _ORDER},
+                    "400": {"description": "Not a UUID", "content": _ERROR},
+                    **_DENIED,
                 },
             }
         },
@@ -51,26 +80,44 @@ OPENAPI: dict[str, Any] = {
                     {"name": "external_id", "in": "query", "required": True, "schema": {"type": "string"}},
                 ],
                 "responses": {
-                    "200": {
-                        "description": "The order",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/OrderView"}}
-                        },
-                    },
-                    "404": {"description": "No such order"},
+                    "200": {"description": "The order", "content": _ORDER},
+                    "400": {"description": "A parameter is missing", "content": _ERROR},
+                    **_DENIED,
                 },
             }
         },
-        "/livez": {"get": {"summary": "The process runs", "responses": {"200": {"description": "alive"}}}},
+        "/livez": {
+            "get": {
+                "summary": "The process runs",
+                "security": [],
+                "responses": {"200": {"description": "alive"}},
+            }
+        },
         "/readyz": {
             "get": {
                 "summary": "Connected to PostgreSQL",
+                "security": [],
                 "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1"}},
             }
         },
     },
     "components": {
+        "securitySchemes": {
+            "bearerKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A key from `baton api-keys add`, scoped to one or more channels (or all)",
+            }
+        },
         "schemas": {
+            "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
             "OrderView": {
                 "type": "object",
                 "properties": {
@@ -83,28 +130,71 @@ OPENAPI: dict[str, Any] = {
                     "shipments": {"type": "array", "items": {"type": "object"}},
                     "timeline": {"type": "array", "items": {"type": "object"}},
                 },
-            }
-        }
+            },
+        },
     },
 }
 
+OPENAPI = with_webhooks(STATUS_API)
+"""What /openapi.json serves: the status API and the webhooks notification sends (``openapi_webhooks.py``)."""
 
-def build_api(queries: OrderStatusQueries) -> web.Application:
+
+def build_api(
+    queries: OrderStatusQueries,
+    rate_per_s: float,
+    burst: int,
+    clock: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """Buckets are kept for keys that exist (so a flood of made-up keys cannot push a real key's
+    bucket out) and, apart, for client addresses whose log-ins failed."""
+    keys = RateLimiter(rate_per_s, burst)
+    failures = RateLimiter(rate_per_s, burst)
+
+    @web.middleware
+    async def authenticate(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        token = api_keys.bearer_token(request.headers.get("Authorization"))
+        key: ApiKey | None = None
+        if token is not None:
+            digest = api_keys.digest(token)
+            if wait := keys.waiting(digest, clock()):  # over its limit: not even a look-up
+                return _too_many(wait)
+            key = await queries.api_key(digest)
+            if key is not None and (wait := keys.take(digest, clock())):
+                return _too_many(wait)
+        if key is None:
+            if wait := failures.take(str(request.remote), clock()):
+                return _too_many(wait)
+            return web.json_response(
+                {"error": "a valid API key is required: Authorization: Bearer <key>"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="baton"'},
+            )
+        request[API_KEY] = key
+        return await handler(request)
+
     async def get_order(request: web.Request) -> web.Response:
         try:
             order_id = UUID(request.match_info["order_id"])
         except ValueError:
             return web.json_response({"error": "order_id must be a UUID"}, status=400)
         view = await queries.order(order_id)
-        return web.json_response(view) if view else web.json_response({"error": "no such order"}, status=404)
+        if view is None or not request[API_KEY].may_read(view["channel"]):
+            return _not_found()
+        return web.json_response(view)
 
     async def find_order(request: web.Request) -> web.Response:
         channel, external_id = request.query.get("channel"), request.query.get("external_id")
         if not channel or not external_id:
             return web.json_response({"error": "channel and external_id are required"}, status=400)
+        if not request[API_KEY].may_read(channel):
+            return _not_found()
         order_id = await queries.find(channel, external_id)
         view = await queries.order(order_id) if order_id else None
-        return web.json_response(view) if view else web.json_response({"error": "no such order"}, status=404)
+        return web.json_response(view) if view else _not_found()
 
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
@@ -117,7 +207,7 @@ def build_api(queries: OrderStatusQueries) -> web.Application:
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready"}, status=503)
 
-    app = web.Application()
+    app = web.Application(middlewares=[authenticate])
     app.add_routes(
         [
             web.get("/orders/{order_id}", get_order),
@@ -128,3 +218,13 @@ def build_api(queries: OrderStatusQueries) -> web.Application:
         ]
     )
     return app
+
+
+def _not_found() -> web.Response:
+    return web.json_response({"error": "no such order"}, status=404)
+
+
+def _too_many(wait_s: float) -> web.Response:
+    return web.json_response(
+        {"error": "too many requests"}, status=429, headers={"Retry-After": api_keys.retry_after(wait_s)}
+    )

@@ -13,9 +13,13 @@ from services.notification.settings import NotificationSettings
 
 
 def to_message(mail: Mail) -> EmailMessage:
+    """One message to one recipient: a `To` that reads as anything but one bare address raises."""
     message = EmailMessage()
     message["From"] = mail.sender
     message["To"] = mail.recipient
+    addresses = message["To"].addresses
+    if len(addresses) != 1 or addresses[0].display_name or addresses[0].addr_spec != mail.recipient:
+        raise ValueError(f"the recipient must be one bare address, not {len(addresses)} or a display name")
     message["Subject"] = mail.subject
     message["Message-ID"] = mail.message_id
     message.set_content(mail.body)
@@ -65,9 +69,11 @@ class AioSmtpSender:
                     results += [_error(exc)] * (len(mails) - len(results))
                     break
                 try:
-                    await smtp.send_message(to_message(mail))
+                    # The envelope names the one recipient itself: never derived from the headers.
+                    message = to_message(mail)
+                    await smtp.send_message(message, sender=mail.sender, recipients=[mail.recipient])
                     results.append(None)
-                except (aiosmtplib.SMTPException, OSError) as exc:
+                except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
                     results.append(_error(exc))
         finally:
             if smtp.is_connected:

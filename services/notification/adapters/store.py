@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +25,7 @@ from services.notification.app.ports import (
     DueDelivery,
     DueEmail,
     EmailResult,
+    NewApiKey,
     NewDelivery,
     NewEmail,
     NewSubscription,
@@ -31,6 +33,7 @@ from services.notification.app.ports import (
     Subscriber,
     TimelineEntry,
 )
+from services.notification.domain.api_keys import ApiKey
 from services.notification.domain.read_model import OrderView, ShipmentStage
 
 
@@ -95,6 +98,28 @@ class PgNotificationUnit:
         self.customers = PgCustomers(conn)
         self.read_model = PgReadModel(conn)
         self.erasures = PgErasureLedger(conn)
+        self.api_keys = PgApiKeys(conn)
+
+
+class PgApiKeys:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def add(self, key: NewApiKey) -> None:
+        await self._conn.execute(
+            "INSERT INTO api_keys (key_id, name, key_hash, channels) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT DO NOTHING",
+            key.key_id,
+            key.name,
+            key.digest,
+            list(key.channels),
+        )
+
+    async def revoke(self, key_id: str) -> bool:
+        status = await self._conn.execute(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE key_id = $1", key_id
+        )
+        return bool(status != "UPDATE 0")
 
 
 class PgSubscriptions:
@@ -112,14 +137,26 @@ class PgSubscriptions:
     async def add(self, subscription: NewSubscription) -> None:
         self._cache.changing(transaction_ended(self._conn))
         await self._conn.execute(
-            "INSERT INTO subscriptions (subscription_id, url, secret, events) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (subscription_id) DO UPDATE SET url = $2, secret = $3, events = $4, active = true,"
+            "INSERT INTO subscriptions (subscription_id, url, secret_sealed, events) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (subscription_id) DO UPDATE SET url = $2, secret = NULL, secret_sealed = $3,"
+            " previous_secret_sealed = NULL, previous_secret_until = NULL, events = $4, active = true,"
             " updated_at = now()",
             subscription.subscription_id,
             subscription.url,
-            subscription.secret,
+            subscription.sealed_secret,
             list(subscription.events),
         )
+
+    async def rotate_secret(self, subscription_id: str, sealed_secret: str, previous_until: datetime) -> bool:
+        rotated: bool | None = await self._conn.fetchval(
+            "UPDATE subscriptions SET previous_secret_sealed = secret_sealed, previous_secret_until = $3,"
+            " secret_sealed = $2, updated_at = now()"
+            " WHERE subscription_id = $1 AND secret_sealed IS NOT NULL RETURNING true",
+            subscription_id,
+            sealed_secret,
+            previous_until,
+        )
+        return bool(rotated)
 
     async def deactivate(self, subscription_id: str) -> None:
         self._cache.changing(transaction_ended(self._conn))
@@ -292,11 +329,13 @@ class PgDeliveryQueue:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 "WITH slots AS ("
-                " SELECT s.subscription_id, s.url, s.secret, $1::int - COALESCE(b.n, 0) AS free"
+                " SELECT s.subscription_id, s.url, s.secret_sealed,"
+                " CASE WHEN s.previous_secret_until > now() THEN s.previous_secret_sealed END AS previous,"
+                " $1::int - COALESCE(b.n, 0) AS free"
                 " FROM subscriptions s LEFT JOIN unnest($2::text[], $3::int[]) AS b(sid, n)"
-                " ON b.sid = s.subscription_id WHERE s.active),"
-                " due AS (SELECT d.delivery_id, slots.subscription_id, slots.url, slots.secret, d.body,"
-                " d.attempts, d.round_attempts"
+                " ON b.sid = s.subscription_id WHERE s.active AND s.secret_sealed IS NOT NULL),"
+                " due AS (SELECT d.delivery_id, slots.subscription_id, slots.url, slots.secret_sealed,"
+                " slots.previous, d.body, d.attempts, d.round_attempts"
                 " FROM slots CROSS JOIN LATERAL ("
                 " SELECT delivery_id, body, attempts, round_attempts FROM deliveries"
                 " WHERE subscription_id = slots.subscription_id AND status = 'pending'"
@@ -316,7 +355,7 @@ class PgDeliveryQueue:
                 delivery_id=r["delivery_id"],
                 subscription_id=r["subscription_id"],
                 url=r["url"],
-                secret=r["secret"],
+                secrets=(r["secret_sealed"], r["previous"]) if r["previous"] else (r["secret_sealed"],),
                 body=bytes(r["body"]),
                 attempts=r["attempts"],
                 round_attempts=r["round_attempts"],
@@ -367,6 +406,46 @@ class PgDeliveryQueue:
             if isinstance(then, Dead):
                 await write_outbox(conn, [then.dead_letter])
         return True
+
+
+class PgSubscriptionSecrets:
+    """Keeps every stored signing secret sealed under the first key of ``BATON_WEBHOOK_SECRETS_KEY``."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def seal_all(
+        self, seal: Callable[[str], str], reseal: Callable[[str], str | None]
+    ) -> tuple[int, int]:
+        """At start-up, in one transaction: a clear secret (written by an earlier release, so the
+        one in force) is sealed and the clear column blanked; a sealed one not under the first key
+        (after a key change) is re-sealed under it. Returns (sealed, re-sealed); a secret that
+        opens with no key is left as it is (its deliveries fail with `secret_unreadable`)."""
+        sealed = resealed = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT subscription_id, secret, secret_sealed, previous_secret_sealed FROM subscriptions"
+                " WHERE secret IS NOT NULL OR secret_sealed IS NOT NULL FOR UPDATE"
+            )
+            for r in rows:
+                if r["secret"] is not None:
+                    current, previous = seal(r["secret"]), None
+                    sealed += 1
+                else:
+                    current = reseal(r["secret_sealed"]) or r["secret_sealed"]
+                    previous = r["previous_secret_sealed"]
+                    previous = (reseal(previous) or previous) if previous else None
+                    if (current, previous) == (r["secret_sealed"], r["previous_secret_sealed"]):
+                        continue
+                    resealed += 1
+                await conn.execute(
+                    "UPDATE subscriptions SET secret = NULL, secret_sealed = $2, previous_secret_sealed = $3"
+                    " WHERE subscription_id = $1",
+                    r["subscription_id"],
+                    current,
+                    previous,
+                )
+        return sealed, resealed
 
 
 class PgEmailRound:
@@ -498,6 +577,12 @@ class PgOrderStatusQueries:
                 external_id,
             )
         return order_id
+
+    async def api_key(self, digest: str) -> ApiKey | None:
+        row = await self._pool.fetchrow(
+            "SELECT key_id, channels FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", digest
+        )
+        return ApiKey(row["key_id"], frozenset(row["channels"])) if row is not None else None
 
     async def ready(self) -> bool:
         try:

@@ -6,11 +6,14 @@ uses up only its own slots, never another subscriber's. A removed subscription's
 not claimed (they were cancelled); an attempt in flight when it was removed is recorded, and the
 delivery stays cancelled. A failed attempt is retried after an exponential back-off with jitter;
 after the last one the delivery is `dead` and a dead letter names it (`baton webhooks redeliver`
-sends it again).
+sends it again). What an attempt records as its error is a generic class (`egress_refused`,
+`timeout`, `refused`, `dns`, `tls`, `redirect`, `http_4xx`, `http_5xx`, ...): subscribers and
+whoever reads dead letters see it, and an address or an exception's text would tell them what
+listens inside the network. Signing secrets are opened only here, for the attempt.
 
 E-mails: in rounds of due e-mails. Each is rendered and sent on its own, so one that cannot be
 rendered or that the server refuses never holds up the others: it is due again after a back-off,
-and `dead` after ``max_attempts``. Each e-mail is marked sent only once the server accepted it (at
+and `dead` after ``max_attempts``. One whose address is not exactly one address is `dead` at once. Each e-mail is marked sent only once the server accepted it (at
 least once; its Message-ID is stable, so a copy sent twice is recognisable).
 
 The two loops are independent: an SMTP round never holds up webhooks, nor the other way round.
@@ -40,6 +43,7 @@ from services.notification.app.ports import (
     Mail,
     MailSender,
     Retry,
+    SecretBox,
     Templates,
     WebhookSender,
 )
@@ -76,6 +80,7 @@ class DeliveryWorker:
         *,
         deliveries: DeliveryQueue,
         webhooks: WebhookSender,
+        secrets: SecretBox,
         webhook_policy: WebhookPolicy,
         emails: EmailQueue,
         templates: Templates,
@@ -86,6 +91,7 @@ class DeliveryWorker:
         """``committed`` is called after a transaction wrote to the outbox (a dead letter)."""
         self._deliveries = deliveries
         self._sender = webhooks
+        self._secrets = secrets
         self._webhook_policy = webhook_policy
         self._emails = emails
         self._templates = templates
@@ -155,18 +161,10 @@ class DeliveryWorker:
     async def _deliver(self, due: DueDelivery) -> None:
         try:
             try:
-                sent = await self._sender.post(due.url, due.secret, due.delivery_id, due.body)
-                error = sent.transport_error
-                if (
-                    error is None
-                    and sent.status_code is not None
-                    and not webhooks.is_success(sent.status_code)
-                ):
-                    error = f"HTTP {sent.status_code}"
-                attempt = Attempt(sent.status_code, error, sent.duration_ms)
-            except Exception as exc:  # a failing sender is a failed attempt, never an endless lease
+                attempt = await self._attempt(due)
+            except Exception:  # a failing sender is a failed attempt, never an endless lease
                 log.warning("webhook sender failed", exc_info=True)
-                attempt = Attempt(None, f"{type(exc).__name__}: {exc}"[:500], 0)
+                attempt = Attempt(None, "sender_failed", 0)
             then = self.after(due, attempt)
             applied = await self._deliveries.record(due, attempt, then)
             outcome = _outcome(then) if applied else "cancelled"
@@ -178,6 +176,19 @@ class DeliveryWorker:
         finally:
             self._in_flight[due.subscription_id] -= 1
             self._webhooks_due.set()
+
+    async def _attempt(self, due: DueDelivery) -> Attempt:
+        """One POST signed with each of the subscription's secrets in force; a secret that does
+        not open or gives no key fails the attempt (`secret_unreadable`), recorded like any other."""
+        opened = [self._secrets.open(sealed) for sealed in due.secrets]
+        secrets = [s for s in opened if s is not None and webhooks.can_sign(s)]
+        if not secrets or len(secrets) < len(opened):
+            return Attempt(None, "secret_unreadable", 0)
+        sent = await self._sender.post(due.url, secrets, due.delivery_id, due.body)
+        error = sent.transport_error
+        if error is None and sent.status_code is not None:
+            error = webhooks.status_problem(sent.status_code)
+        return Attempt(sent.status_code, error, sent.duration_ms)
 
     def after(self, due: DueDelivery, attempt: Attempt) -> AfterAttempt:
         """Delivered; or retried after a back-off with jitter; or, after the last attempt, dead."""
@@ -217,6 +228,8 @@ class DeliveryWorker:
             for i, email in enumerate(due):
                 try:
                     mails.append((i, self.compose(email)))
+                except emails.Undeliverable as exc:
+                    results[i] = EmailResult(email.order_id, email.status, "dead", str(exc)[:500])
                 except Exception as exc:
                     results[i] = self._failed(email, f"cannot render: {type(exc).__name__}: {exc}"[:500])
             sent = await self._mail.send([m for _, m in mails]) if mails else []
@@ -241,11 +254,12 @@ class DeliveryWorker:
             "external_id": email.external_id,
             "order_id": str(email.order_id),
         }
+        to = emails.recipient(email.email)
         text = self._templates.render(email.status, values)
         return Mail(
             message_id=emails.message_id(email.order_id, email.status),
             sender=self._email_policy.sender,
-            recipient=email.email,
+            recipient=to,
             subject=text.subject,
             body=text.body,
         )

@@ -2,7 +2,9 @@
 
 The message handlers get a ``NotificationUnit`` (one transaction's view of notification's store);
 the delivery worker gets the two queues, a webhook sender, templates and a mail sender. PostgreSQL,
-aiohttp, aiosmtplib and in-memory fakes implement them.
+aiohttp, aiosmtplib and in-memory fakes implement them. Subscriptions also need a ``Resolver`` (the
+egress guard resolves webhook hosts through it) and a ``SecretBox`` (signing secrets are only ever
+held sealed).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from uuid import UUID
 from libs.contracts.privacy import ErasureRequested
 from libs.platform.erasures import ErasureLedger
 from libs.platform.records import Outgoing
+from services.notification.domain.api_keys import ApiKey
+from services.notification.domain.egress import IPAddress
 from services.notification.domain.read_model import OrderView, ShipmentStage
 
 # What the message handlers record.
@@ -34,7 +38,8 @@ class Subscriber:
 class NewSubscription:
     subscription_id: str
     url: str
-    secret: str
+    sealed_secret: str
+    """The signing secret sealed with ``SecretBox``: stored so, never in clear."""
     events: tuple[str, ...]
 
 
@@ -74,6 +79,16 @@ class Contact:
 
 
 @dataclass(frozen=True)
+class NewApiKey:
+    """A key of the status API as stored: its digest, never the key."""
+
+    key_id: str
+    name: str
+    digest: str
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TimelineEntry:
     """One public event in an order's timeline, as the event's own JSON."""
 
@@ -90,7 +105,13 @@ class Subscriptions(Protocol):
         ...
 
     async def add(self, subscription: NewSubscription) -> None:
-        """Add it, or replace the one with its id (re-activating it)."""
+        """Add it, or replace the one with its id (re-activating it; a secret still in its grace
+        window is forgotten)."""
+        ...
+
+    async def rotate_secret(self, subscription_id: str, sealed_secret: str, previous_until: datetime) -> bool:
+        """Sign with ``sealed_secret`` from now on, and with the secret it replaces as well until
+        ``previous_until``; False when there is no such subscription."""
         ...
 
     async def deactivate(self, subscription_id: str) -> None: ...
@@ -145,6 +166,16 @@ class ReadModel(Protocol):
         ...
 
 
+class ApiKeys(Protocol):
+    async def add(self, key: NewApiKey) -> None:
+        """Add it; a key id (or digest) already known, active or revoked, is left as it is."""
+        ...
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke it for good (again is fine); False when no key of that id was ever added."""
+        ...
+
+
 class NotificationUnit(Protocol):
     """One transaction's view of notification's store."""
 
@@ -166,6 +197,9 @@ class NotificationUnit(Protocol):
     @property
     def erasures(self) -> ErasureLedger: ...
 
+    @property
+    def api_keys(self) -> ApiKeys: ...
+
 
 # What the delivery worker works from.
 
@@ -177,7 +211,8 @@ class DueDelivery:
     delivery_id: str
     subscription_id: str
     url: str
-    secret: str
+    secrets: tuple[str, ...]
+    """The sealed secrets to sign with now: the current one first, then one still in its grace window."""
     body: bytes
     attempts: int
     """Attempts ever made."""
@@ -187,7 +222,9 @@ class DueDelivery:
 
 @dataclass(frozen=True)
 class PostOutcome:
-    """What one POST came to: the HTTP status, or why there was none."""
+    """What one POST came to: the HTTP status, or why there was none as one of the generic classes
+    `egress_refused`, `dns`, `refused`, `timeout`, `tls`, `connection` — never an address, a port
+    or an exception's text, which would tell a subscriber what listens inside the network."""
 
     status_code: int | None
     transport_error: str | None
@@ -196,7 +233,8 @@ class PostOutcome:
 
 @dataclass(frozen=True)
 class Attempt:
-    """One attempt as recorded: ``error`` is None when it was delivered."""
+    """One attempt as recorded: ``error`` is None when it was delivered, otherwise a generic class
+    (those of ``PostOutcome``, `redirect`, `http_4xx`, `http_5xx`, ...): subscribers read it."""
 
     status_code: int | None
     error: str | None
@@ -305,8 +343,30 @@ class MailSender(Protocol):
 
 
 class WebhookSender(Protocol):
-    async def post(self, url: str, secret: str, webhook_id: str, body: bytes) -> PostOutcome:
-        """One POST of ``body`` signed the Standard Webhooks way under ``webhook_id``."""
+    async def post(self, url: str, secrets: Sequence[str], webhook_id: str, body: bytes) -> PostOutcome:
+        """One POST of ``body`` signed the Standard Webhooks way under ``webhook_id``, once per
+        secret (``webhook-signature: v1,<a> v1,<b>``); never to an address the egress guard
+        refuses, and never following a redirect."""
+        ...
+
+
+class Unresolvable(Exception):
+    """A host has no address, or its lookup failed: the message says which, in general terms."""
+
+
+class Resolver(Protocol):
+    async def resolve(self, host: str, port: int) -> Sequence[IPAddress]:
+        """Every address ``host`` has now; raises ``Unresolvable`` when there is none."""
+        ...
+
+
+class SecretBox(Protocol):
+    """Seals and opens webhook signing secrets (the key is in ``BATON_WEBHOOK_SECRETS_KEY``)."""
+
+    def seal(self, secret: str) -> str: ...
+
+    def open(self, sealed: str) -> str | None:
+        """The secret, or None when it was not sealed with this box's keys (or was tampered with)."""
         ...
 
 
@@ -318,5 +378,9 @@ class OrderStatusQueries(Protocol):
         ...
 
     async def find(self, channel: str, external_id: str) -> UUID | None: ...
+
+    async def api_key(self, digest: str) -> ApiKey | None:
+        """The active key with this digest; None for an unknown or revoked one."""
+        ...
 
     async def ready(self) -> bool: ...

@@ -9,26 +9,31 @@ Notification emits no events: a record it cannot apply is rejected (and dead-let
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from uuid import UUID
 
 from libs.contracts.envelope import Event
 from libs.contracts.fulfillment import StageChanged
 from libs.contracts.lifecycle import OrderReceived
-from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
+from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
 from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
 from libs.platform.erasures import Erased, applied
 from libs.platform.records import Rejected
+from services.notification.app.egress import EgressGuard
 from services.notification.app.ports import (
     Contact,
+    NewApiKey,
     NewDelivery,
     NewEmail,
     NewSubscription,
     NotificationUnit,
+    SecretBox,
     Subscriber,
     TimelineEntry,
 )
 from services.notification.domain import emails, webhooks
+from services.notification.domain.egress import Refused
 from services.notification.domain.read_model import (
     OrderView,
     ShipmentStage,
@@ -38,20 +43,58 @@ from services.notification.domain.read_model import (
 )
 
 
-async def change_subscription(command: WebhookSubscriptionChanged, uow: NotificationUnit) -> list[Event]:
-    """Add (or replace) a subscription; removing one stops it and cancels its pending deliveries: a
-    removed endpoint gets nothing more."""
+async def change_subscription(
+    command: WebhookSubscriptionChanged, uow: NotificationUnit, guard: EgressGuard, box: SecretBox
+) -> list[Event]:
+    """Add (or replace) a subscription, rotate its signing secret, or remove it.
+
+    Adding checks the URL with the egress guard (as every send does again: DNS may change) and
+    the secret, so a bad one is dead-lettered once with its cause instead of failing every
+    delivery: `webhook_url_refused`, `webhook_secret_refused`. A host that does not resolve yet is
+    accepted. Removing stops the subscription and cancels its pending deliveries: a removed endpoint
+    gets nothing more."""
     if command.action == "remove":
         await uow.subscriptions.deactivate(command.subscription_id)
         await uow.deliveries.cancel_pending(command.subscription_id, "subscription removed")
         return []
-    if problem := webhooks.subscription_problem(command.url, command.secret, command.events):
+    if command.action == "rotate_secret":
+        sealed = accepted_secret(command, box)
+        until = command.sent_at + timedelta(hours=command.grace_hours)
+        if not await uow.subscriptions.rotate_secret(command.subscription_id, sealed, until):
+            raise Rejected("unknown_subscription", f"no subscription {command.subscription_id} to rotate")
+        return []
+    if problem := webhooks.subscription_problem(command.url, command.events):
         raise Rejected("schema_violation", problem)
-    assert command.url is not None and command.secret is not None
+    assert command.url is not None
+    verdict = await guard.check(command.url)
+    if isinstance(verdict, Refused):
+        raise Rejected("webhook_url_refused", str(verdict))
+    sealed = accepted_secret(command, box)
     await uow.subscriptions.add(
-        NewSubscription(command.subscription_id, command.url, command.secret, tuple(command.events))
+        NewSubscription(command.subscription_id, command.url, sealed, tuple(command.events))
     )
     return []
+
+
+def accepted_secret(command: WebhookSubscriptionChanged, box: SecretBox) -> str:
+    """The command's signing secret, checked and sealed under the current key; a clear secret on
+    the topic, one that does not open, or a weak one is refused (the detail never shows it)."""
+    if command.secret is not None:
+        raise Rejected(
+            "webhook_secret_refused",
+            "a clear secret is refused: send it sealed in secret_ciphertext (`baton webhooks add` does)",
+        )
+    if not command.secret_ciphertext:
+        raise Rejected("webhook_secret_refused", "secret_ciphertext is missing")
+    secret = box.open(command.secret_ciphertext)
+    if secret is None:
+        raise Rejected(
+            "webhook_secret_refused",
+            "secret_ciphertext does not open with BATON_WEBHOOK_SECRETS_KEY (sealed with another key?)",
+        )
+    if problem := webhooks.secret_problem(secret):
+        raise Rejected("webhook_secret_refused", problem)
+    return box.seal(secret)
 
 
 async def redeliver(request: RedeliveryRequested, uow: NotificationUnit) -> list[Event]:
@@ -59,6 +102,17 @@ async def redeliver(request: RedeliveryRequested, uow: NotificationUnit) -> list
     if request.delivery_id is None and request.subscription_id is None:
         raise Rejected("schema_violation", "name a delivery_id or a subscription_id")
     await uow.deliveries.redeliver(request.delivery_id, request.subscription_id)
+    return []
+
+
+async def change_api_key(command: ApiKeyChanged, uow: NotificationUnit) -> list[Event]:
+    """Add a status API key (its digest) or revoke one for good; a revoked key id never comes back."""
+    if command.action == "revoke":
+        if not await uow.api_keys.revoke(command.key_id):
+            raise Rejected("unknown_api_key", f"no key {command.key_id!r} was ever added")
+        return []
+    assert command.key_hash is not None
+    await uow.api_keys.add(NewApiKey(command.key_id, command.name, command.key_hash, tuple(command.channels)))
     return []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from uuid import UUID
 
+from libs.contracts.email import normalized_address
 from libs.contracts.vocabulary import OrderStatus
 
 EMAIL_STATUSES = frozenset(
@@ -34,3 +35,16 @@ def retry_delay(attempts: int) -> float:
     """After the n-th failed attempt wait 2^(n-1) seconds (1, 2, 4 … 256): a refused or unrenderable
     e-mail waits its turn without holding up the others."""
     return float(2 ** min(max(attempts - 1, 0), 8))
+
+
+class Undeliverable(ValueError):
+    """An e-mail that can never be sent as it is: trying again would not help."""
+
+
+def recipient(address: str) -> str:
+    """The one address an e-mail goes to, normalised; ``Undeliverable`` when the customer's address is
+    not exactly one address (validation rejects such orders, but their `received` e-mail is due first)."""
+    try:
+        return normalized_address(address)
+    except ValueError as exc:
+        raise Undeliverable(f"not one valid address: {exc}") from None

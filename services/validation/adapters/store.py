@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import date
 from uuid import UUID
 
 import asyncpg
@@ -10,6 +11,7 @@ import asyncpg
 from libs.contracts.orders import OrderDetails
 from libs.contracts.privacy import ErasureRequested
 from libs.platform.erasure_store import ERASED_PATCH, PgErasureLedger, covered, erased_json
+from libs.platform.timer_worker import PgTimers
 from services.validation.domain.rules import Product
 
 _HELD_CHANNEL = "order_details ->> 'channel'"
@@ -33,6 +35,10 @@ class PgValidationStore:
     @property
     def holds(self) -> PgValidationStore:
         return self
+
+    @property
+    def timers(self) -> PgTimers:
+        return PgTimers(self._conn)
 
     async def upsert(self, product: Product, name: str) -> None:
         await self._conn.execute(
@@ -70,6 +76,37 @@ class PgValidationStore:
             [counts[k] for k in keys],
         )
 
+    async def daily_units(self, days: Sequence[tuple[str, date]]) -> dict[tuple[str, date], dict[str, int]]:
+        rows = await self._conn.fetch(
+            "SELECT u.customer_key, u.day, u.sku, u.units FROM customer_daily_units u"
+            " JOIN unnest($1::text[], $2::date[]) AS d(k, day) ON u.customer_key = d.k AND u.day = d.day",
+            [k for k, _ in days],
+            [d for _, d in days],
+        )
+        found: dict[tuple[str, date], dict[str, int]] = {}
+        for r in rows:
+            found.setdefault((r["customer_key"], r["day"]), {})[r["sku"]] = r["units"]
+        return found
+
+    async def add_daily_units(self, units: Mapping[tuple[str, date, str], int]) -> None:
+        """In key order, like ``count_validated``: concurrent batches lock rows in one order."""
+        keys = sorted(units)
+        await self._conn.execute(
+            "INSERT INTO customer_daily_units (customer_key, day, sku, units)"
+            " SELECT k, d, s, n FROM unnest($1::text[], $2::date[], $3::text[], $4::int[])"
+            " WITH ORDINALITY AS u(k, d, s, n, i) ORDER BY i"
+            " ON CONFLICT (customer_key, day, sku) DO UPDATE"
+            " SET units = customer_daily_units.units + EXCLUDED.units",
+            [k for k, _, _ in keys],
+            [d for _, d, _ in keys],
+            [s for _, _, s in keys],
+            [units[k] for k in keys],
+        )
+
+    async def prune_daily_units(self, before: date) -> int:
+        status = await self._conn.execute("DELETE FROM customer_daily_units WHERE day < $1", before)
+        return int(status.split()[-1])
+
     async def hold(self, orders: Sequence[tuple[UUID, OrderDetails]]) -> None:
         await self._conn.execute(
             "INSERT INTO held_orders (order_id, order_details)"
@@ -97,17 +134,20 @@ class PgValidationStore:
         )
 
     async def forget(self, customer_id: str, channel: str | None) -> int:
-        """A customer key is `<channel>:<customer id>`, and a channel has no colon."""
-        if channel is not None:
-            status = await self._conn.execute(
-                "DELETE FROM customers WHERE customer_key = $1", f"{channel}:{customer_id}"
-            )
-        else:
-            status = await self._conn.execute(
-                "DELETE FROM customers WHERE substr(customer_key, strpos(customer_key, ':') + 1) = $1",
-                customer_id,
-            )
-        return int(status.split()[-1])
+        """Both tables key a customer as `<channel>:<customer id>`, and a channel has no colon."""
+        deleted = 0
+        for table in ("customers", "customer_daily_units"):
+            if channel is not None:
+                status = await self._conn.execute(
+                    f"DELETE FROM {table} WHERE customer_key = $1", f"{channel}:{customer_id}"
+                )
+            else:
+                status = await self._conn.execute(
+                    f"DELETE FROM {table} WHERE substr(customer_key, strpos(customer_key, ':') + 1) = $1",
+                    customer_id,
+                )
+            deleted += int(status.split()[-1])
+        return deleted
 
     async def erase(self, request: ErasureRequested) -> int:
         status = await self._conn.execute(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Protocol
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
 from libs.contracts.privacy import ErasureRequested
 from libs.platform.erasures import ErasureLedger
+from libs.platform.timers import Timers
 from services.validation.domain.rules import Product
 
 
@@ -27,8 +29,17 @@ class CustomerHistory(Protocol):
 
     async def count_validated(self, counts: Mapping[str, int]) -> None: ...
 
+    async def daily_units(self, days: Sequence[tuple[str, date]]) -> dict[tuple[str, date], dict[str, int]]:
+        """Units per sku of each (customer, day)'s validated orders."""
+        ...
+
+    async def add_daily_units(self, units: Mapping[tuple[str, date, str], int]) -> None: ...
+
+    async def prune_daily_units(self, before: date) -> int: ...
+
     async def forget(self, customer_id: str, channel: str | None) -> int:
-        """Delete the customer's history (on that channel, or on every channel); returns the rows."""
+        """Delete the customer's history and daily units (on that channel, or on every channel);
+        returns the rows."""
         ...
 
 
@@ -65,3 +76,6 @@ class ValidationUnit(Protocol):
 
     @property
     def erasures(self) -> ErasureLedger: ...
+
+    @property
+    def timers(self) -> Timers: ...

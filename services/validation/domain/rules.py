@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 
+from libs.contracts.email import email_problem
+
 MAX_QUANTITY_PER_LINE = 10_000
 AUTHORIZED_PAYMENT_STATUSES = frozenset({"authorized", "captured"})
 COUNTRY_CODE = re.compile(r"^[A-Z]{2}$")
@@ -41,6 +43,9 @@ class Order:
     address: Address
     payment_status: str
     payment_amount: Decimal
+    customer_email: str | None
+    """None for an order whose customer was erased: there is no address left to check, and none is
+    ever written to."""
 
     @property
     def total(self) -> Decimal:
@@ -144,6 +149,14 @@ def invalid_address(order: Order, ctx: Context) -> list[Finding]:
     return [Finding("invalid_address", "; ".join(problems))] if problems else []
 
 
+def invalid_email(order: Order, ctx: Context) -> list[Finding]:
+    """The customer's e-mail must be exactly one address: a list of addresses or a display name would
+    put other recipients (or other text) into the customer's messages."""
+    if order.customer_email is not None and (problem := email_problem(order.customer_email)):
+        return [Finding("invalid_email", f"the customer's e-mail is not one valid address: {problem}")]
+    return []
+
+
 def unsupported_country(order: Order, ctx: Context) -> list[Finding]:
     country = order.address.country
     if COUNTRY_CODE.match(country) and country not in ctx.policy.supported_countries:
@@ -184,6 +197,7 @@ RULES: tuple[Rule, ...] = (
     currency_mismatch,
     invalid_quantity,
     invalid_address,
+    invalid_email,
     unsupported_country,
     payment_not_authorized,
     payment_amount_mismatch,

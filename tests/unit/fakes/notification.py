@@ -8,6 +8,8 @@ import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from ipaddress import ip_address
 from uuid import UUID
 
 from libs.contracts.privacy import ERASED, ERASED_EMAIL, Erasure, ErasureRequested, customer_digest
@@ -22,6 +24,7 @@ from services.notification.app.ports import (
     DueEmail,
     EmailResult,
     Mail,
+    NewApiKey,
     NewDelivery,
     NewEmail,
     NewSubscription,
@@ -29,7 +32,9 @@ from services.notification.app.ports import (
     Retry,
     Subscriber,
     TimelineEntry,
+    Unresolvable,
 )
+from services.notification.domain.egress import IPAddress
 from services.notification.domain.read_model import OrderView, ShipmentStage, fold_stage, fold_status
 from tests.unit.fakes.erasures import FakeErasureLedger
 
@@ -37,9 +42,11 @@ from tests.unit.fakes.erasures import FakeErasureLedger
 @dataclass
 class FakeSubscription:
     url: str
-    secret: str
+    sealed_secret: str
     events: tuple[str, ...]
     active: bool = True
+    previous_secret: str | None = None
+    previous_until: datetime | None = None
 
 
 @dataclass
@@ -69,6 +76,7 @@ class FakeNotificationStore:
     """Notification's tables as dictionaries, with the rules the SQL applies."""
 
     now: float = 0.0
+    """Seconds since the epoch (UTC)."""
     subscriptions: dict[str, FakeSubscription] = field(default_factory=dict)
     deliveries: dict[str, FakeDelivery] = field(default_factory=dict)
     attempts: list[tuple[str, int, int | None, str | None]] = field(default_factory=list)
@@ -79,6 +87,7 @@ class FakeNotificationStore:
     stages: dict[str, ShipmentStage] = field(default_factory=dict)
     timeline: list[TimelineEntry] = field(default_factory=list)
     ledger: FakeErasureLedger = field(default_factory=FakeErasureLedger)
+    api_keys: dict[str, FakeApiKey] = field(default_factory=dict)
 
     def unit(self) -> FakeNotificationUnit:
         return FakeNotificationUnit(self)
@@ -101,6 +110,31 @@ class FakeNotificationUnit:
         self.customers = FakeCustomers(store)
         self.read_model = FakeReadModel(store)
         self.erasures = store.ledger
+        self.api_keys = FakeApiKeys(store)
+
+
+@dataclass
+class FakeApiKey:
+    name: str
+    digest: str
+    channels: tuple[str, ...]
+    revoked: bool = False
+
+
+class FakeApiKeys:
+    def __init__(self, store: FakeNotificationStore) -> None:
+        self._store = store
+
+    async def add(self, key: NewApiKey) -> None:
+        keys = self._store.api_keys
+        if key.key_id not in keys and all(k.digest != key.digest for k in keys.values()):
+            keys[key.key_id] = FakeApiKey(key.name, key.digest, key.channels)
+
+    async def revoke(self, key_id: str) -> bool:
+        if key_id not in self._store.api_keys:
+            return False
+        self._store.api_keys[key_id].revoked = True
+        return True
 
 
 class FakeSubscriptions:
@@ -114,8 +148,16 @@ class FakeSubscriptions:
 
     async def add(self, subscription: NewSubscription) -> None:
         self._store.subscriptions[subscription.subscription_id] = FakeSubscription(
-            subscription.url, subscription.secret, subscription.events
+            subscription.url, subscription.sealed_secret, subscription.events
         )
+
+    async def rotate_secret(self, subscription_id: str, sealed_secret: str, previous_until: datetime) -> bool:
+        subscription = self._store.subscriptions.get(subscription_id)
+        if subscription is None:
+            return False
+        subscription.previous_secret, subscription.previous_until = subscription.sealed_secret, previous_until
+        subscription.sealed_secret = sealed_secret
+        return True
 
     async def deactivate(self, subscription_id: str) -> None:
         if subscription_id in self._store.subscriptions:
@@ -234,12 +276,14 @@ class FakeDeliveryQueue:
                 ),
                 key=lambda t: (t[0], t[1]),
             )[: max(slots - busy.get(sid, 0), 0)]
+            secrets: tuple[str, ...] = (subscription.sealed_secret,)
+            until = subscription.previous_until
+            if subscription.previous_secret and until and until > datetime.fromtimestamp(store.now, UTC):
+                secrets += (subscription.previous_secret,)
             for _, _, key, d in due:
                 d.next_attempt_at = store.now + lease_s
                 claimed.append(
-                    DueDelivery(
-                        key, sid, subscription.url, subscription.secret, d.body, d.attempts, d.round_attempts
-                    )
+                    DueDelivery(key, sid, subscription.url, secrets, d.body, d.attempts, d.round_attempts)
                 )
         self.claims.append([d.delivery_id for d in claimed])
         return claimed
@@ -326,9 +370,11 @@ class FakeWebhookSender:
     hanging: set[str] = field(default_factory=set)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     posts: list[tuple[str, str, bytes]] = field(default_factory=list)
+    signed_with: list[list[str]] = field(default_factory=list)
 
-    async def post(self, url: str, secret: str, webhook_id: str, body: bytes) -> PostOutcome:
+    async def post(self, url: str, secrets: Sequence[str], webhook_id: str, body: bytes) -> PostOutcome:
         self.posts.append((url, webhook_id, body))
+        self.signed_with.append(list(secrets))
         if url in self.hanging:
             await self.release.wait()
         answers = self.answers.get(url, [204])
@@ -357,3 +403,20 @@ class FakeMailSender:
                 self.sent.append(mail)
                 results.append(None)
         return results
+
+
+@dataclass
+class FakeResolver:
+    """Implements ``Resolver`` from a table: host -> the answers it gives in turn (the last one
+    for ever after); a host not in the table does not resolve."""
+
+    answers: dict[str, list[list[str]]] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+
+    async def resolve(self, host: str, port: int) -> Sequence[IPAddress]:
+        self.asked.append(host)
+        turns = self.answers.get(host.removesuffix("."))
+        if not turns:
+            raise Unresolvable("the name does not resolve")
+        answer = turns.pop(0) if len(turns) > 1 else turns[0]
+        return [ip_address(a) for a in answer]

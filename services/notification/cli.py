@@ -1,0 +1,146 @@
+"""Notification's own `baton` commands: keys of the status API (`baton api-keys add|list|revoke`)
+and `baton webhooks check-url URL`.
+
+Changes travel as commands on `notification.api-keys.v1` (services talk only through Kafka), written
+as the operator principal. A new key is printed once and never sent anywhere: the command carries
+its SHA-256 digest only. `list` reads notification's store as the read-only operator role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from libs.contracts.notification import ApiKeyChanged
+from libs.contracts.topics import NOTIFICATION_API_KEYS
+from libs.platform.settings import BatonSettings
+from services.notification.adapters.egress import SystemResolver
+from services.notification.app.egress import Allowed, EgressGuard
+from services.notification.domain.api_keys import ALL_CHANNELS, digest, new_key
+from services.notification.settings import NotificationSettings
+
+api_keys = typer.Typer(
+    no_args_is_help=True,
+    help="Keys of the order status API, scoped to channels (changes travel through Kafka).",
+)
+
+
+def _settings(kind: type[BatonSettings] = BatonSettings) -> BatonSettings:
+    try:
+        return kind()
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(p) for p in error["loc"])
+            typer.echo(f"baton: invalid setting{' ' + where if where else ''}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _send(command: ApiKeyChanged) -> None:
+    """One command to notification (idempotent producer, acks=all), once Kafka accepted our login."""
+    from libs.platform.kafka import check_access
+
+    settings = _settings()
+
+    async def send() -> None:
+        await check_access(settings.kafka)
+        producer = settings.kafka.producer(enable_idempotence=True, acks="all")
+        try:
+            await producer.start()
+            await producer.send_and_wait(
+                settings.topic(NOTIFICATION_API_KEYS),
+                command.model_dump_json().encode(),
+                key=command.key_id.encode(),
+            )
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def _command(**fields: object) -> ApiKeyChanged:
+    try:
+        return ApiKeyChanged.model_validate(fields)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            typer.echo(f"baton: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+@api_keys.command("add")
+def add(
+    channel: Annotated[
+        list[str] | None, typer.Option("--channel", help="a channel whose orders the key reads (repeatable)")
+    ] = None,
+    all_channels: Annotated[
+        bool, typer.Option("--all", help="read every channel's orders (support tools)")
+    ] = False,
+    name: Annotated[str, typer.Option(help="who or what uses the key")] = "",
+) -> None:
+    """Create a key and print it once; only its SHA-256 digest is sent and stored."""
+    if all_channels == bool(channel):
+        raise typer.BadParameter("give one or more --channel, or --all")
+    key = new_key()
+    command = _command(
+        action="add",
+        key_id=f"key_{secrets.token_hex(6)}",
+        name=name,
+        key_hash=digest(key),
+        channels=[ALL_CHANNELS] if all_channels else channel,
+    )
+    _send(command)
+    typer.echo(f"key_id: {command.key_id}")
+    typer.echo(f"key: {key}")
+    typer.echo("Store the key now: it is shown only this once (Authorization: Bearer <key>).", err=True)
+
+
+@api_keys.command("revoke")
+def revoke(key_id: str) -> None:
+    """Revoke a key for good (it is refused as soon as notification has applied the command)."""
+    _send(_command(action="revoke", key_id=key_id))
+    typer.echo(f"revocation of {key_id} sent")
+
+
+@api_keys.command("list")
+def list_keys() -> None:
+    """The keys with their channels and state, never a key or its digest (the read-only operator role
+    suffices: libs/platform/roles.py OPERATOR_READS)."""
+    import asyncpg
+
+    async def show() -> None:
+        conn = await asyncpg.connect(_settings().database_url.get_secret_value())
+        try:
+            rows = await conn.fetch(
+                "SELECT key_id, name, channels, created_at, revoked_at FROM notification.api_keys"
+                " ORDER BY created_at, key_id"
+            )
+        finally:
+            await conn.close()
+        for r in rows:
+            state = f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "active"
+            typer.echo(
+                f"{r['key_id']}  {state}  channels={','.join(r['channels'])}  "
+                f"created={r['created_at']:%Y-%m-%d %H:%M}  {r['name']}"
+            )
+
+    asyncio.run(show())
+
+
+def check_url(url: Annotated[str, typer.Argument(help="the webhook URL to check")]) -> None:
+    """Whether notification would send a webhook to URL: `allowed`, or `refused: <reason>` (exit 1).
+
+    The dispatcher's own guard with its settings (BATON_WEBHOOK_ALLOW_HTTP,
+    BATON_WEBHOOK_ALLOWED_CIDRS). The host is resolved here: run it where notification runs to see
+    the cluster's DNS, and note that notification checks again at every send."""
+    settings = _settings(NotificationSettings)
+    assert isinstance(settings, NotificationSettings)
+    guard = EgressGuard(settings.egress_policy(), SystemResolver(settings.webhook_timeout_s))
+    verdict = asyncio.run(guard.check(url))
+    if isinstance(verdict, Allowed):
+        typer.echo("allowed")
+        return
+    typer.echo(f"refused: {verdict}")
+    raise typer.Exit(1)
