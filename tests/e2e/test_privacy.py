@@ -159,6 +159,9 @@ async def test_erasing_a_customer_leaves_no_trace_of_them_in_any_table_log_or_sp
         "validation.held_orders.order_details",
         "allocation.allocations.order_details",
     } <= set(await where_found(live.dsn, erins)), "the scan finds what the services keep"
+    assert "validation.customer_daily_units.customer_key" in await where_found(
+        live.dsn, [erin["customer"]["id"]]
+    ), "validation keeps daily units (the fleet runs a rule that uses them)"
 
     request = f"erasure-{tag}"
     erase = await asyncio.to_thread(
