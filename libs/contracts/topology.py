@@ -46,6 +46,7 @@ from libs.contracts.orders import (
     OrderStatusChanged,
     OrderSubmitted,
 )
+from libs.contracts.privacy import ErasureApplied, ErasureRequested
 from libs.contracts.refunds import RefundRequested
 from libs.contracts.returns import (
     OrderReturned,
@@ -72,6 +73,8 @@ from libs.contracts.topics import (
     ORDERS_STATUS,
     ORDERS_SUBMITTED,
     PAYMENTS_REFUND_REQUESTED,
+    PRIVACY_ERASURE_REQUESTS,
+    PRIVACY_ERASURES,
     RETURNS_RECEIVED,
     RETURNS_REQUESTED,
     RETURNS_STATUS,
@@ -153,6 +156,8 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     ReturnReceived: RETURNS_RECEIVED,
     ReturnStatusChanged: RETURNS_STATUS,
     RefundRequested: PAYMENTS_REFUND_REQUESTED,
+    ErasureRequested: PRIVACY_ERASURE_REQUESTS,
+    ErasureApplied: PRIVACY_ERASURES,
 }
 """The topic of every contract that is not an order fact: public events, and inputs from outside."""
 
@@ -180,6 +185,12 @@ def _from(name: str, contract: type[Contract]) -> Input:
     return Input(name, PUBLISHED_ON[contract], (contract,))
 
 
+ERASURE_REQUESTS = _from("erasure_requested", ErasureRequested)
+"""Every service that keeps personal data reads the erasure requests in its own group, and reports
+what it erased (``ErasureApplied``). Fulfillment keeps none (only a coarse destination), so it has
+no such input."""
+
+
 TOPOLOGY: tuple[ServiceTopology, ...] = (
     ServiceTopology(
         "intake",
@@ -198,8 +209,16 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderFulfillmentProgressed,
                 OrderReturned,
             ),
+            ERASURE_REQUESTS,
         ),
-        emits=(OrderStatusChanged, OrderRefused, CancellationOutcome, OrderReceived, OrderCancelRequested),
+        emits=(
+            OrderStatusChanged,
+            OrderRefused,
+            CancellationOutcome,
+            OrderReceived,
+            OrderCancelRequested,
+            ErasureApplied,
+        ),
     ),
     ServiceTopology(
         "validation",
@@ -207,8 +226,9 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _from("product_updated", ProductUpdated),
             _facts("validation", OrderReceived),
             _from("hold_decision", HoldDecision),
+            ERASURE_REQUESTS,
         ),
-        emits=(OrderValidated, OrderRejected, OrderHeld),
+        emits=(OrderValidated, OrderRejected, OrderHeld, ErasureApplied),
     ),
     ServiceTopology(
         "allocation",
@@ -224,8 +244,16 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 ShipmentFailed,
                 ReturnArrived,
             ),
+            ERASURE_REQUESTS,
         ),
-        emits=(OrderAllocated, OrderBackordered, OrderCancelled, OrderCancelRefused, OrderCancelForwarded),
+        emits=(
+            OrderAllocated,
+            OrderBackordered,
+            OrderCancelled,
+            OrderCancelRefused,
+            OrderCancelForwarded,
+            ErasureApplied,
+        ),
     ),
     ServiceTopology(
         "fulfillment",
@@ -261,8 +289,9 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _from("stage_changed", StageChanged),
             _from("return_status_changed", ReturnStatusChanged),
             _from("sla_breached", SlaBreached),
+            ERASURE_REQUESTS,
         ),
-        emits=(),
+        emits=(ErasureApplied,),
     ),
 )
 
@@ -287,6 +316,11 @@ def topics_for(contract: type[Contract]) -> tuple[str, ...]:
             f"nobody consumes {contract.__name__}: add it to a service's inputs or PUBLISHED_ON"
         )
     return tuple(facts_topic(c) for c in consumers)
+
+
+def erasers() -> tuple[str, ...]:
+    """The services that apply erasure requests: each reports once per request."""
+    return tuple(s.name for s in TOPOLOGY if ERASURE_REQUESTS in s.inputs)
 
 
 def producers_of(topic: str) -> tuple[str, ...]:

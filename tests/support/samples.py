@@ -44,6 +44,7 @@ from libs.contracts.orders import (
     Shipment,
     ShipmentLine,
 )
+from libs.contracts.privacy import ErasureRequested
 from libs.contracts.returns import (
     OrderReturned,
     ReceivedLine,
@@ -139,6 +140,7 @@ def _samples() -> dict[type[Contract], Contract]:
             events=["order.shipped", "stage.entered:packed"],
         ),
         RedeliveryRequested(delivery_id="msg_1", subscription_id="sub-1"),
+        ErasureRequested(request_id="erasure-1", customer_id="cust-42", channel="webshop", requested_at=AT),
         ApiKeyChanged(
             action="add", key_id="key_1", name="support desk", key_hash="ab" * 32, channels=["webshop", "pos"]
         ),
