@@ -20,7 +20,7 @@ class RefundLine(Contract):
 class RefundRequested(Event):
     """On `payments.refund-requested.v1` (key = order id): refund these units of the order.
 
-    ``refund_id`` is stable per cause (`return:<return id>`): Baton asks once,
+    ``refund_id`` is stable per cause (`return:<return id>`, `lost:<shipment id>`): Baton asks once,
     and a payments system that sees the same id again must not pay twice. ``amount`` is the sum of
     the lines plus ``shipping`` (the order's shipping price when the channel's policy refunds it).
     """
@@ -28,8 +28,12 @@ class RefundRequested(Event):
     event_type: Literal["payment.refund-requested"] = "payment.refund-requested"
     refund_id: Text
     order_id: UUID
-    cause: Literal["return"] = Field(default="return", description="Why: a received return (more may come)")
+    cause: Literal["return", "in_transit_exception"] = Field(
+        default="return",
+        description="Why: a received return, or a parcel lost, damaged or returned to sender in transit",
+    )
     return_id: Text | None = None
+    shipment_id: Text | None = Field(default=None, description="The parcel, for an in-transit exception")
     payment_reference: Text = Field(description="The payment provider's reference from the order")
     currency: Text
     lines: list[RefundLine]

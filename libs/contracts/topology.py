@@ -35,6 +35,7 @@ from libs.contracts.lifecycle import (
     OrderRejected,
     OrderValidated,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
@@ -242,6 +243,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderCancelAccepted,
                 ShipmentShipped,
                 ShipmentFailed,
+                ShipmentLost,
                 ReturnArrived,
             ),
             ERASURE_REQUESTS,
@@ -272,6 +274,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             OrderCancelAccepted,
             OrderCancelRefused,
             SlaBreached,
+            ShipmentLost,
             RefundRequested,
             ReturnStatusChanged,
             ReturnArrived,

@@ -48,6 +48,14 @@ class OrderStatus(StrEnum):
     RETURNED = "returned"
 
 
+class CarrierException(StrEnum):
+    """What a carrier may report about a parcel after it shipped (stage `exception`)."""
+
+    LOST = "lost"
+    DAMAGED = "damaged"
+    RETURNED_TO_SENDER = "returned_to_sender"
+
+
 class ReturnStatus(StrEnum):
     """Where a return (RMA) stands: decided once per return id, received once."""
 

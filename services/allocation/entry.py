@@ -17,6 +17,7 @@ from libs.contracts.lifecycle import (
     OrderCancelRequested,
     OrderValidated,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.privacy import ErasureRequested
@@ -30,6 +31,7 @@ from services.allocation.app.use_cases import (
     allocate_orders,
     erase_customer,
     fail_shipment,
+    lose_shipment,
     release_cancelled,
     request_cancel,
     restock_return,
@@ -75,6 +77,10 @@ def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
     @router.on(ShipmentFailed, shape=ORDER_FACTS)
     async def on_shipment_failed(fact: ShipmentFailed, uow: AllocationUnit) -> Events:
         return await fail_shipment(fact, uow, rules)
+
+    @router.on(ShipmentLost, shape=ORDER_FACTS)
+    async def on_shipment_lost(fact: ShipmentLost, uow: AllocationUnit) -> Events:
+        return await lose_shipment(fact, uow, rules)
 
     @router.on(ReturnArrived, shape=ORDER_FACTS)
     async def on_return_arrived(fact: ReturnArrived, uow: AllocationUnit) -> Events:

@@ -12,7 +12,7 @@ from libs.contracts.returns import ReturnReceived, ReturnRequested
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Outcome, ServiceRouter
 from libs.platform.timers import Timer
-from libs.policy.channels import Returns
+from libs.policy.channels import InTransitException, Returns
 from services.fulfillment.adapters.store import PgFulfillmentUnit
 from services.fulfillment.app.config import load_pipelines
 from services.fulfillment.app.ports import FulfillmentUnit
@@ -35,6 +35,9 @@ def build_router(settings: FulfillmentSettings) -> ServiceRouter[FulfillmentUnit
     def returns_policy(channel: str) -> Returns:
         return policies.policy_for(channel).returns
 
+    def reships(channel: str) -> bool:
+        return policies.policy_for(channel).in_transit_exception is InTransitException.RESHIP
+
     router: ServiceRouter[FulfillmentUnit] = ServiceRouter(SERVICE_TOPOLOGY["fulfillment"], PgFulfillmentUnit)
     router.on(LocationUpdated)(update_location)
 
@@ -56,7 +59,7 @@ def build_router(settings: FulfillmentSettings) -> ServiceRouter[FulfillmentUnit
     async def on_fulfillment_updates(
         updates: Sequence[FulfillmentUpdate], uow: FulfillmentUnit
     ) -> Sequence[Outcome]:
-        return await apply_updates(updates, uow, config)
+        return await apply_updates(updates, uow, config, reships)
 
     @router.on(ReturnRequested)
     async def on_return_requested(request: ReturnRequested, uow: FulfillmentUnit) -> list[Event]:

@@ -117,9 +117,14 @@ def stage_update(
     tracking_number: str | None = None,
     note: str | None = None,
     eta: datetime | None = None,
+    exception: str | None = None,
 ) -> dict[str, Any]:
-    """A warehouse's or carrier's update (``eta``: the carrier's expected delivery, when given)."""
-    return ({} if eta is None else {"eta": eta.isoformat()}) | {
+    """A warehouse's or carrier's update (``eta``: the carrier's expected delivery; ``exception``:
+    with stage `exception`, what happened to the parcel in transit)."""
+    extra = ({} if eta is None else {"eta": eta.isoformat()}) | (
+        {} if exception is None else {"exception": exception}
+    )
+    return extra | {
         "shipment_id": shipment_id,
         "update_id": update_id or f"{shipment_id}:{stage}",
         "stage": stage,

@@ -30,6 +30,7 @@ from libs.contracts.lifecycle import (
     OrderRejected,
     OrderValidated,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
@@ -114,6 +115,14 @@ def _samples() -> dict[type[Contract], Contract]:
         ShipmentShipped(order_id=ORDER_ID, shipment_id="shp-1", location_id="wh-1", lines=line),
         ShipmentFailed(
             order_id=ORDER_ID, shipment_id="shp-1", location_id="wh-1", lines=line, reason="damaged"
+        ),
+        ShipmentLost(
+            order_id=ORDER_ID,
+            shipment_id="shp-1",
+            location_id="wh-1",
+            lines=line,
+            exception="lost",
+            reship=True,
         ),
         ReturnArrived(order_id=ORDER_ID, return_id="rma-1", location_id="wh-1", restock=line, write_off=line),
         OrderReturned(order_id=ORDER_ID, status="partially_returned", return_id="rma-1", lines=line),

@@ -529,6 +529,9 @@ async def test_the_router_handles_every_type_fulfillment_reads_and_routes_every_
     late = update("s5", "picking").model_copy(update={"occurred_at": datetime.now(UTC) - timedelta(hours=2)})
     await apply_updates([late], uow, with_sla)
     caused.extend(await stage_late(uow.timers.scheduled[(STAGE_SLA, "s5")], uow, with_sla))
+    await in_fulfillment(uow, ("s6", "wh", {"SKU-1": 1}))
+    await move(uow, update("s6", "shipped"))
+    caused.extend(*applied(await move(uow, update("s6", "exception", exception="lost"))))
     assert {type(e) for e in caused} == set(SERVICE_TOPOLOGY["fulfillment"].emits)
     assert len(bound[0].route(caused)) >= len(caused)  # every one declared, each to its topics
 

@@ -23,6 +23,7 @@ from libs.contracts.lifecycle import (
     OrderCancelRequested,
     OrderValidated,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.orders import OrderDetails, Reason, ShipmentLine
@@ -266,6 +267,32 @@ async def fail_shipment(fact: ShipmentFailed, uow: AllocationUnit, rules: Rules)
     [outcome] = await _plan([request_for(order, failed)], uow, rules, exclude=frozenset({fact.location_id}))
     sourced_again = isinstance(outcome, Plan)
     status, pending = after_failed_parcel(allocation.status, allocation.pending, failed, sourced_again)
+    if isinstance(outcome, Plan):
+        await uow.stock.reserve(reservations_for(fact.order_id, generation, outcome))
+    await uow.allocations.update([AllocationChange(fact.order_id, status, generation, pending)])
+    _count([outcome])
+    if isinstance(outcome, Shortage):
+        return [_backordered(fact.order_id, outcome)]
+    held = await uow.allocations.reservations([fact.order_id])
+    waiting = remainder(status, pending)
+    return [_allocated(fact.order_id, order, current_shipments(held.get(fact.order_id, [])), waiting=waiting)]
+
+
+async def lose_shipment(fact: ShipmentLost, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """A shipped parcel will not arrive: its units are written off (once) and, when the channel
+    re-ships, sourced again from any location; what cannot be sourced waits for stock."""
+    allocation = await uow.allocations.lock(fact.order_id)
+    if allocation is None or allocation.order is None or allocation.status is AllocationStatus.CANCELLED:
+        return []
+    await uow.stock.serialise(sorted({line.sku for line in fact.lines}))
+    written_off = await uow.stock.lose(fact.shipment_id)
+    if not written_off or not fact.reship:
+        return []
+    order, generation = allocation.order, allocation.generation + 1
+    lost = tuple((r.sku, r.quantity) for r in written_off)
+    [outcome] = await _plan([request_for(order, lost)], uow, rules)
+    sourced_again = isinstance(outcome, Plan)
+    status, pending = after_failed_parcel(allocation.status, allocation.pending, lost, sourced_again)
     if isinstance(outcome, Plan):
         await uow.stock.reserve(reservations_for(fact.order_id, generation, outcome))
     await uow.allocations.update([AllocationChange(fact.order_id, status, generation, pending)])

@@ -8,8 +8,9 @@ use case reads what a batch needs at once, applies the rules in order in memory,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Literal
 from uuid import UUID
 
@@ -23,10 +24,12 @@ from libs.contracts.lifecycle import (
     OrderCancelRefused,
     OrderFulfillmentProgressed,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.orders import Reason, ShipmentLine
 from libs.contracts.orders import Shipment as PublicShipment
+from libs.contracts.refunds import RefundLine, RefundRequested
 from libs.contracts.sla import SlaBreached
 from libs.platform import metrics
 from libs.platform.records import Rejected
@@ -35,9 +38,11 @@ from services.fulfillment.app.config import load_pipelines
 from services.fulfillment.app.ports import FulfillmentUnit
 from services.fulfillment.app.returns import terms_of
 from services.fulfillment.domain.pipelines import FAILED, MoveKind, PipelineConfig, Progress, Refusal
+from services.fulfillment.domain.returns import Terms
 from services.fulfillment.domain.shipments import (
     Lines,
     Location,
+    Lost,
     Order,
     Parcel,
     Shipment,
@@ -46,6 +51,7 @@ from services.fulfillment.domain.shipments import (
     expected_delivery,
     plan_cancel,
     receive_allocation,
+    report_exception,
     report_stage,
     visible,
 )
@@ -259,8 +265,16 @@ async def receive_allocations(
     return results
 
 
+def always_reship(channel: str) -> bool:
+    """The packaged default of `in_transit_exception`: a parcel lost in transit is re-shipped."""
+    return True
+
+
 async def apply_updates(
-    updates: Sequence[FulfillmentUpdate], uow: FulfillmentUnit, config: PipelineConfig
+    updates: Sequence[FulfillmentUpdate],
+    uow: FulfillmentUnit,
+    config: PipelineConfig,
+    reships: Callable[[str], bool] = always_reship,
 ) -> list[list[Event] | Rejected]:
     """Move shipments along their pipelines; a refused move is dead-lettered with its reason (and
     its update id recorded, so a repeat of it changes nothing either). The orders of the batch's
@@ -289,6 +303,31 @@ async def apply_updates(
             continue
         fresh.discard(update.update_id)
         shipments = book[order_id]
+        if update.exception is not None:
+            reship = reships(orders[order_id].channel)
+            lost = report_exception(
+                orders[order_id], list(shipments.values()), update.shipment_id, reship, config
+            )
+            terms = None if reship else await uow.terms.of(order_id)
+            if not reship and terms is None:
+                lost = Refusal("unknown_terms", f"fulfillment kept no prices for order {order_id}")
+            if isinstance(lost, Refusal):
+                outcomes[update.update_id] = lost.code
+                results.append(Rejected(lost.code, lost.message))
+                continue
+            outcomes[update.update_id] = f"exception:{update.exception.value}"
+            shipments[lost.shipment.shipment_id] = saved[lost.shipment.shipment_id] = lost.shipment
+            if lost.order != orders[order_id]:
+                orders[order_id] = progressed_orders[order_id] = lost.order
+            caused = in_transit_exception(lost, update.exception.value, terms)
+            if lost.progress is not None:
+                if locations is None:
+                    locations = await uow.locations.of(
+                        sorted({s.location_id for shipments in book.values() for s in shipments.values()})
+                    )
+                caused.append(progressed(lost.order, lost.progress, lost.shipments, locations, config))
+            results.append(caused)
+            continue
         decision = report_stage(orders[order_id], list(shipments.values()), report_of(update), config)
         if isinstance(decision, Refusal):
             outcomes[update.update_id] = decision.code
@@ -342,6 +381,46 @@ async def apply_updates(
     await uow.orders.save(list(progressed_orders.values()))
     await uow.updates.record(outcomes)
     return results
+
+
+def in_transit_exception(lost: Lost, exception: str, terms: Terms | None) -> list[Event]:
+    """The parcel leaves its pipeline (a public `left` stage event, with the exception as reason);
+    allocation writes its units off and, re-shipping (no ``terms``), sources them again; refunding,
+    payments is asked for the price of its units (``terms``: what the customer paid)."""
+    s = lost.shipment
+    events: list[Event] = [
+        stage_changed(s, s.stage, None, "left", reason=exception),
+        ShipmentLost(
+            order_id=s.order_id,
+            shipment_id=s.shipment_id,
+            location_id=s.location_id,
+            lines=contract_lines(s.lines),
+            exception=exception,
+            reship=terms is None,
+        ),
+    ]
+    if terms is None:
+        return events
+    lines = [
+        RefundLine(sku=sku, quantity=q, unit_price=terms.prices[sku], amount=terms.prices[sku] * q)
+        for sku, q in sorted(s.lines.items())
+        if q > 0 and sku in terms.prices
+    ]
+    amount = sum((line.amount for line in lines), Decimal(0))
+    events.append(
+        RefundRequested(
+            refund_id=f"lost:{s.shipment_id}",
+            order_id=s.order_id,
+            cause="in_transit_exception",
+            shipment_id=s.shipment_id,
+            payment_reference=terms.payment_reference,
+            currency=terms.currency,
+            lines=lines,
+            shipping=Decimal(0),
+            amount=amount,
+        )
+    )
+    return events
 
 
 async def decide_cancel(

@@ -24,6 +24,8 @@ from enum import Enum
 from typing import Any, Literal
 
 FAILED = "failed"
+EXCEPTION = "exception"
+"""Reserved like `failed`: a carrier's in-transit exception (lost, damaged, returned to sender)."""
 
 Progress = Literal["in_fulfillment", "partially_shipped", "shipped", "delivered"]
 """Where an order stands in fulfillment as a whole (the words of ``OrderStatus`` it can announce)."""
@@ -109,9 +111,9 @@ def parse_config(raw: Mapping[str, Any]) -> PipelineConfig:
             Stage(s["name"], float(s.get("hours", 0)), _sla_hours(p["name"], s)) for s in p["stages"]
         )
         names = [s.name for s in stages]
-        if len(stages) < 2 or len(set(names)) != len(names) or FAILED in names:
+        if len(stages) < 2 or len(set(names)) != len(names) or FAILED in names or EXCEPTION in names:
             raise ValueError(
-                f"pipeline {p['name']}: needs two or more distinct stages, none named {FAILED!r}"
+                f"pipeline {p['name']}: needs two or more distinct stages, none named {FAILED!r} or {EXCEPTION!r}"
             )
         if p["ships_at"] not in names:
             raise ValueError(f"pipeline {p['name']}: ships_at {p['ships_at']!r} is not one of its stages")

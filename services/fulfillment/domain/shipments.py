@@ -286,6 +286,36 @@ def report_stage(
 
 
 @dataclass(frozen=True)
+class Lost:
+    """A carrier's exception applied: the parcel is out of its pipeline, its order's progress."""
+
+    order: Order
+    shipment: Shipment
+    shipments: tuple[Shipment, ...]
+    progress: Progress | None
+
+
+def report_exception(
+    order: Order, shipments: Sequence[Shipment], shipment_id: str, reship: bool, config: PipelineConfig
+) -> Lost | Refusal:
+    """A parcel that shipped and is not delivered will not arrive: it leaves its pipeline. Re-shipped,
+    its order awaits the replacement (allocation sources it again); refunded, the order goes on with
+    the parcels it has left."""
+    before = next(s for s in shipments if s.shipment_id == shipment_id)
+    if not before.active or not config.get(before.pipeline).has_shipped(before.stage):
+        where = "delivered or out of its pipeline" if not before.active else f"at {before.stage!r}"
+        return Refusal(
+            "not_in_transit", f"{shipment_id} has not shipped or is no longer on its way ({where})"
+        )
+    after = replace(before, active=False)
+    now = by_shipment_id(after if s.shipment_id == shipment_id else s for s in shipments)
+    order, progress = announce(
+        replace(order, awaiting_resource=order.awaiting_resource or reship), now, config
+    )
+    return Lost(order, after, now, progress)
+
+
+@dataclass(frozen=True)
 class CancelPlan:
     """A cancel fulfillment accepts: which lines of which shipments to release."""
 

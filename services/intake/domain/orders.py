@@ -103,9 +103,12 @@ STILL_SHIPPING = frozenset({OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, Orde
 def as_seen_by_customer(current: OrderStatus, proposed: OrderStatus) -> OrderStatus:
     """Once part of an order has left, it is `partially_shipped` until every part has: a part
     sourced again (allocated), waiting for stock (backordered) or back in a pipeline never makes
-    the order look as if nothing had shipped."""
+    the order look as if nothing had shipped. Likewise a `shipped` order stays `shipped` while the
+    replacement of a parcel lost in transit is sourced and prepared (with the new shipments)."""
     if current is OrderStatus.PARTIALLY_SHIPPED and proposed in STILL_SHIPPING:
         return OrderStatus.PARTIALLY_SHIPPED
+    if current is OrderStatus.SHIPPED and proposed in STILL_SHIPPING | {OrderStatus.PARTIALLY_SHIPPED}:
+        return OrderStatus.SHIPPED
     return proposed
 
 
