@@ -21,10 +21,11 @@ from services.fulfillment.app.use_cases import (
     apply_updates,
     decide_cancel,
     receive_allocations,
+    ship_by_missed,
     stage_late,
     update_location,
 )
-from services.fulfillment.domain.sla import STAGE_SLA
+from services.fulfillment.domain.sla import SHIP_BY, STAGE_SLA
 from services.fulfillment.settings import FulfillmentSettings
 
 
@@ -40,6 +41,10 @@ def build_router(settings: FulfillmentSettings) -> ServiceRouter[FulfillmentUnit
 
     router: ServiceRouter[FulfillmentUnit] = ServiceRouter(SERVICE_TOPOLOGY["fulfillment"], PgFulfillmentUnit)
     router.on(LocationUpdated)(update_location)
+
+    @router.on_timer(SHIP_BY)
+    async def on_ship_by_missed(timer: Timer, uow: FulfillmentUnit) -> list[Event]:
+        return await ship_by_missed(timer, uow, config)
 
     @router.on_timer(STAGE_SLA)
     async def on_stage_late(timer: Timer, uow: FulfillmentUnit) -> list[Event]:

@@ -37,13 +37,15 @@ SLA_CHANNEL = "sla-e2e"
 
 def pipelines_with_a_short_deadline(folder: Path) -> Path:
     """The packaged pipelines, behind one selected by ``SLA_CHANNEL`` whose `new` stage is late after
-    3.6 seconds (`sla_hours: 0.001`): the SLA tests see a breach without waiting hours, and every
-    other order takes the packaged pipelines."""
+    3.6 seconds (`sla_hours: 0.001`) and whose parcels must ship within 7.2 (`ship_by_hours: 0.002`):
+    the SLA tests see breaches without waiting hours, and every other order takes the packaged
+    pipelines."""
     packaged = yaml.safe_load(resources.files("services.fulfillment").joinpath("pipelines.yaml").read_text())
     quick = {
         "name": "sla-e2e",
         "select": {"channel": SLA_CHANNEL},
         "ships_at": "shipped",
+        "ship_by_hours": 0.002,
         "stages": [
             {"name": "new", "hours": 0.001, "sla_hours": 0.001},
             {"name": "picking", "hours": 1},

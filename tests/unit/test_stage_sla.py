@@ -13,10 +13,24 @@ from libs.contracts.lifecycle import OrderAllocated, OrderFulfillmentProgressed
 from libs.contracts.orders import OrderDetails, Shipment, ShipmentLine
 from libs.contracts.sla import SlaBreached
 from libs.platform.timers import Timer
-from services.fulfillment.app.use_cases import apply_updates, load_pipelines, receive_allocations, stage_late
+from services.fulfillment.app.use_cases import (
+    apply_updates,
+    load_pipelines,
+    receive_allocations,
+    ship_by_missed,
+    stage_late,
+)
 from services.fulfillment.domain.pipelines import eta, parse_config
 from services.fulfillment.domain.shipments import Shipment as Parcel
-from services.fulfillment.domain.sla import STAGE_SLA, Deadline, deadline, is_late
+from services.fulfillment.domain.sla import (
+    SHIP_BY,
+    STAGE_SLA,
+    Deadline,
+    deadline,
+    is_late,
+    missed_ship_by,
+    ship_by,
+)
 from tests.support.orders import order, stage_update
 from tests.unit.fakes.fulfillment import FakeFulfillmentUnit
 
@@ -127,3 +141,46 @@ async def test_a_deadline_that_finds_the_shipment_moved_on_reports_nothing() -> 
     assert uow.timers.scheduled[(STAGE_SLA, "s1")].payload["stage"] == "packed"
     assert await stage_late(stale, uow, CONFIG) == []
     assert await stage_late(Timer(STAGE_SLA, "nobody", AT, stale.payload), uow, CONFIG) == []
+
+
+def test_a_ship_by_cut_off_starts_when_the_shipment_enters_and_is_missed_only_short_of_the_ship_point() -> (
+    None
+):
+    with_cut_off = replace(CONFIG, pipelines=tuple(replace(p, ship_by_hours=6.0) for p in CONFIG.pipelines))
+    due = ship_by(parcel("new"), with_cut_off)
+    assert due is not None and due.due_at == AT + timedelta(hours=6)
+    assert ship_by(parcel("new"), CONFIG) is None  # the pipeline has no cut-off
+    assert missed_ship_by(parcel("packed"), with_cut_off)
+    assert not missed_ship_by(parcel("shipped"), with_cut_off)
+    assert not missed_ship_by(parcel("packed", active=False), with_cut_off)
+    assert not missed_ship_by(None, with_cut_off)
+
+
+async def test_a_missed_ship_by_is_reported_once_as_ship_by_with_the_stage_it_is_in() -> None:
+    with_cut_off = replace(CONFIG, pipelines=tuple(replace(p, ship_by_hours=1.0) for p in CONFIG.pipelines))
+    uow = FakeFulfillmentUnit()
+    fact = OrderAllocated(
+        order_id=uuid4(),
+        order=OrderDetails.model_validate(order()),
+        shipments=[
+            Shipment(shipment_id="s1", location_id="wh", lines=[ShipmentLine(sku="SKU-1", quantity=1)])
+        ],
+    )
+    await receive_allocations([fact], uow, with_cut_off)
+    timer = uow.timers.scheduled[(SHIP_BY, "s1")]
+    [breach, _progress] = await ship_by_missed(timer, uow, with_cut_off)  # due: the worker fires it
+    assert isinstance(breach, SlaBreached)
+    assert (breach.sla, breach.stage, breach.sla_hours) == ("ship_by", "new", 1.0)
+    await apply_updates([FulfillmentUpdate.model_validate(stage_update("s1", "shipped"))], uow, with_cut_off)
+    assert await ship_by_missed(timer, uow, with_cut_off) == []
+
+
+def test_ship_by_hours_must_be_positive() -> None:
+    raw = {
+        "version": 1,
+        "pipelines": [
+            {"name": "p", "ships_at": "b", "ship_by_hours": -1, "stages": [{"name": "a"}, {"name": "b"}]}
+        ],
+    }
+    with pytest.raises(ValueError, match="pipeline p: ship_by_hours must be a positive number"):
+        parse_config(raw)

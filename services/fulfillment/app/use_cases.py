@@ -55,13 +55,22 @@ from services.fulfillment.domain.shipments import (
     report_stage,
     visible,
 )
-from services.fulfillment.domain.sla import STAGE_SLA, Deadline, deadline, is_late
+from services.fulfillment.domain.sla import (
+    SHIP_BY,
+    STAGE_SLA,
+    Deadline,
+    deadline,
+    is_late,
+    missed_ship_by,
+    ship_by,
+)
 
 __all__ = [
     "apply_updates",
     "decide_cancel",
     "load_pipelines",  # `baton pipelines` and the packaging test read the config through here
     "receive_allocations",
+    "ship_by_missed",
     "stage_late",
     "update_location",
 ]
@@ -167,9 +176,34 @@ async def schedule_deadlines(
             await uow.timers.schedule(Timer(STAGE_SLA, s.shipment_id, due.due_at, due.payload()))
 
 
+async def schedule_ship_by(
+    shipments: Iterable[Shipment], uow: FulfillmentUnit, config: PipelineConfig
+) -> None:
+    """Each shipment entering a pipeline with a ship-by cut-off gets that deadline."""
+    for s in shipments:
+        if (due := ship_by(s, config)) is not None:
+            await uow.timers.schedule(Timer(SHIP_BY, s.shipment_id, due.due_at, due.payload()))
+
+
 async def stage_late(timer: Timer, uow: FulfillmentUnit, config: PipelineConfig) -> list[Event]:
     """A stage deadline passed: if the shipment is still in that stage, report the breach once and
     re-publish the order's progress with the ETA re-computed as if the late stage ended now."""
+    return await _breached(timer, uow, config, lambda s, due: is_late(s, due), "stage")
+
+
+async def ship_by_missed(timer: Timer, uow: FulfillmentUnit, config: PipelineConfig) -> list[Event]:
+    """A ship-by cut-off passed: if the shipment is still short of the ship point, report it once
+    (``stage`` = where it is) and re-publish the order's progress with the ETA re-computed."""
+    return await _breached(timer, uow, config, lambda s, due: missed_ship_by(s, config), "ship_by")
+
+
+async def _breached(
+    timer: Timer,
+    uow: FulfillmentUnit,
+    config: PipelineConfig,
+    late: Callable[[Shipment, Deadline], bool],
+    sla: Literal["stage", "ship_by"],
+) -> list[Event]:
     due = Deadline.of(timer.key, dict(timer.payload))
     orders = await uow.orders.lock_by_shipment([timer.key])
     if not orders:
@@ -177,7 +211,7 @@ async def stage_late(timer: Timer, uow: FulfillmentUnit, config: PipelineConfig)
     [(order_id, order)] = orders.items()
     shipments = await uow.shipments.of_orders([order_id])
     shipment = next((s for s in shipments if s.shipment_id == timer.key), None)
-    if shipment is None or not is_late(shipment, due):
+    if shipment is None or not late(shipment, due):
         return []
     now = datetime.now(UTC)
     locations = await uow.locations.of(sorted({s.location_id for s in shipments}))
@@ -189,6 +223,7 @@ async def stage_late(timer: Timer, uow: FulfillmentUnit, config: PipelineConfig)
             shipment_id=shipment.shipment_id,
             pipeline=shipment.pipeline,
             stage=shipment.stage,
+            sla=sla,
             sla_hours=due.sla_hours,
             stage_entered_at=due.entered_at,
             due_at=due.due_at,
@@ -261,6 +296,7 @@ async def receive_allocations(
     await uow.terms.keep([terms_of(fact) for fact in allocated])
     await uow.shipments.add(list(added.values()))
     await schedule_deadlines(added.values(), uow, config)
+    await schedule_ship_by(added.values(), uow, config)
     await uow.shipments.save(list(changed.values()))
     return results
 

@@ -45,6 +45,8 @@ class Pipeline:
     stages: tuple[Stage, ...]
     ships_at: str
     select: Mapping[str, str] = field(default_factory=dict)
+    ship_by_hours: float | None = None
+    """A shipment that has not reached `ships_at` this long after entering the pipeline is late."""
 
     @property
     def first(self) -> str:
@@ -94,12 +96,12 @@ class PipelineConfig:
         raise LookupError(f"no pipeline named {name!r} in the pipelines config")
 
 
-def _sla_hours(pipeline: str, stage: Mapping[str, Any]) -> float | None:
-    value = stage.get("sla_hours")
+def _deadline(where: str, value: Any) -> float | None:
+    """A deadline in hours (`sla_hours`, `ship_by_hours`): absent, or a positive number."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"pipeline {pipeline}, stage {stage['name']}: sla_hours must be a positive number")
+        raise ValueError(f"{where} must be a positive number")
     return float(value)
 
 
@@ -108,7 +110,12 @@ def parse_config(raw: Mapping[str, Any]) -> PipelineConfig:
     pipelines = []
     for p in raw["pipelines"]:
         stages = tuple(
-            Stage(s["name"], float(s.get("hours", 0)), _sla_hours(p["name"], s)) for s in p["stages"]
+            Stage(
+                s["name"],
+                float(s.get("hours", 0)),
+                _deadline(f"pipeline {p['name']}, stage {s['name']}: sla_hours", s.get("sla_hours")),
+            )
+            for s in p["stages"]
         )
         names = [s.name for s in stages]
         if len(stages) < 2 or len(set(names)) != len(names) or FAILED in names or EXCEPTION in names:
@@ -117,7 +124,8 @@ def parse_config(raw: Mapping[str, Any]) -> PipelineConfig:
             )
         if p["ships_at"] not in names:
             raise ValueError(f"pipeline {p['name']}: ships_at {p['ships_at']!r} is not one of its stages")
-        pipelines.append(Pipeline(p["name"], stages, p["ships_at"], dict(p.get("select") or {})))
+        ship_by = _deadline(f"pipeline {p['name']}: ship_by_hours", p.get("ship_by_hours"))
+        pipelines.append(Pipeline(p["name"], stages, p["ships_at"], dict(p.get("select") or {}), ship_by))
     if not pipelines or pipelines[-1].select:
         raise ValueError(
             "the last pipeline must select everything (an empty `select`) so no shipment is left out"

@@ -7,6 +7,9 @@ Rules in words:
 - When the timer fires, the shipment is late if it is still in its pipeline, in that same stage,
   entered at that same moment (it did not move on, fail, or get cancelled meanwhile). A late
   shipment is reported once per stage visit.
+- A pipeline may declare `ship_by_hours`: a shipment that has not reached the ship point
+  (`ships_at`) that long after it entered the pipeline is late once (its own timer, set when it
+  enters); one that shipped, failed or was cancelled by then is not.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from services.fulfillment.domain.shipments import Shipment
 
 STAGE_SLA = "stage_sla"
 """The durable timer kind of stage deadlines (key = shipment id)."""
+SHIP_BY = "ship_by"
+"""The durable timer kind of ship-by cut-offs (key = shipment id)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,24 @@ def deadline(shipment: Shipment, config: PipelineConfig) -> Deadline | None:
     if stage.sla_hours is None:
         return None
     return Deadline(shipment.shipment_id, stage.name, shipment.stage_entered_at, stage.sla_hours)
+
+
+def ship_by(shipment: Shipment, config: PipelineConfig) -> Deadline | None:
+    """The ship-by cut-off of a shipment entering its pipeline, if the pipeline has one (the clock
+    starts when it entered, in its first stage)."""
+    pipeline = config.get(shipment.pipeline)
+    if pipeline.ship_by_hours is None or not shipment.active:
+        return None
+    return Deadline(shipment.shipment_id, shipment.stage, shipment.stage_entered_at, pipeline.ship_by_hours)
+
+
+def missed_ship_by(shipment: Shipment | None, config: PipelineConfig) -> bool:
+    """Whether the shipment is still in its pipeline and short of the ship point."""
+    return (
+        shipment is not None
+        and shipment.active
+        and not config.get(shipment.pipeline).has_shipped(shipment.stage)
+    )
 
 
 def is_late(shipment: Shipment | None, due: Deadline) -> bool:
