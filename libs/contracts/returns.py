@@ -37,7 +37,12 @@ class ReturnRequested(Contract):
     return_id: Text = Field(min_length=1, max_length=200, pattern=RETURN_ID)
     order_id: UUID
     lines: list[ReturnLine] = Field(min_length=1, max_length=500)
-    reason: Text = Field(default="", max_length=2000, description="The customer's words")
+    reason: Text = Field(
+        default="",
+        max_length=2000,
+        description="The customer's words: Baton keeps them in none of its stores or events (only this "
+        "topic's retention has them)",
+    )
 
 
 class ReceivedLine(ReturnLine):
@@ -70,7 +75,6 @@ class ReturnStatusChanged(Event):
     order_id: UUID
     status: ReturnStatus
     lines: list[ReturnLine]
-    reason: Text = ""
     reasons: list[Reason] = Field(default_factory=list, description="Why a return was refused")
     location_id: Text | None = Field(default=None, description="Where it was received")
     received: list[ReceivedLine] = Field(default_factory=list)

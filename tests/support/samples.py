@@ -190,7 +190,6 @@ def _samples() -> dict[type[Contract], Contract]:
             order_id=ORDER_ID,
             status=ReturnStatus.RECEIVED,
             lines=returned,
-            reason="too small",
             reasons=_reasons(),
             location_id="wh-1",
             received=received,

@@ -66,7 +66,6 @@ def decide(
         shipments or [parcel("s1", {"A": 2, "B": 1})],
         others,
         list(lines.items()),
-        "too small",
         order_id=ORDER,
         window_days=window_days,
         now=now,
@@ -102,7 +101,7 @@ def test_an_order_not_delivered_or_never_seen_cannot_be_returned() -> None:
         code(decide({"A": 1}, [parcel("s1", {"A": 1}, stage="shipped")], order_=shipped)) == "not_delivered"
     )
     unknown = rules.decide_return(
-        "rma-1", None, [], [], [("A", 1)], "", order_id=ORDER, window_days=30, now=NOW, config=CONFIG
+        "rma-1", None, [], [], [("A", 1)], order_id=ORDER, window_days=30, now=NOW, config=CONFIG
     )
     assert code(unknown) == "not_delivered"
 
@@ -124,7 +123,6 @@ def test_a_sku_on_several_request_lines_is_counted_once_in_total() -> None:
         [parcel("s1", {"A": 2})],
         [],
         [("A", 1), ("A", 2)],
-        "",
         order_id=ORDER,
         window_days=30,
         now=NOW,

@@ -243,7 +243,7 @@ class PgOrderTerms:
 
 
 RETURN_COLUMNS = (
-    "return_id, order_id, state, lines::text AS lines, reason, refusal_code, refusal_message,"
+    "return_id, order_id, state, lines::text AS lines, refusal_code, refusal_message,"
     " location_id, received::text AS received"
 )
 
@@ -257,7 +257,6 @@ def _return(row: asyncpg.Record) -> Return:
         row["order_id"],
         ReturnState(row["state"]),
         orjson.loads(row["lines"]),
-        row["reason"],
         refusal,
         row["location_id"],
         tuple(ReceivedLine(sku, q, Condition(c)) for sku, q, c in orjson.loads(row["received"])),
@@ -286,13 +285,12 @@ class PgReturns:
 
     async def add(self, ret: Return) -> bool:
         added = await self._conn.fetchval(
-            "INSERT INTO returns (return_id, order_id, state, lines, reason, refusal_code, refusal_message)"
-            " VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7) ON CONFLICT (return_id) DO NOTHING RETURNING true",
+            "INSERT INTO returns (return_id, order_id, state, lines, refusal_code, refusal_message)"
+            " VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT (return_id) DO NOTHING RETURNING true",
             ret.return_id,
             ret.order_id,
             ret.state.value,
             orjson.dumps(dict(ret.lines)).decode(),
-            ret.reason,
             ret.refusal.code if ret.refusal else None,
             ret.refusal.message if ret.refusal else None,
         )

@@ -71,7 +71,6 @@ def decided(ret: rules.Return, **received: Any) -> ReturnStatusChanged:
         order_id=ret.order_id,
         status=ReturnStatus(ret.state.value),
         lines=_return_lines(ret.lines),
-        reason=ret.reason,
         reasons=[] if ret.refusal is None else [Reason(code=ret.refusal.code, message=ret.refusal.message)],
         **received,
     )
@@ -92,7 +91,6 @@ async def request_return(
         shipments,
         others,
         [(line.sku, line.quantity) for line in request.lines],
-        request.reason,
         order_id=request.order_id,
         window_days=policy(order.channel).window_days if order is not None else 0,
         now=datetime.now(UTC),

@@ -69,7 +69,6 @@ class Return:
     state: ReturnState
     lines: Lines
     """The units asked for, per sku."""
-    reason: str = ""
     refusal: Refusal | None = None
     location_id: str | None = None
     received: tuple[ReceivedLine, ...] = ()
@@ -131,7 +130,6 @@ def decide_return(
     shipments: Sequence[Shipment],
     others: Sequence[Return],
     lines: Sequence[tuple[str, int]],
-    reason: str,
     *,
     order_id: UUID,
     window_days: int,
@@ -142,7 +140,7 @@ def decide_return(
     asked = summed(lines)
 
     def refused(code: str, message: str) -> Return:
-        return Return(return_id, order_id, ReturnState.REFUSED, asked, reason, Refusal(code, message))
+        return Return(return_id, order_id, ReturnState.REFUSED, asked, Refusal(code, message))
 
     if order is None:
         return refused("not_delivered", f"order {order_id} has not reached fulfillment")
@@ -160,7 +158,7 @@ def decide_return(
             return refused(
                 "not_returnable", f"{sku}: {quantity} asked, {max(left.get(sku, 0), 0)} may be returned"
             )
-    return Return(return_id, order_id, ReturnState.AUTHORIZED, asked, reason)
+    return Return(return_id, order_id, ReturnState.AUTHORIZED, asked)
 
 
 @dataclass(frozen=True)
@@ -211,9 +209,7 @@ def receive_return(
     for line in lines:
         merged[(line.sku, line.condition)] = merged.get((line.sku, line.condition), 0) + line.quantity
     received = tuple(ReceivedLine(sku, q, c) for (sku, c), q in sorted(merged.items()))
-    after = Return(
-        ret.return_id, ret.order_id, ReturnState.RECEIVED, ret.lines, ret.reason, None, location_id, received
-    )
+    after = Return(ret.return_id, ret.order_id, ReturnState.RECEIVED, ret.lines, None, location_id, received)
     delivered = delivered_units(shipments, config)
     back = summed(
         (sku, q) for r in (*others, after) if r.state is ReturnState.RECEIVED for sku, q in r.holds.items()

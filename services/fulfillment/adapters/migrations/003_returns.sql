@@ -7,13 +7,12 @@ CREATE TABLE order_terms (
     shipping_price numeric
 );
 
--- Returns (RMA): decided once per return id, received once.
+-- Returns (RMA): decided once per return id, received once. The customer's reason is not kept.
 CREATE TABLE returns (
     return_id text PRIMARY KEY,
     order_id uuid NOT NULL,
     state text NOT NULL,               -- authorized, refused, received
     lines jsonb NOT NULL,              -- {sku: units asked for}
-    reason text NOT NULL DEFAULT '',
     refusal_code text,
     refusal_message text,
     location_id text,
