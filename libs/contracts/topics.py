@@ -1,4 +1,4 @@
-"""Topic names (``<domain>.<event>.v<N>``) and their partition counts, in one place.
+"""Topic names (``<domain>.<event>.v<N>``), their partition counts and retention, in one place.
 
 The message key is always the aggregate id, so one aggregate's events stay in order.
 """
@@ -23,6 +23,13 @@ FULFILLMENT_STAGE_CHANGES = "fulfillment.stage-changes.v1"
 NOTIFICATION_SUBSCRIPTIONS = "notification.subscriptions.v1"
 NOTIFICATION_REDELIVERIES = "notification.redeliveries.v1"
 NOTIFICATION_API_KEYS = "notification.api-keys.v1"
+FULFILLMENT_SLA_BREACHES = "fulfillment.sla-breaches.v1"
+RETURNS_REQUESTED = "returns.requested.v1"
+RETURNS_RECEIVED = "returns.received.v1"
+RETURNS_STATUS = "returns.status.v1"
+PAYMENTS_REFUND_REQUESTED = "payments.refund-requested.v1"
+PRIVACY_ERASURE_REQUESTS = "privacy.erasure-requests.v1"
+PRIVACY_ERASURES = "privacy.erasures.v1"
 
 DEFAULT_REPLICATION_FACTOR = 1
 """Replicas per topic that `baton topics apply` creates, unless `BATON_TOPIC_REPLICATION_FACTOR` says
@@ -40,13 +47,20 @@ def facts_topic(service: str) -> str:
     return f"{service}.facts.v1"
 
 
+WEEK_HOURS = 168
+DEAD_LETTER_RETENTION_HOURS = WEEK_HOURS
+"""Dead letters are kept as long as the records they came from (7 days), not longer: every
+service's inputs carry personal data (orders, or an erasure request's customer id), and a dead
+letter is a copy of such a record that erasure cannot reach (`libs/contracts/privacy.py`)."""
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int
     key: str
     public: bool
-    retention_hours: int = 168
+    retention_hours: int = WEEK_HOURS
     compacted: bool = False
     """Kept by key forever (the last record of each key at least): a store any process can rebuild by
     reading the topic from its beginning, instead of a window of recent records."""
@@ -73,9 +87,16 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(INVENTORY_ADJUSTMENTS, 8, "sku", True),
     TopicSpec(FULFILLMENT_UPDATES, 8, "shipment id", True),
     TopicSpec(FULFILLMENT_STAGE_CHANGES, 8, "order id", True),
+    TopicSpec(FULFILLMENT_SLA_BREACHES, 4, "order id", True),
+    TopicSpec(RETURNS_REQUESTED, 4, "order id", True),
+    TopicSpec(RETURNS_RECEIVED, 4, "return id", True),
+    TopicSpec(RETURNS_STATUS, 4, "order id", True),
+    TopicSpec(PAYMENTS_REFUND_REQUESTED, 4, "order id", True),
     TopicSpec(NOTIFICATION_SUBSCRIPTIONS, 1, "subscription id", False),
     TopicSpec(NOTIFICATION_REDELIVERIES, 1, "delivery id", False),
     TopicSpec(NOTIFICATION_API_KEYS, 1, "key id", False, compacted=True),
+    TopicSpec(PRIVACY_ERASURE_REQUESTS, 1, "request id", False),
+    TopicSpec(PRIVACY_ERASURES, 1, "request id", False),
     *(TopicSpec(facts_topic(s), 8, "order id", False) for s in SERVICES),
-    *(TopicSpec(dead_letter_topic(s), 1, "source key", False, 720) for s in SERVICES),
+    *(TopicSpec(dead_letter_topic(s), 1, "source key", False, DEAD_LETTER_RETENTION_HOURS) for s in SERVICES),
 )

@@ -40,6 +40,7 @@ from libs.contracts.lifecycle import (
     OrderRejected,
     OrderValidated,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
@@ -53,8 +54,19 @@ from libs.contracts.orders import (
     OrderStatusChanged,
     OrderSubmitted,
 )
+from libs.contracts.privacy import ErasureApplied, ErasureRequested
+from libs.contracts.refunds import RefundRequested
+from libs.contracts.returns import (
+    OrderReturned,
+    ReturnArrived,
+    ReturnReceived,
+    ReturnRequested,
+    ReturnStatusChanged,
+)
+from libs.contracts.sla import SlaBreached
 from libs.contracts.topics import (
     CATALOG_PRODUCTS,
+    FULFILLMENT_SLA_BREACHES,
     FULFILLMENT_STAGE_CHANGES,
     FULFILLMENT_UPDATES,
     INVENTORY_ADJUSTMENTS,
@@ -70,6 +82,12 @@ from libs.contracts.topics import (
     ORDERS_REFUSED,
     ORDERS_STATUS,
     ORDERS_SUBMITTED,
+    PAYMENTS_REFUND_REQUESTED,
+    PRIVACY_ERASURE_REQUESTS,
+    PRIVACY_ERASURES,
+    RETURNS_RECEIVED,
+    RETURNS_REQUESTED,
+    RETURNS_STATUS,
     SERVICES,
     dead_letter_topic,
     facts_topic,
@@ -145,6 +163,13 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     OrderRefused: ORDERS_REFUSED,
     CancellationOutcome: ORDERS_CANCELLATIONS,
     StageChanged: FULFILLMENT_STAGE_CHANGES,
+    SlaBreached: FULFILLMENT_SLA_BREACHES,
+    ReturnRequested: RETURNS_REQUESTED,
+    ReturnReceived: RETURNS_RECEIVED,
+    ReturnStatusChanged: RETURNS_STATUS,
+    RefundRequested: PAYMENTS_REFUND_REQUESTED,
+    ErasureRequested: PRIVACY_ERASURE_REQUESTS,
+    ErasureApplied: PRIVACY_ERASURES,
 }
 """The topic of every contract that is not an order fact: public events, and inputs from outside."""
 
@@ -161,6 +186,8 @@ OUTSIDE_PRODUCERS: dict[str, str] = {
     FULFILLMENT_UPDATES: "warehouses and carriers",
     NOTIFICATION_SUBSCRIPTIONS: "operators, with `baton webhooks add` / `remove`",
     NOTIFICATION_REDELIVERIES: "operators, with `baton webhooks redeliver`",
+    RETURNS_REQUESTED: "channels and customer service, for a customer sending units back",
+    RETURNS_RECEIVED: "warehouses receiving a returned parcel",
 }
 """Who outside Baton writes the topics Baton reads from outside, in words (for the AsyncAPI document)."""
 
@@ -171,6 +198,12 @@ def _facts(service: str, *carries: type[OrderFact]) -> Input:
 
 def _from(name: str, contract: type[Contract]) -> Input:
     return Input(name, PUBLISHED_ON[contract], (contract,))
+
+
+ERASURE_REQUESTS = _from("erasure_requested", ErasureRequested)
+"""Every service that keeps personal data reads the erasure requests in its own group, and reports
+what it erased (``ErasureApplied``). Fulfillment keeps none (only a coarse destination), so it has
+no such input."""
 
 
 TOPOLOGY: tuple[ServiceTopology, ...] = (
@@ -190,8 +223,10 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderCancelled,
                 OrderCancelRefused,
                 OrderFulfillmentProgressed,
+                OrderReturned,
                 OrderEditRefused,
             ),
+            ERASURE_REQUESTS,
         ),
         emits=(
             OrderStatusChanged,
@@ -199,6 +234,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             CancellationOutcome,
             OrderReceived,
             OrderCancelRequested,
+            ErasureApplied,
             EditOutcome,
             OrderEditRequested,
         ),
@@ -209,8 +245,16 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _from("product_updated", ProductUpdated),
             _facts("validation", OrderReceived, OrderEditRequested),
             _from("hold_decision", HoldDecision),
+            ERASURE_REQUESTS,
         ),
-        emits=(OrderValidated, OrderRejected, OrderHeld, OrderEditValidated, OrderEditRefused),
+        emits=(
+            OrderValidated,
+            OrderRejected,
+            OrderHeld,
+            ErasureApplied,
+            OrderEditValidated,
+            OrderEditRefused,
+        ),
     ),
     ServiceTopology(
         "allocation",
@@ -224,9 +268,12 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderCancelAccepted,
                 ShipmentShipped,
                 ShipmentFailed,
+                ShipmentLost,
+                ReturnArrived,
                 OrderEditValidated,
                 OrderEditAccepted,
             ),
+            ERASURE_REQUESTS,
         ),
         emits=(
             OrderAllocated,
@@ -234,6 +281,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             OrderCancelled,
             OrderCancelRefused,
             OrderCancelForwarded,
+            ErasureApplied,
             OrderEditForwarded,
             OrderEditRefused,
         ),
@@ -244,6 +292,8 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _from("location_updated", LocationUpdated),
             _facts("fulfillment", OrderAllocated, OrderCancelForwarded, OrderEditForwarded),
             _from("fulfillment_update", FulfillmentUpdate),
+            _from("return_requested", ReturnRequested),
+            _from("return_received", ReturnReceived),
         ),
         emits=(
             StageChanged,
@@ -252,6 +302,12 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             ShipmentFailed,
             OrderCancelAccepted,
             OrderCancelRefused,
+            SlaBreached,
+            ShipmentLost,
+            RefundRequested,
+            ReturnStatusChanged,
+            ReturnArrived,
+            OrderReturned,
             OrderEditAccepted,
             OrderEditRefused,
         ),
@@ -265,8 +321,11 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _facts("notification", OrderReceived),
             _from("status_changed", OrderStatusChanged),
             _from("stage_changed", StageChanged),
+            _from("return_status_changed", ReturnStatusChanged),
+            _from("sla_breached", SlaBreached),
+            ERASURE_REQUESTS,
         ),
-        emits=(),
+        emits=(ErasureApplied,),
     ),
 )
 
@@ -291,6 +350,11 @@ def topics_for(contract: type[Contract]) -> tuple[str, ...]:
             f"nobody consumes {contract.__name__}: add it to a service's inputs or PUBLISHED_ON"
         )
     return tuple(facts_topic(c) for c in consumers)
+
+
+def erasers() -> tuple[str, ...]:
+    """The services that apply erasure requests: each reports once per request."""
+    return tuple(s.name for s in TOPOLOGY if ERASURE_REQUESTS in s.inputs)
 
 
 def producers_of(topic: str) -> tuple[str, ...]:

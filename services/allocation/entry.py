@@ -1,4 +1,4 @@
-"""Allocation's router: locations, stock adjustments, and the facts about orders it follows.
+"""Allocation's router: locations, stock adjustments, the facts about orders it follows, erasure requests.
 
 Validated orders are allocated set-based, in chunks whose skus are locked first (in sku order, so
 allocation processes wait for each other but never deadlock); every other fact finds its skus in
@@ -19,8 +19,11 @@ from libs.contracts.lifecycle import (
     OrderEditValidated,
     OrderValidated,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
+from libs.contracts.privacy import ErasureRequested
+from libs.contracts.returns import ReturnArrived
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Events, KeyedLanes, LockedChunks, Outcome, ServiceRouter
 from services.allocation.adapters.store import PgAllocationUnit
@@ -29,10 +32,13 @@ from services.allocation.app.use_cases import (
     adjust_stock,
     allocate_orders,
     apply_edit,
+    erase_customer,
     fail_shipment,
+    lose_shipment,
     release_cancelled,
     request_cancel,
     request_edit,
+    restock_return,
     rules_from,
     ship_shipment,
     update_location,
@@ -84,6 +90,15 @@ def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
     async def on_shipment_failed(fact: ShipmentFailed, uow: AllocationUnit) -> Events:
         return await fail_shipment(fact, uow, rules)
 
+    @router.on(ShipmentLost, shape=ORDER_FACTS)
+    async def on_shipment_lost(fact: ShipmentLost, uow: AllocationUnit) -> Events:
+        return await lose_shipment(fact, uow, rules)
+
+    @router.on(ReturnArrived, shape=ORDER_FACTS)
+    async def on_return_arrived(fact: ReturnArrived, uow: AllocationUnit) -> Events:
+        return await restock_return(fact, uow, rules)
+
     router.on(OrderCancelRequested, shape=ORDER_FACTS)(request_cancel)
     router.on(ShipmentShipped, shape=ORDER_FACTS)(ship_shipment)
+    router.on(ErasureRequested)(erase_customer)
     return router

@@ -38,13 +38,22 @@ from libs.contracts.orders import (
     Shipment,
     ShipmentLine,
 )
-from libs.contracts.topics import ORDERS_CANCELLATIONS, ORDERS_REFUSED, ORDERS_STATUS, facts_topic
+from libs.contracts.privacy import ERASED, ERASED_EMAIL, ErasureApplied, ErasureRequested
+from libs.contracts.returns import OrderReturned
+from libs.contracts.topics import (
+    ORDERS_CANCELLATIONS,
+    ORDERS_REFUSED,
+    ORDERS_STATUS,
+    PRIVACY_ERASURES,
+    facts_topic,
+)
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform import metrics
 from libs.platform.messaging import Rejected
 from services.intake.app.use_cases import (
     StatusFact,
     details_of,
+    erase_customer,
     publish_statuses,
     record_submissions,
     request_cancel,
@@ -53,7 +62,7 @@ from services.intake.app.use_cases import (
 from services.intake.domain.orders import fingerprint, order_id_for
 from services.intake.entry import build_router
 from services.intake.settings import IntakeSettings
-from tests.support.orders import order
+from tests.support.orders import erasure_request, order
 from tests.unit.fakes.intake import FakeIntakeUnit
 
 pytestmark = pytest.mark.unit
@@ -85,6 +94,15 @@ def allocated(order_id: UUID, *shipments: Shipment, **fields: Any) -> OrderAlloc
     details = OrderDetails.model_validate(order("ext-1"))
     return OrderAllocated(
         order_id=order_id, shipments=list(shipments or [shipment()]), order=details, **fields
+    )
+
+
+def returned(order_id: UUID) -> OrderReturned:
+    return OrderReturned(
+        order_id=order_id,
+        status="partially_returned",
+        return_id="rma-1",
+        lines=[ShipmentLine(sku="MUG", quantity=1)],
     )
 
 
@@ -219,11 +237,22 @@ async def test_each_fact_moves_the_order_on_with_the_next_version() -> None:
 
 async def test_a_move_the_state_machine_refuses_changes_nothing_and_uses_no_version() -> None:
     uow = FakeIntakeUnit()
-    order_id = await order_at(uow, OrderStatus.SHIPPED)
+    order_id = await order_at(uow, OrderStatus.DELIVERED)
     assert await publish_statuses([allocated(order_id)], uow) == [[]]
     assert uow.known[order_id].version == 1
-    [[change]] = applied(await publish_statuses([progressed(order_id, "delivered")], uow))
+    [[change]] = applied(await publish_statuses([returned(order_id)], uow))
     assert isinstance(change, OrderStatusChanged) and change.version == 2
+
+
+async def test_a_shipped_order_whose_lost_parcel_is_sourced_again_is_shipped_again_with_the_new_shipments() -> (
+    None
+):
+    uow = FakeIntakeUnit()
+    order_id = await order_at(uow, OrderStatus.SHIPPED)
+    [[change]] = applied(await publish_statuses([allocated(order_id)], uow))
+    assert isinstance(change, OrderStatusChanged)
+    assert (change.status, change.version) == (OrderStatus.SHIPPED, 2)
+    assert [s.shipment_id for s in change.shipments] == ["wh-1:MUG"]
 
 
 async def test_facts_about_one_order_in_one_batch_apply_in_order_in_one_lock_and_one_write() -> None:
@@ -501,7 +530,13 @@ async def test_a_cancel_request_naming_no_order_is_rejected() -> None:
 
 def test_the_router_handles_every_type_intake_receives() -> None:
     bound = build_router(IntakeSettings()).bind()
-    assert {b.name for b in bound} == {"order_submitted", "cancel_requested", "edit_requested", "order_facts"}
+    assert {b.name for b in bound} == {
+        "order_submitted",
+        "cancel_requested",
+        "edit_requested",
+        "order_facts",
+        "erasure_requested",
+    }
 
 
 async def test_every_event_intake_returns_goes_where_the_topology_says() -> None:
@@ -572,3 +607,90 @@ async def test_an_edit_carried_out_is_a_new_version_with_the_edited_details_and_
     refused = OrderEditRefused(order_id=order_id, request_id="ed-2", reasons=[Reason(code="x", message="y")])
     [[told]] = applied(await publish_statuses([refused], uow))
     assert isinstance(told, EditOutcome) and told.outcome == "refused"
+
+
+def erasure(customer: str = "c1", **fields: Any) -> ErasureRequested:
+    return ErasureRequested.model_validate(erasure_request(customer, **fields))
+
+
+def customer(customer_id: str) -> dict[str, str]:
+    return {"id": customer_id, "email": f"{customer_id}@example.com", "name": f"Name of {customer_id}"}
+
+
+async def test_an_erasure_erases_the_details_of_the_customers_orders_and_keeps_what_operations_need() -> None:
+    uow = FakeIntakeUnit()
+    await record_submissions([submitted("ext-1"), submitted("ext-2", customer=customer("c2"))], uow)
+    before = uow.details[order_id_for("webshop", "ext-1")]
+
+    [report] = await erase_customer(erasure("c1", request_id="er-1"), uow)
+
+    assert isinstance(report, ErasureApplied)
+    assert (report.request_id, report.service, report.orders, report.rows_changed) == ("er-1", "intake", 1, 1)
+    erased = uow.details[order_id_for("webshop", "ext-1")]
+    assert (erased.customer.id, erased.customer.email, erased.customer.name) == (ERASED, ERASED_EMAIL, ERASED)
+    address = erased.shipping_address
+    assert (address.name, address.line1, address.city, address.postal_code) == (ERASED,) * 4
+    assert (address.line2, address.lat, address.lon) == (None, None, None)
+    assert address.country == before.shipping_address.country
+    assert (erased.external_id, erased.lines, erased.payment, erased.placed_at) == (
+        before.external_id,
+        before.lines,
+        before.payment,
+        before.placed_at,
+    )
+    assert uow.details[order_id_for("webshop", "ext-2")].customer.email == "c2@example.com"
+    assert uow.statuses(order_id_for("webshop", "ext-1")) == ["received"]
+
+
+async def test_a_repeated_erasure_request_changes_nothing_and_is_reported_once() -> None:
+    uow = FakeIntakeUnit()
+    await record_submissions([submitted("ext-1")], uow)
+    [_] = await erase_customer(erasure(request_id="er-1"), uow)
+    await record_submissions([submitted("ext-9", placed_at="2026-11-29T00:00:00Z")], uow)
+
+    assert await erase_customer(erasure(request_id="er-1"), uow) == []
+    assert uow.details[order_id_for("webshop", "ext-9")].customer.id == "c1"
+
+
+async def test_an_erasure_keeps_orders_placed_after_it_and_other_channels_customers_unless_it_names_no_channel() -> (
+    None
+):
+    uow = FakeIntakeUnit()
+    later = submitted("ext-later", placed_at="2026-11-28T00:00:01Z")
+    marketplace = submitted("ext-m", channel="marketplace")
+    await record_submissions([submitted("ext-1"), later, marketplace], uow)
+
+    [report] = await erase_customer(erasure(request_id="er-web"), uow)
+    assert isinstance(report, ErasureApplied) and report.orders == 1
+    assert uow.details[order_id_for("webshop", "ext-later")].customer.id == "c1"
+    assert uow.details[order_id_for("marketplace", "ext-m")].customer.id == "c1"
+
+    [report] = await erase_customer(erasure(channel=None, request_id="er-all"), uow)
+    assert isinstance(report, ErasureApplied) and report.orders == 1
+    assert uow.details[order_id_for("marketplace", "ext-m")].customer.id == ERASED
+    assert uow.details[order_id_for("webshop", "ext-later")].customer.id == "c1"
+
+
+async def test_an_order_placed_before_an_erasure_that_arrives_after_it_is_recorded_and_passed_on_erased() -> (
+    None
+):
+    uow = FakeIntakeUnit()
+    [_] = await erase_customer(erasure(request_id="er-1"), uow)
+
+    [[status, received]] = applied(await record_submissions([submitted("ext-late")], uow))
+    [[_, kept]] = applied(
+        await record_submissions([submitted("ext-new", placed_at="2026-11-28T08:00:00Z")], uow)
+    )
+
+    assert isinstance(received, OrderReceived) and isinstance(status, OrderStatusChanged)
+    assert received.order.customer.email == ERASED_EMAIL
+    assert uow.details[received.order_id].shipping_address.line1 == ERASED
+    assert isinstance(kept, OrderReceived) and kept.order.customer.email != ERASED_EMAIL
+    assert applied(await record_submissions([submitted("ext-late")], uow)) == [[]], "a retry, still"
+
+
+async def test_an_erasure_report_goes_to_the_outcome_topic_keyed_by_its_request() -> None:
+    [requests] = [b for b in build_router(IntakeSettings()).bind() if b.name == "erasure_requested"]
+    [report] = await erase_customer(erasure(request_id="er-7"), FakeIntakeUnit())
+
+    assert [(o.topic, o.key) for o in requests.route([report])] == [(PRIVACY_ERASURES, "er-7")]

@@ -15,6 +15,8 @@ import asyncpg
 import orjson
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import ErasureRequested
+from libs.platform.erasure_store import ERASED_PATCH, PgErasureLedger, covered, erased_json
 from libs.platform.messaging import take_key_locks
 from services.allocation.app.ports import (
     Allocation,
@@ -124,6 +126,18 @@ _SETTLE_AS = {
     ReservationStatus.FAILED: _SETTLE.format(column="written_off"),
 }
 
+_LOSE = """
+WITH lost AS (
+    UPDATE reservations SET status = 'lost' WHERE shipment_id = $1 AND status = 'shipped'
+    RETURNING shipment_id, location_id, sku, quantity, status
+), moved AS (
+    UPDATE stock s SET shipped = s.shipped - m.quantity, written_off = s.written_off + m.quantity
+    FROM (SELECT sku, location_id, sum(quantity)::int AS quantity FROM lost GROUP BY sku, location_id) m
+    WHERE s.sku = m.sku AND s.location_id = m.location_id
+)
+SELECT * FROM lost ORDER BY sku
+"""
+
 _RELEASE = """
 WITH wanted AS (
     SELECT shipment_id, sku, sum(quantity)::int AS quantity
@@ -231,6 +245,9 @@ class PgStockLedger:
     async def settle(self, shipment_id: str, outcome: ReservationStatus) -> list[ReservedLine]:
         rows = await self._conn.fetch(_SETTLE_AS[outcome], shipment_id, outcome.value)
         return [_reserved_line(r) for r in rows]
+
+    async def lose(self, shipment_id: str) -> list[ReservedLine]:
+        return [_reserved_line(r) for r in await self._conn.fetch(_LOSE, shipment_id)]
 
     async def release(self, lines: Sequence[Release]) -> None:
         if not lines:
@@ -362,16 +379,31 @@ class PgAllocations:
             for r in rows
         ]
 
+    async def erase(self, request: ErasureRequested) -> int:
+        status = await self._conn.execute(
+            f"UPDATE allocations SET order_details = {erased_json('order_details', '$4')}, updated_at = now()"
+            f" WHERE {covered('order_details', _ORDER_CHANNEL, '$1', '$2', '$3')}",
+            request.customer_id,
+            request.channel,
+            request.requested_at,
+            ERASED_PATCH,
+        )
+        return int(status.split()[-1])
+
+
+_ORDER_CHANNEL = "order_details ->> 'channel'"
+
 
 class PgAllocationUnit:
     """One transaction's view of allocation's storage, on the connection the router gives it."""
 
-    __slots__ = ("_allocations", "_locations", "_stock")
+    __slots__ = ("_allocations", "_erasures", "_locations", "_stock")
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._locations = PgLocations(conn)
         self._stock = PgStockLedger(conn)
         self._allocations = PgAllocations(conn)
+        self._erasures = PgErasureLedger(conn)
 
     @property
     def locations(self) -> PgLocations:
@@ -384,3 +416,7 @@ class PgAllocationUnit:
     @property
     def allocations(self) -> PgAllocations:
         return self._allocations
+
+    @property
+    def erasures(self) -> PgErasureLedger:
+        return self._erasures

@@ -13,6 +13,8 @@ from typing import Protocol
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import ErasureRequested
+from libs.platform.erasures import ErasureLedger
 from services.allocation.domain.allocations import (
     AllocationStatus,
     Lines,
@@ -131,6 +133,11 @@ class StockLedger(Protocol):
         holds the locks of the shipment's skus."""
         ...
 
+    async def lose(self, shipment_id: str) -> list[ReservedLine]:
+        """Write off a shipped parcel that will not arrive (its units left the stock when it shipped):
+        its shipped lines become `lost`; returns them, or nothing when they were lost before."""
+        ...
+
     async def release(self, lines: Sequence[Release]) -> None:
         """Reserved units go back to free stock. The caller holds the locks of the lines' skus."""
         ...
@@ -170,6 +177,11 @@ class Allocations(Protocol):
         transaction holds are skipped (it is deciding about them)."""
         ...
 
+    async def erase(self, request: ErasureRequested) -> int:
+        """Erase (``erase_order``) the kept details of the customer's orders placed before the
+        request (``covers``), whatever their status; returns how many."""
+        ...
+
 
 class AllocationUnit(Protocol):
     """One transaction's view of allocation's storage."""
@@ -182,3 +194,6 @@ class AllocationUnit(Protocol):
 
     @property
     def allocations(self) -> Allocations: ...
+
+    @property
+    def erasures(self) -> ErasureLedger: ...

@@ -27,12 +27,16 @@ from libs.contracts.lifecycle import (
     OrderEditValidated,
     OrderValidated,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.orders import OrderDetails, Reason, ShipmentLine
 from libs.contracts.orders import Shipment as ShipmentContract
+from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
+from libs.contracts.returns import ReturnArrived
 from libs.contracts.vocabulary import ShippingMethod
 from libs.platform import metrics
+from libs.platform.erasures import Erased, applied
 from libs.platform.records import Rejected
 from services.allocation.app.ports import AllocationChange, AllocationUnit, NewAllocation, Release, Waiting
 from services.allocation.domain import sourcing
@@ -141,7 +145,8 @@ async def allocate_orders(
     Set-based: the stock rows (locked), the orders allocation knows already and the locations are
     read once for all of them, each order is planned in memory against what the orders before it
     took, and all reservations and allocations are written at once. An order seen before (a
-    redelivery, or one cancelled before it was validated) causes nothing."""
+    redelivery, or one cancelled before it was validated) causes nothing. An order placed before an
+    erasure of its customer that arrives after it is kept and passed on erased."""
     first: dict[UUID, int] = {}
     for i, fact in enumerate(validated):
         first.setdefault(fact.order_id, i)
@@ -155,19 +160,19 @@ async def allocate_orders(
         return results
     requests = [request_for(fact.order) for fact in orders]
     outcomes = sourcing.plan_in_turn(requests, await uow.locations.active(), available(levels), rules)
+    erasures = await uow.erasures.covering(customers_of(fact.order for fact in orders))
     reservations = []
     rows = []
     for fact, outcome in zip(orders, outcomes, strict=True):
         caused: Event
+        order = kept(fact.order, erasures)
         if isinstance(outcome, Plan):
             reservations.extend(reservations_for(fact.order_id, FIRST_GENERATION, outcome))
-            rows.append(
-                NewAllocation(fact.order_id, AllocationStatus.ALLOCATED, FIRST_GENERATION, fact.order)
-            )
+            rows.append(NewAllocation(fact.order_id, AllocationStatus.ALLOCATED, FIRST_GENERATION, order))
             shipments = planned_shipments(fact.order_id, FIRST_GENERATION, outcome)
-            caused = _allocated(fact.order_id, fact.order, shipments)
+            caused = _allocated(fact.order_id, order, shipments)
         else:
-            rows.append(NewAllocation(fact.order_id, AllocationStatus.BACKORDERED, 0, fact.order))
+            rows.append(NewAllocation(fact.order_id, AllocationStatus.BACKORDERED, 0, order))
             caused = _backordered(fact.order_id, outcome)
         results[first[fact.order_id]] = [caused]
     await uow.stock.reserve(reservations)
@@ -278,6 +283,56 @@ async def fail_shipment(fact: ShipmentFailed, uow: AllocationUnit, rules: Rules)
     held = await uow.allocations.reservations([fact.order_id])
     waiting = remainder(status, pending)
     return [_allocated(fact.order_id, order, current_shipments(held.get(fact.order_id, [])), waiting=waiting)]
+
+
+async def lose_shipment(fact: ShipmentLost, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """A shipped parcel will not arrive: its units are written off (once) and, when the channel
+    re-ships, sourced again from any location; what cannot be sourced waits for stock."""
+    allocation = await uow.allocations.lock(fact.order_id)
+    if allocation is None or allocation.order is None or allocation.status is AllocationStatus.CANCELLED:
+        return []
+    await uow.stock.serialise(sorted({line.sku for line in fact.lines}))
+    written_off = await uow.stock.lose(fact.shipment_id)
+    if not written_off or not fact.reship:
+        return []
+    order, generation = allocation.order, allocation.generation + 1
+    lost = tuple((r.sku, r.quantity) for r in written_off)
+    [outcome] = await _plan([request_for(order, lost)], uow, rules)
+    sourced_again = isinstance(outcome, Plan)
+    status, pending = after_failed_parcel(allocation.status, allocation.pending, lost, sourced_again)
+    if isinstance(outcome, Plan):
+        await uow.stock.reserve(reservations_for(fact.order_id, generation, outcome))
+    await uow.allocations.update([AllocationChange(fact.order_id, status, generation, pending)])
+    _count([outcome])
+    if isinstance(outcome, Shortage):
+        return [_backordered(fact.order_id, outcome)]
+    held = await uow.allocations.reservations([fact.order_id])
+    waiting = remainder(status, pending)
+    return [_allocated(fact.order_id, order, current_shipments(held.get(fact.order_id, [])), waiting=waiting)]
+
+
+def restock_id(return_id: str, sku: str) -> str:
+    """One stock adjustment per return and sku: a redelivered arrival restocks nothing twice."""
+    return f"return:{return_id}:{sku}"
+
+
+async def restock_return(fact: ReturnArrived, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """Resellable returned units go back on hand at the receiving location (once per return and
+    sku) and to waiting backorders, oldest first; damaged ones left the stock when they shipped and
+    stay written off."""
+    skus = sorted({line.sku for line in fact.restock})
+    await uow.stock.serialise(skus)
+    restocked = []
+    for line in fact.restock:
+        adjustment_id = restock_id(fact.return_id, line.sku)
+        level = await uow.stock.lock_level(line.sku, fact.location_id)
+        if await uow.stock.adjustment_applied(adjustment_id):
+            continue
+        applied = adjust(level, adjustment_id, delta=line.quantity, count=None, reason="returned")
+        assert not isinstance(applied, BelowReserved), "adding units never goes below reserved"
+        await uow.stock.apply(applied)
+        restocked.append(line.sku)
+    return await _allocate_waiting(sorted(restocked), uow, rules)
 
 
 async def request_cancel(fact: OrderCancelRequested, uow: AllocationUnit) -> list[Event]:
@@ -438,3 +493,14 @@ async def apply_edit(fact: OrderEditAccepted, uow: AllocationUnit, rules: Rules)
     else:
         out.append(_edit_refused(fact, "insufficient_stock", "the stock of the edited order went meanwhile"))
     return out + await _allocate_waiting(_skus(before), uow, rules)
+
+
+async def erase_customer(request: ErasureRequested, uow: AllocationUnit) -> list[Event]:
+    """Erase the details allocation keeps of the customer's orders placed before the request, once
+    per request id; stock, reservations and statuses stay. Reports what it changed."""
+    if not await uow.erasures.claim(Erasure.of(request)):
+        return []
+    orders = await uow.allocations.erase(request)
+    erased = Erased(orders, orders)
+    await uow.erasures.record(request.request_id, erased)
+    return [applied(request, "allocation", erased)]

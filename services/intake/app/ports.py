@@ -8,6 +8,8 @@ from typing import Protocol
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails, OrderStatusChanged
+from libs.contracts.privacy import ErasureRequested
+from libs.platform.erasures import Erased, ErasureLedger
 from services.intake.domain.orders import Order
 
 
@@ -54,6 +56,11 @@ class OrderBook(Protocol):
         """An accepted edit: the order's details from now on (its fingerprint stays the submission's)."""
         ...
 
+    async def erase(self, request: ErasureRequested) -> Erased:
+        """Erase the details (``erase_order``) of the customer's orders placed before the request
+        (``covers``); ids, fingerprints, statuses and timelines stay."""
+        ...
+
 
 class CancelRequests(Protocol):
     """The cancel requests acted on: each request id once, whatever the number of times it is sent."""
@@ -82,3 +89,6 @@ class IntakeUnit(Protocol):
 
     @property
     def edit_requests(self) -> EditRequests: ...
+
+    @property
+    def erasures(self) -> ErasureLedger: ...

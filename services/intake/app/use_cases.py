@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import assert_never
+from typing import Any, assert_never
 from uuid import UUID
 
 from libs.contracts.envelope import Event, utcnow
@@ -41,8 +41,11 @@ from libs.contracts.orders import (
     Reason,
     Shipment,
 )
+from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
+from libs.contracts.returns import OrderReturned
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform import metrics
+from libs.platform.erasures import applied
 from libs.platform.records import Rejected
 from services.intake.app.ports import IntakeUnit, NewOrder
 from services.intake.domain.orders import (
@@ -68,6 +71,7 @@ StatusFact = (
     | OrderCancelRefused
     | OrderFulfillmentProgressed
     | OrderEditRefused
+    | OrderReturned
 )
 STATUS_FACTS = (
     OrderValidated,
@@ -79,6 +83,7 @@ STATUS_FACTS = (
     OrderCancelRefused,
     OrderFulfillmentProgressed,
     OrderEditRefused,
+    OrderReturned,
 )
 """The facts intake turns into statuses and cancellation outcomes: everything on its facts topic."""
 
@@ -88,6 +93,18 @@ def details_of(submitted: OrderSubmitted) -> OrderDetails:
     fingerprinted, stored and carried on `order.received`. Its fields are validated already."""
     return OrderDetails.model_construct(
         **{name: getattr(submitted, name) for name in OrderDetails.model_fields}
+    )
+
+
+ADDED_LATER = ("shipping_price",)
+"""Order fields added after orders were first fingerprinted: left out of the digest while a channel
+does not give them, so the retry of an order submitted before the upgrade is still a retry."""
+
+
+def fingerprinted(order: OrderDetails) -> dict[str, Any]:
+    """What the fingerprint is taken of: the order as placed, without later fields it does not use."""
+    return order.model_dump(
+        mode="json", exclude={name for name in ADDED_LATER if getattr(order, name) is None}
     )
 
 
@@ -124,17 +141,20 @@ async def record_submissions(
     The whole batch in one statement: the new orders are recorded with their first version, and
     those on file already come back with their fingerprint, which tells a retry from a conflict. A
     channel order submitted twice in one batch is recorded once; its second submission is a retry
-    or a conflict of the first.
+    or a conflict of the first. An order placed before an erasure of its customer that arrives
+    after it is recorded (and passed on) erased; its fingerprint is of what the channel sent, so
+    a retry is still recognised.
     """
     details = [details_of(s) for s in submitted]
+    erasures = await uow.erasures.covering(customers_of(details))
     firsts: dict[UUID, NewOrder] = {}
     keyed: list[tuple[UUID, str]] = []
     for order in details:
         new = receive(order.channel, order.external_id)
-        digest = fingerprint(order.model_dump(mode="json"))
+        digest = fingerprint(fingerprinted(order))
         keyed.append((new.order_id, digest))
         if new.order_id not in firsts:
-            firsts[new.order_id] = NewOrder(order, digest, status_changed(new))
+            firsts[new.order_id] = NewOrder(kept(order, erasures), digest, status_changed(new))
     on_file = await uow.orders.add(list(firsts.values()))
     results: list[list[Event] | Rejected] = []
     for order, (order_id, _), verdict in zip(
@@ -142,7 +162,8 @@ async def record_submissions(
     ):
         if verdict is Submission.NEW:
             metrics.count(metrics.ORDER_STATUS, OrderStatus.RECEIVED.value)
-            results.append([firsts[order_id].received, OrderReceived(order_id=order_id, order=order)])
+            first = firsts[order_id]
+            results.append([first.received, OrderReceived(order_id=order_id, order=first.details)])
         elif verdict is Submission.RETRY:
             results.append([])
         else:
@@ -181,7 +202,8 @@ def proposed_status(
     | OrderAllocated
     | OrderBackordered
     | OrderCancelled
-    | OrderFulfillmentProgressed,
+    | OrderFulfillmentProgressed
+    | OrderReturned,
 ) -> Proposal:
     """What each fact means to the customer. An allocation that leaves lines waiting for stock
     (a failed parcel that could not be sourced again) is a backorder, with a reason per line."""
@@ -206,6 +228,10 @@ def proposed_status(
             return Proposal(OrderStatus.CANCELLED, reasons)
         case OrderFulfillmentProgressed(status=status, shipments=shipments, eta=eta):
             return Proposal(OrderStatus(status), (), shipments, eta)
+        case OrderReturned(status=status, return_id=return_id, lines=lines):
+            units = ", ".join(f"{line.quantity} x {line.sku}" for line in lines)
+            reason = Reason(code="returned", message=f"return {return_id} received: {units}")
+            return Proposal(OrderStatus(status), [reason])
         case _:
             assert_never(fact)
 
@@ -364,3 +390,14 @@ async def request_edit(request: EditRequested, uow: IntakeUnit) -> list[Event]:
         changes["payment"] = request.payment
     edited = current.model_copy(update=changes)
     return [OrderEditRequested(order_id=order.order_id, request_id=request.request_id, order=edited)]
+
+
+async def erase_customer(request: ErasureRequested, uow: IntakeUnit) -> list[Event]:
+    """Erase the customer's orders placed before the request, once per request id: their details
+    lose name, e-mail, address and customer id; ids, lines, statuses and timelines stay (the
+    timeline never held personal data). Reports what it changed."""
+    if not await uow.erasures.claim(Erasure.of(request)):
+        return []
+    erased = await uow.orders.erase(request)
+    await uow.erasures.record(request.request_id, erased)
+    return [applied(request, "intake", erased)]

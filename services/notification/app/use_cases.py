@@ -17,6 +17,10 @@ from libs.contracts.fulfillment import StageChanged
 from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
+from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
+from libs.contracts.returns import ReturnStatusChanged
+from libs.contracts.sla import SlaBreached
+from libs.platform.erasures import Erased, applied
 from libs.platform.records import Rejected
 from services.notification.app.egress import EgressGuard
 from services.notification.app.ports import (
@@ -115,16 +119,45 @@ async def change_api_key(command: ApiKeyChanged, uow: NotificationUnit) -> list[
 
 
 async def remember_customers(received: Sequence[OrderReceived], uow: NotificationUnit) -> list[list[Event]]:
-    """Where to write to each order's customer: status events do not carry personal data."""
-    await uow.customers.remember(
-        [
-            Contact(
-                fact.order_id, fact.order.customer.email, fact.order.customer.name, fact.order.external_id
-            )
-            for fact in received
-        ]
-    )
+    """Where to write to each order's customer: status events do not carry personal data.
+
+    The contact of an order placed before an erasure of its customer that arrives after it is kept
+    erased, and the order's e-mails (queued already, or to come) are never sent."""
+    erasures = await uow.erasures.covering(customers_of(fact.order for fact in received))
+    contacts = [contact_of(fact, erasures) for fact in received]
+    await uow.customers.remember(contacts)
+    if erased := [c.order_id for c in contacts if c.erased]:
+        await uow.emails.forget(erased)
     return [[] for _ in received]
+
+
+def contact_of(fact: OrderReceived, erasures: Sequence[Erasure]) -> Contact:
+    """The order's contact; one an erasure covers holds the erased markers and no customer id."""
+    order = kept(fact.order, erasures)
+    erased = order is not fact.order
+    return Contact(
+        fact.order_id,
+        order.customer.email,
+        order.customer.name,
+        order.external_id,
+        channel=order.channel,
+        customer_id=None if erased else order.customer.id,
+        placed_at=order.placed_at,
+        erased=erased,
+    )
+
+
+async def erase_customer(request: ErasureRequested, uow: NotificationUnit) -> list[Event]:
+    """Erase the contacts of the customer's orders placed before the request and never send their
+    e-mails, once per request id; the status API's views and timelines never held personal data.
+    Reports what it changed."""
+    if not await uow.erasures.claim(Erasure.of(request)):
+        return []
+    orders = await uow.customers.erase(request)
+    emails = await uow.emails.forget(orders) if orders else 0
+    erased = Erased(len(orders), len(orders) + emails)
+    await uow.erasures.record(request.request_id, erased)
+    return [applied(request, "notification", erased)]
 
 
 def fan_out(
@@ -157,7 +190,8 @@ async def record_status_changes(
         )
         if change.status in emails.EMAIL_STATUSES:
             tracking = emails.tracking(s.tracking_number for s in change.shipments)
-            to_send.append(NewEmail(change.order_id, change.status.value, {"tracking": tracking}))
+            context = {"tracking": tracking, "eta": emails.expected(change.eta)}
+            to_send.append(NewEmail(change.order_id, change.status.value, context))
         timeline.append(TimelineEntry(change.order_id, "status", data, change.occurred_at))
         views[change.order_id] = fold_status(views.get(change.order_id), view_of(change))
     if deliveries:
@@ -209,3 +243,39 @@ async def record_stage_changes(changes: Sequence[StageChanged], uow: Notificatio
     if timeline:
         await uow.read_model.record_stages(list(stages.values()), timeline)
     return [[] for _ in changes]
+
+
+async def record_return_changes(
+    changes: Sequence[ReturnStatusChanged], uow: NotificationUnit
+) -> list[list[Event]]:
+    """The customer's e-mails about returns, set-based: one when a return is authorized, one when it
+    was received and its refund requested (each once per return, whatever is redelivered)."""
+    to_send: list[NewEmail] = []
+    for change in changes:
+        key = emails.return_email(change.status.value, change.return_id)
+        if key is None:
+            continue
+        lines = change.received or change.lines
+        context = {
+            "return_id": change.return_id,
+            "units": ", ".join(f"{line.quantity} x {line.sku}" for line in lines),
+            "refund": "" if change.refund is None else format(change.refund, "f"),
+            "currency": change.currency or "",
+        }
+        to_send.append(NewEmail(change.order_id, key, context))
+    if to_send:
+        await uow.emails.add(to_send)
+    return [[] for _ in changes]
+
+
+async def record_sla_breaches(breaches: Sequence[SlaBreached], uow: NotificationUnit) -> list[list[Event]]:
+    """`shipment.late` webhooks for a batch of SLA breaches, set-based (the re-computed ETA reaches
+    the status API and the `order.<status>` webhooks with the order's re-published status)."""
+    subscribers = await uow.subscriptions.active()
+    deliveries: list[NewDelivery] = []
+    for breach in breaches:
+        data = breach.model_dump_json().encode()
+        deliveries += fan_out(subscribers, webhooks.SHIPMENT_LATE, str(breach.event_id), breach, data)
+    if deliveries:
+        await uow.deliveries.add(deliveries)
+    return [[] for _ in breaches]

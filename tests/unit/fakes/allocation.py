@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import Erasure, ErasureRequested, covers, erase_order
 from services.allocation.app.ports import (
     Allocation,
     AllocationChange,
@@ -33,6 +34,7 @@ from services.allocation.domain.allocations import (
 )
 from services.allocation.domain.sourcing import Location
 from services.allocation.domain.stock import Adjustment, StockLevel
+from tests.unit.fakes.erasures import FakeErasureLedger
 
 
 @dataclass
@@ -179,6 +181,19 @@ class FakeStockLedger:
             settled.append(ReservedLine(sid, line.location_id, sku, line.quantity, outcome))
         return settled
 
+    async def lose(self, shipment_id: str) -> list[ReservedLine]:
+        self._s.calls["stock.lose"] += 1
+        lost = []
+        for (sid, sku), line in sorted(self._s.lines.items()):
+            if sid != shipment_id or line.status is not ReservationStatus.SHIPPED:
+                continue
+            line.status = ReservationStatus.LOST
+            units = self._s.stock[(sku, line.location_id)]
+            units.shipped -= line.quantity
+            units.written_off += line.quantity
+            lost.append(ReservedLine(sid, line.location_id, sku, line.quantity, ReservationStatus.LOST))
+        return lost
+
     async def release(self, lines: Sequence[Release]) -> None:
         if not lines:
             return
@@ -272,6 +287,16 @@ class FakeAllocations:
         ]
         return [w for _, _, w in sorted(waiting, key=lambda t: (t[0], t[1]))]
 
+    async def erase(self, request: ErasureRequested) -> int:
+        self._s.calls["allocations.erase"] += 1
+        erasure = Erasure.of(request)
+        covered = [
+            row for row in self._s.orders.values() if row.order is not None and covers(erasure, row.order)
+        ]
+        for row in covered:
+            row.order = erase_order(row.order) if row.order is not None else None
+        return len(covered)
+
 
 class FakeAllocationUnit:
     """Implements ``AllocationUnit`` over one ``FakeAllocationState``."""
@@ -281,6 +306,7 @@ class FakeAllocationUnit:
         self._locations = FakeLocations(self.state)
         self._stock = FakeStockLedger(self.state)
         self._allocations = FakeAllocations(self.state)
+        self.ledger = FakeErasureLedger()
 
     @property
     def locations(self) -> FakeLocations:
@@ -293,3 +319,7 @@ class FakeAllocationUnit:
     @property
     def allocations(self) -> FakeAllocations:
         return self._allocations
+
+    @property
+    def erasures(self) -> FakeErasureLedger:
+        return self.ledger
