@@ -1,7 +1,8 @@
 """`baton top`: a live terminal view of the fleet for people without Grafana.
 
 Per service and consumer group: members, partitions, consumer lag and records consumed per second
-(from committed offsets); dead letters per service; committed events waiting in each outbox.
+(from committed offsets); dead letters per service; committed events waiting in each outbox; durable
+timers waiting in each schema (e.g. payment deadlines) and when the next one is due.
 Everything is read from Kafka and PostgreSQL, so it works against any running fleet.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ from libs.contracts.topics import SERVICES, dead_letter_topic
 from libs.contracts.topology import TOPOLOGY
 from libs.platform.lag import GroupLag, LagProbe
 from libs.platform.settings import BatonSettings
+from libs.platform.timer_worker import pending
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class Snapshot:
     lags: dict[str, list[GroupLag]]
     dead_letters: dict[str, int]
     outbox: dict[str, int | None]
+    timers: dict[str, tuple[int, float | None]] = dataclasses.field(default_factory=dict)
+    """Per service: timers waiting, and seconds until the next is due (negative: late)."""
 
 
 def fleet_groups(settings: BatonSettings) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -50,15 +55,20 @@ async def take_snapshot(
     finally:
         await consumer.stop()
     outbox: dict[str, int | None] = {s: None for s in SERVICES}
+    timers: dict[str, tuple[int, float | None]] = {}
     with contextlib.suppress(Exception):
         conn = await asyncpg.connect(settings.database_url.get_secret_value(), timeout=3)
         try:
             for service in SERVICES:
                 with contextlib.suppress(asyncpg.PostgresError):
                     outbox[service] = await conn.fetchval(f'SELECT count(*) FROM "{service}".outbox')
+                with contextlib.suppress(asyncpg.PostgresError):
+                    async with conn.transaction():
+                        await conn.execute(f'SET LOCAL search_path TO "{service}"')
+                        timers[service] = await pending(conn)
         finally:
             await conn.close()
-    return Snapshot(time.monotonic(), lags, dead, outbox)
+    return Snapshot(time.monotonic(), lags, dead, outbox, timers)
 
 
 def render(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> str:
@@ -79,12 +89,14 @@ def render(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> st
                 f"{service:<13}{group[:43]:<44}{row.members:>8}{row.partitions:>6}{row.lag:>9}{rate:>9}"
             )
     lines.append("")
-    lines.append(f"{'service':<13}{'dead letters':>13}{'outbox waiting':>16}")
+    lines.append(f"{'service':<13}{'dead letters':>13}{'outbox waiting':>16}{'timers':>8}{'next due in':>13}")
     for service in SERVICES:
         waiting = current.outbox.get(service)
+        count, next_in = current.timers.get(service, (None, None))
+        due = "-" if next_in is None else f"{next_in:.0f}s"
         lines.append(
             f"{service:<13}{current.dead_letters.get(service, 0):>13}"
-            f"{'-' if waiting is None else waiting:>16}"
+            f"{'-' if waiting is None else waiting:>16}{'-' if count is None else count:>8}{due:>13}"
         )
     return "\n".join(lines)
 

@@ -6,7 +6,8 @@ in the tests. ``baton acls apply`` writes it to the cluster; the README's ACL ta
 
 - a **service** reads its inputs with its own consumer groups (``<prefix>baton.<service>.<input>``,
   one PREFIXED grant) and writes its outputs and its own dead-letter topic; nothing else.
-- **channel** (web shop, marketplace, POS) may only submit orders and cancel requests.
+- **channel** (web shop, marketplace, POS) may only submit orders, cancel requests and the payment
+  events of its orders (a channel relays its payment provider's events).
 - **reader** (dashboards, analytics) reads the public topics in groups named ``<prefix>reader.*``.
 - **operator** (the ``baton`` CLI): reads every dead-letter topic (``dlq list``), writes every
   service input (``dlq replay`` sends a record back to where it came from; the ``webhooks``
@@ -25,6 +26,7 @@ from typing import Literal
 from libs.contracts.topics import (
     ORDERS_CANCEL_REQUESTED,
     ORDERS_SUBMITTED,
+    PAYMENTS_UPDATES,
     SERVICES,
     TOPICS,
     dead_letter_topic,
@@ -50,7 +52,7 @@ SERVICE_TOPICS: dict[str, ServiceTopics] = {
 }
 """What each service reads and writes, from the topology data (`libs/contracts/topology.py`)."""
 
-CHANNEL_WRITES = (ORDERS_SUBMITTED, ORDERS_CANCEL_REQUESTED)
+CHANNEL_WRITES = (ORDERS_SUBMITTED, ORDERS_CANCEL_REQUESTED, PAYMENTS_UPDATES)
 PUBLIC_TOPICS = tuple(spec.name for spec in TOPICS if spec.public)
 READER_GROUP_PREFIX = "reader."
 SERVICE_GROUP_PREFIX = "baton."

@@ -41,7 +41,9 @@ class OrderLine(Contract):
 
 class Payment(Contract):
     status: Text = Field(
-        max_length=40, description="`authorized` or `captured` to proceed; anything else rejects"
+        max_length=40,
+        description="`authorized` or `captured` to proceed; `pending`: stock is reserved until the"
+        " channel's deadline and `payments.updates.v1` moves it on; anything else rejects",
     )
     reference: Text = Field(max_length=200, description="The payment provider's reference")
     amount: Money = Field(description="Amount authorized, in the order's currency")

@@ -21,6 +21,7 @@ FULFILLMENT_STAGE_CHANGES = "fulfillment.stage-changes.v1"
 NOTIFICATION_SUBSCRIPTIONS = "notification.subscriptions.v1"
 NOTIFICATION_REDELIVERIES = "notification.redeliveries.v1"
 NOTIFICATION_API_KEYS = "notification.api-keys.v1"
+PAYMENTS_UPDATES = "payments.updates.v1"
 
 DEFAULT_REPLICATION_FACTOR = 1
 """Replicas per topic that `baton topics apply` creates, unless `BATON_TOPIC_REPLICATION_FACTOR` says
@@ -62,6 +63,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(NOTIFICATION_SUBSCRIPTIONS, 1, "subscription id", False),
     TopicSpec(NOTIFICATION_REDELIVERIES, 1, "delivery id", False),
     TopicSpec(NOTIFICATION_API_KEYS, 1, "key id", False),
+    TopicSpec(PAYMENTS_UPDATES, 8, "order id or <channel>:<external_id>", True),
     *(TopicSpec(facts_topic(s), 8, "order id", False) for s in SERVICES),
     *(TopicSpec(dead_letter_topic(s), 1, "source key", False, 720) for s in SERVICES),
 )

@@ -31,8 +31,10 @@ from libs.contracts.lifecycle import (
     OrderFact,
     OrderFulfillmentProgressed,
     OrderHeld,
+    OrderPaymentChanged,
     OrderReceived,
     OrderRejected,
+    OrderReserved,
     OrderValidated,
     ShipmentFailed,
     ShipmentShipped,
@@ -46,6 +48,7 @@ from libs.contracts.orders import (
     OrderStatusChanged,
     OrderSubmitted,
 )
+from libs.contracts.payments import PaymentUpdate
 from libs.contracts.topics import (
     CATALOG_PRODUCTS,
     FULFILLMENT_STAGE_CHANGES,
@@ -61,6 +64,7 @@ from libs.contracts.topics import (
     ORDERS_REFUSED,
     ORDERS_STATUS,
     ORDERS_SUBMITTED,
+    PAYMENTS_UPDATES,
     SERVICES,
     dead_letter_topic,
     facts_topic,
@@ -130,6 +134,7 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     WebhookSubscriptionChanged: NOTIFICATION_SUBSCRIPTIONS,
     RedeliveryRequested: NOTIFICATION_REDELIVERIES,
     ApiKeyChanged: NOTIFICATION_API_KEYS,
+    PaymentUpdate: PAYMENTS_UPDATES,
     OrderStatusChanged: ORDERS_STATUS,
     OrderRefused: ORDERS_REFUSED,
     CancellationOutcome: ORDERS_CANCELLATIONS,
@@ -147,6 +152,7 @@ OUTSIDE_PRODUCERS: dict[str, str] = {
     FULFILLMENT_UPDATES: "warehouses and carriers",
     NOTIFICATION_SUBSCRIPTIONS: "operators, with `baton webhooks add` / `remove`",
     NOTIFICATION_REDELIVERIES: "operators, with `baton webhooks redeliver`",
+    PAYMENTS_UPDATES: "the payment provider (authorized, captured, failed, refunded)",
 }
 """Who outside Baton writes the topics Baton reads from outside, in words (for the AsyncAPI document)."""
 
@@ -165,6 +171,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
         inputs=(
             _from("order_submitted", OrderSubmitted),
             _from("cancel_requested", CancelRequested),
+            _from("payment_updated", PaymentUpdate),
             _facts(
                 "intake",
                 OrderValidated,
@@ -175,9 +182,17 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderCancelled,
                 OrderCancelRefused,
                 OrderFulfillmentProgressed,
+                OrderReserved,
             ),
         ),
-        emits=(OrderStatusChanged, OrderRefused, CancellationOutcome, OrderReceived, OrderCancelRequested),
+        emits=(
+            OrderStatusChanged,
+            OrderRefused,
+            CancellationOutcome,
+            OrderReceived,
+            OrderCancelRequested,
+            OrderPaymentChanged,
+        ),
     ),
     ServiceTopology(
         "validation",
@@ -200,9 +215,17 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderCancelAccepted,
                 ShipmentShipped,
                 ShipmentFailed,
+                OrderPaymentChanged,
             ),
         ),
-        emits=(OrderAllocated, OrderBackordered, OrderCancelled, OrderCancelRefused, OrderCancelForwarded),
+        emits=(
+            OrderAllocated,
+            OrderBackordered,
+            OrderCancelled,
+            OrderCancelRefused,
+            OrderCancelForwarded,
+            OrderReserved,
+        ),
     ),
     ServiceTopology(
         "fulfillment",

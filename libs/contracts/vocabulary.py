@@ -28,6 +28,10 @@ class OrderStatus(StrEnum):
     or waiting for stock. Once part of an order has left it stays `partially_shipped` (with the
     current shipments, and reasons for what waits) until every part has shipped; the parts that
     have not left can still be cancelled by lines.
+
+    `awaiting_payment` (additive): the order's stock is reserved but its payment is still pending;
+    it is fulfilled once the payment is authorized, and cancelled (`payment_timeout`) if the
+    channel's reservation deadline passes first.
     """
 
     RECEIVED = "received"
@@ -41,3 +45,4 @@ class OrderStatus(StrEnum):
     SHIPPED = "shipped"
     DELIVERED = "delivered"
     CANCELLED = "cancelled"
+    AWAITING_PAYMENT = "awaiting_payment"

@@ -15,24 +15,30 @@ from libs.contracts.inventory import LocationUpdated, StockAdjusted
 from libs.contracts.lifecycle import (
     OrderCancelAccepted,
     OrderCancelRequested,
+    OrderPaymentChanged,
     OrderValidated,
     ShipmentFailed,
     ShipmentShipped,
 )
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Events, KeyedLanes, LockedChunks, Outcome, ServiceRouter
+from libs.platform.timers import Timer
 from services.allocation.adapters.store import PgAllocationUnit
 from services.allocation.app.ports import AllocationUnit
 from services.allocation.app.use_cases import (
     adjust_stock,
     allocate_orders,
+    apply_payment,
+    expire_reservation,
     fail_shipment,
     release_cancelled,
     request_cancel,
+    reservation_minutes_from,
     rules_from,
     ship_shipment,
     update_location,
 )
+from services.allocation.domain.payments import PAYMENT_DEADLINE
 from services.allocation.settings import AllocationSettings
 
 
@@ -48,6 +54,7 @@ ORDER_FACTS = LockedChunks(keys=skus_to_lock)
 
 def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
     rules = rules_from(settings.max_shipments, settings.cost_per_km)
+    minutes = reservation_minutes_from(settings.channel_policies())
     router: ServiceRouter[AllocationUnit] = ServiceRouter(SERVICE_TOPOLOGY["allocation"], PgAllocationUnit)
 
     @router.on(LocationUpdated, shape=KeyedLanes())
@@ -62,7 +69,7 @@ def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
     async def on_orders_validated(
         validated: Sequence[OrderValidated], uow: AllocationUnit
     ) -> Sequence[Outcome]:
-        return await allocate_orders(validated, uow, rules)
+        return await allocate_orders(validated, uow, rules, minutes)
 
     @router.on(OrderCancelAccepted, shape=ORDER_FACTS)
     async def on_cancel_accepted(fact: OrderCancelAccepted, uow: AllocationUnit) -> Events:
@@ -72,6 +79,17 @@ def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
     async def on_shipment_failed(fact: ShipmentFailed, uow: AllocationUnit) -> Events:
         return await fail_shipment(fact, uow, rules)
 
-    router.on(OrderCancelRequested, shape=ORDER_FACTS)(request_cancel)
+    @router.on(OrderCancelRequested, shape=ORDER_FACTS)
+    async def on_cancel_requested(fact: OrderCancelRequested, uow: AllocationUnit) -> Events:
+        return await request_cancel(fact, uow, rules)
+
+    @router.on(OrderPaymentChanged, shape=ORDER_FACTS)
+    async def on_payment_changed(fact: OrderPaymentChanged, uow: AllocationUnit) -> Events:
+        return await apply_payment(fact, uow, rules)
+
+    @router.on_timer(PAYMENT_DEADLINE)
+    async def on_payment_deadline(timer: Timer, uow: AllocationUnit) -> Events:
+        return await expire_reservation(timer, uow, rules)
+
     router.on(ShipmentShipped, shape=ORDER_FACTS)(ship_shipment)
     return router

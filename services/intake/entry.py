@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from libs.contracts.orders import CancelRequested, OrderSubmitted
+from libs.contracts.payments import PaymentUpdate
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import ServiceRouter
 from services.intake.adapters.store import PgIntakeUnit
 from services.intake.app.ports import IntakeUnit
-from services.intake.app.use_cases import STATUS_FACTS, publish_statuses, record_submissions, request_cancel
+from services.intake.app.use_cases import (
+    STATUS_FACTS,
+    pass_payment_on,
+    publish_statuses,
+    record_submissions,
+    request_cancel,
+)
 from services.intake.settings import IntakeSettings
 
 
@@ -15,5 +22,6 @@ def build_router(settings: IntakeSettings) -> ServiceRouter[IntakeUnit]:
     router: ServiceRouter[IntakeUnit] = ServiceRouter(SERVICE_TOPOLOGY["intake"], PgIntakeUnit)
     router.on_batch(OrderSubmitted)(record_submissions)
     router.on(CancelRequested)(request_cancel)
+    router.on(PaymentUpdate)(pass_payment_on)
     router.on_batch(*STATUS_FACTS)(publish_statuses)
     return router

@@ -26,8 +26,10 @@ from libs.contracts.lifecycle import (
     OrderCancelRequested,
     OrderFulfillmentProgressed,
     OrderHeld,
+    OrderPaymentChanged,
     OrderReceived,
     OrderRejected,
+    OrderReserved,
     OrderValidated,
     ShipmentFailed,
     ShipmentShipped,
@@ -44,6 +46,7 @@ from libs.contracts.orders import (
     Shipment,
     ShipmentLine,
 )
+from libs.contracts.payments import PaymentUpdate
 from tests.support.orders import location, order, product, stage_update
 
 ORDER_ID = UUID("5b0c2a52-3f4e-4f5a-9d39-3c7a4c1f0a11")
@@ -103,11 +106,21 @@ def _samples() -> dict[type[Contract], Contract]:
         ShipmentFailed(
             order_id=ORDER_ID, shipment_id="shp-1", location_id="wh-1", lines=line, reason="damaged"
         ),
+        OrderPaymentChanged(order_id=ORDER_ID, payment_event_id="pay-evt-1", status="authorized"),
+        OrderReserved(order_id=ORDER_ID, shipments=[_shipment()], expires_at=AT),
     ]
     outside: list[Contract] = [
         OrderSubmitted.model_validate(order("ext-sample", address={"line2": "Hinterhaus"})),
         CancelRequested(
             request_id="req-1", channel="webshop", external_id="ext-sample", lines=line, reason="changed mind"
+        ),
+        PaymentUpdate(
+            payment_event_id="pay-evt-1",
+            channel="webshop",
+            external_id="ext-sample",
+            status="authorized",
+            reference="psp-123",
+            occurred_at=AT,
         ),
         HoldDecision(order_id=ORDER_ID, decision="release", decided_by="support-7", reason="known customer"),
         ProductUpdated.model_validate(product("SKU-1")),

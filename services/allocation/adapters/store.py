@@ -16,12 +16,14 @@ import orjson
 
 from libs.contracts.orders import OrderDetails
 from libs.platform.messaging import take_key_locks
+from libs.platform.timer_worker import PgTimers
 from services.allocation.app.ports import (
     Allocation,
     AllocationChange,
     AllocationConflict,
     NewAllocation,
     OversellRefused,
+    PaymentRecord,
     Release,
     Waiting,
 )
@@ -32,6 +34,7 @@ from services.allocation.domain.allocations import (
     ReservationStatus,
     ReservedLine,
 )
+from services.allocation.domain.payments import PaymentState
 from services.allocation.domain.sourcing import Location
 from services.allocation.domain.stock import Adjustment, StockLevel
 
@@ -356,15 +359,41 @@ class PgAllocations:
         ]
 
 
+class PgPayments:
+    """Implements ``Payments``."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def of(self, order_ids: Sequence[UUID]) -> dict[UUID, PaymentRecord]:
+        if not order_ids:
+            return {}
+        rows = await self._conn.fetch(
+            "SELECT order_id, state, due_at FROM payments WHERE order_id = ANY($1::uuid[])", list(order_ids)
+        )
+        return {r["order_id"]: PaymentRecord(PaymentState(r["state"]), r["due_at"]) for r in rows}
+
+    async def set(self, order_id: UUID, record: PaymentRecord) -> None:
+        await self._conn.execute(
+            "INSERT INTO payments (order_id, state, due_at) VALUES ($1, $2, $3) ON CONFLICT (order_id)"
+            " DO UPDATE SET state = EXCLUDED.state, due_at = EXCLUDED.due_at, updated_at = now()",
+            order_id,
+            record.state.value,
+            record.due_at,
+        )
+
+
 class PgAllocationUnit:
     """One transaction's view of allocation's storage, on the connection the router gives it."""
 
-    __slots__ = ("_allocations", "_locations", "_stock")
+    __slots__ = ("_allocations", "_locations", "_payments", "_stock", "_timers")
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._locations = PgLocations(conn)
         self._stock = PgStockLedger(conn)
         self._allocations = PgAllocations(conn)
+        self._payments = PgPayments(conn)
+        self._timers = PgTimers(conn)
 
     @property
     def locations(self) -> PgLocations:
@@ -377,3 +406,11 @@ class PgAllocationUnit:
     @property
     def allocations(self) -> PgAllocations:
         return self._allocations
+
+    @property
+    def payments(self) -> PgPayments:
+        return self._payments
+
+    @property
+    def timers(self) -> PgTimers:
+        return self._timers

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
+from libs.platform.timers import Timers
 from services.allocation.domain.allocations import (
     AllocationStatus,
     Lines,
@@ -20,6 +22,7 @@ from services.allocation.domain.allocations import (
     ReservationStatus,
     ReservedLine,
 )
+from services.allocation.domain.payments import PaymentState
 from services.allocation.domain.sourcing import Location
 from services.allocation.domain.stock import Adjustment, StockLevel
 
@@ -167,6 +170,22 @@ class Allocations(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class PaymentRecord:
+    """An order's payment as allocation keeps it; ``due_at`` the reservation deadline while pending."""
+
+    state: PaymentState
+    due_at: datetime | None = None
+
+
+class Payments(Protocol):
+    """The payment state of orders allocation tracks (pending ones, and events that came early)."""
+
+    async def of(self, order_ids: Sequence[UUID]) -> dict[UUID, PaymentRecord]: ...
+
+    async def set(self, order_id: UUID, record: PaymentRecord) -> None: ...
+
+
 class AllocationUnit(Protocol):
     """One transaction's view of allocation's storage."""
 
@@ -178,3 +197,9 @@ class AllocationUnit(Protocol):
 
     @property
     def allocations(self) -> Allocations: ...
+
+    @property
+    def payments(self) -> Payments: ...
+
+    @property
+    def timers(self) -> Timers: ...

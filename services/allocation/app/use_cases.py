@@ -7,7 +7,8 @@ topic, a header or a database connection. The rules themselves are pure, in ``do
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -21,6 +22,8 @@ from libs.contracts.lifecycle import (
     OrderCancelled,
     OrderCancelRefused,
     OrderCancelRequested,
+    OrderPaymentChanged,
+    OrderReserved,
     OrderValidated,
     ShipmentFailed,
     ShipmentShipped,
@@ -30,7 +33,17 @@ from libs.contracts.orders import Shipment as ShipmentContract
 from libs.contracts.vocabulary import ShippingMethod
 from libs.platform import metrics
 from libs.platform.records import Rejected
-from services.allocation.app.ports import AllocationChange, AllocationUnit, NewAllocation, Release, Waiting
+from libs.platform.timers import Timer
+from libs.policy.channels import ChannelPolicies
+from services.allocation.app.ports import (
+    Allocation,
+    AllocationChange,
+    AllocationUnit,
+    NewAllocation,
+    PaymentRecord,
+    Release,
+    Waiting,
+)
 from services.allocation.domain import sourcing
 from services.allocation.domain.allocations import (
     FIRST_GENERATION,
@@ -50,12 +63,39 @@ from services.allocation.domain.allocations import (
     remainder,
     reservations_for,
 )
+from services.allocation.domain.payments import (
+    CANCEL_REASONS,
+    PAYMENT_DEADLINE,
+    VOID,
+    Ignore,
+    PaymentState,
+    Proceed,
+    Remember,
+    Void,
+    on_arrival,
+    on_deadline,
+    on_payment,
+    reservation_deadline,
+)
 from services.allocation.domain.sourcing import Plan, Rules, Shortage
 from services.allocation.domain.stock import BelowReserved, adjust, available
 
 
 def rules_from(max_shipments: int, cost_per_km: str) -> Rules:
     return Rules(max_shipments=max_shipments, cost_per_km=Decimal(cost_per_km))
+
+
+ReservationMinutes = Callable[[str], float]
+"""Per channel: minutes a pending order's stock stays reserved waiting for its payment."""
+
+
+def reservation_minutes_from(policies: ChannelPolicies) -> ReservationMinutes:
+    """The channel policy's ``payment.reservation_minutes`` (the defaults for a channel not named)."""
+    return lambda channel: policies.policy_for(channel).payment.reservation_minutes
+
+
+def _default_minutes(channel: str) -> float:
+    return 30.0
 
 
 def request_for(order: OrderDetails, lines: Lines | None = None) -> sourcing.Request:
@@ -83,16 +123,27 @@ def _allocated(
     return OrderAllocated(
         order_id=order_id,
         order=order,
-        shipments=[
-            ShipmentContract(
-                shipment_id=s.shipment_id,
-                location_id=s.location_id,
-                lines=[ShipmentLine(sku=sku, quantity=q) for sku, q in s.lines],
-            )
-            for s in shipments
-        ],
+        shipments=_public(shipments),
         cancel_request_id=cancel_request_id,
         backordered_lines=[ShipmentLine(sku=sku, quantity=q) for sku, q in waiting],
+    )
+
+
+def _public(shipments: Sequence[Shipment]) -> list[ShipmentContract]:
+    return [
+        ShipmentContract(
+            shipment_id=s.shipment_id,
+            location_id=s.location_id,
+            lines=[ShipmentLine(sku=sku, quantity=q) for sku, q in s.lines],
+        )
+        for s in shipments
+    ]
+
+
+def _reserved(order_id: UUID, shipments: Sequence[Shipment], due_at: datetime | None) -> OrderReserved:
+    """`order.reserved`: the stock is held for the order until its payment comes, or ``due_at``."""
+    return OrderReserved(
+        order_id=order_id, shipments=_public(shipments), expires_at=due_at or datetime.now(UTC)
     )
 
 
@@ -126,7 +177,10 @@ async def _plan(
 
 
 async def allocate_orders(
-    validated: Sequence[OrderValidated], uow: AllocationUnit, rules: Rules
+    validated: Sequence[OrderValidated],
+    uow: AllocationUnit,
+    rules: Rules,
+    minutes: ReservationMinutes = _default_minutes,
 ) -> list[list[Event]]:
     """Reserve stock for each validated order, in the order they came; an order that cannot be
     covered whole is backordered and reserves nothing.
@@ -134,7 +188,11 @@ async def allocate_orders(
     Set-based: the stock rows (locked), the orders allocation knows already and the locations are
     read once for all of them, each order is planned in memory against what the orders before it
     took, and all reservations and allocations are written at once. An order seen before (a
-    redelivery, or one cancelled before it was validated) causes nothing."""
+    redelivery, or one cancelled before it was validated) causes nothing.
+
+    An order whose payment is pending gets a reservation deadline (a durable timer); its reserved
+    stock waits for the payment (`order.reserved`) instead of going to fulfillment. One whose
+    payment failed before it got here is cancelled and takes nothing."""
     first: dict[UUID, int] = {}
     for i, fact in enumerate(validated):
         first.setdefault(fact.order_id, i)
@@ -146,19 +204,33 @@ async def allocate_orders(
     results: list[list[Event]] = [[] for _ in validated]
     if not orders:
         return results
+    payment = await _payments_on_arrival(orders, uow)
+    rows = []
+    for fact in orders:
+        if (state := payment.get(fact.order_id)) in VOID:
+            assert state is not None
+            rows.append(NewAllocation(fact.order_id, AllocationStatus.CANCELLED, 0, fact.order))
+            results[first[fact.order_id]] = [_cancelled(fact.order_id, "", state)]
+    orders = [fact for fact in orders if payment.get(fact.order_id) not in VOID]
     requests = [request_for(fact.order) for fact in orders]
     outcomes = sourcing.plan_in_turn(requests, await uow.locations.active(), available(levels), rules)
     reservations = []
-    rows = []
     for fact, outcome in zip(orders, outcomes, strict=True):
         caused: Event
+        due_at = None
+        if payment.get(fact.order_id) is PaymentState.PENDING:
+            due_at = reservation_deadline(datetime.now(UTC), minutes(fact.order.channel))
+            await _await_payment(fact.order_id, due_at, uow)
         if isinstance(outcome, Plan):
             reservations.extend(reservations_for(fact.order_id, FIRST_GENERATION, outcome))
             rows.append(
                 NewAllocation(fact.order_id, AllocationStatus.ALLOCATED, FIRST_GENERATION, fact.order)
             )
             shipments = planned_shipments(fact.order_id, FIRST_GENERATION, outcome)
-            caused = _allocated(fact.order_id, fact.order, shipments)
+            if due_at is not None:
+                caused = _reserved(fact.order_id, shipments, due_at)
+            else:
+                caused = _allocated(fact.order_id, fact.order, shipments)
         else:
             rows.append(NewAllocation(fact.order_id, AllocationStatus.BACKORDERED, 0, fact.order))
             caused = _backordered(fact.order_id, outcome)
@@ -167,6 +239,37 @@ async def allocate_orders(
     await uow.allocations.add(rows)
     _count(outcomes)
     return results
+
+
+async def _payments_on_arrival(
+    orders: Sequence[OrderValidated], uow: AllocationUnit
+) -> dict[UUID, PaymentState]:
+    """The payment state each order starts with here (absent: none to track): `pending` as
+    submitted, or what a payment event that came first said."""
+    pending = [f.order_id for f in orders if f.order.payment.status == PaymentState.PENDING]
+    remembered = await uow.payments.of(pending) if pending else {}
+    states = {}
+    for fact in orders:
+        if fact.order_id not in pending:
+            continue
+        kept = remembered.get(fact.order_id)
+        state = on_arrival(kept.state if kept else None, fact.order.payment.status)
+        if state is not None:
+            states[fact.order_id] = state
+    return states
+
+
+async def _await_payment(order_id: UUID, due_at: datetime, uow: AllocationUnit) -> None:
+    await uow.payments.set(order_id, PaymentRecord(PaymentState.PENDING, due_at))
+    await uow.timers.schedule(Timer(PAYMENT_DEADLINE, str(order_id), due_at, {}))
+
+
+def _cancelled(order_id: UUID, request_id: str, state: PaymentState | None) -> OrderCancelled:
+    reasons = []
+    if state is not None and state in CANCEL_REASONS:
+        code, message = CANCEL_REASONS[state]
+        reasons.append(Reason(code=code, message=message))
+    return OrderCancelled(order_id=order_id, request_id=request_id, reasons=reasons)
 
 
 async def _allocate_waiting(skus: Sequence[str], uow: AllocationUnit, rules: Rules) -> list[Event]:
@@ -197,7 +300,16 @@ async def _allocate_waiting(skus: Sequence[str], uow: AllocationUnit, rules: Rul
     )
     _count([o for o in outcomes if isinstance(o, Plan)])
     held = await uow.allocations.reservations([w.order_id for w in woken])
-    return [_allocated(w.order_id, w.order, current_shipments(held.get(w.order_id, []))) for w in woken]
+    payments = await uow.payments.of([w.order_id for w in woken])
+    woke: list[Event] = []
+    for w in woken:
+        shipments = current_shipments(held.get(w.order_id, []))
+        record = payments.get(w.order_id)
+        if record is not None and record.state is PaymentState.PENDING:
+            woke.append(_reserved(w.order_id, shipments, record.due_at))
+        else:
+            woke.append(_allocated(w.order_id, w.order, shipments))
+    return woke
 
 
 async def update_location(update: LocationUpdated, uow: AllocationUnit, rules: Rules) -> list[Event]:
@@ -273,13 +385,19 @@ async def fail_shipment(fact: ShipmentFailed, uow: AllocationUnit, rules: Rules)
     return [_allocated(fact.order_id, order, current_shipments(held.get(fact.order_id, [])), waiting=waiting)]
 
 
-async def request_cancel(fact: OrderCancelRequested, uow: AllocationUnit) -> list[Event]:
+async def request_cancel(
+    fact: OrderCancelRequested, uow: AllocationUnit, rules: Rules | None = None
+) -> list[Event]:
     """Cancel at once what holds no stock (an order allocation never saw, a backorder, lines of a
     backordered remainder); send the rest to fulfillment, which knows what has shipped."""
     allocation = await uow.allocations.lock(fact.order_id)
     held = []
     if allocation is not None and allocation.status is not AllocationStatus.CANCELLED:
         held = (await uow.allocations.reservations([fact.order_id])).get(fact.order_id, [])
+    if allocation is not None and allocation.status is AllocationStatus.ALLOCATED and holds_stock(held):
+        record = (await uow.payments.of([fact.order_id])).get(fact.order_id)
+        if record is not None and record.state is PaymentState.PENDING:
+            return await _cancel_awaiting_payment(fact, allocation, uow, rules)
     decision = decide_cancel(
         allocation.status if allocation else None,
         allocation.pending if allocation else None,
@@ -345,3 +463,89 @@ async def release_cancelled(fact: OrderCancelAccepted, uow: AllocationUnit, rule
         shipments = current_shipments(held)
         out = [_allocated(fact.order_id, allocation.order, shipments, fact.request_id, waiting)]
     return out + await _allocate_waiting(freed, uow, rules)
+
+
+async def _cancel_awaiting_payment(
+    fact: OrderCancelRequested, allocation: Allocation, uow: AllocationUnit, rules: Rules | None
+) -> list[Event]:
+    """An order whose stock waits for its payment never reached fulfillment: allocation cancels it
+    whole at once (releasing its stock); a cancel of some lines is refused until it is paid."""
+    if fact.lines is not None:
+        reason = Reason(
+            code="awaiting_payment", message="lines can be cancelled once the payment is authorized"
+        )
+        refusal = OrderCancelRefused(
+            order_id=fact.order_id,
+            request_id=fact.request_id,
+            lines=fact.lines,
+            reason=fact.reason,
+            reasons=[reason],
+        )
+        return [refusal]
+    await uow.timers.cancel(PAYMENT_DEADLINE, str(fact.order_id))
+    return await _release_and_cancel(fact.order_id, allocation, uow, rules, fact.request_id, None)
+
+
+async def _release_and_cancel(
+    order_id: UUID,
+    allocation: Allocation,
+    uow: AllocationUnit,
+    rules: Rules | None,
+    request_id: str,
+    state: PaymentState | None,
+) -> list[Event]:
+    """Release every unit the order holds, cancel it, and give the units to the oldest backorders
+    waiting for them (``rules`` None: only a caller without sourcing rules, e.g. a unit test)."""
+    if allocation.status is AllocationStatus.CANCELLED:
+        return []
+    held = (await uow.allocations.reservations([order_id])).get(order_id, [])
+    reserved = [r for r in held if r.status is ReservationStatus.RESERVED]
+    freed = sorted({r.sku for r in reserved})
+    await uow.stock.serialise(freed)
+    await uow.stock.release([Release(r.shipment_id, r.sku, r.quantity) for r in reserved])
+    await uow.allocations.update(
+        [AllocationChange(order_id, AllocationStatus.CANCELLED, allocation.generation, None)]
+    )
+    cancelled: list[Event] = [_cancelled(order_id, request_id, state)]
+    return cancelled + (await _allocate_waiting(freed, uow, rules) if rules is not None else [])
+
+
+async def apply_payment(fact: OrderPaymentChanged, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """A payment event: an order waiting for its payment goes to fulfillment (authorized, captured)
+    or is cancelled with its stock released (failed, refunded); one allocation has not seen yet
+    keeps the event for when it arrives; anything else changes nothing."""
+    allocation = await uow.allocations.lock(fact.order_id)
+    record = (await uow.payments.of([fact.order_id])).get(fact.order_id)
+    incoming = PaymentState(fact.status)
+    match on_payment(record.state if record else None, allocation is not None, incoming):
+        case Remember():
+            await uow.payments.set(fact.order_id, PaymentRecord(incoming))
+            return []
+        case Ignore():
+            return []
+        case Proceed():
+            assert allocation is not None
+            await uow.payments.set(fact.order_id, PaymentRecord(incoming))
+            await uow.timers.cancel(PAYMENT_DEADLINE, str(fact.order_id))
+            if allocation.status is not AllocationStatus.ALLOCATED or allocation.order is None:
+                return []  # backordered: allocated as usual when stock arrives
+            held = (await uow.allocations.reservations([fact.order_id])).get(fact.order_id, [])
+            return [_allocated(fact.order_id, allocation.order, current_shipments(held))]
+        case Void():
+            assert allocation is not None
+            await uow.payments.set(fact.order_id, PaymentRecord(incoming))
+            await uow.timers.cancel(PAYMENT_DEADLINE, str(fact.order_id))
+            return await _release_and_cancel(fact.order_id, allocation, uow, rules, "", incoming)
+
+
+async def expire_reservation(timer: Timer, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """The reservation deadline passed: an order still waiting for its payment is cancelled
+    (`payment_timeout`) and its units go to the oldest backorders waiting for them."""
+    order_id = UUID(timer.key)
+    allocation = await uow.allocations.lock(order_id)
+    record = (await uow.payments.of([order_id])).get(order_id)
+    if allocation is None or not isinstance(on_deadline(record.state if record else None), Void):
+        return []
+    await uow.payments.set(order_id, PaymentRecord(PaymentState.EXPIRED))
+    metrics.count(metrics.RESERVATIONS, "expired")
+    return await _release_and_cancel(order_id, allocation, uow, rules, "", PaymentState.EXPIRED)

@@ -138,9 +138,27 @@ class PgCancelRequests:
         )
 
 
+class PgPaymentEvents:
+    """Implements ``PaymentEvents`` on one connection."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def first_time(self, payment_event_id: str, order_id: UUID) -> bool:
+        return bool(
+            await self._conn.fetchval(
+                "INSERT INTO payment_events (payment_event_id, order_id) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                payment_event_id,
+                order_id,
+            )
+        )
+
+
 class PgIntakeUnit:
     """Intake's ports on the connection of one transaction (the router builds one per transaction)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.orders = PgOrderBook(conn)
         self.cancel_requests = PgCancelRequests(conn)
+        self.payment_events = PgPaymentEvents(conn)

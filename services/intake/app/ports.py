@@ -55,6 +55,14 @@ class CancelRequests(Protocol):
         ...
 
 
+class PaymentEvents(Protocol):
+    """The payment events passed on: each payment event id once, whatever the number of times it is sent."""
+
+    async def first_time(self, payment_event_id: str, order_id: UUID) -> bool:
+        """False when this payment event was passed on before."""
+        ...
+
+
 class IntakeUnit(Protocol):
     """One transaction's view of intake's storage."""
 
@@ -63,3 +71,6 @@ class IntakeUnit(Protocol):
 
     @property
     def cancel_requests(self) -> CancelRequests: ...
+
+    @property
+    def payment_events(self) -> PaymentEvents: ...

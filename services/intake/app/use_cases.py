@@ -23,8 +23,10 @@ from libs.contracts.lifecycle import (
     OrderCancelRequested,
     OrderFulfillmentProgressed,
     OrderHeld,
+    OrderPaymentChanged,
     OrderReceived,
     OrderRejected,
+    OrderReserved,
     OrderValidated,
 )
 from libs.contracts.orders import (
@@ -37,6 +39,7 @@ from libs.contracts.orders import (
     Reason,
     Shipment,
 )
+from libs.contracts.payments import PaymentUpdate
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform import metrics
 from libs.platform.records import Rejected
@@ -62,6 +65,7 @@ StatusFact = (
     | OrderCancelled
     | OrderCancelRefused
     | OrderFulfillmentProgressed
+    | OrderReserved
 )
 STATUS_FACTS = (
     OrderValidated,
@@ -72,6 +76,7 @@ STATUS_FACTS = (
     OrderCancelled,
     OrderCancelRefused,
     OrderFulfillmentProgressed,
+    OrderReserved,
 )
 """The facts intake turns into statuses and cancellation outcomes: everything on its facts topic."""
 
@@ -172,7 +177,8 @@ def proposed_status(
     | OrderAllocated
     | OrderBackordered
     | OrderCancelled
-    | OrderFulfillmentProgressed,
+    | OrderFulfillmentProgressed
+    | OrderReserved,
 ) -> Proposal:
     """What each fact means to the customer. An allocation that leaves lines waiting for stock
     (a failed parcel that could not be sourced again) is a backorder, with a reason per line."""
@@ -197,14 +203,21 @@ def proposed_status(
             return Proposal(OrderStatus.CANCELLED, reasons)
         case OrderFulfillmentProgressed(status=status, shipments=shipments, eta=eta):
             return Proposal(OrderStatus(status), (), shipments, eta)
+        case OrderReserved(shipments=shipments, expires_at=expires_at):
+            awaiting = Reason(
+                code="awaiting_payment",
+                message=f"stock reserved until {expires_at.isoformat()}; waiting for the payment",
+            )
+            return Proposal(OrderStatus.AWAITING_PAYMENT, [awaiting], shipments)
         case _:
             assert_never(fact)
 
 
 def accepted_cancel(fact: StatusFact) -> str | None:
-    """The cancel request a fact carries out: the order cancelled whole, or its reduced allocation."""
+    """The cancel request a fact carries out: the order cancelled whole, or its reduced allocation.
+    An order Baton cancelled itself (e.g. `payment_timeout`) carries out no request."""
     if isinstance(fact, OrderCancelled):
-        return fact.request_id
+        return fact.request_id or None
     if isinstance(fact, OrderAllocated):
         return fact.cancel_request_id
     return None
@@ -294,5 +307,27 @@ async def request_cancel(request: CancelRequested, uow: IntakeUnit) -> list[Even
     return [
         OrderCancelRequested(
             order_id=order.order_id, request_id=request.request_id, lines=request.lines, reason=request.reason
+        )
+    ]
+
+
+async def pass_payment_on(update: PaymentUpdate, uow: IntakeUnit) -> list[Event]:
+    """Find the order and pass the payment event on to allocation, once per payment event id.
+
+    A payment event for no known order is rejected (`unknown_order`, a dead letter with its cause):
+    it can be replayed once the order exists."""
+    if update.order_id is not None:
+        order = await uow.orders.find(update.order_id)
+    elif update.channel and update.external_id:
+        order = await uow.orders.find_by_channel(update.channel, update.external_id)
+    else:
+        raise Rejected("schema_violation", "name the order by order_id or by channel and external_id")
+    if order is None:
+        raise Rejected("unknown_order", "no such order (yet)")
+    if not await uow.payment_events.first_time(update.payment_event_id, order.order_id):
+        return []
+    return [
+        OrderPaymentChanged(
+            order_id=order.order_id, payment_event_id=update.payment_event_id, status=update.status
         )
     ]

@@ -66,6 +66,9 @@ def classify_submissions(
 
 TERMINAL = frozenset({OrderStatus.REJECTED, OrderStatus.DELIVERED, OrderStatus.CANCELLED})
 
+# Which status may follow which. `awaiting_payment`: stock reserved for a pending payment (from
+# `validated`, or from `backordered` when stock arrived first); it moves on when the payment is
+# authorized (`allocated`) and ends `cancelled` when it fails or the deadline passes.
 # Which status may follow which. `allocated -> allocated` is a new allocation (partial
 # cancellation, re-sourcing); `in_fulfillment -> allocated` is re-sourcing after a failed
 # shipment: the customer never sees an order go back further than `allocated`.
@@ -80,9 +83,14 @@ NEXT: dict[OrderStatus, frozenset[OrderStatus]] = {
         {OrderStatus.VALIDATED, OrderStatus.REJECTED, OrderStatus.ON_HOLD, OrderStatus.CANCELLED}
     ),
     OrderStatus.ON_HOLD: frozenset({OrderStatus.VALIDATED, OrderStatus.REJECTED, OrderStatus.CANCELLED}),
-    OrderStatus.VALIDATED: frozenset({OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.CANCELLED}),
+    OrderStatus.VALIDATED: frozenset(
+        {OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.CANCELLED, OrderStatus.AWAITING_PAYMENT}
+    ),
+    OrderStatus.AWAITING_PAYMENT: frozenset(
+        {OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.CANCELLED}
+    ),
     OrderStatus.ALLOCATED: SOURCED | LEAVING | {OrderStatus.CANCELLED},
-    OrderStatus.BACKORDERED: SOURCED | LEAVING | {OrderStatus.CANCELLED},
+    OrderStatus.BACKORDERED: SOURCED | LEAVING | {OrderStatus.CANCELLED, OrderStatus.AWAITING_PAYMENT},
     OrderStatus.IN_FULFILLMENT: SOURCED | LEAVING | {OrderStatus.CANCELLED},
     OrderStatus.PARTIALLY_SHIPPED: frozenset(
         {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED}

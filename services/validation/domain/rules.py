@@ -16,6 +16,9 @@ from libs.contracts.email import email_problem
 
 MAX_QUANTITY_PER_LINE = 10_000
 AUTHORIZED_PAYMENT_STATUSES = frozenset({"authorized", "captured"})
+PENDING_PAYMENT = "pending"
+"""A payment still to be authorized: the order goes on, its stock reserved until the channel's
+deadline (allocation releases it and cancels the order with `payment_timeout` if nothing comes)."""
 COUNTRY_CODE = re.compile(r"^[A-Z]{2}$")
 
 
@@ -163,7 +166,7 @@ def unsupported_country(order: Order, ctx: Context) -> list[Finding]:
 
 
 def payment_not_authorized(order: Order, ctx: Context) -> list[Finding]:
-    if order.payment_status not in AUTHORIZED_PAYMENT_STATUSES:
+    if order.payment_status not in AUTHORIZED_PAYMENT_STATUSES | {PENDING_PAYMENT}:
         return [Finding("payment_not_authorized", f"payment is {order.payment_status!r}")]
     return []
 

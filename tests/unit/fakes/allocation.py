@@ -21,6 +21,7 @@ from services.allocation.app.ports import (
     AllocationConflict,
     NewAllocation,
     OversellRefused,
+    PaymentRecord,
     Release,
     Waiting,
 )
@@ -33,6 +34,7 @@ from services.allocation.domain.allocations import (
 )
 from services.allocation.domain.sourcing import Location
 from services.allocation.domain.stock import Adjustment, StockLevel
+from tests.unit.fakes.timers import FakeTimers
 
 
 @dataclass
@@ -73,6 +75,8 @@ class FakeAllocationState:
     serialised: set[str] = field(default_factory=set)
     calls: Counter[str] = field(default_factory=Counter)
     queue: itertools.count[int] = field(default_factory=itertools.count)
+    payments: dict[UUID, PaymentRecord] = field(default_factory=dict)
+    timers: FakeTimers = field(default_factory=FakeTimers)
 
     def units(self, sku: str, location_id: str) -> Units:
         return self.stock.get((sku, location_id), Units())
@@ -270,6 +274,19 @@ class FakeAllocations:
         return [w for _, _, w in sorted(waiting, key=lambda t: (t[0], t[1]))]
 
 
+class FakePayments:
+    def __init__(self, state: FakeAllocationState) -> None:
+        self._s = state
+
+    async def of(self, order_ids: Sequence[UUID]) -> dict[UUID, PaymentRecord]:
+        self._s.calls["payments.of"] += 1
+        return {o: self._s.payments[o] for o in order_ids if o in self._s.payments}
+
+    async def set(self, order_id: UUID, record: PaymentRecord) -> None:
+        self._s.calls["payments.set"] += 1
+        self._s.payments[order_id] = record
+
+
 class FakeAllocationUnit:
     """Implements ``AllocationUnit`` over one ``FakeAllocationState``."""
 
@@ -278,6 +295,7 @@ class FakeAllocationUnit:
         self._locations = FakeLocations(self.state)
         self._stock = FakeStockLedger(self.state)
         self._allocations = FakeAllocations(self.state)
+        self._payments = FakePayments(self.state)
 
     @property
     def locations(self) -> FakeLocations:
@@ -290,3 +308,11 @@ class FakeAllocationUnit:
     @property
     def allocations(self) -> FakeAllocations:
         return self._allocations
+
+    @property
+    def payments(self) -> FakePayments:
+        return self._payments
+
+    @property
+    def timers(self) -> FakeTimers:
+        return self.state.timers
