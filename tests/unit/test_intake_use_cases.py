@@ -484,7 +484,12 @@ async def test_a_cancel_request_naming_no_order_is_rejected() -> None:
 
 def test_the_router_handles_every_type_intake_receives() -> None:
     bound = build_router(IntakeSettings()).bind()
-    assert {b.name for b in bound} == {"order_submitted", "cancel_requested", "payment_updated", "order_facts"}
+    assert {b.name for b in bound} == {
+        "order_submitted",
+        "cancel_requested",
+        "payment_updated",
+        "order_facts",
+    }
 
 
 async def test_every_event_intake_returns_goes_where_the_topology_says() -> None:
