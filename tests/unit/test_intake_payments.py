@@ -20,7 +20,7 @@ from libs.platform.records import Rejected
 from services.intake.app.use_cases import pass_payment_on, publish_statuses
 from tests.support.orders import order
 from tests.unit.fakes.intake import FakeIntakeUnit
-from tests.unit.test_intake_use_cases import received_order
+from tests.unit.test_intake_use_cases import applied, received_order
 
 pytestmark = pytest.mark.unit
 
@@ -56,12 +56,13 @@ async def test_a_reserved_order_awaits_payment_then_is_allocated_or_cancelled_fo
     order_id = await received_order(uow)
     details = OrderDetails.model_validate(order("ext-1", payment_status="pending"))
     await publish_statuses([OrderValidated(order_id=order_id, order=details)], uow)
-    [[waiting]] = await publish_statuses([OrderReserved(order_id=order_id, shipments=[], expires_at=AT)], uow)
+    reserved = OrderReserved(order_id=order_id, shipments=[], expires_at=AT)
+    [[waiting]] = applied(await publish_statuses([reserved], uow))
     assert isinstance(waiting, OrderStatusChanged) and waiting.status == "awaiting_payment"
     assert waiting.reasons[0].code == "awaiting_payment"
     timeout = Reason(code="payment_timeout", message="the payment was not authorized in time")
-    [events] = await publish_statuses(
-        [OrderCancelled(order_id=order_id, request_id="", reasons=[timeout])], uow
+    [events] = applied(
+        await publish_statuses([OrderCancelled(order_id=order_id, request_id="", reasons=[timeout])], uow)
     )
     assert [type(e) for e in events] == [OrderStatusChanged], "no cancel request, no cancellation outcome"
     assert uow.statuses(order_id) == ["received", "validated", "awaiting_payment", "cancelled"]
