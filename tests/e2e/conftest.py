@@ -231,7 +231,10 @@ async def secure_live(
 
 
 @contextlib.asynccontextmanager
-async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveFleet]:
+async def running_fleet(
+    infra: Infra, tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[LiveFleet]:
+    """``extra_env``: what every process gets besides (e.g. ``BATON_CHANNELS_FILE``)."""
     # Each service logs in as its own database role and (on the secured broker) its own Kafka
     # principal; the CLI commands the tests run are the read-only operator on both.
     environment = await fresh_environment(infra)
@@ -241,7 +244,7 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
     http_port = free_port()
     log_dir = Path(tmp_path_factory.mktemp("fleet-logs"))
     trace_dir = Path(tmp_path_factory.mktemp("traces"))
-    fleet = environment.fleet(log_dir, {"BATON_TRACE_DIR": str(trace_dir)})
+    fleet = environment.fleet(log_dir, {"BATON_TRACE_DIR": str(trace_dir)} | (extra_env or {}))
     watchers = [
         TopicWatcher(infra.kafka, settings.topic(t))
         for t in (
