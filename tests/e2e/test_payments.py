@@ -70,9 +70,13 @@ def statuses(live: LiveFleet, external_id: str) -> list[str]:
     return [r["status"] for r in live.history(external_id)]
 
 
-async def cancelled_mail(live: LiveFleet, external_id: str) -> None:
+async def cancelled_mail(live: LiveFleet, external_id: str, because: str) -> None:
+    """The customer's cancellation e-mail arrives and says why."""
     for _ in range(600):
-        if any(f"{external_id} was cancelled" in str(m["Subject"]) for m in live.mailbox.messages):
+        mails = [m for m in live.mailbox.messages if f"{external_id} was cancelled" in str(m["Subject"])]
+        if mails:
+            body = mails[0].get_body(preferencelist=("plain",))
+            assert body is not None and because in body.get_content(), body
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"no cancellation e-mail for {external_id}")
@@ -107,7 +111,7 @@ async def test_a_failed_payment_cancels_the_order_and_frees_its_stock(pay: LiveF
     # The unit is free again: the next order for it is allocated.
     next_one = await pay.submit(order(lines=[(item, 1, "10.00")]))
     await pay.wait_status(next_one, "in_fulfillment")
-    await cancelled_mail(pay, external_id)
+    await cancelled_mail(pay, external_id, "your payment did not go through")
 
 
 async def test_the_deadline_releases_the_stock_to_the_waiting_backorder_and_tells_the_customer(
@@ -122,7 +126,7 @@ async def test_the_deadline_releases_the_stock_to_the_waiting_backorder_and_tell
     cancelled = await pay.wait_status(late, "cancelled")
     assert [r["code"] for r in cancelled["reasons"]] == ["payment_timeout"]
     await pay.wait_status(waiting, "in_fulfillment")
-    await cancelled_mail(pay, late)
+    await cancelled_mail(pay, late, "we did not receive your payment in time")
     assert not any(
         r.get("request_id") for r in pay.cancellations.records if r.get("order_id") == cancelled["order_id"]
     )

@@ -17,6 +17,7 @@ from services.allocation.domain.payments import (
     on_payment,
     reservation_deadline,
 )
+from services.notification.domain.emails import cancelled_because
 
 pytestmark = pytest.mark.unit
 
@@ -61,3 +62,9 @@ def test_the_deadline_cancels_only_an_order_still_waiting_with_payment_timeout()
 def test_only_a_pending_submission_is_tracked() -> None:
     assert on_arrival(None, "pending") is PaymentState.PENDING
     assert on_arrival(None, "authorized") is None
+
+
+def test_the_cancellation_e_mail_says_when_the_payment_was_why() -> None:
+    assert cancelled_because(["payment_timeout"]) == " because we did not receive your payment in time"
+    assert cancelled_because(["out_of_stock", "payment_failed"]) == " because your payment did not go through"
+    assert cancelled_because([]) == ""

@@ -157,7 +157,9 @@ async def record_status_changes(
         )
         if change.status in emails.EMAIL_STATUSES:
             tracking = emails.tracking(s.tracking_number for s in change.shipments)
-            to_send.append(NewEmail(change.order_id, change.status.value, {"tracking": tracking}))
+            why = emails.cancelled_because(r.code for r in change.reasons)
+            context = {"tracking": tracking} | ({"why": why} if why else {})
+            to_send.append(NewEmail(change.order_id, change.status.value, context))
         timeline.append(TimelineEntry(change.order_id, "status", data, change.occurred_at))
         views[change.order_id] = fold_status(views.get(change.order_id), view_of(change))
     if deliveries:
