@@ -75,8 +75,8 @@ async def cancelled_mail(live: LiveFleet, external_id: str, because: str) -> Non
     for _ in range(600):
         mails = [m for m in live.mailbox.messages if f"{external_id} was cancelled" in str(m["Subject"])]
         if mails:
-            body = mails[0].get_body(preferencelist=("plain",))
-            assert body is not None and because in body.get_content(), body
+            body = mails[0].get_content()
+            assert because in body, body
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"no cancellation e-mail for {external_id}")
