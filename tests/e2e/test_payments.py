@@ -73,7 +73,9 @@ def statuses(live: LiveFleet, external_id: str) -> list[str]:
 async def cancelled_mail(live: LiveFleet, external_id: str, because: str) -> None:
     """The customer's cancellation e-mail arrives and says why."""
     for _ in range(600):
-        mails = [m for m in live.mailbox.messages if f"{external_id} was cancelled" in str(m["Subject"])]
+        mails: list[Any] = [
+            m for m in live.mailbox.messages if f"{external_id} was cancelled" in str(m["Subject"])
+        ]
         if mails:
             body = mails[0].get_content()
             assert because in body, body
