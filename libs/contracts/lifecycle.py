@@ -120,7 +120,7 @@ class OrderFulfillmentProgressed(OrderFact):
     """Fulfillment: the order as a whole moved (first shipment in, all shipped, all delivered)."""
 
     event_type: Literal["order.fulfillment-progressed"] = "order.fulfillment-progressed"
-    status: Literal["in_fulfillment", "partially_shipped", "shipped", "delivered"]
+    status: Literal["in_fulfillment", "partially_shipped", "shipped", "delivered", "ready_for_pickup"]
     shipments: list[Shipment]
     eta: datetime | None = None
 

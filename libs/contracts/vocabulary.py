@@ -12,6 +12,8 @@ from enum import StrEnum
 class ShippingMethod(StrEnum):
     STANDARD = "standard"
     EXPRESS = "express"
+    PICKUP = "pickup"
+    """Click-and-collect: the customer collects the order at ``pickup_location_id`` (a store)."""
 
 
 class LocationKind(StrEnum):
@@ -28,6 +30,9 @@ class OrderStatus(StrEnum):
     or waiting for stock. Once part of an order has left it stays `partially_shipped` (with the
     current shipments, and reasons for what waits) until every part has shipped; the parts that
     have not left can still be cancelled by lines.
+
+    `ready_for_pickup` (additive): a click-and-collect order waits at its store; it becomes
+    `delivered` when collected, `cancelled` (`not_collected`) when it waited too long.
 
     `awaiting_payment` (additive): the order's stock is reserved but its payment is still pending;
     it is fulfilled once the payment is authorized, and cancelled (`payment_timeout`) if the
@@ -46,3 +51,4 @@ class OrderStatus(StrEnum):
     DELIVERED = "delivered"
     CANCELLED = "cancelled"
     AWAITING_PAYMENT = "awaiting_payment"
+    READY_FOR_PICKUP = "ready_for_pickup"

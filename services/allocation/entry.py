@@ -53,7 +53,7 @@ ORDER_FACTS = LockedChunks(keys=skus_to_lock)
 
 
 def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
-    rules = rules_from(settings.max_shipments, settings.cost_per_km)
+    rules = rules_from(settings.max_shipments, settings.cost_per_km, settings.channel_policies())
     minutes = reservation_minutes_from(settings.channel_policies())
     router: ServiceRouter[AllocationUnit] = ServiceRouter(SERVICE_TOPOLOGY["allocation"], PgAllocationUnit)
 

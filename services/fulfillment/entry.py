@@ -10,12 +10,15 @@ from libs.contracts.inventory import LocationUpdated
 from libs.contracts.lifecycle import OrderAllocated, OrderCancelForwarded
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Outcome, ServiceRouter
+from libs.platform.timers import Timer
 from services.fulfillment.adapters.store import PgFulfillmentUnit
 from services.fulfillment.app.config import load_pipelines
 from services.fulfillment.app.ports import FulfillmentUnit
 from services.fulfillment.app.use_cases import (
+    PICKUP_EXPIRY,
     apply_updates,
     decide_cancel,
+    expire_pickup,
     receive_allocations,
     update_location,
 )
@@ -24,6 +27,11 @@ from services.fulfillment.settings import FulfillmentSettings
 
 def build_router(settings: FulfillmentSettings) -> ServiceRouter[FulfillmentUnit]:
     config = load_pipelines(settings.pipelines_file)
+    policies = settings.channel_policies()
+
+    def collect_within(channel: str) -> float:
+        return policies.policy_for(channel).pickup.collect_within_days
+
     router: ServiceRouter[FulfillmentUnit] = ServiceRouter(SERVICE_TOPOLOGY["fulfillment"], PgFulfillmentUnit)
     router.on(LocationUpdated)(update_location)
 
@@ -41,6 +49,10 @@ def build_router(settings: FulfillmentSettings) -> ServiceRouter[FulfillmentUnit
     async def on_fulfillment_updates(
         updates: Sequence[FulfillmentUpdate], uow: FulfillmentUnit
     ) -> Sequence[Outcome]:
-        return await apply_updates(updates, uow, config)
+        return await apply_updates(updates, uow, config, collect_within)
+
+    @router.on_timer(PICKUP_EXPIRY)
+    async def on_pickup_expiry(timer: Timer, uow: FulfillmentUnit) -> list[Event]:
+        return await expire_pickup(timer, uow, config)
 
     return router

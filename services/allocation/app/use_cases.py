@@ -81,8 +81,19 @@ from services.allocation.domain.sourcing import Plan, Rules, Shortage
 from services.allocation.domain.stock import BelowReserved, adjust, available
 
 
-def rules_from(max_shipments: int, cost_per_km: str) -> Rules:
-    return Rules(max_shipments=max_shipments, cost_per_km=Decimal(cost_per_km))
+def rules_from(max_shipments: int, cost_per_km: str, policies: ChannelPolicies | None = None) -> Rules:
+    """The sourcing rules: settings, and from the channel policy which channels' pickup orders may be
+    transferred from a warehouse."""
+    if policies is None:
+        return Rules(max_shipments=max_shipments, cost_per_km=Decimal(cost_per_km))
+    return Rules(
+        max_shipments=max_shipments,
+        cost_per_km=Decimal(cost_per_km),
+        pickup_transfer=frozenset(
+            (n, p.pickup.transfer_from_warehouse) for n, p in policies.channels.items()
+        ),
+        pickup_transfer_default=policies.defaults.pickup.transfer_from_warehouse,
+    )
 
 
 ReservationMinutes = Callable[[str], float]
@@ -105,6 +116,8 @@ def request_for(order: OrderDetails, lines: Lines | None = None) -> sourcing.Req
         lines=lines if lines is not None else tuple((line.sku, line.quantity) for line in order.lines),
         destination=sourcing.Destination(address.country, address.lat, address.lon),
         express=order.shipping_method is ShippingMethod.EXPRESS,
+        pickup_at=order.pickup_location_id if order.shipping_method is ShippingMethod.PICKUP else None,
+        channel=order.channel,
     )
 
 
@@ -457,7 +470,11 @@ async def release_cancelled(fact: OrderCancelAccepted, uow: AllocationUnit, rule
     if cancelled_after_release(fact.whole, holds_stock(held), allocation.status, allocation.pending):
         change = AllocationChange(fact.order_id, AllocationStatus.CANCELLED, allocation.generation, None)
         await uow.allocations.update([change])
-        out = [OrderCancelled(order_id=fact.order_id, request_id=fact.request_id)]
+        # No request: fulfillment decided it itself (e.g. `not_collected`); its reason is the code.
+        reasons = []
+        if not fact.request_id and fact.reason:
+            reasons = [Reason(code=fact.reason, message=f"cancelled: {fact.reason}")]
+        out = [OrderCancelled(order_id=fact.order_id, request_id=fact.request_id, reasons=reasons)]
     else:
         waiting = remainder(allocation.status, allocation.pending)
         shipments = current_shipments(held)

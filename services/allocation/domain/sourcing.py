@@ -2,6 +2,9 @@
 
 In words, in order of precedence:
 1. Only active locations that serve the destination country; `express` orders only from warehouses.
+   A click-and-collect order (`pickup`) only from its pickup store, or from warehouses too (a
+   transfer to the store) for a channel whose policy allows it; the destination country is the
+   store's business then.
 2. Fewest shipments first: one location that can ship the whole order beats any split;
    otherwise split across the fewest locations, never more than `max_shipments`.
 3. Among plans with as many shipments, the lowest cost wins: each used location's
@@ -46,6 +49,9 @@ class Request:
     lines: tuple[tuple[str, int], ...]
     destination: Destination
     express: bool = False
+    pickup_at: str | None = None
+    """A click-and-collect order: the store it is collected at."""
+    channel: str = ""
 
     def quantities(self) -> dict[str, int]:
         """Lines of the same sku are one need."""
@@ -59,6 +65,13 @@ class Request:
 class Rules:
     max_shipments: int = 3
     cost_per_km: Decimal = Decimal("0.01")
+    pickup_transfer: frozenset[tuple[str, bool]] = frozenset()
+    """(channel, whether its pickup orders may be sourced from a warehouse and transferred to the
+    store), for the channels the policy names; the others follow ``pickup_transfer_default``."""
+    pickup_transfer_default: bool = False
+
+    def transfers_pickup(self, channel: str) -> bool:
+        return dict(self.pickup_transfer).get(channel, self.pickup_transfer_default)
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,12 @@ def shipment_cost(location: Location, destination: Destination, rules: Rules) ->
     return cost
 
 
-def eligible(location: Location, request: Request) -> bool:
+def eligible(location: Location, request: Request, rules: Rules = Rules()) -> bool:
+    if request.pickup_at is not None:
+        return location.active and (
+            location.location_id == request.pickup_at
+            or (location.kind == "warehouse" and rules.transfers_pickup(request.channel))
+        )
     return (
         location.active
         and request.destination.country in location.countries
@@ -135,7 +153,7 @@ def plan_shipments(
 ) -> Plan | Shortage:
     """Fewest shipments first, then lowest cost; never plan more than is available."""
     needs = request.quantities()
-    candidates = [loc for loc in locations if eligible(loc, request)]
+    candidates = [loc for loc in locations if eligible(loc, request, rules)]
     missing = []
     for sku, quantity in sorted(needs.items()):
         free = sum(max(0, available.get((sku, loc.location_id), 0)) for loc in candidates)

@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 
 from libs.contracts.vocabulary import LocationKind, ShippingMethod
+from libs.platform.timer_worker import PgTimers
 from services.fulfillment.domain.shipments import Location, Order, Shipment
 
 ORDER_COLUMNS = "order_id, channel, shipping_method, lat, lon, progress, awaiting_resource"
@@ -212,3 +213,4 @@ class PgFulfillmentUnit:
         self.shipments = PgShipments(conn)
         self.locations = PgLocations(conn)
         self.updates = PgAppliedUpdates(conn)
+        self.timers = PgTimers(conn)

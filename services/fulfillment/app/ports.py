@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 from uuid import UUID
 
+from libs.platform.timers import Timers
 from services.fulfillment.domain.shipments import Location, Order, Shipment
 
 
@@ -83,3 +84,6 @@ class FulfillmentUnit(Protocol):
 
     @property
     def updates(self) -> AppliedUpdates: ...
+
+    @property
+    def timers(self) -> Timers: ...

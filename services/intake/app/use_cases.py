@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import assert_never
+from typing import Any, assert_never
 from uuid import UUID
 
 from libs.contracts.envelope import Event, utcnow
@@ -89,6 +89,15 @@ def details_of(submitted: OrderSubmitted) -> OrderDetails:
     )
 
 
+def fingerprinted(order: OrderDetails) -> dict[str, Any]:
+    """What the fingerprint covers: the order as dumped, without optional fields added since orders
+    were first fingerprinted while they are unset (a retry of an order on file stays a retry)."""
+    dumped = order.model_dump(mode="json")
+    if dumped.get("pickup_location_id") is None:
+        dumped.pop("pickup_location_id", None)
+    return dumped
+
+
 def status_changed(
     order: Order,
     *,
@@ -127,7 +136,7 @@ async def record_submissions(
     keyed: list[tuple[UUID, str]] = []
     for order in details:
         new = receive(order.channel, order.external_id)
-        digest = fingerprint(order.model_dump(mode="json"))
+        digest = fingerprint(fingerprinted(order))
         keyed.append((new.order_id, digest))
         if new.order_id not in firsts:
             firsts[new.order_id] = NewOrder(order, digest, status_changed(new))
@@ -219,7 +228,7 @@ def accepted_cancel(fact: StatusFact) -> str | None:
     if isinstance(fact, OrderCancelled):
         return fact.request_id or None
     if isinstance(fact, OrderAllocated):
-        return fact.cancel_request_id
+        return fact.cancel_request_id or None
     return None
 
 

@@ -74,7 +74,9 @@ TERMINAL = frozenset({OrderStatus.REJECTED, OrderStatus.DELIVERED, OrderStatus.C
 # shipment: the customer never sees an order go back further than `allocated`.
 SOURCED = frozenset({OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.IN_FULFILLMENT})
 """Where an order can be while its stock is being sourced or re-sourced (a parcel failed)."""
-LEAVING = frozenset({OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED})
+LEAVING = frozenset(
+    {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED, OrderStatus.READY_FOR_PICKUP}
+)
 """How far its parcels got. Fulfillment reports these from any sourced status: an update may skip
 stages (straight to `delivered`), and part of an order can ship while the rest is backordered."""
 
@@ -96,6 +98,7 @@ NEXT: dict[OrderStatus, frozenset[OrderStatus]] = {
         {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED}
     ),
     OrderStatus.SHIPPED: frozenset({OrderStatus.DELIVERED}),
+    OrderStatus.READY_FOR_PICKUP: SOURCED | {OrderStatus.DELIVERED, OrderStatus.CANCELLED},
     OrderStatus.REJECTED: frozenset(),
     OrderStatus.DELIVERED: frozenset(),
     OrderStatus.CANCELLED: frozenset(),

@@ -47,6 +47,8 @@ class Order:
     payment_status: str
     payment_amount: Decimal
     customer_email: str
+    shipping_method: str = "standard"
+    pickup_location_id: str | None = None
 
     @property
     def total(self) -> Decimal:
@@ -65,6 +67,7 @@ class Product:
 class Policy:
     supported_countries: frozenset[str]
     hold_threshold: Decimal
+    pickup_allowed: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,17 @@ def manual_review(order: Order, ctx: Context) -> list[Finding]:
     return []
 
 
+def pickup_not_possible(order: Order, ctx: Context) -> list[Finding]:
+    """Click-and-collect only where the channel offers it, and only at a named store."""
+    if order.shipping_method != "pickup":
+        return []
+    if not ctx.policy.pickup_allowed:
+        return [Finding("pickup_not_offered", "this channel does not offer pickup")]
+    if not order.pickup_location_id:
+        return [Finding("pickup_location_missing", "a pickup order names its pickup_location_id")]
+    return []
+
+
 RULES: tuple[Rule, ...] = (
     unknown_sku,
     inactive_sku,
@@ -202,6 +216,7 @@ RULES: tuple[Rule, ...] = (
     unsupported_country,
     payment_not_authorized,
     payment_amount_mismatch,
+    pickup_not_possible,
 )
 HOLD_RULES: tuple[Rule, ...] = (manual_review,)
 

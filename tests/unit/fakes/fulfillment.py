@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from services.fulfillment.domain.shipments import Location, Order, Shipment
+from tests.unit.fakes.timers import FakeTimers
 
 
 @dataclass
@@ -21,6 +22,7 @@ class FakeFulfillmentUnit:
     """update id -> (shipment id, outcome)"""
     calls: list[str] = field(default_factory=list)
     """Port methods called with something to do (PostgreSQL runs no statement for an empty call)."""
+    timers: FakeTimers = field(default_factory=FakeTimers)
 
     @property
     def orders(self) -> FakeOrders:
