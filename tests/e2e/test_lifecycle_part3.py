@@ -1,6 +1,10 @@
-"""Pending payments end to end, on the real fleet through public topics only: a reservation that waits
-for its payment, a payment that sends it on or cancels it, and a deadline that survives the death of
-the process about to fire it and then fires exactly once."""
+"""Order lifecycle part 3, end to end on the real fleet through public topics only.
+
+Pending payments: a reservation that waits for its payment, a payment that sends it on or cancels
+it, and a deadline that survives the death of the process about to fire it and then fires exactly
+once. Click-and-collect: a pickup order sourced at its store (or transferred from a warehouse), the
+pickup pipeline to `collected`, the "ready for pickup" e-mail, and a parcel not collected in time
+whose unit goes to the waiting backorder."""
 
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ QUICK = "quickpay"
 """A channel whose pending orders keep their stock 3 seconds."""
 PATIENT = "patientpay"
 """A channel whose pending orders keep their stock 10 minutes (longer than any of these tests)."""
+HASTY = "hastypickup"
+"""A channel offering pickup whose parcels wait at the store about 4 seconds."""
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +40,7 @@ async def pay(e2e_infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Asy
     packaged["channels"] |= {
         QUICK: {"payment": {"reservation_minutes": 0.05}},
         PATIENT: {"payment": {"reservation_minutes": 10}},
+        HASTY: {"pickup": {"allowed": True, "collect_within_days": 0.00005}},
     }
     channels = tmp_path_factory.mktemp("policy") / "channels.yaml"
     channels.write_text(yaml.safe_dump(packaged))
@@ -178,3 +185,88 @@ async def test_a_deadline_whose_process_dies_before_it_commits_fires_exactly_onc
     assert versions == list(range(1, len(versions) + 1))
     assert await pay.fetchval("SELECT sum(reserved) FROM allocation.stock WHERE sku = $1", item) == 1
     pay.fleet.assert_alive()
+
+
+async def store_with(live: LiveFleet, name: str, units: int, *, warehouse_units: int = 0) -> tuple[str, str]:
+    """A sku, and a store holding ``units`` of it (a warehouse holds ``warehouse_units``)."""
+    item = sku(name)
+    store, wh = f"store-{item}", f"wh-{item}"
+    await live.seed(
+        products=[product(item)],
+        locations=[location(store, "store"), location(wh)],
+        adjustments=[
+            adjustment(f"in-{item}-s", item, store, delta=units),
+            *([adjustment(f"in-{item}-w", item, wh, delta=warehouse_units)] if warehouse_units else []),
+        ],
+    )
+    return item, store
+
+
+def pickup_order(item: str, store: str, channel: str = "webshop") -> dict[str, Any]:
+    return order(channel=channel, lines=[(item, 1, "10.00")], method="pickup") | {"pickup_location_id": store}
+
+
+async def mail_with_subject(live: LiveFleet, subject: str) -> None:
+    for _ in range(600):
+        if any(str(m["Subject"]) == subject for m in live.mailbox.messages):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no e-mail {subject!r}")
+
+
+async def test_a_pickup_order_is_picked_at_its_store_ready_for_pickup_and_collected(pay: LiveFleet) -> None:
+    item, store = await store_with(pay, "PICK", 1, warehouse_units=5)
+    external_id = await pay.submit(pickup_order(item, store, channel="pos"))  # pos: no transfers
+    status = await pay.wait_status(external_id, "in_fulfillment")
+    [shipment] = status["shipments"]
+    assert (shipment["location_id"], shipment["pipeline"], shipment["stage"]) == (store, "pickup", "new")
+    await pay.move(shipment["shipment_id"], "picking")
+    await pay.move(shipment["shipment_id"], "ready_for_pickup")
+    await pay.wait_status(external_id, "ready_for_pickup")
+    await mail_with_subject(pay, f"Your order {external_id} is ready for pickup")
+    await pay.move(shipment["shipment_id"], "collected")
+    await pay.wait_status(external_id, "delivered")
+    assert statuses(pay, external_id) == [
+        "received",
+        "validated",
+        "allocated",
+        "in_fulfillment",
+        "ready_for_pickup",
+        "delivered",
+    ]
+    # A second pickup at the store finds no unit there, and pos may not transfer from the warehouse.
+    second = await pay.submit(pickup_order(item, store, channel="pos"))
+    await pay.wait_status(second, "backordered")
+
+
+async def test_a_channel_that_allows_transfers_sources_a_pickup_from_a_warehouse(pay: LiveFleet) -> None:
+    item, store = await store_with(pay, "XFER", 0, warehouse_units=2)
+    external_id = await pay.submit(pickup_order(item, store))  # webshop: transfer_from_warehouse
+    status = await pay.wait_status(external_id, "in_fulfillment")
+    assert [(s["location_id"], s["pipeline"]) for s in status["shipments"]] == [(f"wh-{item}", "pickup")]
+
+
+async def test_a_pickup_channel_not_offering_pickup_is_rejected(pay: LiveFleet) -> None:
+    item, store = await store_with(pay, "NOPICK", 1)
+    external_id = await pay.submit(pickup_order(item, store, channel="marketplace"))
+    rejected = await pay.wait_status(external_id, "rejected")
+    assert [r["code"] for r in rejected["reasons"]] == ["pickup_not_offered"]
+
+
+async def test_a_parcel_not_collected_in_time_is_cancelled_and_its_unit_goes_to_the_waiting_backorder(
+    pay: LiveFleet,
+) -> None:
+    item, store = await store_with(pay, "UNCOLL", 1)
+    external_id = await pay.submit(pickup_order(item, store, channel=HASTY))
+    status = await pay.wait_status(external_id, "in_fulfillment")
+    [shipment] = status["shipments"]
+    waiting = await pay.submit(order(lines=[(item, 1, "10.00")]))  # a standard order the store may ship
+    await pay.wait_status(waiting, "backordered")
+    await pay.move(shipment["shipment_id"], "ready_for_pickup")
+    await pay.wait_status(external_id, "ready_for_pickup")
+
+    cancelled = await pay.wait_status(external_id, "cancelled")
+    assert [r["code"] for r in cancelled["reasons"]] == ["not_collected"]
+    await pay.wait_status(waiting, "in_fulfillment")
+    assert ("pickup", "ready_for_pickup", None, "left") in pay.stage_events(cancelled["order_id"])
+    await cancelled_mail(pay, external_id, "it was not collected in time")
