@@ -26,6 +26,7 @@ STATUS_ORDER = [
     "allocated",
     "backordered",
     "in_fulfillment",
+    "ready_for_pickup",
     "shipped",
     "delivered",
     "cancelled",
@@ -148,7 +149,7 @@ async def _play_channel(
         due = started + sent / rate
         if (delay := due - time.monotonic()) > 0:
             await asyncio.sleep(delay)
-        order = random_order(rng, shop, f"{run_id}-{sent}")
+        order = random_order(rng, shop, f"{run_id}-{sent}", pickup_share=0.1)
         await producer.send(topic, orjson.dumps(order), f"{order['channel']}:{order['external_id']}")
         sent += 1
     return sent

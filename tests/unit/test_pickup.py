@@ -3,14 +3,16 @@ pipeline and its `ready_for_pickup` status, and a parcel not collected in time g
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
 from libs.contracts.lifecycle import OrderCancelAccepted, ShipmentShipped
-from libs.contracts.orders import OrderDetails
+from libs.contracts.orders import OrderDetails, OrderSubmitted
 from libs.policy.channels import parse_policies
+from libs.simulators.world import demo_shop, random_order
 from services.allocation.app.use_cases import request_for, rules_from
 from services.allocation.domain.sourcing import (
     Destination,
@@ -142,3 +144,11 @@ async def test_a_parcel_not_collected_in_time_leaves_its_pipeline_and_gives_its_
     assert [(line.sku, line.quantity) for s in accepted.release for line in s.lines] == [("A", 2)]
     assert not uow.known_shipments["s1"].active
     assert await expire_pickup(timer, uow, CONFIG) == [], "a second firing finds nothing waiting"
+
+
+def test_the_demo_channel_sends_valid_pickup_orders_at_its_store() -> None:
+    shop = demo_shop()
+    placed = OrderSubmitted.model_validate(random_order(random.Random(1), shop, "demo-1", pickup_share=1.0))
+    assert placed.shipping_method == "pickup" and placed.pickup_location_id == "store-paris"
+    unchanged = random_order(random.Random(1), shop, "demo-1")
+    assert unchanged["shipping_method"] != "pickup" and "pickup_location_id" not in unchanged
