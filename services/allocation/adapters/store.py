@@ -247,11 +247,14 @@ class PgStockLedger:
 
 
 _ADD = """
-INSERT INTO allocations (order_id, status, order_details, skus, generation, backordered_at, queue_position)
+INSERT INTO allocations (order_id, status, order_details, skus, generation, backordered_at, queue_position,
+    pending_lines)
 SELECT o, s, d::jsonb, ARRAY(SELECT jsonb_array_elements_text(k::jsonb)), g,
     CASE WHEN s = 'backordered' THEN now() END,
-    CASE WHEN s = 'backordered' THEN nextval('backorder_queue') END
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[]) WITH ORDINALITY AS a(o, s, d, k, g, n)
+    CASE WHEN s = 'backordered' THEN nextval('backorder_queue') END,
+    p::jsonb
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[])
+    WITH ORDINALITY AS a(o, s, d, k, g, p, n)
 ORDER BY n
 ON CONFLICT (order_id) DO NOTHING
 RETURNING order_id
@@ -290,6 +293,7 @@ class PgAllocations:
             [a.order.model_dump_json() for a in allocations],
             [orjson.dumps(sorted({line.sku for line in a.order.lines})).decode() for a in allocations],
             [a.generation for a in allocations],
+            [_lines_json(a.pending) for a in allocations],
         )
         if len(inserted) != len(allocations):
             taken = {a.order_id for a in allocations} - {r["order_id"] for r in inserted}

@@ -52,10 +52,13 @@ class Allocation:
 
 @dataclass(frozen=True)
 class NewAllocation:
+    """``pending``: the lines a `ship_available` order backorders while the rest ships."""
+
     order_id: UUID
     status: AllocationStatus
     generation: int
     order: OrderDetails
+    pending: Lines | None = None
 
 
 @dataclass(frozen=True)

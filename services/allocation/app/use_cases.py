@@ -34,7 +34,7 @@ from libs.contracts.vocabulary import ShippingMethod
 from libs.platform import metrics
 from libs.platform.records import Rejected
 from libs.platform.timers import Timer
-from libs.policy.channels import ChannelPolicies
+from libs.policy.channels import ChannelPolicies, SourcingPolicy
 from services.allocation.app.ports import (
     Allocation,
     AllocationChange,
@@ -77,7 +77,7 @@ from services.allocation.domain.payments import (
     on_payment,
     reservation_deadline,
 )
-from services.allocation.domain.sourcing import Plan, Rules, Shortage
+from services.allocation.domain.sourcing import Partial, Plan, Rules, Shortage
 from services.allocation.domain.stock import BelowReserved, adjust, available
 
 
@@ -86,9 +86,12 @@ def rules_from(max_shipments: int, cost_per_km: str, policies: ChannelPolicies |
     transferred from a warehouse."""
     if policies is None:
         return Rules(max_shipments=max_shipments, cost_per_km=Decimal(cost_per_km))
+    available = SourcingPolicy.SHIP_AVAILABLE
     return Rules(
         max_shipments=max_shipments,
         cost_per_km=Decimal(cost_per_km),
+        ship_available=frozenset((n, p.sourcing.policy is available) for n, p in policies.channels.items()),
+        ship_available_default=policies.defaults.sourcing.policy is available,
         pickup_transfer=frozenset(
             (n, p.pickup.transfer_from_warehouse) for n, p in policies.channels.items()
         ),
@@ -165,9 +168,11 @@ def _backordered(order_id: UUID, shortage: Shortage) -> OrderBackordered:
     return OrderBackordered(order_id=order_id, reasons=reasons)
 
 
-def _count(outcomes: Sequence[Plan | Shortage]) -> None:
+def _count(outcomes: Sequence[Plan | Partial | Shortage]) -> None:
     for outcome in outcomes:
-        if isinstance(outcome, Plan):
+        if isinstance(outcome, Partial):
+            metrics.count(metrics.RESERVATIONS, "partial")
+        elif isinstance(outcome, Plan):
             metrics.count(metrics.RESERVATIONS, "allocated")
             metrics.count(
                 metrics.RESERVED_UNITS, amount=sum(q for s in outcome.shipments for _, q in s.lines)
@@ -186,7 +191,8 @@ async def _plan(
     request in turn against what the ones before it took."""
     levels = await uow.stock.lock(sorted({sku for r in requests for sku, _ in r.lines}))
     locations = [loc for loc in await uow.locations.active() if loc.location_id not in exclude]
-    return sourcing.plan_in_turn(requests, locations, available(levels), rules)
+    outcomes = sourcing.plan_in_turn(requests, locations, available(levels), rules)
+    return [o for o in outcomes if not isinstance(o, Partial)]  # whole plans only (partial=False)
 
 
 async def allocate_orders(
@@ -196,7 +202,8 @@ async def allocate_orders(
     minutes: ReservationMinutes = _default_minutes,
 ) -> list[list[Event]]:
     """Reserve stock for each validated order, in the order they came; an order that cannot be
-    covered whole is backordered and reserves nothing.
+    covered whole is backordered and reserves nothing — or, where the channel's policy is
+    `ship_available`, reserves what is in stock now and backorders the rest (its own shipment later).
 
     Set-based: the stock rows (locked), the orders allocation knows already and the locations are
     read once for all of them, each order is planned in memory against what the orders before it
@@ -226,7 +233,9 @@ async def allocate_orders(
             results[first[fact.order_id]] = [_cancelled(fact.order_id, "", state)]
     orders = [fact for fact in orders if payment.get(fact.order_id) not in VOID]
     requests = [request_for(fact.order) for fact in orders]
-    outcomes = sourcing.plan_in_turn(requests, await uow.locations.active(), available(levels), rules)
+    outcomes = sourcing.plan_in_turn(
+        requests, await uow.locations.active(), available(levels), rules, partial=True
+    )
     reservations = []
     for fact, outcome in zip(orders, outcomes, strict=True):
         caused: Event
@@ -244,6 +253,22 @@ async def allocate_orders(
                 caused = _reserved(fact.order_id, shipments, due_at)
             else:
                 caused = _allocated(fact.order_id, fact.order, shipments)
+        elif isinstance(outcome, Partial):
+            reservations.extend(reservations_for(fact.order_id, FIRST_GENERATION, outcome.plan))
+            rows.append(
+                NewAllocation(
+                    fact.order_id,
+                    AllocationStatus.BACKORDERED,
+                    FIRST_GENERATION,
+                    fact.order,
+                    pending=outcome.waiting,
+                )
+            )
+            shipments = planned_shipments(fact.order_id, FIRST_GENERATION, outcome.plan)
+            if due_at is not None:
+                caused = _reserved(fact.order_id, shipments, due_at)
+            else:
+                caused = _allocated(fact.order_id, fact.order, shipments, waiting=outcome.waiting)
         else:
             rows.append(NewAllocation(fact.order_id, AllocationStatus.BACKORDERED, 0, fact.order))
             caused = _backordered(fact.order_id, outcome)
@@ -544,10 +569,11 @@ async def apply_payment(fact: OrderPaymentChanged, uow: AllocationUnit, rules: R
             assert allocation is not None
             await uow.payments.set(fact.order_id, PaymentRecord(incoming))
             await uow.timers.cancel(PAYMENT_DEADLINE, str(fact.order_id))
-            if allocation.status is not AllocationStatus.ALLOCATED or allocation.order is None:
-                return []  # backordered: allocated as usual when stock arrives
             held = (await uow.allocations.reservations([fact.order_id])).get(fact.order_id, [])
-            return [_allocated(fact.order_id, allocation.order, current_shipments(held))]
+            if allocation.order is None or not holds_stock(held):
+                return []  # backordered whole: allocated as usual when stock arrives
+            waiting = remainder(allocation.status, allocation.pending)
+            return [_allocated(fact.order_id, allocation.order, current_shipments(held), waiting=waiting)]
         case Void():
             assert allocation is not None
             await uow.payments.set(fact.order_id, PaymentRecord(incoming))

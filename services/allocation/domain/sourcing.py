@@ -11,13 +11,16 @@ In words, in order of precedence:
    `cost_per_shipment` plus `cost_per_km` times its distance to the customer (when both are known).
    Remaining ties go to the alphabetically first locations, so the result is deterministic.
 4. Never plan more than is available (on hand minus reserved). If the order cannot be covered,
-   the plan is a shortage listing each missing sku: the order is backordered and nothing reserved.
+   the plan is a shortage listing each missing sku: the order is backordered and nothing reserved
+   (`ship_complete`, the default). A channel whose policy is `ship_available` ships what is in stock
+   now instead (planned by the same rules) and backorders the rest, which ships as its own shipment
+   once all of it is in stock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from itertools import combinations
 
@@ -70,8 +73,16 @@ class Rules:
     store), for the channels the policy names; the others follow ``pickup_transfer_default``."""
     pickup_transfer_default: bool = False
 
+    ship_available: frozenset[tuple[str, bool]] = frozenset()
+    """(channel, whether its policy is `ship_available`), for the channels the policy names; the
+    others follow ``ship_available_default``."""
+    ship_available_default: bool = False
+
     def transfers_pickup(self, channel: str) -> bool:
         return dict(self.pickup_transfer).get(channel, self.pickup_transfer_default)
+
+    def ships_available(self, channel: str) -> bool:
+        return dict(self.ship_available).get(channel, self.ship_available_default)
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,39 @@ class Missing:
 @dataclass(frozen=True)
 class Shortage:
     missing: tuple[Missing, ...]
+
+
+@dataclass(frozen=True)
+class Partial:
+    """`ship_available`: ``plan`` ships what is in stock now; ``waiting`` (sku, units) are backordered."""
+
+    plan: Plan
+    waiting: tuple[tuple[str, int], ...]
+    missing: tuple[Missing, ...]
+
+
+def plan_available(
+    request: Request, locations: list[Location], available: Availability, rules: Rules
+) -> Partial | None:
+    """What of the request is in stock now, planned by the usual rules, and what must wait; None
+    when nothing is in stock (or what is would need too many shipments): backorder it whole."""
+    candidates = [loc for loc in locations if eligible(loc, request, rules)]
+    now: list[tuple[str, int]] = []
+    waiting: list[tuple[str, int]] = []
+    missing: list[Missing] = []
+    for sku, quantity in sorted(request.quantities().items()):
+        free = sum(max(0, available.get((sku, loc.location_id), 0)) for loc in candidates)
+        if free > 0:
+            now.append((sku, min(free, quantity)))
+        if free < quantity:
+            waiting.append((sku, quantity - free))
+            missing.append(
+                Missing("insufficient_stock", f"{sku}: {quantity - free} of {quantity} wait for stock", sku)
+            )
+    if not now:
+        return None
+    plan = plan_shipments(replace(request, lines=tuple(now)), locations, available, rules)
+    return Partial(plan, tuple(waiting), tuple(missing)) if isinstance(plan, Plan) else None
 
 
 Availability = Mapping[tuple[str, str], int]  # (sku, location_id) -> units free to reserve
@@ -188,17 +232,25 @@ def plan_shipments(
 
 
 def plan_in_turn(
-    requests: Sequence[Request], locations: list[Location], available: Availability, rules: Rules
-) -> list[Plan | Shortage]:
+    requests: Sequence[Request],
+    locations: list[Location],
+    available: Availability,
+    rules: Rules,
+    partial: bool = False,
+) -> list[Plan | Partial | Shortage]:
     """Plan each request in turn against what the requests before it took: together the plans never
     take more than is available. A request that cannot be covered takes nothing (it is backordered
-    whole), so the units stay for the requests after it."""
+    whole), so the units stay for the requests after it — unless ``partial`` and its channel ships
+    what is available (`ship_available`): then it takes what is in stock now."""
     left = dict(available)
-    outcomes: list[Plan | Shortage] = []
+    outcomes: list[Plan | Partial | Shortage] = []
     for request in requests:
-        outcome = plan_shipments(request, locations, left, rules)
-        if isinstance(outcome, Plan):
-            for shipment in outcome.shipments:
+        outcome: Plan | Partial | Shortage = plan_shipments(request, locations, left, rules)
+        if isinstance(outcome, Shortage) and partial and rules.ships_available(request.channel):
+            outcome = plan_available(request, locations, left, rules) or outcome
+        taken = outcome.plan if isinstance(outcome, Partial) else outcome
+        if isinstance(taken, Plan):
+            for shipment in taken.shipments:
                 for sku, quantity in shipment.lines:
                     left[(sku, shipment.location_id)] -= quantity
         outcomes.append(outcome)

@@ -223,6 +223,7 @@ class FakeAllocations:
                 a.order,
                 frozenset(line.sku for line in a.order.lines),
                 a.generation,
+                pending=a.pending,
                 place=next(self._s.queue) if backordered else None,
             )
 
