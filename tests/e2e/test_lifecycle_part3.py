@@ -270,3 +270,38 @@ async def test_a_parcel_not_collected_in_time_is_cancelled_and_its_unit_goes_to_
     await pay.wait_status(waiting, "in_fulfillment")
     assert ("pickup", "ready_for_pickup", None, "left") in pay.stage_events(cancelled["order_id"])
     await cancelled_mail(pay, external_id, "it was not collected in time")
+
+
+async def test_a_ship_available_channel_ships_what_is_in_stock_and_the_rest_follows_on_its_own(
+    pay: LiveFleet,
+) -> None:
+    """`marketplace` ships what is available (the packaged channels file): one of two skus is in stock."""
+    now = await stocked(pay, "AVNOW", 1)
+    later = sku("AVLATER")
+    wh = f"wh-{now}"
+    await pay.seed(products=[product(later)])
+    external_id = await pay.submit(
+        order(channel="marketplace", lines=[(now, 1, "10.00"), (later, 2, "10.00")])
+    )
+    split = await pay.wait_status(external_id, "backordered")
+    assert [(line["sku"], line["quantity"]) for s in split["shipments"] for line in s["lines"]] == [(now, 1)]
+    assert [(r["code"], r["sku"]) for r in split["reasons"]] == [("insufficient_stock", later)]
+    [first] = split["shipments"]
+    await pay.wait_status(external_id, "in_fulfillment")
+    await pay.move(first["shipment_id"], "shipped", carrier="DHL", tracking_number="AV1")
+    await pay.wait_status(external_id, "partially_shipped")
+
+    await pay.seed(adjustments=[adjustment(f"in-{later}", later, wh, delta=2)])
+
+    def rest_allocated(records: list[dict[str, Any]]) -> bool:
+        return any(r.get("external_id") == external_id and len(r.get("shipments", [])) == 2 for r in records)
+
+    await pay.status.wait_for(rest_allocated, 60, "the rest as its own shipment")
+    latest = max(
+        (r for r in pay.status.records if r.get("external_id") == external_id and len(r["shipments"]) == 2),
+        key=lambda r: r["version"],
+    )
+    [rest] = [s for s in latest["shipments"] if s["shipment_id"] != first["shipment_id"]]
+    assert [(line["sku"], line["quantity"]) for line in rest["lines"]] == [(later, 2)]
+    await pay.move(rest["shipment_id"], "shipped", carrier="DHL", tracking_number="AV2")
+    await pay.wait_status(external_id, "shipped")
