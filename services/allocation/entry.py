@@ -26,11 +26,13 @@ from libs.platform.timers import Timer
 from services.allocation.adapters.store import PgAllocationUnit
 from services.allocation.app.ports import AllocationUnit
 from services.allocation.app.use_cases import (
+    SOURCING_FALLBACK,
     adjust_stock,
     allocate_orders,
     apply_payment,
     expire_reservation,
     fail_shipment,
+    fall_back,
     release_cancelled,
     request_cancel,
     reservation_minutes_from,
@@ -86,6 +88,10 @@ def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
     @router.on(OrderPaymentChanged, shape=ORDER_FACTS)
     async def on_payment_changed(fact: OrderPaymentChanged, uow: AllocationUnit) -> Events:
         return await apply_payment(fact, uow, rules)
+
+    @router.on_timer(SOURCING_FALLBACK)
+    async def on_sourcing_fallback(timer: Timer, uow: AllocationUnit) -> Events:
+        return await fall_back(timer, uow, rules)
 
     @router.on_timer(PAYMENT_DEADLINE)
     async def on_payment_deadline(timer: Timer, uow: AllocationUnit) -> Events:

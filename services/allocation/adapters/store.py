@@ -387,10 +387,33 @@ class PgPayments:
         )
 
 
+class PgFallbacks:
+    """Implements ``Fallbacks``."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def of(self, order_ids: Sequence[UUID]) -> dict[UUID, int]:
+        if not order_ids:
+            return {}
+        rows = await self._conn.fetch(
+            "SELECT order_id, tier FROM fallbacks WHERE order_id = ANY($1::uuid[])", list(order_ids)
+        )
+        return {r["order_id"]: r["tier"] for r in rows}
+
+    async def reach(self, order_id: UUID, tier: int) -> None:
+        await self._conn.execute(
+            "INSERT INTO fallbacks (order_id, tier) VALUES ($1, $2) ON CONFLICT (order_id)"
+            " DO UPDATE SET tier = GREATEST(fallbacks.tier, EXCLUDED.tier), reached_at = now()",
+            order_id,
+            tier,
+        )
+
+
 class PgAllocationUnit:
     """One transaction's view of allocation's storage, on the connection the router gives it."""
 
-    __slots__ = ("_allocations", "_locations", "_payments", "_stock", "_timers")
+    __slots__ = ("_allocations", "_fallbacks", "_locations", "_payments", "_stock", "_timers")
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._locations = PgLocations(conn)
@@ -398,6 +421,7 @@ class PgAllocationUnit:
         self._allocations = PgAllocations(conn)
         self._payments = PgPayments(conn)
         self._timers = PgTimers(conn)
+        self._fallbacks = PgFallbacks(conn)
 
     @property
     def locations(self) -> PgLocations:
@@ -418,3 +442,7 @@ class PgAllocationUnit:
     @property
     def timers(self) -> PgTimers:
         return self._timers
+
+    @property
+    def fallbacks(self) -> PgFallbacks:
+        return self._fallbacks

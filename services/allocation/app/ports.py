@@ -189,6 +189,14 @@ class Payments(Protocol):
     async def set(self, order_id: UUID, record: PaymentRecord) -> None: ...
 
 
+class Fallbacks(Protocol):
+    """How many fallback tiers each backordered order has reached (0-based index of the last one)."""
+
+    async def of(self, order_ids: Sequence[UUID]) -> dict[UUID, int]: ...
+
+    async def reach(self, order_id: UUID, tier: int) -> None: ...
+
+
 class AllocationUnit(Protocol):
     """One transaction's view of allocation's storage."""
 
@@ -206,3 +214,6 @@ class AllocationUnit(Protocol):
 
     @property
     def timers(self) -> Timers: ...
+
+    @property
+    def fallbacks(self) -> Fallbacks: ...

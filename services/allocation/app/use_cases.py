@@ -8,7 +8,7 @@ topic, a header or a database connection. The rules themselves are pure, in ``do
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
@@ -34,7 +34,7 @@ from libs.contracts.vocabulary import ShippingMethod
 from libs.platform import metrics
 from libs.platform.records import Rejected
 from libs.platform.timers import Timer
-from libs.policy.channels import ChannelPolicies, SourcingPolicy
+from libs.policy.channels import ChannelPolicies, ChannelPolicy, SourcingPolicy
 from services.allocation.app.ports import (
     Allocation,
     AllocationChange,
@@ -77,7 +77,7 @@ from services.allocation.domain.payments import (
     on_payment,
     reservation_deadline,
 )
-from services.allocation.domain.sourcing import Partial, Plan, Rules, Shortage
+from services.allocation.domain.sourcing import Partial, Plan, Rules, Shortage, Tier, method_after, widen
 from services.allocation.domain.stock import BelowReserved, adjust, available
 
 
@@ -88,6 +88,8 @@ def rules_from(max_shipments: int, cost_per_km: str, policies: ChannelPolicies |
         return Rules(max_shipments=max_shipments, cost_per_km=Decimal(cost_per_km))
     available = SourcingPolicy.SHIP_AVAILABLE
     return Rules(
+        fallbacks=frozenset((n, _tiers(p)) for n, p in policies.channels.items()),
+        fallbacks_default=_tiers(policies.defaults),
         max_shipments=max_shipments,
         cost_per_km=Decimal(cost_per_km),
         ship_available=frozenset((n, p.sourcing.policy is available) for n, p in policies.channels.items()),
@@ -106,6 +108,21 @@ ReservationMinutes = Callable[[str], float]
 def reservation_minutes_from(policies: ChannelPolicies) -> ReservationMinutes:
     """The channel policy's ``payment.reservation_minutes`` (the defaults for a channel not named)."""
     return lambda channel: policies.policy_for(channel).payment.reservation_minutes
+
+
+def _tiers(policy: ChannelPolicy) -> tuple[Tier, ...]:
+    return tuple(
+        Tier(
+            f.after_hours,
+            f.shipping_method.value if f.shipping_method is not None else None,
+            f.include_stores,
+        )
+        for f in policy.sourcing.fallbacks
+    )
+
+
+SOURCING_FALLBACK = "sourcing_fallback"
+"""The durable timer kind of a backordered order's next fallback tier (key = order id)."""
 
 
 def _default_minutes(channel: str) -> float:
@@ -272,6 +289,9 @@ async def allocate_orders(
         else:
             rows.append(NewAllocation(fact.order_id, AllocationStatus.BACKORDERED, 0, fact.order))
             caused = _backordered(fact.order_id, outcome)
+        if not isinstance(outcome, Plan) and (tiers := rules.tiers(fact.order.channel)):
+            due = datetime.now(UTC) + timedelta(hours=tiers[0].after_hours)
+            await uow.timers.schedule(Timer(SOURCING_FALLBACK, str(fact.order_id), due, {"tier": 0}))
         results[first[fact.order_id]] = [caused]
     await uow.stock.reserve(reservations)
     await uow.allocations.add(rows)
@@ -323,7 +343,9 @@ async def _allocate_waiting(skus: Sequence[str], uow: AllocationUnit, rules: Rul
     waiting = await uow.allocations.lock_waiting(skus)
     if not waiting:
         return []
-    outcomes = await _plan([request_for(w.order, w.pending) for w in waiting], uow, rules)
+    reached = await _reached(waiting, uow, rules)
+    requests = [widen(request_for(w.order, w.pending), reached.get(w.order_id, ())) for w in waiting]
+    outcomes = await _plan(requests, uow, rules)
     woken: list[Waiting] = []
     reservations = []
     for w, outcome in zip(waiting, outcomes, strict=True):
@@ -346,8 +368,30 @@ async def _allocate_waiting(skus: Sequence[str], uow: AllocationUnit, rules: Rul
         if record is not None and record.state is PaymentState.PENDING:
             woke.append(_reserved(w.order_id, shipments, record.due_at))
         else:
-            woke.append(_allocated(w.order_id, w.order, shipments))
+            woke.append(_allocated(w.order_id, _shipping_by(w.order, reached.get(w.order_id, ())), shipments))
     return woke
+
+
+async def _reached(
+    waiting: Sequence[Waiting], uow: AllocationUnit, rules: Rules
+) -> dict[UUID, tuple[Tier, ...]]:
+    """The fallback tiers each waiting order has reached (none for most)."""
+    if not any(rules.tiers(w.order.channel) for w in waiting):
+        return {}
+    levels = await uow.fallbacks.of([w.order_id for w in waiting])
+    return {
+        w.order_id: rules.tiers(w.order.channel)[: levels[w.order_id] + 1]
+        for w in waiting
+        if w.order_id in levels
+    }
+
+
+def _shipping_by(order: OrderDetails, reached: Sequence[Tier]) -> OrderDetails:
+    """The order as fulfillment should ship it: by the method the fallback tiers reached accept."""
+    method = method_after(order.shipping_method.value, reached)
+    if method == order.shipping_method.value:
+        return order
+    return order.model_copy(update={"shipping_method": ShippingMethod(method)})
 
 
 async def update_location(update: LocationUpdated, uow: AllocationUnit, rules: Rules) -> list[Event]:
@@ -592,3 +636,39 @@ async def expire_reservation(timer: Timer, uow: AllocationUnit, rules: Rules) ->
     await uow.payments.set(order_id, PaymentRecord(PaymentState.EXPIRED))
     metrics.count(metrics.RESERVATIONS, "expired")
     return await _release_and_cancel(order_id, allocation, uow, rules, "", PaymentState.EXPIRED)
+
+
+async def fall_back(timer: Timer, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """A backordered order reached its next fallback tier: from now on it is sourced as the tiers
+    reached allow (e.g. express accepts a standard shipment, stores join), and it is tried at once;
+    the next tier, if any, is scheduled. An order no longer backordered changes nothing."""
+    order_id, tier = UUID(timer.key), int(timer.payload["tier"])
+    allocation = await uow.allocations.lock(order_id)
+    if (
+        allocation is None
+        or allocation.order is None
+        or allocation.status is not AllocationStatus.BACKORDERED
+    ):
+        return []
+    tiers = rules.tiers(allocation.order.channel)
+    if tier >= len(tiers):
+        return []
+    await uow.fallbacks.reach(order_id, tier)
+    if tier + 1 < len(tiers):
+        since = timer.due_at - timedelta(hours=tiers[tier].after_hours)
+        due = since + timedelta(hours=tiers[tier + 1].after_hours)
+        await uow.timers.schedule(Timer(SOURCING_FALLBACK, timer.key, due, {"tier": tier + 1}))
+    reached = tiers[: tier + 1]
+    [outcome] = await _plan([widen(request_for(allocation.order, allocation.pending), reached)], uow, rules)
+    if not isinstance(outcome, Plan):
+        return []
+    generation = allocation.generation + 1
+    await uow.stock.reserve(reservations_for(order_id, generation, outcome))
+    await uow.allocations.update([AllocationChange(order_id, AllocationStatus.ALLOCATED, generation, None)])
+    _count([outcome])
+    held = (await uow.allocations.reservations([order_id])).get(order_id, [])
+    shipments = current_shipments(held)
+    record = (await uow.payments.of([order_id])).get(order_id)
+    if record is not None and record.state is PaymentState.PENDING:
+        return [_reserved(order_id, shipments, record.due_at)]
+    return [_allocated(order_id, _shipping_by(allocation.order, reached), shipments)]

@@ -15,6 +15,9 @@ In words, in order of precedence:
    (`ship_complete`, the default). A channel whose policy is `ship_available` ships what is in stock
    now instead (planned by the same rules) and backorders the rest, which ships as its own shipment
    once all of it is in stock.
+5. Fallback tiers (per channel): an order still backordered ``after_hours`` after it was
+   backordered widens its search: a tier naming another shipping method (express → standard) or
+   letting stores in lifts express's warehouses-only rule; from then on the order is sourced so.
 """
 
 from __future__ import annotations
@@ -65,6 +68,28 @@ class Request:
 
 
 @dataclass(frozen=True)
+class Tier:
+    """A fallback tier: after ``after_hours`` of backorder, accept ``method`` and/or stores."""
+
+    after_hours: float
+    method: str | None = None
+    stores: bool = False
+
+
+def widen(request: Request, reached: Sequence[Tier]) -> Request:
+    """The request as the fallback tiers reached so far allow: express's warehouses-only rule lifted
+    by a tier that names another method or lets stores in."""
+    if request.express and any(t.stores or t.method not in (None, "express") for t in reached):
+        return replace(request, express=False)
+    return request
+
+
+def method_after(method: str, reached: Sequence[Tier]) -> str:
+    """The shipping method an order ships by once these tiers were reached (the last one naming one)."""
+    return next((t.method for t in reversed(reached) if t.method), method)
+
+
+@dataclass(frozen=True)
 class Rules:
     max_shipments: int = 3
     cost_per_km: Decimal = Decimal("0.01")
@@ -80,6 +105,14 @@ class Rules:
 
     def transfers_pickup(self, channel: str) -> bool:
         return dict(self.pickup_transfer).get(channel, self.pickup_transfer_default)
+
+    fallbacks: frozenset[tuple[str, tuple[Tier, ...]]] = frozenset()
+    """(channel, its fallback tiers in order) for the channels the policy names; the others get
+    ``fallbacks_default``."""
+    fallbacks_default: tuple[Tier, ...] = ()
+
+    def tiers(self, channel: str) -> tuple[Tier, ...]:
+        return dict(self.fallbacks).get(channel, self.fallbacks_default)
 
     def ships_available(self, channel: str) -> bool:
         return dict(self.ship_available).get(channel, self.ship_available_default)

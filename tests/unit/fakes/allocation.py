@@ -77,6 +77,7 @@ class FakeAllocationState:
     queue: itertools.count[int] = field(default_factory=itertools.count)
     payments: dict[UUID, PaymentRecord] = field(default_factory=dict)
     timers: FakeTimers = field(default_factory=FakeTimers)
+    fallbacks: dict[UUID, int] = field(default_factory=dict)
 
     def units(self, sku: str, location_id: str) -> Units:
         return self.stock.get((sku, location_id), Units())
@@ -288,6 +289,17 @@ class FakePayments:
         self._s.payments[order_id] = record
 
 
+class FakeFallbacks:
+    def __init__(self, state: FakeAllocationState) -> None:
+        self._s = state
+
+    async def of(self, order_ids: Sequence[UUID]) -> dict[UUID, int]:
+        return {o: self._s.fallbacks[o] for o in order_ids if o in self._s.fallbacks}
+
+    async def reach(self, order_id: UUID, tier: int) -> None:
+        self._s.fallbacks[order_id] = max(tier, self._s.fallbacks.get(order_id, tier))
+
+
 class FakeAllocationUnit:
     """Implements ``AllocationUnit`` over one ``FakeAllocationState``."""
 
@@ -317,3 +329,7 @@ class FakeAllocationUnit:
     @property
     def timers(self) -> FakeTimers:
         return self.state.timers
+
+    @property
+    def fallbacks(self) -> FakeFallbacks:
+        return FakeFallbacks(self.state)
