@@ -29,6 +29,8 @@ QUICK = "quickpay"
 """A channel whose pending orders keep their stock 3 seconds."""
 PATIENT = "patientpay"
 """A channel whose pending orders keep their stock 10 minutes (longer than any of these tests)."""
+FALLING = "fallingback"
+"""A channel whose express backorders accept a standard shipment after about 4 seconds."""
 HASTY = "hastypickup"
 """A channel offering pickup whose parcels wait at the store about 4 seconds."""
 
@@ -41,6 +43,7 @@ async def pay(e2e_infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Asy
         QUICK: {"payment": {"reservation_minutes": 0.05}},
         PATIENT: {"payment": {"reservation_minutes": 10}},
         HASTY: {"pickup": {"allowed": True, "collect_within_days": 0.00005}},
+        FALLING: {"sourcing": {"fallbacks": [{"after_hours": 0.001, "shipping_method": "standard"}]}},
     }
     channels = tmp_path_factory.mktemp("policy") / "channels.yaml"
     channels.write_text(yaml.safe_dump(packaged))
@@ -305,3 +308,15 @@ async def test_a_ship_available_channel_ships_what_is_in_stock_and_the_rest_foll
     assert [(line["sku"], line["quantity"]) for line in rest["lines"]] == [(later, 2)]
     await pay.move(rest["shipment_id"], "shipped", carrier="DHL", tracking_number="AV2")
     await pay.wait_status(external_id, "shipped")
+
+
+async def test_an_express_backorder_falls_back_to_a_standard_shipment_from_a_store_after_its_tier(
+    pay: LiveFleet,
+) -> None:
+    """Express ships only from warehouses; the only unit is in a store. After the channel's tier the
+    order accepts a standard shipment, and the store ships it through the standard pipeline."""
+    item, store = await store_with(pay, "FALL", 1)
+    external_id = await pay.submit(order(channel=FALLING, lines=[(item, 1, "10.00")], method="express"))
+    await pay.wait_status(external_id, "backordered")
+    status = await pay.wait_status(external_id, "in_fulfillment")
+    assert [(s["location_id"], s["pipeline"]) for s in status["shipments"]] == [(store, "standard")]
