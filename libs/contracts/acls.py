@@ -9,10 +9,10 @@ in the tests. ``baton acls apply`` writes it to the cluster; the README's ACL ta
 - **channel** (web shop, marketplace, POS) may only submit orders, cancel requests and the payment
   events of its orders (a channel relays its payment provider's events).
 - **reader** (dashboards, analytics) reads the public topics in groups named ``<prefix>reader.*``.
-- **operator** (the ``baton`` CLI): reads every dead-letter topic (``dlq list``), writes every
-  service input (``dlq replay`` sends a record back to where it came from; the ``webhooks``
-  commands are two of those inputs, ``api-keys`` a third) and describes Baton's groups (``top``:
-  lag and members).
+- **operator** (the ``baton`` CLI): reads every dead-letter topic (``dlq list``) and the erasure
+  outcomes (``privacy status``), writes every service input (``dlq replay`` sends a record back
+  to where it came from; the ``webhooks``, ``api-keys`` and ``privacy erase`` commands write some
+  of those inputs) and describes Baton's groups (``top``: lag and members).
 - **admin** is a super user, used only by ``baton topics apply`` and ``baton acls apply``.
 
 Every name is prefixed with ``BATON_TOPIC_PREFIX``, so environments sharing a cluster stay apart.
@@ -27,6 +27,7 @@ from libs.contracts.topics import (
     ORDERS_CANCEL_REQUESTED,
     ORDERS_SUBMITTED,
     PAYMENTS_UPDATES,
+    PRIVACY_ERASURES,
     SERVICES,
     TOPICS,
     dead_letter_topic,
@@ -53,6 +54,8 @@ SERVICE_TOPICS: dict[str, ServiceTopics] = {
 """What each service reads and writes, from the topology data (`libs/contracts/topology.py`)."""
 
 CHANNEL_WRITES = (ORDERS_SUBMITTED, ORDERS_CANCEL_REQUESTED, PAYMENTS_UPDATES)
+OPERATOR_READS = (*(dead_letter_topic(s) for s in SERVICES), PRIVACY_ERASURES)
+"""``dlq list`` reads the dead letters, ``privacy status`` what each service erased."""
 PUBLIC_TOPICS = tuple(spec.name for spec in TOPICS if spec.public)
 READER_GROUP_PREFIX = "reader."
 SERVICE_GROUP_PREFIX = "baton."
@@ -98,24 +101,32 @@ def grants(prefix: str = "") -> list[Grant]:
     for topic in PUBLIC_TOPICS:
         allow("reader", "topic", "literal", topic, "read")
     allow("reader", "group", "prefixed", READER_GROUP_PREFIX, "read")
-    for service in SERVICES:
-        allow("operator", "topic", "literal", dead_letter_topic(service), "read")
+    for topic in OPERATOR_READS:
+        allow("operator", "topic", "literal", topic, "read")
     for topic in service_inputs():
         allow("operator", "topic", "literal", topic, "write")
     allow("operator", "group", "prefixed", SERVICE_GROUP_PREFIX, "describe")
     return sorted(rows)
 
 
-def render_markdown(prefix: str = "") -> str:
-    """The ACL table as the README shows it: one row per principal and resource pattern."""
+def table_rows(prefix: str = "") -> list[tuple[str, str, str, list[str]]]:
+    """The ACL table's rows: principal, operation, resource kind, names (``*`` ends a prefix)."""
     merged: dict[tuple[str, str, str, str], list[str]] = {}
     for g in grants(prefix):
         merged.setdefault((g.principal, g.resource, g.pattern, g.operation), []).append(g.name)
     order = {p: i for i, p in enumerate(PRINCIPALS)}
+    return [
+        (principal, operation, f"{resource}s", [f"{n}*" if pattern == "prefixed" else n for n in names])
+        for (principal, resource, pattern, operation), names in sorted(
+            merged.items(), key=lambda item: (order[item[0][0]], item[0][1:])
+        )
+    ]
+
+
+def render_markdown(prefix: str = "") -> str:
+    """The ACL table as the README shows it: one row per principal and resource pattern."""
     lines = ["| principal | may | on | names |", "|---|---|---|---|"]
-    for (principal, resource, pattern, operation), names in sorted(
-        merged.items(), key=lambda item: (order[item[0][0]], item[0][1:])
-    ):
-        shown = ", ".join(f"`{n}*`" if pattern == "prefixed" else f"`{n}`" for n in names)
-        lines.append(f"| `{principal}` | {operation} | {resource}s | {shown} |")
+    for principal, operation, resources, names in table_rows(prefix):
+        shown = ", ".join(f"`{n}`" for n in names)
+        lines.append(f"| `{principal}` | {operation} | {resources} | {shown} |")
     return "\n".join(lines) + "\n"

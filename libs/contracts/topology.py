@@ -49,6 +49,7 @@ from libs.contracts.orders import (
     OrderSubmitted,
 )
 from libs.contracts.payments import PaymentUpdate
+from libs.contracts.privacy import ErasureApplied, ErasureRequested
 from libs.contracts.topics import (
     CATALOG_PRODUCTS,
     FULFILLMENT_STAGE_CHANGES,
@@ -65,6 +66,8 @@ from libs.contracts.topics import (
     ORDERS_STATUS,
     ORDERS_SUBMITTED,
     PAYMENTS_UPDATES,
+    PRIVACY_ERASURE_REQUESTS,
+    PRIVACY_ERASURES,
     SERVICES,
     dead_letter_topic,
     facts_topic,
@@ -139,6 +142,8 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     OrderRefused: ORDERS_REFUSED,
     CancellationOutcome: ORDERS_CANCELLATIONS,
     StageChanged: FULFILLMENT_STAGE_CHANGES,
+    ErasureRequested: PRIVACY_ERASURE_REQUESTS,
+    ErasureApplied: PRIVACY_ERASURES,
 }
 """The topic of every contract that is not an order fact: public events, and inputs from outside."""
 
@@ -165,6 +170,12 @@ def _from(name: str, contract: type[Contract]) -> Input:
     return Input(name, PUBLISHED_ON[contract], (contract,))
 
 
+ERASURE_REQUESTS = _from("erasure_requested", ErasureRequested)
+"""Every service that keeps personal data reads the erasure requests in its own group, and reports
+what it erased (``ErasureApplied``). Fulfillment keeps none (only a coarse destination), so it has
+no such input."""
+
+
 TOPOLOGY: tuple[ServiceTopology, ...] = (
     ServiceTopology(
         "intake",
@@ -184,6 +195,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderFulfillmentProgressed,
                 OrderReserved,
             ),
+            ERASURE_REQUESTS,
         ),
         emits=(
             OrderStatusChanged,
@@ -191,6 +203,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             CancellationOutcome,
             OrderReceived,
             OrderCancelRequested,
+            ErasureApplied,
             OrderPaymentChanged,
         ),
     ),
@@ -200,8 +213,9 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _from("product_updated", ProductUpdated),
             _facts("validation", OrderReceived),
             _from("hold_decision", HoldDecision),
+            ERASURE_REQUESTS,
         ),
-        emits=(OrderValidated, OrderRejected, OrderHeld),
+        emits=(OrderValidated, OrderRejected, OrderHeld, ErasureApplied),
     ),
     ServiceTopology(
         "allocation",
@@ -217,6 +231,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 ShipmentFailed,
                 OrderPaymentChanged,
             ),
+            ERASURE_REQUESTS,
         ),
         emits=(
             OrderAllocated,
@@ -224,6 +239,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             OrderCancelled,
             OrderCancelRefused,
             OrderCancelForwarded,
+            ErasureApplied,
             OrderReserved,
         ),
     ),
@@ -252,8 +268,9 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _facts("notification", OrderReceived),
             _from("status_changed", OrderStatusChanged),
             _from("stage_changed", StageChanged),
+            ERASURE_REQUESTS,
         ),
-        emits=(),
+        emits=(ErasureApplied,),
     ),
 )
 
@@ -278,6 +295,11 @@ def topics_for(contract: type[Contract]) -> tuple[str, ...]:
             f"nobody consumes {contract.__name__}: add it to a service's inputs or PUBLISHED_ON"
         )
     return tuple(facts_topic(c) for c in consumers)
+
+
+def erasers() -> tuple[str, ...]:
+    """The services that apply erasure requests: each reports once per request."""
+    return tuple(s.name for s in TOPOLOGY if ERASURE_REQUESTS in s.inputs)
 
 
 def producers_of(topic: str) -> tuple[str, ...]:

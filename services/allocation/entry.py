@@ -1,4 +1,4 @@
-"""Allocation's router: locations, stock adjustments, and the facts about orders it follows.
+"""Allocation's router: locations, stock adjustments, the facts about orders it follows, erasure requests.
 
 Validated orders are allocated set-based, in chunks whose skus are locked first (in sku order, so
 allocation processes wait for each other but never deadlock); every other fact finds its skus in
@@ -20,6 +20,7 @@ from libs.contracts.lifecycle import (
     ShipmentFailed,
     ShipmentShipped,
 )
+from libs.contracts.privacy import ErasureRequested
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Events, KeyedLanes, LockedChunks, Outcome, ServiceRouter
 from libs.platform.timers import Timer
@@ -30,6 +31,7 @@ from services.allocation.app.use_cases import (
     adjust_stock,
     allocate_orders,
     apply_payment,
+    erase_customer,
     expire_reservation,
     fail_shipment,
     fall_back,
@@ -98,4 +100,5 @@ def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
         return await expire_reservation(timer, uow, rules)
 
     router.on(ShipmentShipped, shape=ORDER_FACTS)(ship_shipment)
+    router.on(ErasureRequested)(erase_customer)
     return router

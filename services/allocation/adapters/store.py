@@ -15,6 +15,8 @@ import asyncpg
 import orjson
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import ErasureRequested
+from libs.platform.erasure_store import ERASED_PATCH, PgErasureLedger, covered, erased_json
 from libs.platform.messaging import take_key_locks
 from libs.platform.timer_worker import PgTimers
 from services.allocation.app.ports import (
@@ -362,6 +364,20 @@ class PgAllocations:
             for r in rows
         ]
 
+    async def erase(self, request: ErasureRequested) -> int:
+        status = await self._conn.execute(
+            f"UPDATE allocations SET order_details = {erased_json('order_details', '$4')}, updated_at = now()"
+            f" WHERE {covered('order_details', _ORDER_CHANNEL, '$1', '$2', '$3')}",
+            request.customer_id,
+            request.channel,
+            request.requested_at,
+            ERASED_PATCH,
+        )
+        return int(status.split()[-1])
+
+
+_ORDER_CHANNEL = "order_details ->> 'channel'"
+
 
 class PgPayments:
     """Implements ``Payments``."""
@@ -413,7 +429,7 @@ class PgFallbacks:
 class PgAllocationUnit:
     """One transaction's view of allocation's storage, on the connection the router gives it."""
 
-    __slots__ = ("_allocations", "_fallbacks", "_locations", "_payments", "_stock", "_timers")
+    __slots__ = ("_allocations", "_erasures", "_fallbacks", "_locations", "_payments", "_stock", "_timers")
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._locations = PgLocations(conn)
@@ -422,6 +438,7 @@ class PgAllocationUnit:
         self._payments = PgPayments(conn)
         self._timers = PgTimers(conn)
         self._fallbacks = PgFallbacks(conn)
+        self._erasures = PgErasureLedger(conn)
 
     @property
     def locations(self) -> PgLocations:
@@ -446,3 +463,7 @@ class PgAllocationUnit:
     @property
     def fallbacks(self) -> PgFallbacks:
         return self._fallbacks
+
+    @property
+    def erasures(self) -> PgErasureLedger:
+        return self._erasures

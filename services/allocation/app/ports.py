@@ -14,6 +14,8 @@ from typing import Protocol
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import ErasureRequested
+from libs.platform.erasures import ErasureLedger
 from libs.platform.timers import Timers
 from services.allocation.domain.allocations import (
     AllocationStatus,
@@ -172,6 +174,11 @@ class Allocations(Protocol):
         transaction holds are skipped (it is deciding about them)."""
         ...
 
+    async def erase(self, request: ErasureRequested) -> int:
+        """Erase (``erase_order``) the kept details of the customer's orders placed before the
+        request (``covers``), whatever their status; returns how many."""
+        ...
+
 
 @dataclass(frozen=True)
 class PaymentRecord:
@@ -217,3 +224,6 @@ class AllocationUnit(Protocol):
 
     @property
     def fallbacks(self) -> Fallbacks: ...
+
+    @property
+    def erasures(self) -> ErasureLedger: ...

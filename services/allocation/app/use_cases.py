@@ -30,8 +30,10 @@ from libs.contracts.lifecycle import (
 )
 from libs.contracts.orders import OrderDetails, Reason, ShipmentLine
 from libs.contracts.orders import Shipment as ShipmentContract
+from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
 from libs.contracts.vocabulary import ShippingMethod
 from libs.platform import metrics
+from libs.platform.erasures import Erased, applied
 from libs.platform.records import Rejected
 from libs.platform.timers import Timer
 from libs.policy.channels import ChannelPolicies, ChannelPolicy, SourcingPolicy
@@ -225,7 +227,8 @@ async def allocate_orders(
     Set-based: the stock rows (locked), the orders allocation knows already and the locations are
     read once for all of them, each order is planned in memory against what the orders before it
     took, and all reservations and allocations are written at once. An order seen before (a
-    redelivery, or one cancelled before it was validated) causes nothing.
+    redelivery, or one cancelled before it was validated) causes nothing. An order placed before an
+    erasure of its customer that arrives after it is kept and passed on erased.
 
     An order whose payment is pending gets a reservation deadline (a durable timer); its reserved
     stock waits for the payment (`order.reserved`) instead of going to fulfillment. One whose
@@ -242,11 +245,14 @@ async def allocate_orders(
     if not orders:
         return results
     payment = await _payments_on_arrival(orders, uow)
+    erasures = await uow.erasures.covering(customers_of(fact.order for fact in orders))
     rows = []
     for fact in orders:
         if (state := payment.get(fact.order_id)) in VOID:
             assert state is not None
-            rows.append(NewAllocation(fact.order_id, AllocationStatus.CANCELLED, 0, fact.order))
+            rows.append(
+                NewAllocation(fact.order_id, AllocationStatus.CANCELLED, 0, kept(fact.order, erasures))
+            )
             results[first[fact.order_id]] = [_cancelled(fact.order_id, "", state)]
     orders = [fact for fact in orders if payment.get(fact.order_id) not in VOID]
     requests = [request_for(fact.order) for fact in orders]
@@ -260,16 +266,15 @@ async def allocate_orders(
         if payment.get(fact.order_id) is PaymentState.PENDING:
             due_at = reservation_deadline(datetime.now(UTC), minutes(fact.order.channel))
             await _await_payment(fact.order_id, due_at, uow)
+        order = kept(fact.order, erasures)
         if isinstance(outcome, Plan):
             reservations.extend(reservations_for(fact.order_id, FIRST_GENERATION, outcome))
-            rows.append(
-                NewAllocation(fact.order_id, AllocationStatus.ALLOCATED, FIRST_GENERATION, fact.order)
-            )
+            rows.append(NewAllocation(fact.order_id, AllocationStatus.ALLOCATED, FIRST_GENERATION, order))
             shipments = planned_shipments(fact.order_id, FIRST_GENERATION, outcome)
             if due_at is not None:
                 caused = _reserved(fact.order_id, shipments, due_at)
             else:
-                caused = _allocated(fact.order_id, fact.order, shipments)
+                caused = _allocated(fact.order_id, order, shipments)
         elif isinstance(outcome, Partial):
             reservations.extend(reservations_for(fact.order_id, FIRST_GENERATION, outcome.plan))
             rows.append(
@@ -277,7 +282,7 @@ async def allocate_orders(
                     fact.order_id,
                     AllocationStatus.BACKORDERED,
                     FIRST_GENERATION,
-                    fact.order,
+                    order,
                     pending=outcome.waiting,
                 )
             )
@@ -285,9 +290,9 @@ async def allocate_orders(
             if due_at is not None:
                 caused = _reserved(fact.order_id, shipments, due_at)
             else:
-                caused = _allocated(fact.order_id, fact.order, shipments, waiting=outcome.waiting)
+                caused = _allocated(fact.order_id, order, shipments, waiting=outcome.waiting)
         else:
-            rows.append(NewAllocation(fact.order_id, AllocationStatus.BACKORDERED, 0, fact.order))
+            rows.append(NewAllocation(fact.order_id, AllocationStatus.BACKORDERED, 0, order))
             caused = _backordered(fact.order_id, outcome)
         if not isinstance(outcome, Plan) and (tiers := rules.tiers(fact.order.channel)):
             due = datetime.now(UTC) + timedelta(hours=tiers[0].after_hours)
@@ -310,8 +315,8 @@ async def _payments_on_arrival(
     for fact in orders:
         if fact.order_id not in pending:
             continue
-        kept = remembered.get(fact.order_id)
-        state = on_arrival(kept.state if kept else None, fact.order.payment.status)
+        earlier = remembered.get(fact.order_id)
+        state = on_arrival(earlier.state if earlier else None, fact.order.payment.status)
         if state is not None:
             states[fact.order_id] = state
     return states
@@ -672,3 +677,14 @@ async def fall_back(timer: Timer, uow: AllocationUnit, rules: Rules) -> list[Eve
     if record is not None and record.state is PaymentState.PENDING:
         return [_reserved(order_id, shipments, record.due_at)]
     return [_allocated(order_id, _shipping_by(allocation.order, reached), shipments)]
+
+
+async def erase_customer(request: ErasureRequested, uow: AllocationUnit) -> list[Event]:
+    """Erase the details allocation keeps of the customer's orders placed before the request, once
+    per request id; stock, reservations and statuses stay. Reports what it changed."""
+    if not await uow.erasures.claim(Erasure.of(request)):
+        return []
+    orders = await uow.allocations.erase(request)
+    erased = Erased(orders, orders)
+    await uow.erasures.record(request.request_id, erased)
+    return [applied(request, "allocation", erased)]

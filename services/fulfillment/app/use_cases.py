@@ -48,6 +48,7 @@ from services.fulfillment.domain.shipments import (
     Parcel,
     Shipment,
     StageReport,
+    coarse,
     expected_delivery,
     not_collected,
     plan_cancel,
@@ -120,7 +121,13 @@ def progressed(
 
 def order_of(fact: OrderAllocated) -> Order:
     address = fact.order.shipping_address
-    return Order(fact.order_id, fact.order.channel, fact.order.shipping_method, address.lat, address.lon)
+    return Order(
+        fact.order_id,
+        fact.order.channel,
+        fact.order.shipping_method,
+        coarse(address.lat),
+        coarse(address.lon),
+    )
 
 
 def parcels_of(fact: OrderAllocated) -> list[Parcel]:
