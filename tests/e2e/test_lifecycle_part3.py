@@ -20,6 +20,7 @@ import yaml
 from libs.contracts import topics
 from tests.e2e.conftest import LiveFleet, running_fleet
 from tests.support.infra import Infra
+from tests.support.kafka_io import wait_consumed
 from tests.support.orders import adjustment, location, order, product
 from tests.support.orders import unique_sku as sku
 
@@ -94,7 +95,9 @@ async def cancelled_mail(live: LiveFleet, external_id: str, because: str) -> Non
     raise AssertionError(f"no cancellation e-mail for {external_id}")
 
 
-async def test_an_authorized_payment_sends_the_reserved_order_to_fulfillment(pay: LiveFleet) -> None:
+async def test_an_authorized_payment_sends_the_reserved_order_to_fulfillment_once_per_payment_event(
+    pay: LiveFleet, e2e_infra: Infra
+) -> None:
     item = await stocked(pay, "PAYOK", 1)
     placed = order(channel=PATIENT, lines=[(item, 1, "10.00")], payment_status="pending")
     external_id = await pay.submit(placed)
@@ -103,6 +106,22 @@ async def test_an_authorized_payment_sends_the_reserved_order_to_fulfillment(pay
     assert [line["quantity"] for s in waiting["shipments"] for line in s["lines"]] == [1]
     await payment(pay, f"evt-{external_id}-1", placed, "authorized")
     await pay.wait_status(external_id, "in_fulfillment")
+    # The provider sends the event again, and a "failed" under the same event id: neither counts.
+    await payment(pay, f"evt-{external_id}-1", placed, "authorized")
+    await payment(pay, f"evt-{external_id}-1", placed, "failed")
+    await wait_consumed(
+        e2e_infra.kafka, f"{pay.prefix}baton.intake.payment_updated", f"{pay.prefix}{topics.PAYMENTS_UPDATES}"
+    )
+    await pay.wait_row("SELECT count(*) = 0 FROM intake.outbox", what="intake's outbox drained")
+    await pay.wait_row("SELECT count(*) = 0 FROM allocation.outbox", what="allocation's outbox drained")
+    await pay.status.caught_up()
+    assert (
+        await pay.fetchval(
+            "SELECT count(*) FROM intake.payment_events WHERE payment_event_id = $1", f"evt-{external_id}-1"
+        )
+        == 1
+    )
+    assert "cancelled" not in statuses(pay, external_id)
     assert statuses(pay, external_id)[:5] == [
         "received",
         "validated",
