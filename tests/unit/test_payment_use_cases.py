@@ -27,6 +27,7 @@ from services.allocation.app.use_cases import (
 )
 from services.allocation.domain.allocations import AllocationStatus
 from services.allocation.domain.payments import PAYMENT_DEADLINE, PaymentState
+from services.allocation.domain.sourcing import Rules
 from tests.support.orders import order
 from tests.unit.fakes.allocation import FakeAllocationUnit
 from tests.unit.test_allocation_use_cases import RULES, arrival, with_stock
@@ -163,3 +164,18 @@ async def test_cancelling_a_waiting_order_releases_its_stock_at_once_and_lines_w
     assert isinstance(cancelled, OrderCancelled) and cancelled.request_id == "r2"
     assert reserved_units(uow, "A") == 0
     assert uow.state.timers.scheduled == {}
+
+
+async def test_a_waiting_order_that_ships_what_is_available_is_cancelled_by_allocation_too() -> None:
+    """`ship_available`, payment pending: part reserved, part backordered; fulfillment never saw it."""
+    uow = await with_stock(("A", "wh", 1))
+    fact = pending(("A", 1), ("B", 1))
+    fact = fact.model_copy(update={"order": fact.order.model_copy(update={"channel": "marketplace"})})
+    rules = Rules(ship_available=frozenset({("marketplace", True)}))
+    [[reserved]] = await allocate_orders([fact], uow, rules)
+    assert isinstance(reserved, OrderReserved)
+    [cancelled] = await request_cancel(
+        OrderCancelRequested(order_id=fact.order_id, request_id="r"), uow, rules
+    )
+    assert isinstance(cancelled, OrderCancelled)
+    assert reserved_units(uow, "A") == 0

@@ -481,7 +481,7 @@ async def request_cancel(
     held = []
     if allocation is not None and allocation.status is not AllocationStatus.CANCELLED:
         held = (await uow.allocations.reservations([fact.order_id])).get(fact.order_id, [])
-    if allocation is not None and allocation.status is AllocationStatus.ALLOCATED and holds_stock(held):
+    if allocation is not None and allocation.status is not AllocationStatus.CANCELLED and holds_stock(held):
         record = (await uow.payments.of([fact.order_id])).get(fact.order_id)
         if record is not None and record.state is PaymentState.PENDING:
             return await _cancel_awaiting_payment(fact, allocation, uow, rules)
