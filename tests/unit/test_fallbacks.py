@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from libs.contracts.lifecycle import OrderAllocated, OrderBackordered
+from libs.contracts.lifecycle import OrderAllocated, OrderBackordered, ShipmentFailed
 from libs.policy.channels import parse_policies
 from services.allocation.app.use_cases import (
     SOURCING_FALLBACK,
     adjust_stock,
     allocate_orders,
+    fail_shipment,
     fall_back,
     rules_from,
 )
@@ -97,3 +98,21 @@ async def test_a_channel_without_tiers_schedules_nothing() -> None:
     uow = await with_stock(("A", "wh", 0))
     await allocate_orders([validated(("A", 1))], uow, Rules())
     assert uow.state.timers.scheduled == {}
+
+
+async def test_a_failed_parcel_that_cannot_be_sourced_again_starts_the_tiers() -> None:
+    uow = await with_stock(("A", "wh", 1))
+    fact = validated(("A", 1))
+    [[allocated]] = await allocate_orders([fact], uow, RULES)
+    assert isinstance(allocated, OrderAllocated) and uow.state.timers.scheduled == {}
+    [shipment] = allocated.shipments
+    failed = ShipmentFailed(
+        order_id=fact.order_id,
+        shipment_id=shipment.shipment_id,
+        location_id="wh",
+        lines=shipment.lines,
+        reason="damaged",
+    )
+    [backordered] = await fail_shipment(failed, uow, RULES)
+    assert isinstance(backordered, OrderBackordered)
+    assert uow.state.timers.scheduled[(SOURCING_FALLBACK, str(fact.order_id))].payload == {"tier": 0}

@@ -294,14 +294,20 @@ async def allocate_orders(
         else:
             rows.append(NewAllocation(fact.order_id, AllocationStatus.BACKORDERED, 0, order))
             caused = _backordered(fact.order_id, outcome)
-        if not isinstance(outcome, Plan) and (tiers := rules.tiers(fact.order.channel)):
-            due = datetime.now(UTC) + timedelta(hours=tiers[0].after_hours)
-            await uow.timers.schedule(Timer(SOURCING_FALLBACK, str(fact.order_id), due, {"tier": 0}))
+        if not isinstance(outcome, Plan):
+            await _schedule_fallback(fact.order_id, fact.order.channel, uow, rules)
         results[first[fact.order_id]] = [caused]
     await uow.stock.reserve(reservations)
     await uow.allocations.add(rows)
     _count(outcomes)
     return results
+
+
+async def _schedule_fallback(order_id: UUID, channel: str, uow: AllocationUnit, rules: Rules) -> None:
+    """An order just backordered starts its channel's fallback tiers (if it has any) from now."""
+    if tiers := rules.tiers(channel):
+        due = datetime.now(UTC) + timedelta(hours=tiers[0].after_hours)
+        await uow.timers.schedule(Timer(SOURCING_FALLBACK, str(order_id), due, {"tier": 0}))
 
 
 async def _payments_on_arrival(
@@ -466,6 +472,7 @@ async def fail_shipment(fact: ShipmentFailed, uow: AllocationUnit, rules: Rules)
     await uow.allocations.update([AllocationChange(fact.order_id, status, generation, pending)])
     _count([outcome])
     if isinstance(outcome, Shortage):
+        await _schedule_fallback(fact.order_id, order.channel, uow, rules)
         return [_backordered(fact.order_id, outcome)]
     held = await uow.allocations.reservations([fact.order_id])
     waiting = remainder(status, pending)
