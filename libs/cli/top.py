@@ -2,7 +2,8 @@
 
 Per service and consumer group: members, partitions, consumer lag and records consumed per second
 (from committed offsets); dead letters per service; committed events waiting in each outbox; durable
-timers waiting in each schema (e.g. payment deadlines) and when the next one is due.
+timers waiting in each schema (e.g. payment deadlines) and when the next one is due; late
+shipments (SLA breaches on `fulfillment.sla-breaches.v1`).
 Everything is read from Kafka and PostgreSQL, so it works against any running fleet. On a terminal
 it is a live view redrawn in place; piped, or with ``--iterations``, it prints plain screens.
 """
@@ -16,17 +17,19 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
 from libs.cli import output
-from libs.contracts.topics import SERVICES, dead_letter_topic
+from libs.contracts.topics import FULFILLMENT_SLA_BREACHES, SERVICES, TOPICS, dead_letter_topic
 from libs.contracts.topology import TOPOLOGY
 from libs.platform.lag import GroupLag, LagProbe
 from libs.platform.settings import BatonSettings
 from libs.platform.timer_worker import pending
+
+SLA_PARTITIONS = next(spec.partitions for spec in TOPICS if spec.name == FULFILLMENT_SLA_BREACHES)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class Snapshot:
     lags: dict[str, list[GroupLag]]
     dead_letters: dict[str, int]
     outbox: dict[str, int | None]
+    late_shipments: int = 0
+    """Records on `fulfillment.sla-breaches.v1` (retained): shipments that missed a stage deadline."""
     timers: dict[str, tuple[int, float | None]] = dataclasses.field(default_factory=dict)
     """Per service: timers waiting, and seconds until the next is due (negative: late)."""
 
@@ -57,6 +62,7 @@ async def take_snapshot(
         dlq_partitions = {s: TopicPartition(settings.topic(dead_letter_topic(s)), 0) for s in SERVICES}
         ends = await consumer.end_offsets(list(dlq_partitions.values()))
         dead = {s: ends.get(tp, 0) for s, tp in dlq_partitions.items()}
+        late = await _records_on(consumer, settings.topic(FULFILLMENT_SLA_BREACHES), SLA_PARTITIONS)
     finally:
         await consumer.stop()
     outbox: dict[str, int | None] = {s: None for s in SERVICES}
@@ -73,7 +79,15 @@ async def take_snapshot(
                         timers[service] = await pending(conn)
         finally:
             await conn.close()
-    return Snapshot(time.monotonic(), lags, dead, outbox, timers)
+    return Snapshot(time.monotonic(), lags, dead, outbox, late, timers)
+
+
+async def _records_on(consumer: AIOKafkaConsumer, topic: str, partitions: int) -> int:
+    """How many records the topic holds now, over its ``partitions`` (as `baton topics apply` made it)."""
+    assigned = [TopicPartition(topic, p) for p in range(partitions)]
+    ends = await consumer.end_offsets(assigned)
+    starts = await consumer.beginning_offsets(assigned)
+    return sum(ends[tp] - starts.get(tp, 0) for tp in assigned)
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,8 @@ def render(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> st
             f"{service:<13}{current.dead_letters.get(service, 0):>13}"
             f"{'-' if waiting is None else waiting:>16}{'-' if count is None else count:>8}{due:>13}"
         )
+    lines.append("")
+    lines.append(f"late shipments (SLA breaches): {current.late_shipments}")
     return "\n".join(lines)
 
 
@@ -153,7 +169,11 @@ def view(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> Grou
             "-" if next_in is None else f"{next_in:.0f}s",
         )
     title = Text(f"{time.strftime('%H:%M:%S')} baton top (Ctrl-C to quit)", style="bold")
-    return Group(title, groups, services)
+    late = Text(
+        f"late shipments (SLA breaches): {current.late_shipments}",
+        style="yellow" if current.late_shipments else "",
+    )
+    return Group(title, groups, services, late)
 
 
 async def watch(

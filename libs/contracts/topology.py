@@ -37,6 +37,7 @@ from libs.contracts.lifecycle import (
     OrderReserved,
     OrderValidated,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
@@ -50,8 +51,18 @@ from libs.contracts.orders import (
 )
 from libs.contracts.payments import PaymentUpdate
 from libs.contracts.privacy import ErasureApplied, ErasureRequested
+from libs.contracts.refunds import RefundRequested
+from libs.contracts.returns import (
+    OrderReturned,
+    ReturnArrived,
+    ReturnReceived,
+    ReturnRequested,
+    ReturnStatusChanged,
+)
+from libs.contracts.sla import SlaBreached
 from libs.contracts.topics import (
     CATALOG_PRODUCTS,
+    FULFILLMENT_SLA_BREACHES,
     FULFILLMENT_STAGE_CHANGES,
     FULFILLMENT_UPDATES,
     INVENTORY_ADJUSTMENTS,
@@ -65,9 +76,13 @@ from libs.contracts.topics import (
     ORDERS_REFUSED,
     ORDERS_STATUS,
     ORDERS_SUBMITTED,
+    PAYMENTS_REFUND_REQUESTED,
     PAYMENTS_UPDATES,
     PRIVACY_ERASURE_REQUESTS,
     PRIVACY_ERASURES,
+    RETURNS_RECEIVED,
+    RETURNS_REQUESTED,
+    RETURNS_STATUS,
     SERVICES,
     dead_letter_topic,
     facts_topic,
@@ -142,6 +157,11 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     OrderRefused: ORDERS_REFUSED,
     CancellationOutcome: ORDERS_CANCELLATIONS,
     StageChanged: FULFILLMENT_STAGE_CHANGES,
+    SlaBreached: FULFILLMENT_SLA_BREACHES,
+    ReturnRequested: RETURNS_REQUESTED,
+    ReturnReceived: RETURNS_RECEIVED,
+    ReturnStatusChanged: RETURNS_STATUS,
+    RefundRequested: PAYMENTS_REFUND_REQUESTED,
     ErasureRequested: PRIVACY_ERASURE_REQUESTS,
     ErasureApplied: PRIVACY_ERASURES,
 }
@@ -158,6 +178,8 @@ OUTSIDE_PRODUCERS: dict[str, str] = {
     NOTIFICATION_SUBSCRIPTIONS: "operators, with `baton webhooks add` / `remove`",
     NOTIFICATION_REDELIVERIES: "operators, with `baton webhooks redeliver`",
     PAYMENTS_UPDATES: "the payment provider (authorized, captured, failed, refunded)",
+    RETURNS_REQUESTED: "channels and customer service, for a customer sending units back",
+    RETURNS_RECEIVED: "warehouses receiving a returned parcel",
 }
 """Who outside Baton writes the topics Baton reads from outside, in words (for the AsyncAPI document)."""
 
@@ -194,6 +216,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderCancelRefused,
                 OrderFulfillmentProgressed,
                 OrderReserved,
+                OrderReturned,
             ),
             ERASURE_REQUESTS,
         ),
@@ -230,6 +253,8 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 ShipmentShipped,
                 ShipmentFailed,
                 OrderPaymentChanged,
+                ShipmentLost,
+                ReturnArrived,
             ),
             ERASURE_REQUESTS,
         ),
@@ -249,6 +274,8 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _from("location_updated", LocationUpdated),
             _facts("fulfillment", OrderAllocated, OrderCancelForwarded),
             _from("fulfillment_update", FulfillmentUpdate),
+            _from("return_requested", ReturnRequested),
+            _from("return_received", ReturnReceived),
         ),
         emits=(
             StageChanged,
@@ -257,6 +284,12 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             ShipmentFailed,
             OrderCancelAccepted,
             OrderCancelRefused,
+            SlaBreached,
+            ShipmentLost,
+            RefundRequested,
+            ReturnStatusChanged,
+            ReturnArrived,
+            OrderReturned,
         ),
     ),
     ServiceTopology(
@@ -268,6 +301,8 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _facts("notification", OrderReceived),
             _from("status_changed", OrderStatusChanged),
             _from("stage_changed", StageChanged),
+            _from("return_status_changed", ReturnStatusChanged),
+            _from("sla_breached", SlaBreached),
             ERASURE_REQUESTS,
         ),
         emits=(ErasureApplied,),

@@ -37,6 +37,9 @@ class OrderStatus(StrEnum):
     `awaiting_payment` (additive): the order's stock is reserved but its payment is still pending;
     it is fulfilled once the payment is authorized, and cancelled (`payment_timeout`) if the
     channel's reservation deadline passes first.
+
+    `partially_returned` and `returned` (added in schema version 1, additive): a delivered order
+    some of whose units came back on an authorized return (received by a warehouse), or all of them.
     """
 
     RECEIVED = "received"
@@ -52,3 +55,28 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"
     AWAITING_PAYMENT = "awaiting_payment"
     READY_FOR_PICKUP = "ready_for_pickup"
+    PARTIALLY_RETURNED = "partially_returned"
+    RETURNED = "returned"
+
+
+class CarrierException(StrEnum):
+    """What a carrier may report about a parcel after it shipped (stage `exception`)."""
+
+    LOST = "lost"
+    DAMAGED = "damaged"
+    RETURNED_TO_SENDER = "returned_to_sender"
+
+
+class ReturnStatus(StrEnum):
+    """Where a return (RMA) stands: decided once per return id, received once."""
+
+    AUTHORIZED = "authorized"
+    REFUSED = "refused"
+    RECEIVED = "received"
+
+
+class ReturnCondition(StrEnum):
+    """How a returned unit arrived: `resellable` goes back into stock, `damaged` is written off."""
+
+    RESELLABLE = "resellable"
+    DAMAGED = "damaged"

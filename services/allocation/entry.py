@@ -18,9 +18,11 @@ from libs.contracts.lifecycle import (
     OrderPaymentChanged,
     OrderValidated,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.privacy import ErasureRequested
+from libs.contracts.returns import ReturnArrived
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Events, KeyedLanes, LockedChunks, Outcome, ServiceRouter
 from libs.platform.timers import Timer
@@ -35,9 +37,11 @@ from services.allocation.app.use_cases import (
     expire_reservation,
     fail_shipment,
     fall_back,
+    lose_shipment,
     release_cancelled,
     request_cancel,
     reservation_minutes_from,
+    restock_return,
     rules_from,
     ship_shipment,
     update_location,
@@ -82,6 +86,14 @@ def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
     @router.on(ShipmentFailed, shape=ORDER_FACTS)
     async def on_shipment_failed(fact: ShipmentFailed, uow: AllocationUnit) -> Events:
         return await fail_shipment(fact, uow, rules)
+
+    @router.on(ShipmentLost, shape=ORDER_FACTS)
+    async def on_shipment_lost(fact: ShipmentLost, uow: AllocationUnit) -> Events:
+        return await lose_shipment(fact, uow, rules)
+
+    @router.on(ReturnArrived, shape=ORDER_FACTS)
+    async def on_return_arrived(fact: ReturnArrived, uow: AllocationUnit) -> Events:
+        return await restock_return(fact, uow, rules)
 
     @router.on(OrderCancelRequested, shape=ORDER_FACTS)
     async def on_cancel_requested(fact: OrderCancelRequested, uow: AllocationUnit) -> Events:

@@ -41,6 +41,7 @@ from libs.contracts.orders import (
 )
 from libs.contracts.payments import PaymentUpdate
 from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
+from libs.contracts.returns import OrderReturned
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform import metrics
 from libs.platform.erasures import applied
@@ -68,6 +69,7 @@ StatusFact = (
     | OrderCancelRefused
     | OrderFulfillmentProgressed
     | OrderReserved
+    | OrderReturned
 )
 STATUS_FACTS = (
     OrderValidated,
@@ -79,6 +81,7 @@ STATUS_FACTS = (
     OrderCancelRefused,
     OrderFulfillmentProgressed,
     OrderReserved,
+    OrderReturned,
 )
 """The facts intake turns into statuses and cancellation outcomes: everything on its facts topic."""
 
@@ -91,13 +94,16 @@ def details_of(submitted: OrderSubmitted) -> OrderDetails:
     )
 
 
+ADDED_LATER = ("shipping_price", "pickup_location_id")
+"""Order fields added after orders were first fingerprinted: left out of the digest while a channel
+does not give them, so the retry of an order submitted before the upgrade is still a retry."""
+
+
 def fingerprinted(order: OrderDetails) -> dict[str, Any]:
-    """What the fingerprint covers: the order as dumped, without optional fields added since orders
-    were first fingerprinted while they are unset (a retry of an order on file stays a retry)."""
-    dumped = order.model_dump(mode="json")
-    if dumped.get("pickup_location_id") is None:
-        dumped.pop("pickup_location_id", None)
-    return dumped
+    """What the fingerprint is taken of: the order as placed, without later fields it does not use."""
+    return order.model_dump(
+        mode="json", exclude={name for name in ADDED_LATER if getattr(order, name) is None}
+    )
 
 
 def status_changed(
@@ -193,7 +199,8 @@ def proposed_status(
     | OrderBackordered
     | OrderCancelled
     | OrderFulfillmentProgressed
-    | OrderReserved,
+    | OrderReserved
+    | OrderReturned,
 ) -> Proposal:
     """What each fact means to the customer. An allocation that leaves lines waiting for stock
     (a failed parcel that could not be sourced again) is a backorder, with a reason per line."""
@@ -224,6 +231,10 @@ def proposed_status(
                 message=f"stock reserved until {expires_at.isoformat()}; waiting for the payment",
             )
             return Proposal(OrderStatus.AWAITING_PAYMENT, [awaiting], shipments)
+        case OrderReturned(status=status, return_id=return_id, lines=lines):
+            units = ", ".join(f"{line.quantity} x {line.sku}" for line in lines)
+            reason = Reason(code="returned", message=f"return {return_id} received: {units}")
+            return Proposal(OrderStatus(status), [reason])
         case _:
             assert_never(fact)
 
