@@ -19,13 +19,13 @@ from uuid import UUID
 
 from aiohttp import web
 
+from services.notification.adapters.board_web import API_KEY, COOKIE, OPEN_BOARD_PATHS, STATIC_PREFIX, Board
 from services.notification.adapters.openapi_webhooks import with_webhooks
 from services.notification.app.ports import OrderStatusQueries
 from services.notification.domain import api_keys
 from services.notification.domain.api_keys import ApiKey, RateLimiter
 
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/openapi.json"})
-API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/openapi.json", *OPEN_BOARD_PATHS})
 
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 _DENIED = {
@@ -144,9 +144,14 @@ def build_api(
     rate_per_s: float,
     burst: int,
     clock: Callable[[], float] = time.monotonic,
+    board: Board | None = None,
 ) -> web.Application:
     """Buckets are kept for keys that exist (so a flood of made-up keys cannot push a real key's
-    bucket out) and, apart, for client addresses whose log-ins failed."""
+    bucket out) and, apart, for client addresses whose log-ins failed.
+
+    The board's pages take the key from its cookie as well; a page asked for without one goes to
+    the log-in page, and an action (POST) carried by the cookie must come from the board's own
+    origin (with SameSite=Strict, a second guard against cross-site requests)."""
     keys = RateLimiter(rate_per_s, burst)
     failures = RateLimiter(rate_per_s, burst)
 
@@ -154,9 +159,14 @@ def build_api(
     async def authenticate(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        if request.path in OPEN_PATHS or request.path.startswith(STATIC_PREFIX + "/"):
             return await handler(request)
+        on_board = request.path == "/board" or request.path.startswith("/board/")
         token = api_keys.bearer_token(request.headers.get("Authorization"))
+        if token is None and on_board:
+            token = request.cookies.get(COOKIE)
+            if token and request.method != "GET" and not _same_origin(request):
+                return web.json_response({"error": "actions come from the board's own pages"}, status=403)
         key: ApiKey | None = None
         if token is not None:
             digest = api_keys.digest(token)
@@ -168,6 +178,8 @@ def build_api(
         if key is None:
             if wait := failures.take(str(request.remote), clock()):
                 return _too_many(wait)
+            if on_board and request.method == "GET":
+                raise web.HTTPSeeOther("/board/login")
             return web.json_response(
                 {"error": "a valid API key is required: Authorization: Bearer <key>"},
                 status=401,
@@ -208,6 +220,9 @@ def build_api(
         return web.json_response({"status": "not ready"}, status=503)
 
     app = web.Application(middlewares=[authenticate])
+    if board is not None:
+        app.add_routes(board.routes())
+        app.on_shutdown.append(board.on_shutdown)
     app.add_routes(
         [
             web.get("/orders/{order_id}", get_order),
@@ -218,6 +233,14 @@ def build_api(
         ]
     )
     return app
+
+
+def _same_origin(request: web.Request) -> bool:
+    """The request's Origin (or, lacking one, its Referer) names this very host."""
+    from urllib.parse import urlsplit
+
+    origin = request.headers.get("Origin") or request.headers.get("Referer") or ""
+    return bool(origin) and urlsplit(origin).netloc == request.host
 
 
 def _not_found() -> web.Response:
