@@ -152,7 +152,7 @@ class PgBoardQueries:
         """Held orders (of ``channels``; None: all), oldest first, and how many there are."""
         rows = await self._pool.fetch(
             "SELECT order_id, channel, external_id, updated_at, count(*) OVER () AS total FROM order_views"
-            " WHERE status = 'held' AND ($1::text[] IS NULL OR channel = ANY($1))"
+            " WHERE status = 'on_hold' AND ($1::text[] IS NULL OR channel = ANY($1))"
             " ORDER BY updated_at LIMIT 200",
             sorted(channels) if channels is not None else None,
         )

@@ -43,6 +43,7 @@ COOKIE = "baton_board_key"
 STATIC_PREFIX = "/board/static"
 OPEN_BOARD_PATHS = frozenset({"/board/login"})
 KEEP_ALIVE_S = 15.0
+COALESCE_S = 0.25
 API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)
 
 
@@ -196,7 +197,9 @@ class Board:
         queue = self._feed.subscribe()
         closing = asyncio.create_task(self._closing.wait())
         try:
-            await response.write(b": connected\n\n")
+            # A change between the page's rendering and this stream (or during a reconnect) is not
+            # lost: every new stream starts with one refresh.
+            await response.write(b"event: changed\ndata: 1\n\n")
             while not self._closing.is_set():
                 got = asyncio.create_task(queue.get())
                 done, _ = await asyncio.wait(
@@ -206,6 +209,8 @@ class Board:
                     while not queue.empty():  # a burst of changes is one refresh
                         queue.get_nowait()
                     await response.write(b"event: changed\ndata: 1\n\n")
+                    # Changes in the next moment make one more refresh, not one each.
+                    await asyncio.wait({closing}, timeout=COALESCE_S)
                 else:
                     got.cancel()
                     await response.write(b": keep-alive\n\n")

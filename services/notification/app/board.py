@@ -25,6 +25,9 @@ from libs.contracts.orders import CancelRequested, HoldDecision, ShipmentLine
 from services.notification.domain.api_keys import ApiKey
 from services.notification.domain.board import Card, Pipeline, may_move
 
+ON_HOLD = "on_hold"
+"""The status of an order waiting for a hold decision."""
+
 Action = Literal["move", "release", "reject", "cancel", "redeliver"]
 
 
@@ -131,8 +134,8 @@ async def decide_hold(
     """Only for an order that is held now (a decision on any other changes nothing anyway)."""
     _acting(key)
     order = await _readable(key, order_id, board)
-    if order.status != "held":
-        raise ActionRefused(f"order {order_id} is {order.status}, not held")
+    if order.status != ON_HOLD:
+        raise ActionRefused(f"order {order_id} is {order.status}, not on hold")
     command = HoldDecision(
         order_id=order_id, decision=decision, decided_by=key.who, reason=reason, decision_id=uuid4()
     )
