@@ -104,7 +104,7 @@ async def test_an_order_appears_in_new_without_a_reload_and_moving_its_card_to_p
     await run(browser.wait_css, card(external_id, "new"), BOARD_LATENCY_S)
     assert browser.script("return window.__sameDocument === true"), "the board reloaded"
     new_card = browser.css(card(external_id, "new"))[0]
-    assert f"{item} × 2" in new_card.text and "webshop" in new_card.text
+    assert f"{item} \u00d7 2" in new_card.text and "webshop" in new_card.text
     browser.screenshot(shots / "board.png")
 
     # Keyboard only: choose the stage in the card's select and press Enter on its button.
@@ -114,7 +114,9 @@ async def test_an_order_appears_in_new_without_a_reload_and_moving_its_card_to_p
 
     def moved_to_packed(records: list[dict[str, Any]]) -> bool:
         return any(
-            r.get("shipment_id") == shipment_id and r.get("left_stage") == "new" and r.get("entered_stage") == "packed"
+            r.get("shipment_id") == shipment_id
+            and r.get("left_stage") == "new"
+            and r.get("entered_stage") == "packed"
             for r in records
         )
 
@@ -139,7 +141,9 @@ async def test_an_order_appears_in_new_without_a_reload_and_moving_its_card_to_p
     browser.screenshot(shots / "order.png")
 
 
-async def test_releasing_a_held_order_on_the_board_makes_it_allocated(live: LiveFleet, browser: Browser) -> None:
+async def test_releasing_a_held_order_on_the_board_makes_it_allocated(
+    live: LiveFleet, browser: Browser
+) -> None:
     item = await stocked_item(live, "HELD", price="1500.00", units=3)
     key_id, key = await live.api_key("webshop", name="support", role="operator")
     external_id = await live.submit(order(lines=[(item, 1, "1500.00")]))
@@ -182,12 +186,15 @@ async def test_a_viewer_sees_the_board_without_actions_and_the_api_refuses_its_a
             assert r.status == 403
         async with http.post(f"{live.api}/board/orders/{order_id}/cancel", data={}) as r:
             assert r.status == 403
-    async with aiohttp.ClientSession() as http:  # no key at all
-        async with http.post(f"{live.api}/board/shipments/{shipment_id}/move", data={"stage": "packed"}) as r:
-            assert r.status == 401
-    assert await live.fetchval(
-        "SELECT count(*) FROM notification.operator_actions WHERE subject = $1", shipment_id
-    ) == 0
+    move = f"{live.api}/board/shipments/{shipment_id}/move"
+    async with aiohttp.ClientSession() as http, http.post(move, data={"stage": "packed"}) as r:
+        assert r.status == 401  # no key at all
+    assert (
+        await live.fetchval(
+            "SELECT count(*) FROM notification.operator_actions WHERE subject = $1", shipment_id
+        )
+        == 0
+    )
 
 
 async def test_the_pages_are_keyboard_reachable_and_axe_finds_no_serious_violation(

@@ -32,7 +32,12 @@ class Browser:
     def __init__(self, browser: str, driver: str) -> None:
         options = webdriver.ChromeOptions()
         options.binary_location = browser
-        for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,950"):
+        for argument in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--window-size=1500,950",
+        ):
             options.add_argument(argument)
         self.driver = webdriver.Chrome(service=Service(executable_path=driver), options=options)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import jinja2
@@ -26,10 +26,11 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from libs.contracts.orders import ShipmentLine
-from services.notification.adapters.board_store import ChangeFeed, PgBoardQueries, PgOperatorActions
 from services.notification.app.board import (
     ActionRefused,
+    BoardReads,
     OperatorAction,
+    OperatorActions,
     cancel_order,
     decide_hold,
     move_shipment,
@@ -50,6 +51,14 @@ API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)
 def static_dir() -> Path:
     """The board's CSS (in the repository) and vendored htmx (copied from npm by `make install`)."""
     return Path(str(resources.files("services.notification").joinpath("static")))
+
+
+class Changes(Protocol):
+    """Signals that the read model changed (``board_store.ChangeFeed``): a queue per open board."""
+
+    def subscribe(self) -> asyncio.Queue[str]: ...
+
+    def unsubscribe(self, queue: asyncio.Queue[str]) -> None: ...
 
 
 def load_pipelines(path: Path | None) -> tuple[Pipeline, ...]:
@@ -78,10 +87,10 @@ class Board:
     def __init__(
         self,
         pipelines: tuple[Pipeline, ...],
-        queries: PgBoardQueries,
+        queries: BoardReads,
         orders: OrderStatusQueries,
-        actions: PgOperatorActions,
-        feed: ChangeFeed,
+        actions: OperatorActions,
+        feed: Changes,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._pipelines = pipelines
@@ -312,19 +321,36 @@ class Board:
         )
 
     async def cancel(self, request: web.Request) -> web.Response:
-        """Whole order, or the lines given as `line` fields `sku:quantity` with a quantity above 0."""
+        """The whole order (``scope=order``), or the units given per SKU as `qty:<sku>` fields."""
         form = await request.post()
         order_id = _order_id(request)
-        lines: list[ShipmentLine] = []
-        try:
-            for raw in form.getall("line", []):
-                sku, _, quantity = str(raw).rpartition(":")
-                if sku and quantity.strip() not in ("", "0"):
-                    lines.append(ShipmentLine(sku=sku, quantity=int(quantity)))
-        except (ValueError, ValidationError):
-            raise web.HTTPBadRequest(text="lines are sku:quantity with a positive quantity") from None
-        if form.get("scope") == "lines" and not lines:
-            raise web.HTTPBadRequest(text="choose at least one line to cancel")
+        units: dict[str, int] = {}
+        if form.get("scope") == "lines":
+            try:
+                for name, value in form.items():
+                    if name.startswith("qty:") and str(value).strip() not in ("", "0"):
+                        units[name.removeprefix("qty:")] = units.get(name.removeprefix("qty:"), 0) + int(
+                            str(value)
+                        )
+                lines = [ShipmentLine(sku=sku, quantity=quantity) for sku, quantity in units.items()]
+            except (ValueError, ValidationError):
+                return self._page(
+                    "flash.html",
+                    request[API_KEY],
+                    status=400,
+                    ok=False,
+                    message="Units must be whole numbers above 0.",
+                )
+            if not lines:
+                return self._page(
+                    "flash.html",
+                    request[API_KEY],
+                    status=400,
+                    ok=False,
+                    message="Choose at least one unit to cancel.",
+                )
+        else:
+            lines = []
         reason = str(form.get("reason", ""))[:2000]
         return await self._act(
             request,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 from uuid import UUID, uuid4
 
 from libs.contracts.envelope import Contract
@@ -81,6 +81,22 @@ class BoardQueries(Protocol):
     async def shipment(self, shipment_id: str) -> ShipmentPlace | None: ...
 
     async def summary(self, order_id: UUID) -> OrderSummary | None: ...
+
+
+class BoardReads(BoardQueries, Protocol):
+    """What the board's pages read beyond what its actions need."""
+
+    async def held(self, channels: frozenset[str] | None) -> tuple[int, list[dict[str, Any]]]:
+        """How many orders of ``channels`` (None: all) are on hold, and the oldest of them."""
+        ...
+
+    async def dead_deliveries(self) -> tuple[int, list[dict[str, Any]]]:
+        """How many webhook deliveries are dead, and the oldest of them."""
+        ...
+
+    async def order_activity(self, order_id: UUID) -> dict[str, list[dict[str, Any]]]:
+        """The order's webhook attempts, e-mails and board actions (keys `webhooks`, `emails`, `actions`)."""
+        ...
 
 
 class OperatorActions(Protocol):
