@@ -220,7 +220,11 @@ class _Renderer:
                 "naming the cause and where each came from. `baton dlq list` shows them; `baton dlq "
                 "replay` sends them back to their source topic once the cause is fixed."
             )
-            readers = ["operators (`baton dlq list`, `baton dlq replay`)"]
+            readers = ["operators (`baton dlq list`, `baton dlq replay`)"] + [
+                f"{s.name} (the fulfillment board's dead-letter list, no consumer group)"
+                for s in TOPOLOGY
+                if spec.name in s.observes
+            ]
         elif _is_facts(spec.name):
             kind = (
                 f"Internal: the order facts {_owner(spec.name)} handles. Each consuming service has a facts "

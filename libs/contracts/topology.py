@@ -84,6 +84,9 @@ class ServiceTopology:
     sends: tuple[type[Contract], ...] = ()
     """Outside commands the service publishes on an operator's behalf (the fulfillment board's
     actions): the same public commands warehouses and support send, so the topics stay outside ones."""
+    observes: tuple[str, ...] = ()
+    """Topics the service reads without a consumer group and commits nothing on (the board counts
+    and lists dead letters, as `baton dlq list` does): read rights only, never a replay target."""
 
     def input(self, name: str) -> Input:
         return next(i for i in self.inputs if i.name == name)
@@ -235,6 +238,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
         ),
         emits=(),
         sends=(FulfillmentUpdate, HoldDecision, CancelRequested, RedeliveryRequested),
+        observes=tuple(dead_letter_topic(s) for s in SERVICES),
     ),
 )
 

@@ -9,6 +9,7 @@ from aiohttp import web
 from libs.contracts.topics import dead_letter_topic
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.db import session_settings
+from libs.platform.dead_letters import read_dead_letters
 from libs.platform.secret_box import KEY_SETTING
 from libs.platform.service import Runtime, ServiceDefinition, StartupRefused, Stopper
 from services.notification.adapters.board_store import ChangeFeed, PgBoardQueries, PgOperatorActions
@@ -81,6 +82,7 @@ async def start_workers(runtime: Runtime) -> Stopper:
         orders=orders,
         actions=PgOperatorActions(runtime.pool, settings.topic, runtime.committed),
         feed=feed,
+        dead_letters=lambda: read_dead_letters(settings),
     )
     api = build_api(orders, settings.api_rate_per_s, settings.api_burst, board=board)
     runner = web.AppRunner(api, access_log=None, shutdown_timeout=2.0)

@@ -68,7 +68,8 @@ def test_a_service_may_read_exactly_the_topics_its_router_subscribes_to_in_its_o
     topics_read = {t.removeprefix(PREFIX) for t in groups.values()}
 
     assert topics_read == set(SERVICE_TOPICS[service].reads)
-    assert allowed(service, "read") == topics_read
+    observed = set(next(s for s in TOPOLOGY if s.name == service).observes)
+    assert allowed(service, "read") == topics_read | observed
     [group_grant] = allowed(service, "read", "group")
     assert all(g.startswith(PREFIX + group_grant.rstrip("*")) for g in groups)
 

@@ -17,12 +17,15 @@ from uuid import UUID
 
 import aiohttp
 import pytest
+from aiohttp import web
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
+from libs.contracts import topics
 from tests.e2e.conftest import LiveFleet
 from tests.support.browser import Browser, chromium_paths
+from tests.support.infra import free_port
 from tests.support.orders import adjustment, location, order, product
 
 pytestmark = pytest.mark.browser
@@ -221,3 +224,85 @@ async def test_the_pages_are_keyboard_reachable_and_axe_finds_no_serious_violati
     await run(browser.open, f"{live.api}/board/login")
     found["/board/login"] = await run(browser.axe_violations)
     assert found == {page: [] for page in found}
+
+
+async def test_dead_letters_are_listed_with_counts_and_a_dead_webhook_is_redelivered_from_the_board(
+    live: LiveFleet, browser: Browser, shots: Path
+) -> None:
+    run_id = secrets.token_hex(3)
+    recovered = asyncio.Event()
+    attempts: list[int] = []
+
+    async def endpoint(request: web.Request) -> web.Response:
+        attempts.append(1)
+        return web.Response(status=204 if recovered.is_set() else 500)
+
+    app = web.Application()
+    app.add_routes([web.post("/hook", endpoint)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    subscription = f"board-{run_id}"
+    try:
+        await live.baton(
+            "webhooks",
+            "add",
+            "--url",
+            f"http://127.0.0.1:{port}/hook",
+            "--events",
+            "order.received",
+            "--subscription-id",
+            subscription,
+        )
+        await live.wait_row(
+            "SELECT true FROM notification.subscriptions WHERE subscription_id = $1",
+            subscription,
+            what=subscription,
+        )
+        item = await stocked_item(live, "DEAD")
+        await live.submit(order(lines=[(item, 1, "10.00")]))
+        delivery_id = await live.wait_row(
+            "SELECT delivery_id FROM notification.deliveries WHERE subscription_id = $1 AND status = 'dead'",
+            subscription,
+            what="the delivery to the failing endpoint to be dead",
+        )
+        # A record intake cannot apply: dead-lettered with its cause.
+        bad_key = f"webshop:bad-{run_id}"
+        await live.publisher.send(topics.ORDERS_SUBMITTED, bad_key, b"{not json")
+        await live.dead_letters.wait_for(
+            lambda _: any(r.key == bad_key.encode() for r in live.dead_letters.raw),
+            60,
+            "intake to dead-letter the bad record",
+        )
+
+        _, key = await live.api_key("*", name="ops", role="operator")
+        await run(browser.fresh)
+        await run(browser.log_in, live.api, key)
+        await run(browser.open, f"{live.api}/board/dead-letters")
+        await run(browser.wait_css, 'li[data-service="intake"]', 30)
+        intake_count = browser.css('li[data-service="intake"] strong')[0].text
+        assert int(intake_count) >= 1
+        assert int(browser.css("#webhooks .count")[0].get_attribute("data-total") or 0) >= 1
+        assert await run(browser.axe_violations) == [], "the filled lists pass axe-core too"
+        browser.screenshot(shots / "dead-letters.png")
+
+        recovered.set()
+        button = browser.driver.find_element(By.CSS_SELECTOR, f'button[aria-label="Redeliver {delivery_id}"]')
+        button.send_keys(Keys.ENTER)
+        await run(browser.wait_css, '#flash [data-outcome="ok"]', 20)
+        await live.wait_row(
+            "SELECT true FROM notification.deliveries WHERE delivery_id = $1 AND status = 'delivered'",
+            delivery_id,
+            what=f"{delivery_id} redelivered",
+        )
+        assert (
+            await live.fetchval(
+                "SELECT count(*) FROM notification.operator_actions WHERE action = 'redeliver' AND subject = $1",
+                delivery_id,
+            )
+            == 1
+        )
+    finally:
+        await live.baton("webhooks", "remove", subscription)
+        await runner.cleanup()

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -23,9 +25,11 @@ from uuid import UUID
 import jinja2
 import yaml
 from aiohttp import web
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from libs.contracts.orders import ShipmentLine
+from libs.platform.dead_letters import DeadLetter
 from services.notification.app.board import (
     ActionRefused,
     BoardReads,
@@ -44,6 +48,9 @@ COOKIE = "baton_board_key"
 STATIC_PREFIX = "/board/static"
 OPEN_BOARD_PATHS = frozenset({"/board/login"})
 KEEP_ALIVE_S = 15.0
+DEAD_LETTERS_TIMEOUT_S = 15.0
+DEAD_LETTERS_SHOWN = 200
+log = logging.getLogger("baton.notification.board")
 COALESCE_S = 0.25
 API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)
 
@@ -91,6 +98,7 @@ class Board:
         orders: OrderStatusQueries,
         actions: OperatorActions,
         feed: Changes,
+        dead_letters: Callable[[], Awaitable[Sequence[DeadLetter]]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._pipelines = pipelines
@@ -99,6 +107,7 @@ class Board:
         self._orders = orders
         self._actions = actions
         self._feed = feed
+        self._dead_letters = dead_letters
         self._clock = clock
         self._env = _templates()
         self._closing = asyncio.Event()
@@ -276,8 +285,22 @@ class Board:
                 "missing.html", key, status=403, what="Dead webhook deliveries need a key for every channel."
             )
         total, rows = await self._queries.dead_deliveries()
+        letters: Sequence[DeadLetter] | None = None
+        if self._dead_letters is not None:
+            try:
+                letters = await asyncio.wait_for(self._dead_letters(), DEAD_LETTERS_TIMEOUT_S)
+            except (TimeoutError, KafkaError, OSError) as exc:
+                log.warning("dead-letter topics unreadable", extra={"error": type(exc).__name__})
+        per_service = Counter(d.service for d in letters or ())
         return self._page(
-            "dead_letters.html", key, total=total, deliveries=rows, counts=await self._counts(key)
+            "dead_letters.html",
+            key,
+            total=total,
+            deliveries=rows,
+            letters=list(reversed(letters or []))[:DEAD_LETTERS_SHOWN],
+            letters_total=None if letters is None else len(letters),
+            per_service=sorted(per_service.items()),
+            counts=await self._counts(key),
         )
 
     # Actions: each answers with a short message fragment for the page's live region.
