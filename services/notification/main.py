@@ -13,7 +13,7 @@ from libs.platform.dead_letters import read_dead_letters
 from libs.platform.secret_box import KEY_SETTING
 from libs.platform.service import Runtime, ServiceDefinition, StartupRefused, Stopper
 from services.notification.adapters.board_store import ChangeFeed, PgBoardQueries, PgOperatorActions
-from services.notification.adapters.board_web import Board, load_pipelines
+from services.notification.adapters.board_web import Board, load_pipelines, static_dir
 from services.notification.adapters.egress import SystemResolver
 from services.notification.adapters.http_api import build_api
 from services.notification.adapters.smtp import AioSmtpSender
@@ -72,6 +72,10 @@ async def start_workers(runtime: Runtime) -> Stopper:
     )
     worker.start()
     runtime.after_commit.append(worker.wake)
+    if not (static_dir() / "vendor" / "htmx.min.js").exists():
+        log.warning(
+            "the board's htmx is missing (`make install` copies it from npm): the board will not update live"
+        )
     url = settings.database_url.get_secret_value()
     feed = ChangeFeed(url, session_settings(url, "notification", "board-notification"))
     feed.start()
