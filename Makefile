@@ -65,8 +65,10 @@ $(BOARD_STAMP): $(BOARD_WEB)/package.json $(BOARD_WEB)/package-lock.json
 	touch $(BOARD_STAMP)
 
 browser:
-	@dpkg-query -W $(BROWSER_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PACKAGES); }
+	@dpkg-query -W $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PACKAGES); \
+	  else echo "make: not root, so $(BROWSER_PACKAGES) are not installed: the browser tests need them" >&2; fi
 
 install: $(STAMP) $(NPM_STAMP) $(BOARD_STAMP) browser
 	$(BIN)/baton stack fetch
@@ -96,7 +98,7 @@ test-fast: $(STAMP) $(NPM_STAMP) $(BOARD_STAMP)
 
 # The images built with Podman from Debian's packages (installed here when missing) and the Compose
 # stack run with podman-compose; Podman's storage is kept in .cache/containers between runs.
-test-containers: $(STAMP)
+test-containers: $(STAMP) $(BOARD_STAMP)
 	@dpkg-query -W $(CONTAINER_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CONTAINER_PACKAGES); }
 	$(PYTEST) -m containers -p no:cacheprovider tests/containers
