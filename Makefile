@@ -21,12 +21,13 @@ BROWSER_PACKAGES := chromium chromium-driver
 CONTAINER_PACKAGES := podman runc catatonit mmdebstrap
 COMPILE := $(BIN)/uv pip compile pyproject.toml requirements/tools.in --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: help browser install lock test-prod kafka stack-up stack-down run test test-fast test-containers lint contracts demo bench chaos clean
+.PHONY: help browser install lock test-prod kafka stack-up stack-down run test test-fast test-python test-containers lint contracts demo bench chaos clean
 
 help:
 	@echo "make run        start Kafka, PostgreSQL and the five services (Ctrl-C stops all)"
 	@echo "make test       install everything needed and run unit, contract, integration and e2e tests"
 	@echo "make test-fast  unit + contract tests only (seconds, no broker or database)"
+	@echo "make test-python PY=3.13  unit + contract tests under another Python, in .venv-py3.13"
 	@echo "make lint       ruff + mypy + import boundaries"
 	@echo "make test-prod  the installed wheel, as deployed (non-root, manifests' env), on the secured broker"
 	@echo "make test-containers  build the images with Podman, run the Compose stack, one order to delivered"
@@ -96,6 +97,15 @@ test-prod: install
 test-fast: $(STAMP) $(NPM_STAMP) $(BOARD_STAMP)
 	$(PYTEST) -m "unit or contract" -q -p no:cacheprovider
 
+# The unit and contract tiers under another Python (python$(PY) on the PATH, else pyenv's $(PY)), in
+# its own venv from the same lock: the lock is resolved for every Python from 3.11 on.
+PY ?= 3.13
+test-python:
+	@python=$$( { python$(PY) -c 'import sys; print(sys.executable)' || PYENV_VERSION=$(PY) pyenv which python3; } 2>/dev/null ); \
+	  "$${python:-false}" -c 'import sys; sys.exit("%d.%d" % sys.version_info[:2] != "$(PY)")' 2>/dev/null \
+	    || { echo "no Python $(PY) here (python$(PY), or pyenv's $(PY))" >&2; exit 1; }; \
+	  $(MAKE) --no-print-directory test-fast PYTHON=$$python VENV=.venv-py$(PY)
+
 # The images built with Podman from Debian's packages (installed here when missing) and the Compose
 # stack run with podman-compose; Podman's storage is kept in .cache/containers between runs.
 test-containers: $(STAMP) $(BOARD_STAMP)
@@ -122,4 +132,4 @@ chaos: install
 	$(BIN)/python -m tests.chaos.harness --orders 20000
 
 clean:
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) .venv-py* .cache

@@ -39,6 +39,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewTopic
 
+from libs.cli.progress import Phases
 from libs.contracts import topics
 from libs.platform import stack
 from libs.platform.kafka import KafkaAccess, KafkaSecurity, wait_for_leaders
@@ -65,9 +66,22 @@ HOPS = (
 SERVICES = ["intake", "validation", "allocation", "fulfillment", "notification"]
 
 
-def progress(phase: str, started: float, line: str) -> None:
-    """One line of what the bench is doing, so a run of minutes is never silent."""
-    print(f"  [{phase:12} {time.monotonic() - started:6.0f}s] {line}", flush=True)
+PHASES = ("transport", "fleet start", "closed loop", "open loop", "bare open loop")
+_phases: Phases | None = None
+"""Progress bars of this run, when its output is a terminal (set by ``main``)."""
+
+
+def progress(
+    phase: str, started: float, line: str, done: float | None = None, total: float | None = None
+) -> None:
+    """What the bench is doing, so a run of minutes is never silent: on a terminal a bar per phase
+    (``done`` of ``total``), otherwise one line, every few seconds from the callers."""
+    if _phases is None or not _phases.interactive:
+        print(f"  [{phase:12} {time.monotonic() - started:6.0f}s] {line}", flush=True)
+        return
+    if _phases.phase != phase:
+        _phases.start(phase, total)
+    _phases.update(done, line, total)
 
 
 # ---------------------------------------------------------------- transport baseline
@@ -155,6 +169,8 @@ async def transport_baseline(infra: Infra, messages: int, payload: bytes) -> dic
                     "transport",
                     started,
                     f"{received:,} of {messages:,} through {HOPS} hops, {rate:,.0f} msg/s",
+                    done=received,
+                    total=messages,
                 )
         elapsed = time.monotonic() - started
         await producer.stop()
@@ -193,8 +209,17 @@ async def transport_open_loop(infra: Infra, payload: bytes, rate: float, duratio
 
         pump = asyncio.create_task(receive())
         try:
-            started = time.monotonic()
+            started = shown = time.monotonic()
             while (due := started + expected / rate) < started + duration_s:
+                if time.monotonic() - shown >= 5:
+                    shown = time.monotonic()
+                    progress(
+                        "bare open loop",
+                        started,
+                        f"{expected:,} messages sent at {rate:.1f}/s",
+                        done=expected,
+                        total=rate * duration_s,
+                    )
                 if (delay := due - time.monotonic()) > 0:
                     await asyncio.sleep(delay)
                 await producer.send(first, payload, key=repr(due).encode())
@@ -313,6 +338,7 @@ async def fleet_run(
     )
     watch = Watch()
     pump: asyncio.Task[None] | None = None
+    started = time.monotonic()
     try:  # everything started from here on is stopped in `finally`, also when the run fails
         smtp.start()
         for name in SERVICES:
@@ -340,6 +366,7 @@ async def fleet_run(
             for a in shop.stock
         ]
         await asyncio.gather(*sends)
+        progress("fleet start", started, "catalog and stock sent; waiting until they are applied")
         await _wait_seeded(environment.dsn, len(shop.products), len(shop.stock))
         rng = random.Random(1)
         counter = iter(range(10**9))
@@ -356,8 +383,11 @@ async def fleet_run(
             eid, body = next_order()
             warm.append(eid)
             await producer.send(settings.topic(topics.ORDERS_SUBMITTED), body, key=f"webshop:{eid}".encode())
-        deadline = time.monotonic() + 180
-        while watch.count("in_fulfillment", warm) < 190 and time.monotonic() < deadline:
+        deadline, shown = time.monotonic() + 180, time.monotonic()
+        while (through := watch.count("in_fulfillment", warm)) < 190 and time.monotonic() < deadline:
+            if time.monotonic() - shown >= 5:
+                shown = time.monotonic()
+                progress("fleet start", started, f"{through} of 200 warm-up orders through", through, 200)
             await asyncio.sleep(0.5)
         pids = {s: p.pid for s, p in fleet.processes.items()}
         broker_pid = int((stack.KafkaBroker().pid_file).read_text()) if not stack.external_kafka() else None
@@ -441,10 +471,16 @@ async def _closed_loop(
                     "closed loop",
                     started,
                     f"{so_far:,.1f} orders/s to in_fulfillment so far, {recent:,.1f}/s in the last 5 s",
+                    done=now - started,
+                    total=warmup_s + duration_s,
                 )
             else:
                 progress(
-                    "closed loop", started, f"warming up, {watch.count('in_fulfillment'):,} orders through"
+                    "closed loop",
+                    started,
+                    f"warming up, {watch.count('in_fulfillment'):,} orders through",
+                    done=now - started,
+                    total=warmup_s + duration_s,
                 )
         done = watch.count("in_fulfillment")
         in_flight = len(submitted) - done
@@ -499,7 +535,9 @@ async def _open_loop(
     while (due := started + n / rate) < started + duration_s:
         if time.monotonic() - shown >= 5:
             shown = time.monotonic()
-            progress("open loop", started, f"{n:,} orders sent at {rate:.1f}/s")
+            progress(
+                "open loop", started, f"{n:,} orders sent at {rate:.1f}/s", done=n, total=rate * duration_s
+            )
         if (delay := due - time.monotonic()) > 0:
             await asyncio.sleep(delay)
         eid, body = next_order()
@@ -829,7 +867,10 @@ def main() -> None:
     earlier = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("*.json"))]
     same = [r for r in earlier if r.get("machine", {}).get("id") == this_machine and r.get("fleet")]
     previous = same[-1] if same else None
-    result = asyncio.run(main_async(args))
+    global _phases
+    with Phases(PHASES[:1] if args.transport_only else PHASES) as _phases:
+        result = asyncio.run(main_async(args))
+        _phases.finish()
     if args.transport_only:
         print(
             f"\nBaton transport {result['date']} on {result['machine']['cpus']} cores ({result['machine']['id']})"

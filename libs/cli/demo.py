@@ -1,4 +1,7 @@
-"""`baton demo`: seed a shop, play a channel at a chosen rate, and show orders by status as they flow."""
+"""`baton demo`: seed a shop, play a channel at a chosen rate, and show orders by status as they flow.
+
+On a terminal the view is redrawn in place (orders submitted against the plan, orders by status,
+shipments by pipeline stage); piped, it prints two plain lines a second."""
 
 from __future__ import annotations
 
@@ -7,10 +10,16 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
+from libs.cli import output
 from libs.contracts import topics
 from libs.platform.kafka import apply_topics
 from libs.platform.settings import BatonSettings
@@ -75,9 +84,65 @@ class StageBoard:
         elif event.get("entered_stage"):
             self.where[event["shipment_id"]] = f"{event['pipeline']}/{event['entered_stage']}"
 
+    def counts(self) -> list[tuple[str, int]]:
+        return sorted(Counter(self.where.values()).items())
+
     def line(self) -> str:
-        counts = Counter(self.where.values())
-        return "  ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        return "  ".join(f"{k} {v}" for k, v in self.counts())
+
+
+@dataclass
+class Channel:
+    """How many orders the channel has submitted so far, of how many it plans to."""
+
+    planned: int
+    sent: int = 0
+
+
+class DemoView:
+    """What the demo shows each second: a live view on a terminal, two plain lines otherwise."""
+
+    def __init__(self, channel: Channel, out: Console | None = None) -> None:
+        self._channel = channel
+        self._out = out or output.console()
+        self._live: Live | None = None
+        self._submitted = Progress(
+            TextColumn("orders submitted"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self._out,
+        )
+        self._task = self._submitted.add_task("submitted", total=channel.planned)
+        if self._out.is_terminal:
+            self._live = Live(console=self._out, auto_refresh=False)
+            self._live.start()
+
+    def show(self, elapsed: float, board: StatusBoard, stages: StageBoard) -> None:
+        counts = board.counts()
+        if self._live is None:
+            line = "  ".join(f"{s} {counts[s]}" for s in STATUS_ORDER if counts[s])
+            print(f"[{elapsed:5.0f}s] orders {len(board.latest):5d} | {line}", flush=True)
+            print(f"         in pipelines | {stages.line()}", flush=True)
+            return
+        channel = self._channel  # the last order may go out just as the time is up: one over the plan
+        self._submitted.update(self._task, completed=channel.sent, total=max(channel.planned, channel.sent))
+        statuses = output.table("status", "orders>")
+        for status in STATUS_ORDER:
+            if counts[status]:
+                output.add_row(statuses, status, counts[status])
+        shipments = output.table("pipeline/stage", "shipments>")
+        for where, n in stages.counts():
+            output.add_row(shipments, where, n)
+        title = Text(f"baton demo: {len(board.latest)} orders seen (Ctrl-C stops)", style="bold")
+        self._live.update(Group(title, self._submitted, statuses, shipments), refresh=True)
+
+    def say(self, message: str) -> None:
+        (self._live.console if self._live else self._out).print(message)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
 
 
 async def run_demo(
@@ -99,12 +164,15 @@ async def run_demo(
     board, stages = StatusBoard(), StageBoard()
     floor = WarehouseFloor(producer, settings.topic_prefix, seed=run_id, step_s=(0.5, 3.0))
     shop = demo_shop()
+    plan = Channel(planned=max(1, round(rate * duration)))
+    view: DemoView | None = None
     try:
         await publish_shop(producer, settings, shop)
         print(
             f"seeded {len(shop.products)} products, {len(shop.locations)} locations, {len(shop.stock)} stock counts"
         )
-        channel = asyncio.create_task(_play_channel(producer, settings, shop, rate, duration, run_id))
+        view = DemoView(plan)
+        channel = asyncio.create_task(_play_channel(producer, settings, shop, rate, duration, run_id, plan))
         started = time.monotonic()
         while True:
             batches = await consumer.getmany(timeout_ms=1000)
@@ -117,10 +185,8 @@ async def run_demo(
                             floor.on_stage_event(event)
                     elif str(event.get("external_id", "")).startswith(run_id):
                         board.apply(event)
+            view.show(time.monotonic() - started, board, stages)
             counts = board.counts()
-            line = "  ".join(f"{s} {counts[s]}" for s in STATUS_ORDER if counts[s])
-            print(f"[{time.monotonic() - started:5.0f}s] orders {len(board.latest):5d} | {line}", flush=True)
-            print(f"         in pipelines | {stages.line()}", flush=True)
             settled = all(
                 s in ("delivered", "rejected", "cancelled", "backordered", "on_hold")
                 for s in counts.elements()
@@ -128,27 +194,35 @@ async def run_demo(
             if channel.done() and (settled or time.monotonic() - started > duration + 60):
                 break
             if not healthy():
-                print("a service process exited; see its log")
+                view.say("a service process exited; see its log")
                 break
         await channel
         return board.counts()
     finally:
+        if view is not None:
+            view.close()
         await consumer.stop()
         await producer.stop()
 
 
 async def _play_channel(
-    producer: ResilientSender, settings: BatonSettings, shop: Shop, rate: float, duration: float, run_id: str
+    producer: ResilientSender,
+    settings: BatonSettings,
+    shop: Shop,
+    rate: float,
+    duration: float,
+    run_id: str,
+    channel: Channel,
 ) -> int:
     """Submit orders at ``rate`` per second (from the schedule, not from the last send)."""
     rng = random.Random(run_id)
     topic = settings.topic(topics.ORDERS_SUBMITTED)
-    started, sent = time.monotonic(), 0
+    started = time.monotonic()
     while time.monotonic() - started < duration:
-        due = started + sent / rate
+        due = started + channel.sent / rate
         if (delay := due - time.monotonic()) > 0:
             await asyncio.sleep(delay)
-        order = random_order(rng, shop, f"{run_id}-{sent}")
+        order = random_order(rng, shop, f"{run_id}-{channel.sent}")
         await producer.send(topic, orjson.dumps(order), f"{order['channel']}:{order['external_id']}")
-        sent += 1
-    return sent
+        channel.sent += 1
+    return channel.sent

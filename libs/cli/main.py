@@ -6,18 +6,23 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
-from collections.abc import Iterator
+import traceback
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from libs.cli import errors
 from libs.cli.config import config_app
+from libs.cli.errors import DATABASE_CONNECT_TIMEOUT_S, EXIT_REFUSED, CommandFailed
 from libs.contracts.topics import SERVICES
 from libs.platform import stack
 from libs.platform.supervisor import Supervisor
@@ -50,6 +55,44 @@ rules_app = typer.Typer(
 app.add_typer(rules_app, name="rules")
 
 
+_debug = False
+
+
+def baton_version() -> str:
+    """The installed package's version (``pyproject.toml``), whichever way Baton was installed."""
+    try:
+        return version("baton")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"baton {baton_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print Baton's version and exit."
+        ),
+    ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="BATON_DEBUG",
+            help="On a failure, print the traceback too (otherwise one line says what failed).",
+        ),
+    ] = False,
+) -> None:
+    global _debug
+    _debug = _debug or debug
+
+
 def _settings() -> BatonSettings:
     """The settings, or one line per invalid one (never a traceback, never a value: it may be secret)."""
     from pydantic import ValidationError
@@ -66,11 +109,10 @@ def _settings() -> BatonSettings:
 
 
 def _kafka_settings() -> BatonSettings:
-    """The settings, once Kafka accepted our login: a refusal ends the command with its one line."""
-    from libs.platform.kafka import check_access
-
+    """The settings, once Kafka accepted our login: a broker that cannot be reached, or that
+    refuses us, ends the command with one line naming the servers and the setting."""
     settings = _settings()
-    asyncio.run(check_access(settings.kafka))
+    asyncio.run(errors.check_kafka(settings.kafka))
     return settings
 
 
@@ -142,17 +184,16 @@ def migrate(
     )
 
     settings = MigrateSettings()
+    url = settings.database_url.get_secret_value()
     names = [service_name(service)] if service else list(SERVICES)
     try:
         logins = logins_from_env(os.environ, [*names, OPERATOR], settings.db_role_prefix, passfile)
-        report = asyncio.run(
-            migrate_database(
-                settings.database_url.get_secret_value(),
-                fleet_migrations(names),
-                {n: logins[n] for n in names},
-                logins[OPERATOR],
+        with errors.database(url):
+            report = asyncio.run(
+                migrate_database(
+                    url, fleet_migrations(names), {n: logins[n] for n in names}, logins[OPERATOR]
+                )
             )
-        )
     except (MigrationRefused, AccessRefused, asyncpg.PostgresError, OSError) as exc:
         typer.echo(f"baton migrate: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -167,10 +208,30 @@ def migrate(
 @stack_app.command("fetch")
 def stack_fetch() -> None:
     """Download Kafka's jars from Maven Central once (skipped with KAFKA_HOME or KAFKA_BOOTSTRAP_SERVERS)."""
+    import subprocess
+
+    from libs.cli.progress import MavenDownload
+
     if stack.external_kafka():
         typer.echo("KAFKA_BOOTSTRAP_SERVERS is set: using that broker, nothing to fetch")
         return
-    typer.echo(f"Kafka jars: {stack.KafkaBroker().fetch()}")
+    broker = stack.KafkaBroker()
+    if (broker.libs_dir / ".complete").exists() or os.environ.get("KAFKA_HOME"):
+        typer.echo(f"Kafka jars: {broker.fetch()}")
+        return
+    started = time.monotonic()
+    with MavenDownload() as download:
+        try:
+            jars = broker.fetch(on_output=download.line)
+        except RuntimeError as missing:  # no Maven
+            raise CommandFailed(str(missing)) from missing
+        except subprocess.CalledProcessError as failed:
+            raise CommandFailed(
+                f"Maven could not resolve Kafka's jars (exit {failed.returncode}): {download.first_error()}; "
+                "check access to Maven Central (a proxy or mirror goes in ~/.m2/settings.xml), "
+                "or set KAFKA_HOME to an unpacked Kafka distribution"
+            ) from failed
+    typer.echo(f"Kafka jars: {jars} ({download.summary()} in {time.monotonic() - started:.0f} s)")
 
 
 @stack_app.command("up")
@@ -289,20 +350,36 @@ def acls_apply(
 
 @acls_app.command("list")
 def acls_list() -> None:
-    """The ACL table for BATON_TOPIC_PREFIX, as the README shows it."""
-    from libs.contracts.acls import render_markdown
+    """The ACL table for BATON_TOPIC_PREFIX (Markdown, as the README shows it, when piped)."""
+    from libs.cli import output
+    from libs.contracts.acls import render_markdown, table_rows
 
-    typer.echo(render_markdown(_settings().topic_prefix), nl=False)
+    prefix = _settings().topic_prefix
+    shown = output.table("principal", "may", "on", "names", lines=True)
+    for principal, operation, resources, names in table_rows(prefix):
+        output.add_row(shown, principal, operation, resources, "\n".join(names))
+    output.emit(shown, render_markdown(prefix).splitlines())
 
 
 @topics_app.command("list")
 def topics_list() -> None:
     """Topic names, partition counts and keys, as defined in libs/contracts/topics.py."""
+    from libs.cli import output
     from libs.contracts.topics import TOPICS
 
+    shown = output.table("topic", "partitions>", "visibility", "key", "retention (h)>")
     for spec in TOPICS:
         visibility = "public" if spec.public else "internal"
-        typer.echo(f"{spec.name:34} {spec.partitions:>3}  {visibility:8}  key={spec.key}")
+        output.add_row(
+            shown, spec.name, str(spec.partitions), visibility, spec.key, str(spec.retention_hours)
+        )
+    output.emit(
+        shown,
+        (
+            f"{spec.name:34} {spec.partitions:>3}  {'public' if spec.public else 'internal':8}  key={spec.key}"
+            for spec in TOPICS
+        ),
+    )
 
 
 @app.command()
@@ -358,14 +435,11 @@ def running_fleet(counts: dict[str, int], log_dir: Path | None, secure: bool = F
     try:
         stack_up(kafka_only=False, secure=secure and own_kafka)
         settings = MigrateSettings()
-        database_urls = asyncio.run(
-            prepare_local(
-                settings.database_url.get_secret_value(),
-                fleet_migrations(list(counts)),
-                settings.db_role_prefix,
-                passfile,
+        url = settings.database_url.get_secret_value()
+        with errors.database(url):
+            database_urls = asyncio.run(
+                prepare_local(url, fleet_migrations(list(counts)), settings.db_role_prefix, passfile)
             )
-        )
         fleet = Supervisor(
             env,
             log_dir,
@@ -464,9 +538,11 @@ def _signing_secret(secret_file: Path | None) -> tuple[str, bool]:
 
     if secret_file is None:
         return new_webhook_secret(), True
-    import sys
-
-    text = sys.stdin.read() if str(secret_file) == "-" else secret_file.read_text()
+    try:
+        text = sys.stdin.read() if str(secret_file) == "-" else secret_file.read_text()
+    except (OSError, UnicodeDecodeError) as unreadable:
+        why = errors.reason(unreadable) if isinstance(unreadable, OSError) else "not text"
+        raise CommandFailed(f"cannot read the secret file {secret_file}: {why}", errors.EXIT_USAGE) from None
     secret = text.strip()
     if not secret or "\n" in secret:
         raise typer.BadParameter("the secret file must hold one line, `whsec_<base64>`")
@@ -583,36 +659,72 @@ def webhooks_list(
     role suffices: the columns read are those in libs/platform/roles.py OPERATOR_READS)."""
     import asyncpg
 
-    async def show() -> None:
-        conn = await asyncpg.connect(_settings().database_url.get_secret_value())
+    from libs.cli import output
+
+    url = _settings().database_url.get_secret_value()
+
+    async def read() -> list[Any]:
+        conn = await asyncpg.connect(url, timeout=DATABASE_CONNECT_TIMEOUT_S)
         try:
             if dead:
-                for r in await conn.fetch(
-                    "SELECT delivery_id, subscription_id, event_key, attempts, last_error FROM notification.deliveries"
-                    " WHERE status = 'dead' ORDER BY created_at"
-                ):
-                    typer.echo(
-                        f"{r['delivery_id']}  {r['subscription_id']}  {r['event_key']}  "
-                        f"attempts={r['attempts']}  {r['last_error']}"
+                return list(
+                    await conn.fetch(
+                        "SELECT delivery_id, subscription_id, event_key, attempts, last_error"
+                        " FROM notification.deliveries WHERE status = 'dead' ORDER BY created_at"
                     )
-                return
-            for r in await conn.fetch(
-                "SELECT s.subscription_id, s.url, s.events, s.active,"
-                " count(d.delivery_id) FILTER (WHERE d.status = 'delivered') AS delivered,"
-                " count(d.delivery_id) FILTER (WHERE d.status = 'pending') AS pending,"
-                " count(d.delivery_id) FILTER (WHERE d.status = 'dead') AS dead"
-                " FROM notification.subscriptions s LEFT JOIN notification.deliveries d USING (subscription_id)"
-                " GROUP BY s.subscription_id ORDER BY s.subscription_id"
-            ):
-                state = "active" if r["active"] else "removed"
-                typer.echo(
-                    f"{r['subscription_id']}  {state}  {r['url']}  events={','.join(r['events'])}  "
-                    f"delivered={r['delivered']} pending={r['pending']} dead={r['dead']}"
                 )
+            return list(
+                await conn.fetch(
+                    "SELECT s.subscription_id, s.url, s.events, s.active,"
+                    " count(d.delivery_id) FILTER (WHERE d.status = 'delivered') AS delivered,"
+                    " count(d.delivery_id) FILTER (WHERE d.status = 'pending') AS pending,"
+                    " count(d.delivery_id) FILTER (WHERE d.status = 'dead') AS dead"
+                    " FROM notification.subscriptions s"
+                    " LEFT JOIN notification.deliveries d USING (subscription_id)"
+                    " GROUP BY s.subscription_id ORDER BY s.subscription_id"
+                )
+            )
         finally:
             await conn.close()
 
-    asyncio.run(show())
+    with errors.database(url):
+        rows = asyncio.run(read())
+    if dead:
+        shown = output.table("delivery", "subscription", "event", "attempts>", "last error")
+        for r in rows:
+            output.add_row(
+                shown, r["delivery_id"], r["subscription_id"], r["event_key"], r["attempts"], r["last_error"]
+            )
+        output.emit(
+            shown,
+            (
+                f"{r['delivery_id']}  {r['subscription_id']}  {r['event_key']}  "
+                f"attempts={r['attempts']}  {r['last_error']}"
+                for r in rows
+            ),
+        )
+        return
+    shown = output.table("subscription", "state", "url", "events", "delivered>", "pending>", "dead>")
+    for r in rows:
+        state = "active" if r["active"] else "removed"
+        output.add_row(
+            shown,
+            r["subscription_id"],
+            state,
+            r["url"],
+            ", ".join(r["events"]),
+            r["delivered"],
+            r["pending"],
+            r["dead"],
+        )
+    output.emit(
+        shown,
+        (
+            f"{r['subscription_id']}  {'active' if r['active'] else 'removed'}  {r['url']}  "
+            f"events={','.join(r['events'])}  delivered={r['delivered']} pending={r['pending']} dead={r['dead']}"
+            for r in rows
+        ),
+    )
 
 
 @webhooks_app.command("redeliver")
@@ -635,15 +747,16 @@ def webhooks_redeliver(
 
 @app.command()
 def trace(
-    order_id: str,
+    order_id: Annotated[uuid.UUID, typer.Argument(help="the order's id (a UUID), as on orders.status.v1")],
     trace_dir: Annotated[Path | None, typer.Option(help="default: $BATON_TRACE_DIR or .cache/traces")] = None,
+    queries: Annotated[bool, typer.Option(help="show the database calls too")] = False,
 ) -> None:
     """Print one order's span tree across all services (from the local trace files)."""
     from libs.cli.traces import load_order_spans, render
 
     folder = trace_dir or Path(os.environ.get("BATON_TRACE_DIR") or stack.cache_dir() / "traces")
-    spans = load_order_spans(folder, order_id)
-    typer.echo(render(order_id, spans))
+    spans = load_order_spans(folder, str(order_id))
+    typer.echo(render(str(order_id), spans, queries))
     if not spans:
         raise typer.Exit(1)
 
@@ -668,15 +781,31 @@ def dlq_list(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show the error text")] = False,
 ) -> None:
     """Every dead letter: when, which service, the cause and where the record came from."""
+    from libs.cli import output
     from libs.cli.dlq import read_dead_letters
 
     services = (service_name(service),) if service else SERVICES
     letters = asyncio.run(read_dead_letters(_kafka_settings(), services))
+    total = f"{len(letters)} dead letter(s)"
+    shown = output.table(
+        "dead-lettered (UTC)",
+        "service",
+        "cause",
+        "source topic[partition]@offset",
+        *(["error"] if verbose else []),
+    )
     for d in letters:
-        typer.echo(f"{d.at:%Y-%m-%d %H:%M:%S}  {d.service:12} {d.cause:26} {d.source}")
-        if verbose:
-            typer.echo(f"    {d.headers.get('dlq-error', '')[:500]}")
-    typer.echo(f"{len(letters)} dead letter(s)")
+        error = [d.headers.get("dlq-error", "")[:500]] if verbose else []
+        output.add_row(shown, f"{d.at:%Y-%m-%d %H:%M:%S}", d.service, d.cause, d.source, *error)
+
+    def plain() -> Iterator[str]:
+        for d in letters:
+            yield f"{d.at:%Y-%m-%d %H:%M:%S}  {d.service:12} {d.cause:26} {d.source}"
+            if verbose:
+                yield f"    {d.headers.get('dlq-error', '')[:500]}"
+
+    output.emit(shown, plain())
+    typer.echo(total)
 
 
 @dlq_app.command("replay")
@@ -756,24 +885,60 @@ def _add_service_commands() -> None:
 
 _add_service_commands()
 
-EXIT_REFUSED = 78
-"""EX_CONFIG: Kafka refused our credentials or certificate; restarting will not help."""
+
+def main(args: Sequence[str] | None = None) -> None:
+    """``baton``: whatever fails ends with one line and an exit status, never a traceback (unless
+    ``--debug`` or ``BATON_DEBUG=1``): 1 when Kafka or PostgreSQL cannot be reached or refuses a
+    request, 2 for a wrong command line, 78 when Kafka refuses our login or certificate."""
+    sys.exit(run_cli(args))
 
 
-def main() -> None:
-    """``baton``: a refusal by Kafka ends any command with its one line, not a traceback."""
-    from aiokafka.errors import KafkaConnectionError
+def run_cli(args: Sequence[str] | None = None) -> int:
+    """``main`` without leaving the process: the exit status."""
+    global _debug
+    _debug = False
+    argv = list(sys.argv[1:] if args is None else args)
+    try:
+        status = app(args=argv, prog_name="baton", standalone_mode=False)
+    except typer.TyperException as refused:  # the command line (typer's own click: usage, parameters)
+        if type(refused).__name__ != "NoArgsIsHelpError":  # that one printed the help already
+            ctx = getattr(refused, "ctx", None)
+            command = ctx.command_path if ctx is not None else "baton"
+            hint = f" (see `{command} --help`)" if refused.exit_code == errors.EXIT_USAGE else ""
+            typer.echo(f"{command}: {refused.format_message()}{hint}", err=True)
+        return refused.exit_code
+    except typer.Abort:
+        typer.echo("baton: aborted", err=True)
+        return 1
+    except Exception as exc:
+        failed = _explain(exc)
+        if _debug or _debug_requested(argv):
+            traceback.print_exception(exc)
+        typer.echo(f"baton: {failed.line}", err=True)
+        return failed.status
+    return status if isinstance(status, int) else 0
 
+
+def _explain(exc: Exception) -> CommandFailed:
+    """The one line for a failure a command did not put in words itself."""
     from libs.platform.kafka import KafkaAccessRefused
 
-    try:
-        app()
-    except KafkaAccessRefused as refused:
-        typer.echo(f"baton: {refused}", err=True)
-        raise SystemExit(EXIT_REFUSED) from None
-    except KafkaConnectionError as unreachable:
-        typer.echo(f"baton: {unreachable}", err=True)
-        raise SystemExit(1) from None
+    if isinstance(exc, CommandFailed):
+        return exc
+    if isinstance(exc, KafkaAccessRefused):
+        return CommandFailed(str(exc), EXIT_REFUSED)
+    with contextlib.suppress(Exception):  # the settings were readable when the command started
+        if (failed := errors.kafka_failure(exc, _settings().kafka)) is not None:
+            return failed
+    return CommandFailed(
+        f"unexpected {type(exc).__name__}: {exc} (run again with --debug or BATON_DEBUG=1 for the traceback)"
+    )
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    """Also when the failure came before the options were parsed."""
+    flag = os.environ.get("BATON_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    return flag or "--debug" in argv[: argv.index("--") if "--" in argv else len(argv)]
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Per service and consumer group: members, partitions, consumer lag and records consumed per second
 (from committed offsets); dead letters per service; committed events waiting in each outbox.
-Everything is read from Kafka and PostgreSQL, so it works against any running fleet.
+Everything is read from Kafka and PostgreSQL, so it works against any running fleet. On a terminal
+it is a live view redrawn in place; piped, or with ``--iterations``, it prints plain screens.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import TopicPartition
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
 
+from libs.cli import output
 from libs.contracts.topics import SERVICES, dead_letter_topic
 from libs.contracts.topology import TOPOLOGY
 from libs.platform.lag import GroupLag, LagProbe
@@ -61,23 +66,42 @@ async def take_snapshot(
     return Snapshot(time.monotonic(), lags, dead, outbox)
 
 
+@dataclass(frozen=True)
+class GroupRow:
+    service: str
+    group: str
+    members: int
+    partitions: int
+    lag: int
+    rate: float | None
+    """Records committed per second since the previous snapshot (None on the first)."""
+
+
+def group_rows(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> list[GroupRow]:
+    """One row per consumer group and topic; group names without the environment's topic prefix."""
+    rows: list[GroupRow] = []
+    elapsed = current.at - previous.at if previous else 0
+    for service, lags in current.lags.items():
+        before = {(r.group, r.topic): r for r in previous.lags.get(service, [])} if previous else {}
+        for row in lags:
+            rate = None
+            if elapsed > 0 and (old := before.get((row.group, row.topic))) is not None:
+                rate = max(0, row.committed - old.committed) / elapsed
+            rows.append(
+                GroupRow(service, row.group.removeprefix(prefix), row.members, row.partitions, row.lag, rate)
+            )
+    return rows
+
+
 def render(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> str:
-    """Group names are shown without the environment's topic prefix."""
+    """The plain screen (pipes, ``--iterations``): fixed columns that scripts and tests read."""
     lines = [
         f"{'service':<13}{'consumer group':<44}{'members':>8}{'parts':>6}{'lag':>9}{'rec/s':>9}",
         "-" * 89,
     ]
-    for service, rows in current.lags.items():
-        before = {(r.group, r.topic): r for r in previous.lags.get(service, [])} if previous else {}
-        elapsed = current.at - previous.at if previous else 0
-        for row in rows:
-            rate = ""
-            if elapsed > 0 and (old := before.get((row.group, row.topic))) is not None:
-                rate = f"{max(0, row.committed - old.committed) / elapsed:.1f}"
-            group = row.group.removeprefix(prefix)
-            lines.append(
-                f"{service:<13}{group[:43]:<44}{row.members:>8}{row.partitions:>6}{row.lag:>9}{rate:>9}"
-            )
+    for r in group_rows(current, previous, prefix):
+        rate = "" if r.rate is None else f"{r.rate:.1f}"
+        lines.append(f"{r.service:<13}{r.group[:43]:<44}{r.members:>8}{r.partitions:>6}{r.lag:>9}{rate:>9}")
     lines.append("")
     lines.append(f"{'service':<13}{'dead letters':>13}{'outbox waiting':>16}")
     for service in SERVICES:
@@ -89,21 +113,59 @@ def render(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> st
     return "\n".join(lines)
 
 
-async def watch(settings: BatonSettings, interval: float, iterations: int | None) -> None:
+def view(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> Group:
+    """The live view on a terminal: the same figures as ``render``, as tables."""
+    groups = output.table("service", "consumer group", "members>", "partitions>", "lag>", "rec/s>")
+    for r in group_rows(current, previous, prefix):
+        lag = Text(str(r.lag), style="bold red" if r.lag > 1000 else "")
+        output.add_row(
+            groups,
+            r.service,
+            r.group,
+            r.members,
+            r.partitions,
+            lag,
+            "" if r.rate is None else f"{r.rate:.1f}",
+        )
+    services = output.table("service", "dead letters>", "outbox waiting>")
+    for service in SERVICES:
+        waiting = current.outbox.get(service)
+        dead = current.dead_letters.get(service, 0)
+        output.add_row(
+            services,
+            service,
+            Text(str(dead), style="yellow" if dead else ""),
+            "-" if waiting is None else waiting,
+        )
+    title = Text(f"{time.strftime('%H:%M:%S')} baton top (Ctrl-C to quit)", style="bold")
+    return Group(title, groups, services)
+
+
+async def watch(
+    settings: BatonSettings, interval: float, iterations: int | None, out: Console | None = None
+) -> None:
+    """Until Ctrl-C, or ``iterations`` screens: a live view on a terminal, plain screens otherwise."""
+    out = out or output.console()
     probe = LagProbe(settings.kafka)
     groups = fleet_groups(settings)
     previous: Snapshot | None = None
+    live = Live(console=out, auto_refresh=False) if iterations is None and out.is_terminal else None
     done = 0
     try:
+        if live is not None:
+            live.start()
         while iterations is None or done < iterations:
             current = await take_snapshot(settings, probe, groups)
-            screen = render(current, previous, settings.topic_prefix)
-            if iterations is None:
-                print("\033[2J\033[H", end="")
-            print(time.strftime("%H:%M:%S"), "baton top (Ctrl-C to quit)\n" + screen, flush=True)
+            if live is not None:
+                live.update(view(current, previous, settings.topic_prefix), refresh=True)
+            else:
+                screen = render(current, previous, settings.topic_prefix)
+                print(time.strftime("%H:%M:%S"), "baton top (Ctrl-C to quit)\n" + screen, flush=True)
             previous = current
             done += 1
             if iterations is None or done < iterations:
                 await asyncio.sleep(interval)
     finally:
+        if live is not None:
+            live.stop()
         await probe.stop()

@@ -7,10 +7,11 @@ it to ``.cache/traces``) append their spans there; this reads them back and prin
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from libs.platform.tracing import order_trace_id
 
 
 @dataclass
@@ -24,8 +25,11 @@ class SpanNode:
 
 
 def load_order_spans(trace_dir: Path, order_id: str) -> list[dict[str, Any]]:
-    """Spans in the order's trace (its id is the trace id), plus spans tagged with the order id."""
-    trace_id = f"{uuid.UUID(order_id).int:032x}"
+    """Spans in the order's trace (its id is computed from the order id), plus spans tagged with the order id."""
+    derived = order_trace_id(order_id)
+    if derived is None:
+        raise ValueError(f"{order_id!r} is not an order id (a UUID)")
+    trace_id = f"{derived:032x}"
     spans: dict[str, dict[str, Any]] = {}
     for path in sorted(trace_dir.glob("*.jsonl")):
         with path.open(encoding="utf-8") as lines:
@@ -53,20 +57,42 @@ def build_tree(spans: list[dict[str, Any]]) -> list[SpanNode]:
     return sorted(roots, key=lambda n: n.start)
 
 
-def render(order_id: str, spans: list[dict[str, Any]]) -> str:
+def is_query(span: dict[str, Any]) -> bool:
+    """A database call (from the asyncpg instrumentation)."""
+    attributes = span["attributes"]
+    return span.get("kind") == "CLIENT" and ("db.system.name" in attributes or "db.system" in attributes)
+
+
+def _detail(span: dict[str, Any]) -> str:
+    attributes = span["attributes"]
+    if what := attributes.get("baton.event_type"):
+        return str(what)
+    if query := attributes.get("db.query.text") or attributes.get("db.statement"):
+        return " ".join(str(query).split())[:70]
+    if status := attributes.get("http.response.status_code") or attributes.get("http.status_code"):
+        return f"HTTP {status}"
+    return str(attributes.get("error.type") or "")
+
+
+def render(order_id: str, spans: list[dict[str, Any]], queries: bool = False) -> str:
+    """The span tree; database calls only with ``queries`` (there are several under most records)."""
     if not spans:
         return f"no spans for order {order_id}"
     origin = min(int(s["start_ns"]) for s in spans)
     services = sorted({s["service"] for s in spans})
+    hidden = 0 if queries else sum(1 for s in spans if is_query(s))
     lines = [
         f"order {order_id}  trace {spans[0]['trace_id']}  {len(spans)} spans  services: {', '.join(services)}"
+        + (f"  ({hidden} database calls hidden: --queries shows them)" if hidden else "")
     ]
+    if hidden:
+        spans = [s for s in spans if not is_query(s)]
 
     def walk(node: SpanNode, depth: int) -> None:
         span = node.span
         offset_ms = (node.start - origin) / 1e6
         took_ms = (int(span["end_ns"]) - node.start) / 1e6
-        what = span["attributes"].get("baton.event_type") or ""
+        what = _detail(span)
         lines.append(
             f"{offset_ms:>10.1f} ms {took_ms:>8.1f} ms  {'  ' * depth}{span['service']:<20} "
             f"{span['name']}{'  [' + what + ']' if what else ''}"

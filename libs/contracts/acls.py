@@ -108,16 +108,24 @@ def grants(prefix: str = "") -> list[Grant]:
     return sorted(rows)
 
 
-def render_markdown(prefix: str = "") -> str:
-    """The ACL table as the README shows it: one row per principal and resource pattern."""
+def table_rows(prefix: str = "") -> list[tuple[str, str, str, list[str]]]:
+    """The ACL table's rows: principal, operation, resource kind, names (``*`` ends a prefix)."""
     merged: dict[tuple[str, str, str, str], list[str]] = {}
     for g in grants(prefix):
         merged.setdefault((g.principal, g.resource, g.pattern, g.operation), []).append(g.name)
     order = {p: i for i, p in enumerate(PRINCIPALS)}
+    return [
+        (principal, operation, f"{resource}s", [f"{n}*" if pattern == "prefixed" else n for n in names])
+        for (principal, resource, pattern, operation), names in sorted(
+            merged.items(), key=lambda item: (order[item[0][0]], item[0][1:])
+        )
+    ]
+
+
+def render_markdown(prefix: str = "") -> str:
+    """The ACL table as the README shows it: one row per principal and resource pattern."""
     lines = ["| principal | may | on | names |", "|---|---|---|---|"]
-    for (principal, resource, pattern, operation), names in sorted(
-        merged.items(), key=lambda item: (order[item[0][0]], item[0][1:])
-    ):
-        shown = ", ".join(f"`{n}*`" if pattern == "prefixed" else f"`{n}`" for n in names)
-        lines.append(f"| `{principal}` | {operation} | {resource}s | {shown} |")
+    for principal, operation, resources, names in table_rows(prefix):
+        shown = ", ".join(f"`{n}`" for n in names)
+        lines.append(f"| `{principal}` | {operation} | {resources} | {shown} |")
     return "\n".join(lines) + "\n"

@@ -18,6 +18,8 @@ is 1:1 with the envelope every event already carries:
 consumers filter on, a second spelling of it would only be a thing to keep in step, and Baton owns
 no domain to put in front; ``ce_source`` says which service (and so which fleet) produced it.
 The older ``event_id`` and ``event_type`` headers stay: Baton's consumers and inboxes read them.
+``correlation_id`` is the record's key too (the order id for every event about an order), so a
+consumer that propagates no trace context can still put one order's events together.
 
 ``libs/platform/records.py`` writes these headers; the AsyncAPI document describes them from here.
 """
@@ -33,6 +35,7 @@ EVENT_ID = "event_id"
 EVENT_TYPE = "event_type"
 CONTENT_TYPE = "content-type"
 TRACEPARENT = "traceparent"
+CORRELATION_ID = "correlation_id"
 REPLAYED_FROM = "dlq-replayed-from"
 CE_SPECVERSION = "ce_specversion"
 CE_ID = "ce_id"
@@ -61,6 +64,7 @@ def event_headers(event: Event, producer: str, key: str) -> dict[str, str]:
         CE_SOURCE: cloudevents_source(producer),
         CE_TYPE: event.event_type,
         CE_TIME: event.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        CORRELATION_ID: key,
     }
     if key:
         headers[CE_SUBJECT] = key
@@ -95,10 +99,24 @@ EVENT_HEADERS: dict[str, Any] = {
         CE_SUBJECT: _text(
             "CloudEvents `subject`: the record's key, the aggregate id (the order id for orders)"
         ),
+        CORRELATION_ID: _text(
+            "The record's key: the order id for every event about an order (`<channel>:<external_id>` "
+            "for a refused submission), so one order's events go together without trace context"
+        ),
         TRACEPARENT: TRACEPARENT_SCHEMA,
         REPLAYED_FROM: REPLAYED_FROM_SCHEMA,
     },
-    "required": [EVENT_ID, EVENT_TYPE, CONTENT_TYPE, CE_SPECVERSION, CE_ID, CE_SOURCE, CE_TYPE, CE_TIME],
+    "required": [
+        EVENT_ID,
+        EVENT_TYPE,
+        CONTENT_TYPE,
+        CE_SPECVERSION,
+        CE_ID,
+        CE_SOURCE,
+        CE_TYPE,
+        CE_TIME,
+        CORRELATION_ID,
+    ],
 }
 
 INPUT_HEADERS: dict[str, Any] = {

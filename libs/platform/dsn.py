@@ -119,3 +119,15 @@ def redacted(url: str) -> str:
         "password=***" if part.split("=", 1)[0] == "password" else part for part in p.query.split("&") if part
     )
     return _join(_Parts(p.scheme, userinfo, p.hosts, p.path, query, p.fragment))
+
+
+def address(url: str) -> str:
+    """Where the URL points, for an error message: its host list and database, never the login
+    (``db-1:5432,db-2:5432 (database baton)``; ``?host=`` wins over the host list, as in libpq)."""
+    p = _split(url)
+    query = parameters(url)
+    hosts = query.get("host") or p.hosts or "the local socket"
+    if "port" in query and ":" not in hosts:
+        hosts += f":{query['port']}"
+    name = database_name(url)
+    return f"{hosts} (database {name})" if name else hosts

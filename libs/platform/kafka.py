@@ -210,6 +210,15 @@ class KafkaAccessRefused(Exception):
     help, so a process says so in one line naming the setting and stops."""
 
 
+class KafkaUnreachable(KafkaConnectionError):  # type: ignore[misc]
+    """No bootstrap server answered (down, unknown host, another protocol): worth waiting for in a
+    service; the CLI says which server failed how (``failures``: server -> the error)."""
+
+    def __init__(self, message: str, failures: dict[str, BaseException]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
 _CERT_ALERTS = (
     "CERTIFICATE_REQUIRED",
     "BAD_CERTIFICATE",
@@ -268,7 +277,7 @@ async def check_access(access: KafkaAccess, timeout_s: float = 10.0) -> None:
     security = access.security
     options = access.options()
     options.pop("bootstrap_servers")
-    failures: list[str] = []
+    failures: dict[str, BaseException] = {}
     for server in [s.strip() for s in access.bootstrap_servers.split(",") if s.strip()]:
         host, _, port = server.rpartition(":")
         try:
@@ -285,11 +294,15 @@ async def check_access(access: KafkaAccess, timeout_s: float = 10.0) -> None:
         except (OSError, KafkaError, TimeoutError, EOFError) as exc:
             if (refused := refusal(exc, server, security)) is not None:
                 raise refused from None
-            failures.append(f"{server}: {exc!r}")
+            failures[server] = exc
             continue
         conn.close()
         return
-    raise KafkaConnectionError(f"no Kafka broker reachable ({security.who()}): {'; '.join(failures)}")
+    raise KafkaUnreachable(
+        f"no Kafka broker reachable ({security.who()}): "
+        + "; ".join(f"{server}: {exc!r}" for server, exc in failures.items()),
+        failures,
+    )
 
 
 async def wait_for_login(access: KafkaAccess, timeout_s: float = 60.0) -> None:

@@ -1,17 +1,25 @@
-"""Structured JSON logs: one object per line with service, order id and trace ids when known."""
+"""Structured JSON logs: one object per line, UTC time, with the order and trace ids when known.
+
+While a record is handled its order is ``current_order_id`` (set by the platform from the record,
+traced or not) and its span is the current span, so a handler's log lines carry ``order_id``,
+``trace_id`` and ``span_id`` without passing them around.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote
 
 import orjson
+from opentelemetry import trace
 
 current_order_id: ContextVar[str | None] = ContextVar("current_order_id", default=None)
+"""The order being worked on in this task, for log lines."""
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -57,7 +65,8 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,
@@ -65,15 +74,10 @@ class JsonFormatter(logging.Formatter):
         }
         if order_id := current_order_id.get():
             entry["order_id"] = order_id
-        try:
-            from opentelemetry import trace
-
-            ctx = trace.get_current_span().get_span_context()
-            if ctx.is_valid:
-                entry["trace_id"] = format(ctx.trace_id, "032x")
-                entry["span_id"] = format(ctx.span_id, "016x")
-        except ImportError:  # pragma: no cover - opentelemetry is a dependency
-            pass
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            entry["trace_id"] = format(ctx.trace_id, "032x")
+            entry["span_id"] = format(ctx.span_id, "016x")
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

@@ -2,8 +2,14 @@
 
 Domain counters are incremented by handlers while a batch transaction is open; they are held back
 and applied only when that transaction commits, so a rolled-back or redelivered batch is never
-counted twice. Every metric Baton exports is declared here: the Grafana dashboard and its test
-read this one catalog.
+counted twice. Every metric Baton exports is declared here: the Grafana dashboard, the alert rules
+and their tests read this one catalog.
+
+Baton's own registry also carries the standard process (``process_*``: CPU, memory, file
+descriptors, start time) and Python (``python_info``, ``python_gc_*``) collectors, so the usual
+dashboards and alerts for any Prometheus target work on a Baton process too. No ``*_created``
+series are exported: they double the series count of every counter and histogram, and Prometheus
+needs them only for created-timestamp ingestion, which Baton does not rely on.
 """
 
 from __future__ import annotations
@@ -12,9 +18,22 @@ import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+for _standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_standard)
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)
 
@@ -156,9 +175,19 @@ def apply(pending: list[tuple[Counter | Histogram, tuple[str, ...], float]]) -> 
             target.inc(amount)
 
 
+_SAMPLE_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "summary": ("", "_count", "_sum"),
+    "info": ("_info",),
+}
+
+
 def metric_names() -> set[str]:
-    """Every sample name Baton's registry can expose (for the dashboard test)."""
+    """Every sample name Baton's registry can expose, also of metrics that have no labelled child
+    yet (for the tests of the dashboard and the alert rules)."""
     names: set[str] = set()
-    for collector in list(REGISTRY._collector_to_names):
-        names.update(REGISTRY._collector_to_names[collector])
+    for family in REGISTRY.collect():
+        names.update(family.name + suffix for suffix in _SAMPLE_SUFFIXES.get(family.type, ("",)))
+        names.update(sample.name for sample in family.samples)
     return names

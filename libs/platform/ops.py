@@ -4,7 +4,9 @@
 ``/readyz`` answers 200 only when the service can reach both Kafka (every input's consumer fetched
 within the last seconds) and PostgreSQL right now, so a rollout waits for a pod that can actually
 work and traffic-based checks drop one that cannot.
-``/metrics`` refreshes the gauges that need a query (outbox backlog, consumer lag) at scrape time.
+``/metrics`` refreshes the gauges that need a query (readiness, outbox backlog, consumer lag) at
+scrape time, so ``baton_ready`` is current even where nothing probes ``/readyz`` (Compose, a laptop)
+and the readiness alert sees a process that is not ready.
 """
 
 from __future__ import annotations
@@ -72,10 +74,15 @@ class OpsServer:
         kafka = self._runtime.kafka_ready()
         return {"kafka": kafka, "database": database}
 
-    async def _readyz(self, _: web.Request) -> web.Response:
+    async def _checked(self) -> dict[str, bool]:
+        """The readiness checks, recorded in ``baton_ready``."""
         checks = await self.ready()
+        metrics.READY.labels(self._runtime.service).set(1 if all(checks.values()) else 0)
+        return checks
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        checks = await self._checked()
         ok = all(checks.values())
-        metrics.READY.labels(self._runtime.service).set(1 if ok else 0)
         body: dict[str, object] = {"status": "ready" if ok else "not ready", "checks": checks}
         if stale := self._runtime.stale_inputs():
             body["stale_inputs"] = stale
@@ -88,6 +95,7 @@ class OpsServer:
         )
 
     async def _refresh(self) -> None:
+        await self._checked()
         service = self._runtime.service
         pool = self._runtime._pool
         if pool is not None:

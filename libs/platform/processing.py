@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
-from opentelemetry.trace import SpanContext
 
 from libs.platform import metrics, tracing
 from libs.platform.messaging import (
@@ -52,6 +51,7 @@ class InputProcessor:
         pool: Callable[[], asyncpg.Pool],
         dead_letter_topic: str,
         on_commit: Callable[[], None],
+        group: str | None = None,
         lanes: int = 4,
         chunk: int = 20,
         retry_for_s: float = 60.0,
@@ -61,6 +61,7 @@ class InputProcessor:
         self._pool = pool
         self._dead_letter_topic = dead_letter_topic
         self._on_commit = on_commit
+        self._group = group
         self._lanes = max(1, lanes)
         self._chunk = max(1, chunk)
         self._retry_for_s = retry_for_s
@@ -129,13 +130,15 @@ class InputProcessor:
 
     async def _transaction(self, items: Sequence[Item], locks: Sequence[str] = ()) -> None:
         started = time.perf_counter()
-        started_ns = tracing.now_ns()
         try:
-            with metrics.held_until_commit() as counted:
+            with (
+                tracing.transaction(self._service, self.name, len(items)),
+                metrics.held_until_commit() as counted,
+            ):
                 async with self._pool().acquire() as conn, conn.transaction():
                     if locks:
                         await take_key_locks(conn, locks)
-                    spans = await self._apply(conn, items)
+                    await self._apply(conn, items)
         except TRANSIENT_ERRORS:
             raise
         except Exception:
@@ -148,16 +151,8 @@ class InputProcessor:
             return
         metrics.apply(counted)
         metrics.BATCH_SECONDS.labels(self._service, self.name).observe(time.perf_counter() - started)
-        if tracing.enabled():
-            tracing.batch_span(
-                f"{self._service} transaction {self.name}",
-                started_ns,
-                len(items),
-                spans,
-                **{"db.system": "postgresql", "baton.service": self._service},
-            )
 
-    async def _apply(self, conn: asyncpg.Connection, items: Sequence[Item]) -> list[SpanContext | None]:
+    async def _apply(self, conn: asyncpg.Connection, items: Sequence[Item]) -> None:
         fresh = await claim(conn, [i.message_id for i in items])
         to_apply: list[Item] = []
         outcomes: Counter[str] = Counter()
@@ -167,58 +162,58 @@ class InputProcessor:
                 continue
             fresh.discard(item.message_id)  # a duplicate inside the same batch applies once
             to_apply.append(item)
-        traced = tracing.enabled()
-        started_ns = tracing.now_ns() if traced else 0
-        results = await self._bound.apply(conn, to_apply) if to_apply else []
         out: list[Outgoing] = []
-        spans: list[SpanContext | None] = []
-        for item, result in zip(to_apply, results, strict=True):
-            if isinstance(result, Rejected):
-                log.info("dead-lettering record", extra={"cause": result.cause, "source": item.message_id})
-                caused = [
-                    dead_letter(
-                        self._dead_letter_topic,
-                        item.record,
-                        result.cause,
-                        result.detail,
-                        source_id=item.message_id,
-                    )
-                ]
-                outcome = "dead_lettered"
-                metrics.count(metrics.DEAD_LETTERS, self._service, result.cause)
-            else:
-                caused, outcome = result, "applied"
-            outcomes[outcome] += 1
-            if traced:
-                spans.append(
-                    tracing.record_span(self._service, self.name, item.record, caused, started_ns, outcome)
-                )
-            out.extend(caused)
+        with self._record_spans() as spans:
+            results = await self._bound.apply(conn, to_apply, spans.handling) if to_apply else []
+            for item, result in zip(to_apply, results, strict=True):
+                if isinstance(result, Rejected):
+                    log.info("dead-lettering record", extra=_about(item, cause=result.cause))
+                    caused = [
+                        dead_letter(
+                            self._dead_letter_topic,
+                            item.record,
+                            result.cause,
+                            result.detail,
+                            source_id=item.message_id,
+                        )
+                    ]
+                    outcome, cause = "dead_lettered", result.cause
+                    metrics.count(metrics.DEAD_LETTERS, self._service, result.cause)
+                else:
+                    caused, outcome, cause = result, "applied", None
+                outcomes[outcome] += 1
+                spans.finish(item.record, caused, outcome, cause)
+                out.extend(caused)
         for outcome, n in outcomes.items():
             metrics.count(metrics.RECORDS, self._service, self.name, outcome, amount=n)
         await write_outbox(conn, out)
-        return spans
 
     async def _dead_letter_after_failure(self, item: Item) -> None:
         """The record failed on its own with a non-transient error: park it with the cause."""
         detail = traceback.format_exc(limit=5)
-        log.error("record failed permanently; dead-lettering", extra={"source": item.message_id})
+        log.error("record failed permanently; dead-lettering", extra=_about(item))
+        letter = dead_letter(
+            self._dead_letter_topic, item.record, "processing_failed", detail, source_id=item.message_id
+        )
+        self._record_spans().finish(item.record, [letter], "dead_lettered", "processing_failed")
         async with self._pool().acquire() as conn, conn.transaction():
             await claim(conn, [item.message_id])
-            await write_outbox(
-                conn,
-                [
-                    dead_letter(
-                        self._dead_letter_topic,
-                        item.record,
-                        "processing_failed",
-                        detail,
-                        source_id=item.message_id,
-                    )
-                ],
-            )
+            await write_outbox(conn, [letter])
         metrics.count(metrics.DEAD_LETTERS, self._service, "processing_failed")
         metrics.count(metrics.RECORDS, self._service, self.name, "dead_lettered")
+
+    def _record_spans(self) -> tracing.RecordSpans:
+        return tracing.RecordSpans(
+            self._service, self.name, self._group, trust_event_id=self._bound.trusts_event_ids
+        )
+
+
+def _about(item: Item, **extra: str) -> dict[str, str]:
+    """Log fields naming a record (and its order, when it names one) outside its handler."""
+    fields = {"source": item.message_id, **extra}
+    if order_id := tracing.order_id_of(item.record):
+        fields["order_id"] = order_id
+    return fields
 
 
 __all__ = ["InputProcessor", "Outgoing", "Rejected"]

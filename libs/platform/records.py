@@ -12,12 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libs.contracts.envelope import Event
-from libs.contracts.headers import REPLAYED_FROM, event_headers
+from libs.contracts.headers import CORRELATION_ID, REPLAYED_FROM, event_headers
 
 MAX_DEAD_LETTER_BYTES = 512 * 1024
 
 REPLAYED_FROM_HEADER = REPLAYED_FROM
 """Set by `baton dlq replay` on a record sent back to its source topic: `<dead-letter topic>@<offset>`."""
+
+CORRELATION_ID_HEADER = CORRELATION_ID
+"""On every event Baton sends: its key, which is the order id for every event about an order
+(`<channel>:<external_id>` for a refused submission), so a consumer that propagates no trace
+context can still put one order's events together."""
 
 
 @dataclass(frozen=True, slots=True)

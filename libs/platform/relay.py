@@ -157,13 +157,13 @@ class OutboxRelay:
 
     async def _relay_once(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
         self._wake.clear()
+        started_ns = tracing.now_ns()
         rows = await conn.fetch(
             "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1", self._batch_size
         )
         if not rows:
             return 0
 
-        started_ns = tracing.now_ns()
         row_headers = [orjson.loads(row["headers"]) for row in rows]
 
         async def send_all() -> None:
@@ -177,21 +177,16 @@ class OutboxRelay:
                 )
             await asyncio.gather(*futures)
 
-        # A producer that cannot get a batch acknowledged in time (a broker restart can leave an
-        # idempotent aiokafka producer retrying forever on out-of-order sequence numbers) is
-        # abandoned: the caller starts a fresh one and the rows, still in the outbox, are sent again.
-        await asyncio.wait_for(send_all(), timeout=SEND_TIMEOUT_S)
-        if self._exit_after_send:
-            os._exit(86)
-        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+        with tracing.relay_send(
+            self._schema, self._client_id, [r["topic"] for r in rows], row_headers, started_ns
+        ):
+            # A producer that cannot get a batch acknowledged in time (a broker restart can leave an
+            # idempotent aiokafka producer retrying forever on out-of-order sequence numbers) is
+            # abandoned: the caller starts a fresh one and the rows, still in the outbox, are sent again.
+            await asyncio.wait_for(send_all(), timeout=SEND_TIMEOUT_S)
+            if self._exit_after_send:
+                os._exit(86)
+            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
         self.sent += len(rows)
         metrics.OUTBOX_RELAYED.labels(self._schema).inc(len(rows))
-        if tracing.enabled():
-            tracing.batch_span(
-                f"{self._schema} outbox relay",
-                started_ns,
-                len(rows),
-                tracing.contexts_of(row_headers),
-                **{"messaging.system": "kafka", "baton.service": self._schema},
-            )
         return len(rows)

@@ -20,6 +20,7 @@ one input keep their order: consecutive objects of the same handler form one cal
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +38,12 @@ Events = Sequence[Event]
 Outcome = Events | Rejected
 RecordHandler = Callable[[Any, U], Awaitable[Events]]
 BatchHandler = Callable[[Sequence[Any], U], Awaitable[Sequence[Outcome]]]
+HandlerScope = Callable[[Sequence[Incoming]], AbstractContextManager[object]]
+"""Entered around each handler call with the records it is given (the platform's tracing and log context)."""
+
+
+def _unscoped(records: Sequence[Incoming]) -> AbstractContextManager[object]:
+    return nullcontext()
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,9 @@ class BoundInput(Generic[U]):
             return None
         return self.shape.keys(item.parsed)
 
-    async def apply(self, conn: asyncpg.Connection, items: Sequence[Item]) -> list[list[Outgoing] | Rejected]:
+    async def apply(
+        self, conn: asyncpg.Connection, items: Sequence[Item], scope: HandlerScope = _unscoped
+    ) -> list[list[Outgoing] | Rejected]:
         """Apply parsed items in order (runs of one handler in one call); one result per item."""
         unit = self._unit(conn)
         results: list[list[Outgoing] | Rejected] = []
@@ -175,7 +184,7 @@ class BoundInput(Generic[U]):
                 while end < len(items) and self._registration(items[end]) is registration:
                     end += 1
             run = items[start:end]
-            results.extend(await self._apply_run(registration, run, unit))
+            results.extend(await self._apply_run(registration, run, unit, scope))
             start = end
         return results
 
@@ -184,12 +193,13 @@ class BoundInput(Generic[U]):
         return None if isinstance(parsed, Rejected) else self._by_type.get(type(parsed))
 
     async def _apply_run(
-        self, registration: Registration | None, run: Sequence[Item], unit: U
+        self, registration: Registration | None, run: Sequence[Item], unit: U, scope: HandlerScope
     ) -> list[list[Outgoing] | Rejected]:
         if registration is None:  # an unreadable record, or a type carried but deliberately not handled
             return [item.parsed if isinstance(item.parsed, Rejected) else [] for item in run]
         if registration.batch:
-            outcomes = await registration.handler([item.parsed for item in run], unit)
+            with scope([item.record for item in run]):
+                outcomes = await registration.handler([item.parsed for item in run], unit)
             if len(outcomes) != len(run):
                 raise RuntimeError(
                     f"{registration.handler.__name__} returned {len(outcomes)} outcomes for {len(run)}"
@@ -197,10 +207,11 @@ class BoundInput(Generic[U]):
         else:
             outcomes = []
             for item in run:
-                try:
-                    outcomes.append(await registration.handler(item.parsed, unit))
-                except Rejected as rejected:
-                    outcomes.append(rejected)
+                with scope([item.record]):
+                    try:
+                        outcomes.append(await registration.handler(item.parsed, unit))
+                    except Rejected as rejected:
+                        outcomes.append(rejected)
         return [o if isinstance(o, Rejected) else self.route(o) for o in outcomes]
 
 

@@ -143,19 +143,21 @@ async def serve(definition: ServiceDefinition[S], settings: S, stop: asyncio.Eve
     try:
         await _prepare(definition, settings, runtime)
         for b in bound:
+            group = settings.group(definition.name, b.name)
             processor = InputProcessor(
                 service=definition.name,
                 bound=b,
                 pool=lambda: runtime.pool,
                 dead_letter_topic=settings.topic(dead_letter_topic(definition.name)),
                 on_commit=runtime.committed,
+                group=group,
                 lanes=settings.record_lanes,
                 chunk=settings.record_chunk,
             )
             consumer = InputConsumer(
                 kafka=settings.kafka,
                 topic=settings.topic(b.spec.topic),
-                group=settings.group(definition.name, b.name),
+                group=group,
                 processor=processor,
                 client_id=definition.topology.client_id(b.name, settings.instance_id),
                 max_records=settings.batch_max_records,

@@ -24,6 +24,7 @@ import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -159,27 +160,37 @@ class KafkaBroker:
             path.write_text(text)
         return path
 
-    def fetch(self) -> Path:
-        """Resolve the broker's jars from Maven Central once; later calls are free."""
+    def fetch(self, on_output: Callable[[str], None] | None = None) -> Path:
+        """Resolve the broker's jars from Maven Central once; later calls are free.
+
+        ``on_output`` gets each line of Maven's output (which names every file it downloads, with
+        its size) to show progress; without it Maven runs quietly and prints only errors."""
         marker = self.libs_dir / ".complete"
         if os.environ.get("KAFKA_HOME") or marker.exists():
             return self.libs_dir
         if shutil.which("mvn") is None:
             raise RuntimeError("Maven (mvn) is needed once to download Kafka's jars; or set KAFKA_HOME")
         self.libs_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                "mvn",
-                "-q",
-                "-B",
-                "-f",
-                str(self._runtime_copy("pom.xml")),
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={self.libs_dir}",
-            ],
-            check=True,
-        )
+        command = [
+            "mvn",
+            "-B",
+            "-f",
+            str(self._runtime_copy("pom.xml")),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={self.libs_dir}",
+        ]
+        if on_output is None:
+            subprocess.run([command[0], "-q", *command[1:]], check=True)
+        else:
+            with subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+            ) as maven:
+                assert maven.stdout is not None
+                for line in maven.stdout:
+                    on_output(line.rstrip())
+            if maven.returncode:
+                raise subprocess.CalledProcessError(maven.returncode, command)
         marker.touch()
         return self.libs_dir
 

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from libs.cli import errors, output
 from libs.contracts.notification import ApiKeyChanged
 from libs.contracts.topics import NOTIFICATION_API_KEYS
 from libs.platform.settings import BatonSettings
@@ -40,13 +41,12 @@ def _settings(kind: type[BatonSettings] = BatonSettings) -> BatonSettings:
 
 
 def _send(command: ApiKeyChanged) -> None:
-    """One command to notification (idempotent producer, acks=all), once Kafka accepted our login."""
-    from libs.platform.kafka import check_access
-
+    """One command to notification (idempotent producer, acks=all), once Kafka accepted our login
+    (a broker away or refusing ends the command in one line)."""
     settings = _settings()
 
     async def send() -> None:
-        await check_access(settings.kafka)
+        await errors.check_kafka(settings.kafka)
         producer = settings.kafka.producer(enable_idempotence=True, acks="all")
         try:
             await producer.start()
@@ -114,23 +114,42 @@ def list_keys() -> None:
     suffices: libs/platform/roles.py OPERATOR_READS)."""
     import asyncpg
 
-    async def show() -> None:
-        conn = await asyncpg.connect(_settings().database_url.get_secret_value())
+    url = _settings().database_url.get_secret_value()
+
+    async def read() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(url, timeout=errors.DATABASE_CONNECT_TIMEOUT_S)
         try:
-            rows = await conn.fetch(
-                "SELECT key_id, name, channels, role, created_at, revoked_at FROM notification.api_keys"
-                " ORDER BY created_at, key_id"
+            return list(
+                await conn.fetch(
+                    "SELECT key_id, name, channels, role, created_at, revoked_at FROM notification.api_keys"
+                    " ORDER BY created_at, key_id"
+                )
             )
         finally:
             await conn.close()
-        for r in rows:
-            state = f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "active"
-            typer.echo(
-                f"{r['key_id']}  {state}  {r['role']}  channels={','.join(r['channels'])}  "
-                f"created={r['created_at']:%Y-%m-%d %H:%M}  {r['name']}"
-            )
 
-    asyncio.run(show())
+    with errors.database(url):
+        rows = asyncio.run(read())
+    states = [f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "active" for r in rows]
+    shown = output.table("key", "state", "role", "channels", "created (UTC)", "name")
+    for r, state in zip(rows, states, strict=True):
+        output.add_row(
+            shown,
+            r["key_id"],
+            state,
+            r["role"],
+            ", ".join(r["channels"]),
+            f"{r['created_at']:%Y-%m-%d %H:%M}",
+            r["name"],
+        )
+    output.emit(
+        shown,
+        (
+            f"{r['key_id']}  {state}  {r['role']}  channels={','.join(r['channels'])}  "
+            f"created={r['created_at']:%Y-%m-%d %H:%M}  {r['name']}"
+            for r, state in zip(rows, states, strict=True)
+        ),
+    )
 
 
 def check_url(url: Annotated[str, typer.Argument(help="the webhook URL to check")]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from libs.cli import output
 from libs.policy import ConfigurationRefused
 from services.validation.app.plugins import load_rules
 from services.validation.domain.rules import HOLD_RULES, RULES
@@ -20,13 +21,19 @@ def list_rules() -> None:
     except ConfigurationRefused as refused:
         typer.echo(f"baton: {refused}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"{'rule':28} {'effect':7} {'codes':30} source")
-    for rule in RULES:
-        typer.echo(f"{rule.__name__:28} {'reject':7} {rule.__name__:30} built-in")
-    for rule in HOLD_RULES:
-        typer.echo(f"{rule.__name__:28} {'hold':7} {rule.__name__:30} built-in")
-    for loaded in plugins:
-        codes = ",".join(sorted(loaded.rule.codes))
-        typer.echo(f"{loaded.rule.name:28} {loaded.rule.effect.value:7} {codes:30} {loaded.source}")
+    rows = [(rule.__name__, "reject", rule.__name__, "built-in") for rule in RULES]
+    rows += [(rule.__name__, "hold", rule.__name__, "built-in") for rule in HOLD_RULES]
+    rows += [
+        (loaded.rule.name, loaded.rule.effect.value, ",".join(sorted(loaded.rule.codes)), loaded.source)
+        for loaded in plugins
+    ]
+    shown = output.table("rule", "effect", "codes", "source")
+    for row in rows:
+        output.add_row(shown, *row)
+    output.emit(
+        shown,
+        [f"{'rule':28} {'effect':7} {'codes':30} source"]
+        + [f"{name:28} {effect:7} {codes:30} {source}" for name, effect, codes, source in rows],
+    )
     if settings.disabled_rules:
         typer.echo(f"disabled: {', '.join(settings.disabled_rules)}")

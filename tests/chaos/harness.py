@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import random
 import secrets
@@ -23,6 +24,7 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
+from libs.cli.progress import Phases
 from libs.contracts import topics
 from libs.contracts.vocabulary import OrderStatus as Status
 from libs.platform import stack
@@ -163,6 +165,7 @@ async def run_chaos(
         metadata_max_age_ms=2000,
     )
     pump: asyncio.Task[None] | None = None
+    shown: asyncio.Task[None] | None = None
     submitted: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
     ok = False
@@ -202,6 +205,7 @@ async def run_chaos(
         await _wait_seeded(settings, shop)
 
         channel_done = asyncio.Event()
+        shown = asyncio.create_task(_show_progress(orders, submitted, observed, faults, channel_done))
         faults_task = asyncio.create_task(
             _inject_faults(
                 fleet, labels, faults, kill_every, channel_done, producer, settings, run, orders / rate, infra
@@ -212,6 +216,7 @@ async def run_chaos(
         await faults_task
         settle_started = time.monotonic()
         settled_at = await _wait_settled(settings, observed, submitted, faults, deadline_s=300, fleet=fleet)
+        await _stop(shown)
         fleet_dead = fleet.exited()
         ok = await _report(
             settings,
@@ -229,6 +234,7 @@ async def run_chaos(
         )
         return ok
     finally:
+        await _stop(shown)
         if pump is not None:
             pump.cancel()
         await consumer.stop()
@@ -237,6 +243,40 @@ async def run_chaos(
         await sink.stop()
         mail.stop()
         await environment.drop()
+
+
+async def _show_progress(
+    orders: int,
+    submitted: dict[str, dict[str, Any]],
+    observed: Observed,
+    faults: Faults,
+    channel_done: asyncio.Event,
+) -> None:
+    """Orders submitted, then settled, with the faults so far: bars on a terminal, a line every 10 s
+    otherwise (a run takes many minutes)."""
+    with Phases(("submitting", "settling"), every_s=10) as phases:
+        phases.start("submitting", orders)
+        while True:
+            settled = sum(1 for e in list(submitted) if _latest(observed, e) in EXPECTED_END)
+            hits = (
+                f"{faults.kills} SIGKILLs, {faults.bad_messages} bad messages, broker restarts "
+                f"{faults.broker_restarts}, database restarts {faults.database_restarts}"
+            )
+            if not channel_done.is_set():
+                note = f"{len(submitted):,} of {orders:,} orders submitted, {settled:,} settled; {hits}"
+                phases.update(len(submitted), note)
+            else:
+                if phases.phase != "settling":
+                    phases.start("settling", len(submitted))
+                phases.update(settled, f"{settled:,} of {len(submitted):,} orders settled; {hits}")
+            await asyncio.sleep(1)
+
+
+async def _stop(task: asyncio.Task[None] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _pump(

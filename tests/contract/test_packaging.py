@@ -77,7 +77,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for top in ("libs", "services"):
         shutil.copytree(ROOT / top, src / top, ignore=ignore)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
@@ -217,3 +217,20 @@ def test_an_installed_baton_fetches_kafka_with_its_packaged_pom_into_the_user_ca
 def test_an_installed_baton_writes_the_asyncapi_document_to_the_current_folder(installed: Installed) -> None:
     installed.run("baton", "contracts")
     assert (installed.workdir / "asyncapi.yaml").read_text() == (ROOT / "docs/asyncapi.yaml").read_text()
+
+
+def test_the_wheel_declares_its_license_in_spdx_and_carries_the_license_text(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        [metadata] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        headers = archive.read(metadata).decode().split("\n\n", 1)[0].splitlines()
+        [license_file] = [n for n in archive.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+        carried = archive.read(license_file).decode()
+    assert "License-Expression: Apache-2.0" in headers
+    assert "License-File: LICENSE" in headers
+    assert not any(h.startswith("Classifier: License ::") for h in headers), (
+        "SPDX replaces license classifiers"
+    )
+    assert carried == (ROOT / "LICENSE").read_text()
+    assert "Apache License" in carried and "Version 2.0, January 2004" in carried
+    python = {h.removeprefix("Classifier: Programming Language :: Python :: ") for h in headers}
+    assert {"3.11", "3.12", "3.13"} <= python

@@ -39,8 +39,8 @@ def test_every_kubernetes_object_is_valid_against_the_kubernetes_schema(
 ) -> None:
     checked = 0
     for obj in objects:
-        if obj["apiVersion"].startswith("keda.sh/"):
-            continue
+        if obj["apiVersion"].startswith(("keda.sh/", "monitoring.coreos.com/")):
+            continue  # custom resources: checked against their CRD schemas
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         checked += 1
     assert checked >= 15

@@ -4,9 +4,13 @@ health endpoints on every process, and `baton trace` / `baton top` working again
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import subprocess
 import sys
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from libs.cli.traces import load_order_spans, services_in
 from libs.contracts.topics import SERVICES
+from libs.platform.tracing import order_trace_id
 from tests.e2e.conftest import LiveFleet
+from tests.e2e.test_notification import Receiver, remove_subscription, subscribe
 from tests.support.orders import adjustment, location, order, product
 from tests.support.orders import unique_sku as sku
 
@@ -59,36 +65,85 @@ async def _delivered_order(live: LiveFleet) -> dict[str, Any]:
     return await live.wait_status(external_id, "delivered")
 
 
+def _spans_in(trace_dir: Path) -> list[dict[str, Any]]:
+    spans = []
+    for path in sorted(trace_dir.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a line being written right now
+                spans.append(json.loads(line))
+    return spans
+
+
 async def test_one_order_is_one_trace_across_all_five_services(live: LiveFleet) -> None:
-    delivered = await _delivered_order(live)
-    order_id = delivered["order_id"]
+    receiver = Receiver()
+    await receiver.start()
+    hook = f"trace-{uuid.uuid4().hex[:8]}"
+    try:
+        await subscribe(live, hook, receiver.url(hook), "order.delivered")
+        delivered = await _delivered_order(live)
+        order_id = delivered["order_id"]
+        trace_id = f"{order_trace_id(order_id):032x}"
 
-    def warehouse_updates(spans: list[dict[str, Any]]) -> int:
-        return sum(
-            1
-            for s in spans
-            if s["service"] == "baton-fulfillment"
-            and s["attributes"].get("messaging.destination.name", "").endswith("fulfillment.updates.v1")
-        )
+        def warehouse_updates(spans: list[dict[str, Any]]) -> int:
+            return sum(
+                1
+                for s in spans
+                if s["service"] == "baton-fulfillment"
+                and s["attributes"].get("messaging.destination.name", "").endswith("fulfillment.updates.v1")
+            )
 
-    # Each process exports its spans in the background every half second: wait until the spans of
-    # all five services and of the four warehouse updates are on disk.
-    deadline = time.monotonic() + 30
-    spans: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        spans = load_order_spans(live.trace_dir, order_id)
-        if services_in(spans) >= set(SERVICES) and warehouse_updates(spans) >= 4:
-            break
-        await asyncio.sleep(0.3)
+        def outside(spans: list[dict[str, Any]]) -> set[str]:
+            """The parents named that are not spans of the trace."""
+            ids = {s["span_id"] for s in spans}
+            return {s["parent_id"] for s in spans if s["parent_id"] not in ids}
+
+        def complete(spans: list[dict[str, Any]]) -> bool:
+            names = {s["name"] for s in spans}
+            return (
+                services_in(spans) >= set(SERVICES)
+                and warehouse_updates(spans) >= 4
+                and {"SMTP send", "POST"} <= names
+                and len(outside(spans)) <= 1
+            )
+
+        # Each process exports its spans in the background every half second, a child often in an
+        # earlier export than its parent: wait until the spans of all five services, the four
+        # warehouse updates, an e-mail and the webhook are on disk, and every parent but the order.
+        deadline = time.monotonic() + 60
+        spans: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            spans = load_order_spans(live.trace_dir, order_id)
+            if complete(spans):
+                break
+            await asyncio.sleep(0.3)
+    finally:
+        await remove_subscription(live, hook)
+        await receiver.stop()
     assert services_in(spans) >= set(SERVICES), f"services in the trace: {services_in(spans)}"
-    assert {s["trace_id"] for s in spans} == {f"{int(order_id.replace('-', ''), 16):032x}"}
+    # Every service computed the order's trace id from its id on its own.
+    assert {s["trace_id"] for s in spans} == {trace_id}
     by_id = {s["span_id"]: s for s in spans}
     # The hops are parent/child links, not just a shared id: validation's span descends from intake's.
-    validation = next(s for s in spans if s["service"] == "baton-validation")
+    validation = next(s for s in spans if s["service"] == "baton-validation" and s["kind"] == "CONSUMER")
     parent = by_id.get(validation["parent_id"])
     assert parent is not None and parent["service"] == "baton-intake"
+    assert validation["attributes"]["messaging.operation.type"] == "process"
+    assert ".baton.validation." in validation["attributes"]["messaging.consumer.group.name"]
+    # Only the order itself (the trace's implicit root) is a parent that is not a span of the trace.
+    assert len(outside(spans)) == 1, [(s["service"], s["name"]) for s in spans if s["parent_id"] not in by_id]
     # The warehouse's four updates carried no context, yet they are in the order's trace too.
     assert warehouse_updates(spans) == 4
+    # Database calls made while a record was handled, the e-mails and the webhook are in it as well.
+    assert any(s["kind"] == "CLIENT" and s["attributes"].get("db.system.name") == "postgresql" for s in spans)
+    post = next(s for s in spans if s["name"] == "POST")
+    assert receiver.url(hook) not in json.dumps(post)  # the URL is cut to its origin
+    (request,) = [r for r in receiver.received[hook] if b"delivered" in r["body"]]
+    assert trace_id in {k.lower(): v for k, v in request["headers"].items()}["traceparent"]
+    # Each record's traceparent names a span that exists, and a relay round sent it, linked to it.
+    intake = next(s for s in spans if s["service"] == "baton-intake" and s["kind"] == "CONSUMER")
+    sends = [s for s in _spans_in(live.trace_dir) if s["kind"] == "PRODUCER" and s["name"].startswith("send")]
+    assert any(link["span_id"] == intake["span_id"] for send in sends for link in send["links"])
+    assert not any(s["name"].startswith("send") for s in spans)  # relay rounds are linked, not in the tree
 
     printed = subprocess.run(
         [sys.executable, "-m", "libs.cli.main", "trace", order_id, "--trace-dir", str(live.trace_dir)],
@@ -99,7 +154,7 @@ async def test_one_order_is_one_trace_across_all_five_services(live: LiveFleet) 
     ).stdout
     for service in SERVICES:
         assert f"baton-{service}" in printed
-    assert "outbox relay" not in printed  # relay rounds are linked, not part of one order's tree
+    assert "database calls hidden" in printed and "SMTP send" in printed
 
 
 async def test_every_process_serves_health_and_metrics_with_domain_counters(live: LiveFleet) -> None:

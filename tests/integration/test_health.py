@@ -30,6 +30,15 @@ async def _probe(port: int, path: str) -> tuple[int, dict[str, object]] | None:
         return None
 
 
+async def _scrape(port: int) -> str:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(10)) as r,
+    ):
+        assert r.status == 200
+        return await r.text()
+
+
 async def _wait_for(port: int, path: str, status: int, timeout: float = 60) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     last = None
@@ -73,6 +82,10 @@ async def test_a_service_without_its_database_is_live_but_not_ready_until_the_da
     )
     try:
         await _wait_for(port, "/livez", 200)
+        # A scrape alone (nothing probed /readyz yet) says it is not ready: the readiness alert sees it.
+        scraped = await _scrape(port)
+        assert 'baton_ready{service="probe"} 0.0' in scraped
+        assert "process_resident_memory_bytes" in scraped and "_created" not in scraped
         body = await _wait_for(port, "/readyz", 503)
         assert body["checks"]["database"] is False  # type: ignore[index]
 

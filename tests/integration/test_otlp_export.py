@@ -56,7 +56,7 @@ async def test_spans_reach_an_otlp_collector(infra: Infra) -> None:
                 for ss in rs.scope_spans
                 for span in ss.spans
             }
-        assert ("baton-probe", f"probe process {prefix}{PROBE_TOPIC}") in names, names
+        assert ("baton-probe", f"process {prefix}{PROBE_TOPIC}") in names, names
     finally:
         process.terminate()
         try:

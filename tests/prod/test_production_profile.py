@@ -490,11 +490,26 @@ async def test_the_installed_wheel_runs_the_fleet_as_deployed_and_delivers_an_or
             [delivery] = await wait_until(hook_arrived, "the signed webhook")
             assert signature_is_valid(delivery, secret)
 
+            keyed = subprocess.run(
+                [installed.baton, "api-keys", "add", "--all", "--name", "prod-profile"],
+                env=operator | {"PATH": "/usr/bin:/bin"},
+                cwd=installed.workdir,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert keyed.returncode == 0, keyed.stderr
+            printed = dict(line.split(": ", 1) for line in keyed.stdout.splitlines() if ": " in line)
+            api_key = printed["key"]
+            assert api_key not in keyed.stderr, "the key is shown once, on stdout"
             address = host_address()
 
             async def api_answers() -> dict[str, Any] | None:
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://{address}:8085/orders/{order_id}") as response:
+                    async with http.get(
+                        f"http://{address}:8085/orders/{order_id}",
+                        headers={"Authorization": f"Bearer {api_key}"},
+                    ) as response:
                         if response.status == 200:
                             return dict(await response.json())
                 return None

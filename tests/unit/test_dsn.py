@@ -105,3 +105,19 @@ def test_redaction_hides_passwords_in_userinfo_and_query() -> None:
 def test_a_url_of_another_scheme_is_refused() -> None:
     with pytest.raises(ValueError, match="not a PostgreSQL URL"):
         dsn.with_database("mysql://h/db", "x")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://baton_intake:s3cret@db-1:5432/baton", "db-1:5432 (database baton)"),
+        (
+            "postgresql://u@[::1]:5432,db-2:5433/baton?sslmode=require",
+            "[::1]:5432,db-2:5433 (database baton)",
+        ),
+        ("postgresql:///baton?host=/run/postgresql&port=5433", "/run/postgresql:5433 (database baton)"),
+        ("postgresql://u:pw@db", "db"),
+    ],
+)
+def test_an_address_names_hosts_and_database_but_never_the_login(url: str, expected: str) -> None:
+    assert dsn.address(url) == expected

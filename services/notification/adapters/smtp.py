@@ -1,4 +1,7 @@
-"""Customer e-mails over SMTP with aiosmtplib: plain by default, STARTTLS or TLS and AUTH by settings."""
+"""Customer e-mails over SMTP with aiosmtplib: plain by default, STARTTLS or TLS and AUTH by settings.
+
+Each send is a client span in its order's trace (there is no maintained OpenTelemetry
+instrumentation of aiosmtplib to do it)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
+from libs.platform import tracing
 from services.notification.app.ports import Mail
 from services.notification.settings import NotificationSettings
 
@@ -33,6 +37,11 @@ class AioSmtpSender:
 
     def __init__(self, settings: NotificationSettings) -> None:
         self._settings = settings
+        self._span_attributes = {
+            "network.protocol.name": "smtp",
+            "server.address": settings.smtp_host,
+            "server.port": settings.smtp_port,
+        }
 
     def _client(self) -> aiosmtplib.SMTP:
         s = self._settings
@@ -68,13 +77,15 @@ class AioSmtpSender:
                     # No connection: the rest of this share fails now rather than one timeout each.
                     results += [_error(exc)] * (len(mails) - len(results))
                     break
-                try:
-                    # The envelope names the one recipient itself: never derived from the headers.
-                    message = to_message(mail)
-                    await smtp.send_message(message, sender=mail.sender, recipients=[mail.recipient])
-                    results.append(None)
-                except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
-                    results.append(_error(exc))
+                with tracing.client_call("SMTP send", _order(mail), self._span_attributes):
+                    try:
+                        # The envelope names the one recipient itself: never derived from the headers.
+                        message = to_message(mail)
+                        await smtp.send_message(message, sender=mail.sender, recipients=[mail.recipient])
+                        results.append(None)
+                    except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
+                        tracing.fail(type(exc).__qualname__)
+                        results.append(_error(exc))
         finally:
             if smtp.is_connected:
                 try:
@@ -82,6 +93,10 @@ class AioSmtpSender:
                 except (aiosmtplib.SMTPException, OSError):
                     smtp.close()
         return results
+
+
+def _order(mail: Mail) -> str | None:
+    return str(mail.order_id) if mail.order_id is not None else None
 
 
 def _error(exc: BaseException) -> str:

@@ -262,6 +262,7 @@ class DeliveryWorker:
             recipient=to,
             subject=text.subject,
             body=text.body,
+            order_id=email.order_id,
         )
 
     def _failed(self, email: DueEmail, error: str) -> EmailResult:

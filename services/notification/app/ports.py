@@ -313,6 +313,8 @@ class Mail:
     recipient: str
     subject: str
     body: str
+    order_id: UUID | None = None
+    """The order it is about (its send is traced in the order's trace)."""
 
 
 class MailSender(Protocol):
