@@ -83,7 +83,7 @@ class FakeBoard:
         self.published: list[OperatorAction] = []
         self.cards_shown: list[Card] = []
 
-    async def cards(self, pipeline: str) -> list[Card]:
+    async def cards(self, pipeline: str, last_stage: str | None = None) -> list[Card]:
         return self.cards_shown
 
     async def shipment(self, shipment_id: str) -> ShipmentPlace | None:

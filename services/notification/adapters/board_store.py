@@ -100,19 +100,23 @@ class PgBoardQueries:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def cards(self, pipeline: str) -> list[Card]:
+    async def cards(self, pipeline: str, last_stage: str | None = None) -> list[Card]:
         """Parcels in a stage of ``pipeline`` that their order still lists (a cancelled or re-sourced
-        parcel drops out of the order's shipments), of orders not cancelled."""
+        parcel drops out of the order's shipments), of orders not cancelled: per stage the ones
+        waiting longest, but in ``last_stage`` (where parcels stay) the latest to arrive."""
         rows = await self._pool.fetch(
             "SELECT * FROM (SELECT s.shipment_id, s.order_id, s.stage, s.updated_at, v.channel,"
             " v.external_id, v.status, sh.value::text AS shipment,"
-            " row_number() OVER (PARTITION BY s.stage ORDER BY s.updated_at) AS n"
+            " row_number() OVER (PARTITION BY s.stage ORDER BY"
+            " CASE WHEN s.stage = $3 THEN -extract(epoch FROM s.updated_at)"
+            " ELSE extract(epoch FROM s.updated_at) END) AS n"
             " FROM shipment_stages s JOIN order_views v USING (order_id)"
             " CROSS JOIN LATERAL jsonb_array_elements(v.shipments) AS sh(value)"
             " WHERE s.pipeline = $1 AND s.stage IS NOT NULL AND v.status <> 'cancelled'"
             " AND sh.value ->> 'shipment_id' = s.shipment_id) AS shown WHERE n <= $2",
             pipeline,
             CARDS_PER_COLUMN,
+            last_stage,
         )
         return [
             Card(

@@ -169,7 +169,8 @@ class Board:
 
     async def _columns(self, key: ApiKey, pipeline: Pipeline) -> list[tuple[str, list[dict[str, Any]]]]:
         now = self._clock()
-        cards = [c for c in await self._queries.cards(pipeline.name) if key.may_read(c.channel)]
+        last = pipeline.stages[-1] if pipeline.stages else None
+        cards = [c for c in await self._queries.cards(pipeline.name, last) if key.may_read(c.channel)]
         return [
             (
                 stage,

@@ -74,8 +74,9 @@ class OrderSummary:
 class BoardQueries(Protocol):
     """What the board reads from notification's read model (folded from public events)."""
 
-    async def cards(self, pipeline: str) -> Sequence[Card]:
-        """The parcels in ``pipeline`` still in a stage, of orders not cancelled."""
+    async def cards(self, pipeline: str, last_stage: str | None = None) -> Sequence[Card]:
+        """The parcels in ``pipeline`` still in a stage, of orders not cancelled (a bounded number per
+        stage: the longest waiting, but the latest arrived in ``last_stage``)."""
         ...
 
     async def shipment(self, shipment_id: str) -> ShipmentPlace | None: ...
