@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
 from libs.contracts import topics
@@ -106,13 +107,16 @@ async def test_an_order_appears_in_new_without_a_reload_and_moving_its_card_to_p
 
     await run(browser.wait_css, card(external_id, "new"), BOARD_LATENCY_S)
     assert browser.script("return window.__sameDocument === true"), "the board reloaded"
-    new_card = browser.css(card(external_id, "new"))[0]
-    assert f"{item} \u00d7 2" in new_card.text and "webshop" in new_card.text
+    shown = browser.on(card(external_id, "new"), lambda element: element.text)
+    assert f"{item} \u00d7 2" in shown and "webshop" in shown
     browser.screenshot(shots / "board.png")
 
-    # Keyboard only: choose the stage in the card's select and press Enter on its button.
-    Select(new_card.find_element(By.TAG_NAME, "select")).select_by_visible_text("packed")
-    new_card.find_element(By.CSS_SELECTOR, "button[type=submit]").send_keys(Keys.ENTER)
+    def move_to_packed(element: WebElement) -> None:
+        """Keyboard only: the stage chosen in the card's select, Enter on its button."""
+        Select(element.find_element(By.TAG_NAME, "select")).select_by_visible_text("packed")
+        element.find_element(By.CSS_SELECTOR, "button[type=submit]").send_keys(Keys.ENTER)
+
+    await run(browser.on, card(external_id, "new"), move_to_packed)
     await run(browser.wait_css, '#flash [data-outcome="ok"]', 20)
 
     def moved_to_packed(records: list[dict[str, Any]]) -> bool:
@@ -180,8 +184,12 @@ async def test_a_viewer_sees_the_board_without_actions_and_the_api_refuses_its_a
 
     await run(browser.fresh)
     await run(browser.log_in, live.api, viewer)
-    shown = await run(browser.wait_css, card(external_id, "new"), 20)
-    assert shown.find_elements(By.TAG_NAME, "form") == [] and shown.find_elements(By.TAG_NAME, "button") == []
+    controls = await run(
+        browser.on,
+        card(external_id, "new"),
+        lambda element: len(element.find_elements(By.CSS_SELECTOR, "form, button, select")),
+    )
+    assert controls == 0
     assert browser.css('[data-role="viewer"]')
 
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {viewer}"}) as http:

@@ -5,10 +5,13 @@ through ``asyncio.to_thread``."""
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -18,6 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "web/node_modules/axe-core/axe.min.js"
 SERIOUS = ("serious", "critical")
+T = TypeVar("T")
 
 
 def chromium_paths() -> tuple[str, str] | None:
@@ -64,6 +68,17 @@ class Browser:
             f"nothing matched {selector} in {timeout}s",
         )
         return element
+
+    def on(self, selector: str, action: Callable[[WebElement], T], timeout: float = 20) -> T:
+        """``action`` on the element ``selector`` finds, done again on the new element when a live
+        refresh replaced it meanwhile (the board swaps its columns whenever anything changes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return action(self.wait_css(selector, max(0.5, deadline - time.monotonic())))
+            except StaleElementReferenceException:
+                if time.monotonic() > deadline:
+                    raise
 
     def css(self, selector: str) -> list[WebElement]:
         return list(self.driver.find_elements(By.CSS_SELECTOR, selector))
