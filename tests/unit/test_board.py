@@ -218,7 +218,7 @@ async def test_the_board_wants_a_log_in_refuses_viewers_and_cross_site_actions()
     board_data.cards_shown = [Card("s1", "o1", "webshop", "E1", "in_fulfillment", "new", [], NOW)]
     orders = FakeOrders({digest("op-key"): OPERATOR, digest("wall-key"): VIEWER})
     board = Board((STANDARD,), board_data, orders, board_data, NoChanges(), clock=lambda: NOW)
-    app = build_api(orders, rate_per_s=100, burst=100, board=board)
+    app = build_api(orders, rate_per_s=100, burst=100, board=board, clock=lambda: 0.0)
     async with TestClient(TestServer(app)) as client:
         async with client.get("/board", allow_redirects=False) as anonymous:
             assert anonymous.status == 303 and anonymous.headers["Location"] == "/board/login"
@@ -249,3 +249,30 @@ async def test_the_board_wants_a_log_in_refuses_viewers_and_cross_site_actions()
         async with client.post(move, data={"stage": "packed"}, headers={"Origin": origin}) as r:
             assert r.status == 202 and "moved to packed" in await r.text()
     assert [a.action for a in board_data.published] == ["move"]
+
+
+async def test_wrong_keys_on_the_log_in_form_are_limited_per_address() -> None:
+    board_data, _ = a_board()
+    orders = FakeOrders({digest("op-key"): OPERATOR})
+    board = Board((STANDARD,), board_data, orders, board_data, NoChanges(), clock=lambda: NOW)
+    app = build_api(orders, rate_per_s=1, burst=2, board=board, clock=lambda: 0.0)
+    async with TestClient(TestServer(app)) as client:
+        answers = []
+        for _ in range(3):
+            async with client.post("/board/login", data={"key": "guess"}, allow_redirects=False) as r:
+                answers.append(r.status)
+        assert answers == [401, 401, 429]
+
+
+def test_the_openapi_document_lists_the_boards_actions_with_their_refusals() -> None:
+    from services.notification.adapters.http_api import OPENAPI
+
+    for path in (
+        "/board/shipments/{shipment_id}/move",
+        "/board/orders/{order_id}/hold",
+        "/board/orders/{order_id}/cancel",
+        "/board/deliveries/{delivery_id}/redeliver",
+    ):
+        assert {"202", "401", "403", "404", "409", "429"} <= OPENAPI["paths"][path]["post"][
+            "responses"
+        ].keys()

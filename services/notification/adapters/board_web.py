@@ -41,7 +41,7 @@ from services.notification.app.board import (
     redeliver_webhook,
 )
 from services.notification.app.ports import OrderStatusQueries
-from services.notification.domain.api_keys import ApiKey
+from services.notification.domain.api_keys import ApiKey, digest
 from services.notification.domain.board import Pipeline, age, columns, pipelines_of
 
 COOKIE = "baton_board_key"
@@ -145,15 +145,16 @@ class Board:
         return self._page("login.html", None, error=None)
 
     async def login(self, request: web.Request) -> web.Response:
-        from services.notification.domain.api_keys import digest
-
+        """A wrong key is answered 401 and counts as a failed log-in of the address (``http_api``)."""
         form = await request.post()
         token = str(form.get("key", "")).strip()
         key = await self._orders.api_key(digest(token)) if token else None
         if key is None:
             return self._page("login.html", None, status=401, error="That key is unknown or revoked.")
         response = web.HTTPSeeOther("/board")
-        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/board")
+        response.set_cookie(
+            COOKIE, token, httponly=True, samesite="Strict", path="/board", secure=request.secure
+        )
         raise response
 
     async def logout(self, request: web.Request) -> web.Response:

@@ -44,6 +44,70 @@ _DENIED = {
 }
 _ORDER = {"application/json": {"schema": {"$ref": "#/components/schemas/OrderView"}}}
 
+_ACTED = {
+    "202": {"description": "The command was recorded and queued for Kafka", "content": {"text/html": {}}},
+    "401": _DENIED["401"],
+    "403": {
+        "description": "A viewer's key (or, with the board's cookie, a request from another origin)",
+        "content": {"text/html": {}},
+    },
+    "404": {"description": "Nothing of that id that the key may see", "content": {"text/html": {}}},
+    "409": {
+        "description": "Not possible now (e.g. not a later stage, not on hold)",
+        "content": {"text/html": {}},
+    },
+    "429": _DENIED["429"],
+}
+
+
+def _action(summary: str, parameter: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    form = {"type": "object", "properties": fields, "required": required}
+    return {
+        "post": {
+            "summary": summary,
+            "description": "A fulfillment board action, for an `operator` key: it publishes the public command"
+            " named here and records who took it. The board's pages post the same form.",
+            "parameters": [{"name": parameter, "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {
+                "required": bool(required),
+                "content": {"application/x-www-form-urlencoded": {"schema": form}},
+            },
+            "responses": _ACTED,
+        }
+    }
+
+
+BOARD_ACTIONS: dict[str, Any] = {
+    "/board/shipments/{shipment_id}/move": _action(
+        "Move a shipment to a later stage of its pipeline (`fulfillment.updates.v1`)",
+        "shipment_id",
+        {"stage": {"type": "string"}},
+        ["stage"],
+    ),
+    "/board/orders/{order_id}/hold": _action(
+        "Release or reject an order on hold (`orders.hold-decisions.v1`)",
+        "order_id",
+        {"decision": {"type": "string", "enum": ["release", "reject"]}, "reason": {"type": "string"}},
+        ["decision"],
+    ),
+    "/board/orders/{order_id}/cancel": _action(
+        "Cancel the order, or with `scope=lines` the units given as `qty:<sku>` fields (`orders.cancel-requested.v1`)",
+        "order_id",
+        {
+            "scope": {"type": "string", "enum": ["order", "lines"]},
+            "reason": {"type": "string"},
+        },
+        [],
+    ),
+    "/board/deliveries/{delivery_id}/redeliver": _action(
+        "Send a dead webhook delivery again (`notification.redeliveries.v1`; keys for every channel)",
+        "delivery_id",
+        {},
+        [],
+    ),
+}
+"""The board's actions as programs call them (``Authorization: Bearer``); its HTML pages are not listed."""
+
 STATUS_API: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -86,6 +150,7 @@ STATUS_API: dict[str, Any] = {
                 },
             }
         },
+        **BOARD_ACTIONS,
         "/livez": {
             "get": {
                 "summary": "The process runs",
@@ -159,6 +224,13 @@ def build_api(
     async def authenticate(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if request.path in OPEN_BOARD_PATHS and request.method == "POST":  # the board's log-in form
+            if wait := failures.waiting(str(request.remote), clock()):
+                return _too_many(wait)
+            response = await handler(request)
+            if response.status == 401:
+                failures.take(str(request.remote), clock())
+            return response
         if request.path in OPEN_PATHS or request.path.startswith(STATIC_PREFIX + "/"):
             return await handler(request)
         on_board = request.path == "/board" or request.path.startswith("/board/")
