@@ -25,7 +25,7 @@ COMPILE := $(BIN)/uv pip compile pyproject.toml requirements/tools.in --universa
 
 help:
 	@echo "make run        start Kafka, PostgreSQL and the five services (Ctrl-C stops all)"
-	@echo "make test       install everything needed and run unit, contract, integration and e2e tests"
+	@echo "make test       install everything needed and run unit, contract, integration, e2e and browser tests"
 	@echo "make test-fast  unit + contract tests only (seconds, no broker or database)"
 	@echo "make test-python PY=3.13  unit + contract tests under another Python, in .venv-py3.13"
 	@echo "make lint       ruff + mypy + import boundaries"
