@@ -48,6 +48,10 @@ dlq_app = typer.Typer(
 app.add_typer(dlq_app, name="dlq")
 webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook subscriptions (changes travel through Kafka).")
 app.add_typer(webhooks_app, name="webhooks")
+privacy_app = typer.Typer(
+    no_args_is_help=True, help="Personal data: erase a customer everywhere, and see where an erasure stands."
+)
+app.add_typer(privacy_app, name="privacy")
 app.add_typer(config_app, name="config")
 rules_app = typer.Typer(
     no_args_is_help=True, help="Validation rules: built-in and plugins (validation adds `list`)."
@@ -310,11 +314,16 @@ def stack_status() -> None:
 
 @topics_app.command("apply")
 def topics_apply() -> None:
-    """Create every missing topic with its partition count (idempotent)."""
+    """Create every missing topic and bring existing topics' configs (retention) to the table (idempotent)."""
     from libs.platform.kafka import apply_topics
 
-    created = asyncio.run(apply_topics(_kafka_settings()))
-    typer.echo("\n".join(created) if created else "all topics exist")
+    changes = asyncio.run(apply_topics(_kafka_settings()))
+    for name in changes.created:
+        typer.echo(f"created {name}")
+    for name, configs in changes.altered.items():
+        typer.echo(f"altered {name}: " + ", ".join(f"{k}={v}" for k, v in configs.items()))
+    if not changes.created and not changes.altered:
+        typer.echo("all topics exist as defined")
 
 
 @acls_app.command("apply")
@@ -745,6 +754,75 @@ def webhooks_redeliver(
     typer.echo("redelivery requested")
 
 
+@privacy_app.command("erase")
+def privacy_erase(
+    customer: Annotated[
+        str,
+        typer.Option(
+            help="the channel's customer id, as orders carry it (customer.id); - reads it from stdin"
+        ),
+    ],
+    channel: Annotated[
+        str | None,
+        typer.Option(help="only this channel's customer (default: this customer id on every channel)"),
+    ] = None,
+    request_id: Annotated[str | None, typer.Option(help="idempotency key (default: a new one)")] = None,
+) -> None:
+    """Erase a customer's personal data from every service that keeps it (through Kafka).
+
+    Every order the customer placed before now loses name, e-mail, address and customer id wherever
+    it is kept, also one still on its way; orders placed later are kept. Prints the request id for
+    `baton privacy status`. Sending the same request id again changes nothing."""
+    import sys
+    import uuid
+
+    from pydantic import ValidationError
+
+    from libs.cli.privacy import request_erasure
+    from libs.contracts.envelope import utcnow
+    from libs.contracts.privacy import ErasureRequested
+
+    customer_id = sys.stdin.readline().strip() if customer == "-" else customer
+    try:
+        request = ErasureRequested(
+            request_id=request_id or f"erasure_{uuid.uuid4().hex[:12]}",
+            customer_id=customer_id,
+            channel=channel,
+            requested_at=utcnow(),
+        )
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        raise typer.BadParameter(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+    asyncio.run(request_erasure(_kafka_settings(), request))
+    typer.echo(request.request_id)
+
+
+@privacy_app.command("status")
+def privacy_status(
+    request_id: str,
+    wait: Annotated[float, typer.Option(help="wait up to this many seconds for every service")] = 0.0,
+) -> None:
+    """Which services applied an erasure request and what each changed (exit status 1 while one has not)."""
+    from libs.cli.privacy import erasure_status
+
+    settings = _kafka_settings()
+    deadline = time.monotonic() + wait
+    while True:
+        status = asyncio.run(erasure_status(settings, request_id))
+        if status.complete or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    for report in status.reports:
+        typer.echo(
+            f"{report.service:12} applied  orders={report.orders} rows={report.rows_changed}"
+            f"  at {report.occurred_at:%Y-%m-%d %H:%M:%S}"
+        )
+    for service in status.waiting_for:
+        typer.echo(f"{service:12} pending")
+    if not status.complete:
+        raise typer.Exit(1)
+
+
 @app.command()
 def trace(
     order_id: Annotated[uuid.UUID, typer.Argument(help="the order's id (a UUID), as on orders.status.v1")],
@@ -778,11 +856,18 @@ def top(
 @dlq_app.command("list")
 def dlq_list(
     service: Annotated[str | None, typer.Option(help="only this service")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show the error text")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="show the error and the whole body")
+    ] = False,
 ) -> None:
-    """Every dead letter: when, which service, the cause and where the record came from."""
+    """Every dead letter: when, which service, the cause, where the record came from, and its body.
+
+    Bodies and errors are shown with personal data masked (libs/contracts/privacy.py): a dead
+    letter is kept 7 days and replayed as it came, so seeing a customer's name or address never
+    changes what can be done with it."""
     from libs.cli import output
     from libs.cli.dlq import read_dead_letters
+    from libs.contracts.privacy import redact_body, redact_text
 
     services = (service_name(service),) if service else SERVICES
     letters = asyncio.run(read_dead_letters(_kafka_settings(), services))
@@ -792,17 +877,24 @@ def dlq_list(
         "service",
         "cause",
         "source topic[partition]@offset",
+        "body (personal data masked)",
         *(["error"] if verbose else []),
+        lines=True,
     )
     for d in letters:
-        error = [d.headers.get("dlq-error", "")[:500]] if verbose else []
-        output.add_row(shown, f"{d.at:%Y-%m-%d %H:%M:%S}", d.service, d.cause, d.source, *error)
+        body = redact_body(d.value)
+        cells = [body if verbose else body[:300]]
+        if verbose:
+            cells.append(redact_text(d.headers.get("dlq-error", ""), d.value)[:500])
+        output.add_row(shown, f"{d.at:%Y-%m-%d %H:%M:%S}", d.service, d.cause, d.source, *cells)
 
     def plain() -> Iterator[str]:
         for d in letters:
             yield f"{d.at:%Y-%m-%d %H:%M:%S}  {d.service:12} {d.cause:26} {d.source}"
+            body = redact_body(d.value)
+            yield f"    {body if verbose else body[:300]}"
             if verbose:
-                yield f"    {d.headers.get('dlq-error', '')[:500]}"
+                yield f"    {redact_text(d.headers.get('dlq-error', ''), d.value)[:500]}"
 
     output.emit(shown, plain())
     typer.echo(total)

@@ -9,10 +9,10 @@ in the tests. ``baton acls apply`` writes it to the cluster; the README's ACL ta
   the topics it observes without a group (notification's board reads the dead-letter topics).
 - **channel** (web shop, marketplace, POS) may only submit orders and cancel requests.
 - **reader** (dashboards, analytics) reads the public topics in groups named ``<prefix>reader.*``.
-- **operator** (the ``baton`` CLI): reads every dead-letter topic (``dlq list``), writes every
-  service input (``dlq replay`` sends a record back to where it came from; the ``webhooks``
-  commands are two of those inputs, ``api-keys`` a third) and describes Baton's groups (``top``:
-  lag and members).
+- **operator** (the ``baton`` CLI): reads every dead-letter topic (``dlq list``) and the erasure
+  outcomes (``privacy status``), writes every service input (``dlq replay`` sends a record back
+  to where it came from; the ``webhooks``, ``api-keys`` and ``privacy erase`` commands write some
+  of those inputs) and describes Baton's groups (``top``: lag and members).
 - **admin** is a super user, used only by ``baton topics apply`` and ``baton acls apply``.
 
 Every name is prefixed with ``BATON_TOPIC_PREFIX``, so environments sharing a cluster stay apart.
@@ -26,6 +26,7 @@ from typing import Literal
 from libs.contracts.topics import (
     ORDERS_CANCEL_REQUESTED,
     ORDERS_SUBMITTED,
+    PRIVACY_ERASURES,
     SERVICES,
     TOPICS,
     dead_letter_topic,
@@ -52,6 +53,8 @@ SERVICE_TOPICS: dict[str, ServiceTopics] = {
 """What each service reads and writes, from the topology data (`libs/contracts/topology.py`)."""
 
 CHANNEL_WRITES = (ORDERS_SUBMITTED, ORDERS_CANCEL_REQUESTED)
+OPERATOR_READS = (*(dead_letter_topic(s) for s in SERVICES), PRIVACY_ERASURES)
+"""``dlq list`` reads the dead letters, ``privacy status`` what each service erased."""
 PUBLIC_TOPICS = tuple(spec.name for spec in TOPICS if spec.public)
 READER_GROUP_PREFIX = "reader."
 SERVICE_GROUP_PREFIX = "baton."
@@ -100,8 +103,8 @@ def grants(prefix: str = "") -> list[Grant]:
     for topic in PUBLIC_TOPICS:
         allow("reader", "topic", "literal", topic, "read")
     allow("reader", "group", "prefixed", READER_GROUP_PREFIX, "read")
-    for service in SERVICES:
-        allow("operator", "topic", "literal", dead_letter_topic(service), "read")
+    for topic in OPERATOR_READS:
+        allow("operator", "topic", "literal", topic, "read")
     for topic in service_inputs():
         allow("operator", "topic", "literal", topic, "write")
     allow("operator", "group", "prefixed", SERVICE_GROUP_PREFIX, "describe")

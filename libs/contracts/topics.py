@@ -1,4 +1,4 @@
-"""Topic names (``<domain>.<event>.v<N>``) and their partition counts, in one place.
+"""Topic names (``<domain>.<event>.v<N>``), their partition counts and retention, in one place.
 
 The message key is always the aggregate id, so one aggregate's events stay in order.
 """
@@ -21,6 +21,8 @@ FULFILLMENT_STAGE_CHANGES = "fulfillment.stage-changes.v1"
 NOTIFICATION_SUBSCRIPTIONS = "notification.subscriptions.v1"
 NOTIFICATION_REDELIVERIES = "notification.redeliveries.v1"
 NOTIFICATION_API_KEYS = "notification.api-keys.v1"
+PRIVACY_ERASURE_REQUESTS = "privacy.erasure-requests.v1"
+PRIVACY_ERASURES = "privacy.erasures.v1"
 
 DEFAULT_REPLICATION_FACTOR = 1
 """Replicas per topic that `baton topics apply` creates, unless `BATON_TOPIC_REPLICATION_FACTOR` says
@@ -38,13 +40,20 @@ def facts_topic(service: str) -> str:
     return f"{service}.facts.v1"
 
 
+WEEK_HOURS = 168
+DEAD_LETTER_RETENTION_HOURS = WEEK_HOURS
+"""Dead letters are kept as long as the records they came from (7 days), not longer: every
+service's inputs carry personal data (orders, or an erasure request's customer id), and a dead
+letter is a copy of such a record that erasure cannot reach (`libs/contracts/privacy.py`)."""
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int
     key: str
     public: bool
-    retention_hours: int = 168
+    retention_hours: int = WEEK_HOURS
 
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -62,6 +71,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(NOTIFICATION_SUBSCRIPTIONS, 1, "subscription id", False),
     TopicSpec(NOTIFICATION_REDELIVERIES, 1, "delivery id", False),
     TopicSpec(NOTIFICATION_API_KEYS, 1, "key id", False),
+    TopicSpec(PRIVACY_ERASURE_REQUESTS, 1, "request id", False),
+    TopicSpec(PRIVACY_ERASURES, 1, "request id", False),
     *(TopicSpec(facts_topic(s), 8, "order id", False) for s in SERVICES),
-    *(TopicSpec(dead_letter_topic(s), 1, "source key", False, 720) for s in SERVICES),
+    *(TopicSpec(dead_letter_topic(s), 1, "source key", False, DEAD_LETTER_RETENTION_HOURS) for s in SERVICES),
 )

@@ -46,6 +46,7 @@ from libs.contracts.orders import (
     OrderStatusChanged,
     OrderSubmitted,
 )
+from libs.contracts.privacy import ErasureApplied, ErasureRequested
 from libs.contracts.topics import (
     CATALOG_PRODUCTS,
     FULFILLMENT_STAGE_CHANGES,
@@ -61,6 +62,8 @@ from libs.contracts.topics import (
     ORDERS_REFUSED,
     ORDERS_STATUS,
     ORDERS_SUBMITTED,
+    PRIVACY_ERASURE_REQUESTS,
+    PRIVACY_ERASURES,
     SERVICES,
     dead_letter_topic,
     facts_topic,
@@ -140,6 +143,8 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     OrderRefused: ORDERS_REFUSED,
     CancellationOutcome: ORDERS_CANCELLATIONS,
     StageChanged: FULFILLMENT_STAGE_CHANGES,
+    ErasureRequested: PRIVACY_ERASURE_REQUESTS,
+    ErasureApplied: PRIVACY_ERASURES,
 }
 """The topic of every contract that is not an order fact: public events, and inputs from outside."""
 
@@ -165,6 +170,12 @@ def _from(name: str, contract: type[Contract]) -> Input:
     return Input(name, PUBLISHED_ON[contract], (contract,))
 
 
+ERASURE_REQUESTS = _from("erasure_requested", ErasureRequested)
+"""Every service that keeps personal data reads the erasure requests in its own group, and reports
+what it erased (``ErasureApplied``). Fulfillment keeps none (only a coarse destination), so it has
+no such input."""
+
+
 TOPOLOGY: tuple[ServiceTopology, ...] = (
     ServiceTopology(
         "intake",
@@ -182,8 +193,16 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderCancelRefused,
                 OrderFulfillmentProgressed,
             ),
+            ERASURE_REQUESTS,
         ),
-        emits=(OrderStatusChanged, OrderRefused, CancellationOutcome, OrderReceived, OrderCancelRequested),
+        emits=(
+            OrderStatusChanged,
+            OrderRefused,
+            CancellationOutcome,
+            OrderReceived,
+            OrderCancelRequested,
+            ErasureApplied,
+        ),
     ),
     ServiceTopology(
         "validation",
@@ -191,8 +210,9 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _from("product_updated", ProductUpdated),
             _facts("validation", OrderReceived),
             _from("hold_decision", HoldDecision),
+            ERASURE_REQUESTS,
         ),
-        emits=(OrderValidated, OrderRejected, OrderHeld),
+        emits=(OrderValidated, OrderRejected, OrderHeld, ErasureApplied),
     ),
     ServiceTopology(
         "allocation",
@@ -207,8 +227,16 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 ShipmentShipped,
                 ShipmentFailed,
             ),
+            ERASURE_REQUESTS,
         ),
-        emits=(OrderAllocated, OrderBackordered, OrderCancelled, OrderCancelRefused, OrderCancelForwarded),
+        emits=(
+            OrderAllocated,
+            OrderBackordered,
+            OrderCancelled,
+            OrderCancelRefused,
+            OrderCancelForwarded,
+            ErasureApplied,
+        ),
     ),
     ServiceTopology(
         "fulfillment",
@@ -235,8 +263,9 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _facts("notification", OrderReceived),
             _from("status_changed", OrderStatusChanged),
             _from("stage_changed", StageChanged),
+            ERASURE_REQUESTS,
         ),
-        emits=(),
+        emits=(ErasureApplied,),
         sends=(FulfillmentUpdate, HoldDecision, CancelRequested, RedeliveryRequested),
         observes=tuple(dead_letter_topic(s) for s in SERVICES),
     ),
@@ -263,6 +292,11 @@ def topics_for(contract: type[Contract]) -> tuple[str, ...]:
             f"nobody consumes {contract.__name__}: add it to a service's inputs or PUBLISHED_ON"
         )
     return tuple(facts_topic(c) for c in consumers)
+
+
+def erasers() -> tuple[str, ...]:
+    """The services that apply erasure requests: each reports once per request."""
+    return tuple(s.name for s in TOPOLOGY if ERASURE_REQUESTS in s.inputs)
 
 
 def producers_of(topic: str) -> tuple[str, ...]:

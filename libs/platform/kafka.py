@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
@@ -40,7 +41,7 @@ from aiokafka.helpers import create_ssl_context
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from libs.contracts.topics import TOPICS
+from libs.contracts.topics import TOPICS, TopicSpec
 
 if TYPE_CHECKING:
     from libs.platform.settings import BatonSettings
@@ -334,44 +335,150 @@ AUTHORIZATION_ERRORS = (
 )
 
 
-async def apply_topics(settings: BatonSettings) -> list[str]:
-    """Create every Baton topic that is missing (with its partition count); returns those created.
+def topic_configs(spec: TopicSpec) -> dict[str, str]:
+    """The topic configs Baton sets (the broker's defaults apply to the rest)."""
+    return {"retention.ms": str(spec.retention_hours * 3600 * 1000)}
 
-    Needs CREATE on the cluster (the admin principal); a principal without it gets
-    ``KafkaAccessRefused`` naming the user."""
+
+@dataclass(frozen=True)
+class TopicChanges:
+    """What ``apply_topics`` did: the topics it created, and per existing topic the configs it
+    changed to the table's values."""
+
+    created: list[str] = field(default_factory=list)
+    altered: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+async def apply_topics(settings: BatonSettings) -> TopicChanges:
+    """Create every Baton topic that is missing (with its partition count and configs) and bring the
+    configs of those that exist to the table (a retention shortened in ``topics.py`` applies to the
+    topics already there). Idempotent: a second run changes nothing.
+
+    Needs CREATE, DESCRIBE_CONFIGS and ALTER_CONFIGS (the admin principal); a principal without
+    them gets ``KafkaAccessRefused`` naming the user."""
     admin = settings.kafka.admin()
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(
-                name=settings.topic(spec.name),
-                num_partitions=spec.partitions,
-                replication_factor=settings.topic_replication_factor,
-                topic_configs={"retention.ms": str(spec.retention_hours * 3600 * 1000)},
-            )
-            for spec in TOPICS
-            if settings.topic(spec.name) not in existing
-        ]
-        if not wanted:
-            return []
-        response = await admin.create_topics(wanted)
-        created = []
-        for name, code, *message in response.topic_errors:
-            error = for_code(code)
-            if error in AUTHORIZATION_ERRORS:
-                raise KafkaAccessRefused(
-                    f"Kafka refused to create topic {name} for {settings.kafka_security.who()}: "
-                    "only an admin may create topics (run `baton topics apply` as one)"
-                )
-            if code == 0:
-                created.append(name)
-            elif error is not TopicAlreadyExistsError:
-                raise error(f"creating {name}: {message[0] if message else ''}")
-        await wait_for_leaders(admin, created)
-        return created
+        listed = set(await admin.list_topics())
+        specs = {settings.topic(spec.name): spec for spec in TOPICS}
+        created = await _create_topics(admin, settings, [n for n in specs if n not in listed])
+        existing = {n: topic_configs(spec) for n, spec in specs.items() if n not in created}
+        altered = await _align_configs(admin, settings, existing)
+        await _wait_for_configs(admin, altered)
+        return TopicChanges(created, altered)
     finally:
         await admin.close()
+
+
+async def _create_topics(admin: AIOKafkaAdminClient, settings: BatonSettings, names: list[str]) -> list[str]:
+    if not names:
+        return []
+    specs = {settings.topic(spec.name): spec for spec in TOPICS}
+    wanted = [
+        NewTopic(
+            name=name,
+            num_partitions=specs[name].partitions,
+            replication_factor=settings.topic_replication_factor,
+            topic_configs=topic_configs(specs[name]),
+        )
+        for name in names
+    ]
+    response = await admin.create_topics(wanted)
+    created = []
+    for name, code, *message in response.topic_errors:
+        error = for_code(code)
+        if error in AUTHORIZATION_ERRORS:
+            raise KafkaAccessRefused(
+                f"Kafka refused to create topic {name} for {settings.kafka_security.who()}: "
+                "only an admin may create topics (run `baton topics apply` as one)"
+            )
+        if code == 0:
+            created.append(name)
+        elif error is not TopicAlreadyExistsError:
+            raise error(f"creating {name}: {message[0] if message else ''}")
+    await wait_for_leaders(admin, created)
+    return created
+
+
+DYNAMIC_TOPIC_CONFIG = 1
+"""DescribeConfigs' `config_source` of a value set on the topic itself (not a broker default)."""
+
+
+async def _align_configs(
+    admin: AIOKafkaAdminClient, settings: BatonSettings, wanted: dict[str, dict[str, str]]
+) -> dict[str, dict[str, str]]:
+    """Set the configs of existing topics that differ from ``wanted``; returns what changed.
+
+    aiokafka speaks AlterConfigs, which replaces *all* of a topic's own configs with those sent: a
+    value someone set on the topic besides Baton's would fall back to the broker default. So each
+    topic's own configs are read first and sent along unchanged; a topic with a secret config
+    (which the broker never shows) is left alone rather than losing it."""
+    if not wanted:
+        return {}
+    described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in wanted])
+    changes: dict[str, dict[str, str]] = {}
+    resources: list[ConfigResource] = []
+    for response in described:
+        for code, message, _, name, entries in response.resources:
+            _raise_for(code, message, f"reading the configs of topic {name}", settings)
+            own = {
+                e[0]: e[1]
+                for e in entries
+                if (e[3] == DYNAMIC_TOPIC_CONFIG if response.API_VERSION >= 1 else not e[3])
+            }
+            differing = {k: v for k, v in wanted[name].items() if own.get(k) != v}
+            if not differing:
+                continue
+            if any(e[4] and e[0] in own for e in entries):
+                log.warning(
+                    "topic has a secret config: not altered", extra={"topic": name, "wanted": differing}
+                )
+                continue
+            changes[name] = differing
+            resources.append(ConfigResource(ConfigResourceType.TOPIC, name, own | wanted[name]))
+    if resources:
+        for response in await admin.alter_configs(resources):
+            for code, message, _, name in response.resources:
+                _raise_for(code, message, f"altering the configs of topic {name}", settings)
+    return changes
+
+
+async def _wait_for_configs(
+    admin: AIOKafkaAdminClient, changes: dict[str, dict[str, str]], timeout_s: float = 30.0
+) -> None:
+    """Return once the brokers show the changed configs: an alteration takes effect a moment after
+    the controller accepted it, and a second ``apply`` right after would otherwise make it again."""
+    deadline = time.monotonic() + timeout_s
+    waiting = dict(changes)
+    while waiting and time.monotonic() < deadline:
+        described = await admin.describe_configs(
+            [
+                ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(configs))
+                for name, configs in waiting.items()
+            ]
+        )
+        for response in described:
+            for code, _, _, name, entries in response.resources:
+                if code == 0 and all(
+                    dict((e[0], e[1]) for e in entries).get(k) == v for k, v in waiting[name].items()
+                ):
+                    del waiting[name]
+        if waiting:
+            await asyncio.sleep(0.2)
+    if waiting:
+        log.warning("altered topic configs not in effect yet", extra={"topics": list(waiting)})
+
+
+def _raise_for(code: int, message: str | None, doing: str, settings: BatonSettings) -> None:
+    if code == 0:
+        return
+    error = for_code(code)
+    if error in AUTHORIZATION_ERRORS:
+        raise KafkaAccessRefused(
+            f"Kafka refused {doing} for {settings.kafka_security.who()}: "
+            "only an admin may change topics (run `baton topics apply` as one)"
+        )
+    raise error(f"{doing}: {message or ''}")
 
 
 async def wait_for_leaders(admin: AIOKafkaAdminClient, names: Sequence[str], timeout_s: float = 30.0) -> None:
@@ -439,7 +546,7 @@ async def ensure_topics(settings: BatonSettings, needed: Iterable[str]) -> list[
     needed = sorted(settings.topic(n) for n in needed)
     if settings.apply_topics:
         try:
-            return await apply_topics(settings)
+            return (await apply_topics(settings)).created
         except KafkaAccessRefused as refused:
             log.info("may not create topics; checking they exist", extra={"reason": str(refused)})
     if missing := await missing_topics(settings, needed):

@@ -1,4 +1,4 @@
-"""Allocation's router: locations, stock adjustments, and the facts about orders it follows.
+"""Allocation's router: locations, stock adjustments, the facts about orders it follows, erasure requests.
 
 Validated orders are allocated set-based, in chunks whose skus are locked first (in sku order, so
 allocation processes wait for each other but never deadlock); every other fact finds its skus in
@@ -19,6 +19,7 @@ from libs.contracts.lifecycle import (
     ShipmentFailed,
     ShipmentShipped,
 )
+from libs.contracts.privacy import ErasureRequested
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Events, KeyedLanes, LockedChunks, Outcome, ServiceRouter
 from services.allocation.adapters.store import PgAllocationUnit
@@ -26,6 +27,7 @@ from services.allocation.app.ports import AllocationUnit
 from services.allocation.app.use_cases import (
     adjust_stock,
     allocate_orders,
+    erase_customer,
     fail_shipment,
     release_cancelled,
     request_cancel,
@@ -74,4 +76,5 @@ def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
 
     router.on(OrderCancelRequested, shape=ORDER_FACTS)(request_cancel)
     router.on(ShipmentShipped, shape=ORDER_FACTS)(ship_shipment)
+    router.on(ErasureRequested)(erase_customer)
     return router

@@ -1,5 +1,5 @@
-"""Notification's router: webhook subscriptions, redelivery requests and status API keys one at a
-time; customer contacts, status events and stage events set-based."""
+"""Notification's router: webhook subscriptions, redelivery requests, status API keys and erasure
+requests one at a time; customer contacts, status events and stage events set-based."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from libs.contracts.fulfillment import StageChanged
 from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
+from libs.contracts.privacy import ErasureRequested
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import ServiceRouter
 from services.notification.adapters.egress import SystemResolver
@@ -19,6 +20,7 @@ from services.notification.app.ports import NotificationUnit, SecretBox
 from services.notification.app.use_cases import (
     change_api_key,
     change_subscription,
+    erase_customer,
     record_stage_changes,
     record_status_changes,
     redeliver,
@@ -58,4 +60,5 @@ def build_router(settings: NotificationSettings) -> ServiceRouter[NotificationUn
     router.on_batch(OrderReceived)(remember_customers)
     router.on_batch(OrderStatusChanged)(record_status_changes)
     router.on_batch(StageChanged)(record_stage_changes)
+    router.on(ErasureRequested)(erase_customer)
     return router

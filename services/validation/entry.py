@@ -1,4 +1,5 @@
-"""Validation's router: catalog updates, received orders (set-based), support's hold decisions."""
+"""Validation's router: catalog updates, received orders (set-based), support's hold decisions,
+erasure requests."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
 from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.orders import HoldDecision
+from libs.contracts.privacy import ErasureRequested
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Outcome, ServiceRouter
 from services.validation.adapters.store import PgValidationStore
@@ -16,6 +18,7 @@ from services.validation.app.ports import ValidationUnit
 from services.validation.app.use_cases import (
     PRUNE_DAILY_UNITS,
     decide_hold,
+    erase_customer,
     policy_from,
     prune_daily_units,
     update_product,
@@ -31,6 +34,7 @@ def build_router(settings: ValidationSettings) -> ServiceRouter[ValidationUnit]:
     router: ServiceRouter[ValidationUnit] = ServiceRouter(SERVICE_TOPOLOGY["validation"], PgValidationStore)
     router.on(ProductUpdated)(update_product)
     router.on_timer(PRUNE_DAILY_UNITS)(prune_daily_units)
+    router.on(ErasureRequested)(erase_customer)
 
     @router.on(HoldDecision)
     async def on_hold_decision(decision: HoldDecision, uow: ValidationUnit) -> Sequence[Event]:

@@ -101,12 +101,14 @@ def test_the_reader_reads_only_public_topics_in_its_own_groups() -> None:
     assert allowed("reader", "write") == set()
 
 
-def test_the_operator_has_what_dlq_webhooks_and_top_need_and_no_consumer_group() -> None:
-    assert allowed("operator", "read") == {dead_letter_topic(s) for s in SERVICES}
+def test_the_operator_has_what_dlq_webhooks_privacy_and_top_need_and_no_consumer_group() -> None:
+    assert allowed("operator", "read") == {dead_letter_topic(s) for s in SERVICES} | {topics.PRIVACY_ERASURES}
     assert allowed("operator", "write") == set(service_inputs())
-    assert {topics.NOTIFICATION_SUBSCRIPTIONS, topics.NOTIFICATION_REDELIVERIES} <= allowed(
-        "operator", "write"
-    )
+    assert {
+        topics.NOTIFICATION_SUBSCRIPTIONS,
+        topics.NOTIFICATION_REDELIVERIES,
+        topics.PRIVACY_ERASURE_REQUESTS,
+    } <= allowed("operator", "write")
     assert allowed("operator", "describe", "group") == {"baton.*"}
     assert allowed("operator", "read", "group") == set()
 

@@ -38,6 +38,14 @@ SERVICES_TO_RUN = [
     ("notification", "notification"),
 ]
 
+DAILY_UNITS_RULE = {
+    "PYTHONPATH": str(Path(__file__).parents[1] / "plugins/baton-rules-example/src"),
+    "BATON_VALIDATION_RULES": "baton_rules_example:limited_sku_daily_limit",
+}
+"""Validation's extra settings in the shared fleet: a plugin rule that uses daily units (it only
+limits `LTD-...` SKUs), so validation keeps units per customer, as a shop with such a rule would,
+and the privacy test sees that erasure covers them."""
+
 
 @dataclass
 class LiveFleet:
@@ -258,6 +266,8 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
     try:
         for service, label in SERVICES_TO_RUN:
             extra: dict[str, str] = {}
+            if service == "validation":
+                extra = dict(DAILY_UNITS_RULE)
             if service == "notification":
                 extra = {
                     "BATON_SMTP_PORT": str(mailbox.port),

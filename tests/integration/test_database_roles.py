@@ -247,8 +247,8 @@ async def test_baton_migrate_is_idempotent_and_refuses_an_edited_applied_migrati
         assert f"role {prefix}intake: created" in first.stdout
         assert (
             "intake: applied 000_platform_inbox_outbox.sql, 000_platform_outbox_autovacuum.sql,"
-            " 000_platform_outbox_headers_json.sql, 000_platform_timers.sql, 001_intake_orders.sql"
-            in first.stdout
+            " 000_platform_outbox_headers_json.sql, 000_platform_privacy_erasures.sql,"
+            " 000_platform_timers.sql, 001_intake_orders.sql" in first.stdout
         )
 
         again = run_migrate(env, "--passfile", str(passfile), "--service", "intake")

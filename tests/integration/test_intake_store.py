@@ -208,11 +208,12 @@ async def test_a_cancel_request_is_claimed_once(connect: Connect) -> None:
     assert not await uow.cancel_requests.claim("cx-1", a.order_id)
 
 
-async def test_a_batch_of_submissions_and_of_facts_costs_one_statement_each_on_postgresql(
+async def test_a_batch_of_submissions_and_of_facts_costs_two_statements_each_on_postgresql(
     connect: Connect,
 ) -> None:
     """The use cases on the real adapter: a batch with a retry and a conflict of one of its own
-    orders, then the facts of the new orders, each batch one statement (plus one to lock)."""
+    orders (the erasures covering its customers looked up, the orders written), then the facts of
+    the new orders (the orders locked, their new versions written)."""
     conn = await connect()
     uow = PgIntakeUnit(conn)
     batch: Sequence[OrderSubmitted] = [submitted(x) for x in ("a", "b", "c")]
@@ -226,7 +227,7 @@ async def test_a_batch_of_submissions_and_of_facts_costs_one_statement_each_on_p
         results = await record_submissions(
             [*batch, batch[0], batch[1].model_copy(update={"currency": "USD"})], uow
         )
-    assert await counted.count() == 1
+    assert await counted.count() == 2
     assert [[type(e).__name__ for e in r] for r in results if not isinstance(r, BaseException)] == [
         ["OrderStatusChanged", "OrderReceived"],
         ["OrderStatusChanged", "OrderReceived"],

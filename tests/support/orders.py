@@ -124,3 +124,19 @@ def stage_update(
         "tracking_number": tracking_number,
         "note": note,
     }
+
+
+def erasure_request(
+    customer_id: str,
+    *,
+    channel: str | None = "webshop",
+    request_id: str | None = None,
+    requested_at: str = "2026-11-28T00:00:00Z",
+) -> dict[str, Any]:
+    """An operator's erasure request (`baton privacy erase`); the orders above were placed before it."""
+    return {
+        "request_id": request_id or f"erasure-{next(_counter)}",
+        "customer_id": customer_id,
+        "channel": channel,
+        "requested_at": requested_at,
+    }

@@ -44,6 +44,7 @@ from libs.contracts.orders import (
     Shipment,
     ShipmentLine,
 )
+from libs.contracts.privacy import ErasureRequested
 from tests.support.orders import location, order, product, stage_update
 
 ORDER_ID = UUID("5b0c2a52-3f4e-4f5a-9d39-3c7a4c1f0a11")
@@ -124,6 +125,7 @@ def _samples() -> dict[type[Contract], Contract]:
             events=["order.shipped", "stage.entered:packed"],
         ),
         RedeliveryRequested(delivery_id="msg_1", subscription_id="sub-1"),
+        ErasureRequested(request_id="erasure-1", customer_id="cust-42", channel="webshop", requested_at=AT),
         ApiKeyChanged(
             action="add", key_id="key_1", name="support desk", key_hash="ab" * 32, channels=["webshop", "pos"]
         ),

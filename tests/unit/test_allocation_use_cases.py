@@ -23,12 +23,14 @@ from libs.contracts.lifecycle import (
     ShipmentShipped,
 )
 from libs.contracts.orders import OrderDetails, Shipment, ShipmentLine
+from libs.contracts.privacy import ERASED, ERASED_EMAIL, ErasureApplied, ErasureRequested
 from libs.contracts.vocabulary import LocationKind
 from libs.platform.messaging import Rejected
 from services.allocation.app.ports import OversellRefused
 from services.allocation.app.use_cases import (
     adjust_stock,
     allocate_orders,
+    erase_customer,
     fail_shipment,
     release_cancelled,
     request_cancel,
@@ -39,7 +41,7 @@ from services.allocation.app.use_cases import (
 from services.allocation.domain.allocations import AllocationStatus, Reservation
 from services.allocation.entry import build_router, skus_to_lock
 from services.allocation.settings import AllocationSettings
-from tests.support.orders import order
+from tests.support.orders import erasure_request, order
 from tests.unit.fakes.allocation import FakeAllocationUnit
 
 pytestmark = pytest.mark.unit
@@ -47,9 +49,13 @@ pytestmark = pytest.mark.unit
 RULES = rules_from(3, "0.01")
 
 
-def validated(*lines: tuple[str, int], method: str = "standard") -> OrderValidated:
+def validated(
+    *lines: tuple[str, int], method: str = "standard", customer: str | None = None
+) -> OrderValidated:
     details = OrderDetails.model_validate(
-        order(lines=[(sku, quantity, "10.00") for sku, quantity in lines], method=method)
+        order(
+            lines=[(sku, quantity, "10.00") for sku, quantity in lines], method=method, customer_id=customer
+        )
     )
     return OrderValidated(order_id=uuid4(), order=details)
 
@@ -543,10 +549,75 @@ async def test_releasing_what_an_order_holds_keeps_the_remainder_that_waits_for_
 
 def test_the_router_has_a_handler_for_every_type_allocation_receives() -> None:
     inputs = build_router(AllocationSettings()).bind()
-    assert {i.name for i in inputs} == {"location_updated", "stock_adjusted", "order_facts"}
+    assert {i.name for i in inputs} == {
+        "location_updated",
+        "stock_adjusted",
+        "order_facts",
+        "erasure_requested",
+    }
 
 
 def test_validated_orders_share_transactions_locking_their_skus_and_other_facts_do_not() -> None:
     fact = validated(("B", 1), ("A", 2), ("B", 3))
     assert skus_to_lock(fact) == ["A", "B"]
     assert skus_to_lock(cancel(fact.order_id)) is None
+
+
+def erasure(customer: str, request_id: str = "er-1") -> ErasureRequested:
+    return ErasureRequested.model_validate(erasure_request(customer, request_id=request_id))
+
+
+async def test_an_erasure_erases_the_kept_details_of_the_customers_orders_and_leaves_stock_alone() -> None:
+    uow = await with_stock(("A", "wh", 1))
+    mine, waiting, other = (
+        validated(("A", 1), customer="c1"),
+        validated(("A", 1), customer="c1"),
+        validated(("A", 1)),
+    )
+    await allocate(uow, mine, waiting)
+    await allocate(uow, other)
+
+    [report] = await erase_customer(erasure("c1"), uow)
+
+    assert isinstance(report, ErasureApplied)
+    assert (report.service, report.orders, report.rows_changed) == ("allocation", 2, 2)
+    for fact in (mine, waiting):
+        kept = uow.state.orders[fact.order_id].order
+        assert kept is not None and (kept.customer.email, kept.shipping_address.city) == (
+            ERASED_EMAIL,
+            ERASED,
+        )
+        assert kept.shipping_address.country == fact.order.shipping_address.country
+    assert uow.state.orders[other.order_id].order == other.order
+    assert (status(uow, mine.order_id), status(uow, waiting.order_id)) == (
+        AllocationStatus.ALLOCATED,
+        AllocationStatus.BACKORDERED,
+    )
+    assert units(uow, "A", "wh") == (1, 1)
+    assert await erase_customer(erasure("c1"), uow) == []
+
+
+async def test_an_erased_backorder_is_allocated_later_and_passed_on_erased() -> None:
+    uow = await with_stock(("A", "wh", 0))
+    waiting = validated(("A", 1), customer="c1")
+    await allocate(uow, waiting)
+    await erase_customer(erasure("c1"), uow)
+
+    [woken] = allocated(await adjust_stock(arrival("A", "wh", 1), uow, RULES))
+
+    assert woken.order_id == waiting.order_id and woken.order.customer.name == ERASED
+
+
+async def test_an_order_placed_before_an_erasure_that_arrives_after_it_is_allocated_and_passed_on_erased() -> (
+    None
+):
+    uow = await with_stock(("A", "wh", 2))
+    await erase_customer(erasure("c1"), uow)
+    late = validated(("A", 1), customer="c1")
+
+    [event] = await allocate(uow, late)
+
+    assert isinstance(event, OrderAllocated) and shipments(event) == [("wh", [("A", 1)])]
+    assert event.order.customer.id == ERASED and event.order.shipping_address.lat is None
+    kept = uow.state.orders[late.order_id].order
+    assert kept is not None and kept.shipping_address.line1 == ERASED

@@ -11,15 +11,17 @@ from uuid import UUID, uuid4
 import pytest
 
 from libs.contracts.notification import WebhookSubscriptionChanged
+from libs.contracts.privacy import ErasureRequested
 from libs.platform.messaging import Outgoing
 from libs.platform.secret_box import SecretBox, new_key, new_webhook_secret
 from services.notification.adapters.templates import PackageTemplates
 from services.notification.app.delivery import DeliveryWorker, EmailPolicy, WebhookPolicy
 from services.notification.app.egress import EgressGuard
 from services.notification.app.ports import Contact, NewDelivery, NewEmail, PostOutcome
-from services.notification.app.use_cases import change_subscription
+from services.notification.app.use_cases import change_subscription, erase_customer
 from services.notification.domain.egress import EgressPolicy
 from services.notification.domain.webhooks import delivery_id
+from tests.support.orders import erasure_request
 from tests.unit.fakes.notification import (
     FakeDeliveryQueue,
     FakeEmailQueue,
@@ -365,6 +367,7 @@ async def test_a_refused_recipient_is_marked_failed_while_the_others_are_sent() 
     failed = w.store.emails[(refused, "shipped")]
     assert (failed.state, failed.attempts) == ("pending", 1)
     assert failed.last_error is not None and "550" in failed.last_error
+    assert "nobody@example.com" not in failed.last_error, "the error is kept without the address"
     assert [m.recipient for m in w.mail.sent] == ["ada@example.com", "ada@example.com"]
 
 
@@ -387,6 +390,31 @@ async def test_a_round_takes_at_most_its_size_oldest_first() -> None:
     await w.worker.send_emails()
 
     assert [m.message_id for m in w.mail.sent] == [f"<{o}.received@baton>" for o in orders[:2]]
+
+
+async def test_an_erased_customers_queued_emails_are_never_sent() -> None:
+    w = Worker()
+    order_id = uuid4()
+    unit = w.store.unit()
+    await unit.customers.remember(
+        [
+            Contact(
+                order_id,
+                "ada@example.com",
+                "Ada",
+                "ext-1",
+                "webshop",
+                "c1",
+                datetime(2026, 11, 27, tzinfo=UTC),
+            )
+        ]
+    )
+    await unit.emails.add([NewEmail(order_id, "shipped", {"tracking": "1Z"})])
+
+    await erase_customer(ErasureRequested.model_validate(erasure_request("c1")), w.store.unit())
+
+    assert await w.worker.send_emails() == 0
+    assert w.mail.sent == []
 
 
 @pytest.mark.parametrize(

@@ -170,6 +170,20 @@ async def test_an_allocated_order_is_in_fulfillment_with_its_shipments_and_an_et
     assert uow.known_orders[fact.order_id].progress == "in_fulfillment"
 
 
+async def test_fulfillment_keeps_where_an_order_goes_only_to_a_tenth_of_a_degree() -> None:
+    """About 11 km: transit days come out the same, a home cannot be found from it."""
+    uow = await with_locations(("wh", "warehouse", MUNICH))
+    fact = allocated(("s1", "wh", {"MUG": 1}))
+    exact = fact.order.shipping_address
+
+    await receive_allocations([fact], uow, CONFIG)
+
+    kept = uow.known_orders[fact.order_id]
+    assert exact.lat is not None and exact.lon is not None
+    assert (kept.lat, kept.lon) == (round(exact.lat, 1), round(exact.lon, 1))
+    assert (kept.lat, kept.lon) != (exact.lat, exact.lon)
+
+
 async def test_a_batch_of_allocations_locks_reads_and_writes_each_kind_of_row_once() -> None:
     uow = await with_locations(("wh", "warehouse", None))
     uow.calls.clear()

@@ -34,13 +34,21 @@ from libs.contracts.orders import (
     Shipment,
     ShipmentLine,
 )
-from libs.contracts.topics import ORDERS_CANCELLATIONS, ORDERS_REFUSED, ORDERS_STATUS, facts_topic
+from libs.contracts.privacy import ERASED, ERASED_EMAIL, ErasureApplied, ErasureRequested
+from libs.contracts.topics import (
+    ORDERS_CANCELLATIONS,
+    ORDERS_REFUSED,
+    ORDERS_STATUS,
+    PRIVACY_ERASURES,
+    facts_topic,
+)
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform import metrics
 from libs.platform.messaging import Rejected
 from services.intake.app.use_cases import (
     StatusFact,
     details_of,
+    erase_customer,
     publish_statuses,
     record_submissions,
     request_cancel,
@@ -48,7 +56,7 @@ from services.intake.app.use_cases import (
 from services.intake.domain.orders import fingerprint, order_id_for
 from services.intake.entry import build_router
 from services.intake.settings import IntakeSettings
-from tests.support.orders import order
+from tests.support.orders import erasure_request, order
 from tests.unit.fakes.intake import FakeIntakeUnit
 
 pytestmark = pytest.mark.unit
@@ -484,7 +492,12 @@ async def test_a_cancel_request_naming_no_order_is_rejected() -> None:
 
 def test_the_router_handles_every_type_intake_receives() -> None:
     bound = build_router(IntakeSettings()).bind()
-    assert {b.name for b in bound} == {"order_submitted", "cancel_requested", "order_facts"}
+    assert {b.name for b in bound} == {
+        "order_submitted",
+        "cancel_requested",
+        "order_facts",
+        "erasure_requested",
+    }
 
 
 async def test_every_event_intake_returns_goes_where_the_topology_says() -> None:
@@ -507,3 +520,90 @@ async def test_every_event_intake_returns_goes_where_the_topology_says() -> None
         (ORDERS_CANCELLATIONS, outcome.partition_key()),
         (facts_topic("allocation"), order_id),
     }
+
+
+def erasure(customer: str = "c1", **fields: Any) -> ErasureRequested:
+    return ErasureRequested.model_validate(erasure_request(customer, **fields))
+
+
+def customer(customer_id: str) -> dict[str, str]:
+    return {"id": customer_id, "email": f"{customer_id}@example.com", "name": f"Name of {customer_id}"}
+
+
+async def test_an_erasure_erases_the_details_of_the_customers_orders_and_keeps_what_operations_need() -> None:
+    uow = FakeIntakeUnit()
+    await record_submissions([submitted("ext-1"), submitted("ext-2", customer=customer("c2"))], uow)
+    before = uow.details[order_id_for("webshop", "ext-1")]
+
+    [report] = await erase_customer(erasure("c1", request_id="er-1"), uow)
+
+    assert isinstance(report, ErasureApplied)
+    assert (report.request_id, report.service, report.orders, report.rows_changed) == ("er-1", "intake", 1, 1)
+    erased = uow.details[order_id_for("webshop", "ext-1")]
+    assert (erased.customer.id, erased.customer.email, erased.customer.name) == (ERASED, ERASED_EMAIL, ERASED)
+    address = erased.shipping_address
+    assert (address.name, address.line1, address.city, address.postal_code) == (ERASED,) * 4
+    assert (address.line2, address.lat, address.lon) == (None, None, None)
+    assert address.country == before.shipping_address.country
+    assert (erased.external_id, erased.lines, erased.payment, erased.placed_at) == (
+        before.external_id,
+        before.lines,
+        before.payment,
+        before.placed_at,
+    )
+    assert uow.details[order_id_for("webshop", "ext-2")].customer.email == "c2@example.com"
+    assert uow.statuses(order_id_for("webshop", "ext-1")) == ["received"]
+
+
+async def test_a_repeated_erasure_request_changes_nothing_and_is_reported_once() -> None:
+    uow = FakeIntakeUnit()
+    await record_submissions([submitted("ext-1")], uow)
+    [_] = await erase_customer(erasure(request_id="er-1"), uow)
+    await record_submissions([submitted("ext-9", placed_at="2026-11-29T00:00:00Z")], uow)
+
+    assert await erase_customer(erasure(request_id="er-1"), uow) == []
+    assert uow.details[order_id_for("webshop", "ext-9")].customer.id == "c1"
+
+
+async def test_an_erasure_keeps_orders_placed_after_it_and_other_channels_customers_unless_it_names_no_channel() -> (
+    None
+):
+    uow = FakeIntakeUnit()
+    later = submitted("ext-later", placed_at="2026-11-28T00:00:01Z")
+    marketplace = submitted("ext-m", channel="marketplace")
+    await record_submissions([submitted("ext-1"), later, marketplace], uow)
+
+    [report] = await erase_customer(erasure(request_id="er-web"), uow)
+    assert isinstance(report, ErasureApplied) and report.orders == 1
+    assert uow.details[order_id_for("webshop", "ext-later")].customer.id == "c1"
+    assert uow.details[order_id_for("marketplace", "ext-m")].customer.id == "c1"
+
+    [report] = await erase_customer(erasure(channel=None, request_id="er-all"), uow)
+    assert isinstance(report, ErasureApplied) and report.orders == 1
+    assert uow.details[order_id_for("marketplace", "ext-m")].customer.id == ERASED
+    assert uow.details[order_id_for("webshop", "ext-later")].customer.id == "c1"
+
+
+async def test_an_order_placed_before_an_erasure_that_arrives_after_it_is_recorded_and_passed_on_erased() -> (
+    None
+):
+    uow = FakeIntakeUnit()
+    [_] = await erase_customer(erasure(request_id="er-1"), uow)
+
+    [[status, received]] = applied(await record_submissions([submitted("ext-late")], uow))
+    [[_, kept]] = applied(
+        await record_submissions([submitted("ext-new", placed_at="2026-11-28T08:00:00Z")], uow)
+    )
+
+    assert isinstance(received, OrderReceived) and isinstance(status, OrderStatusChanged)
+    assert received.order.customer.email == ERASED_EMAIL
+    assert uow.details[received.order_id].shipping_address.line1 == ERASED
+    assert isinstance(kept, OrderReceived) and kept.order.customer.email != ERASED_EMAIL
+    assert applied(await record_submissions([submitted("ext-late")], uow)) == [[]], "a retry, still"
+
+
+async def test_an_erasure_report_goes_to_the_outcome_topic_keyed_by_its_request() -> None:
+    [requests] = [b for b in build_router(IntakeSettings()).bind() if b.name == "erasure_requested"]
+    [report] = await erase_customer(erasure(request_id="er-7"), FakeIntakeUnit())
+
+    assert [(o.topic, o.key) for o in requests.route([report])] == [(PRIVACY_ERASURES, "er-7")]

@@ -13,12 +13,14 @@ from libs.contracts.fulfillment import StageChanged
 from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderDetails, OrderStatusChanged, Shipment, ShipmentLine
+from libs.contracts.privacy import ERASED, ERASED_EMAIL, ErasureApplied, ErasureRequested
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform.messaging import Rejected
 from libs.platform.secret_box import SecretBox, new_key, new_webhook_secret
 from services.notification.app.egress import EgressGuard
 from services.notification.app.use_cases import (
     change_subscription,
+    erase_customer,
     record_stage_changes,
     record_status_changes,
     redeliver,
@@ -27,7 +29,7 @@ from services.notification.app.use_cases import (
 from services.notification.domain.egress import EgressPolicy
 from services.notification.entry import build_router
 from services.notification.settings import NotificationSettings
-from tests.support.orders import order
+from tests.support.orders import erasure_request, order
 from tests.unit.fakes.notification import FakeNotificationStore, FakeResolver
 
 pytestmark = pytest.mark.unit
@@ -379,4 +381,71 @@ def test_the_router_has_a_handler_for_every_type_notification_reads() -> None:
         "order_facts",
         "status_changed",
         "stage_changed",
+        "erasure_requested",
     }
+
+
+def received_from(customer: str, **fields: Any) -> OrderReceived:
+    return OrderReceived(
+        order_id=uuid4(), order=OrderDetails.model_validate(order(customer_id=customer) | fields)
+    )
+
+
+def erasure(customer: str = "c1", **fields: Any) -> ErasureRequested:
+    return ErasureRequested.model_validate(erasure_request(customer, **fields))
+
+
+async def test_an_erasure_erases_the_customers_contacts_and_their_emails_are_never_sent() -> None:
+    store = FakeNotificationStore()
+    mine, other = received_from("c1"), received_from("c2")
+    await remember_customers([mine, other], store.unit())
+    await record_status_changes([status(mine.order_id, OrderStatus.RECEIVED, 1)], store.unit())
+    store.emails[(mine.order_id, "received")].last_error = "550 c1@example.com unknown"
+    store.emails[(mine.order_id, "received")].state = "sent"
+    await record_status_changes([status(mine.order_id, OrderStatus.BACKORDERED, 2)], store.unit())
+
+    [report] = await erase_customer(erasure(request_id="er-1"), store.unit())
+
+    assert isinstance(report, ErasureApplied)
+    assert (report.service, report.orders, report.rows_changed) == ("notification", 1, 3)
+    contact = store.customers[mine.order_id]
+    assert (contact.email, contact.name, contact.customer_id, contact.erased) == (
+        ERASED_EMAIL,
+        ERASED,
+        None,
+        True,
+    )
+    assert contact.external_id == mine.order.external_id
+    assert [
+        (e.state, e.last_error) for (o, _), e in sorted(store.emails.items()) if o == mine.order_id
+    ] == sorted([("sent", None), ("cancelled", None)])
+    await record_status_changes([status(mine.order_id, OrderStatus.SHIPPED, 3)], store.unit())
+    assert (mine.order_id, "shipped") not in store.emails, "no e-mail is queued for an erased contact"
+    assert store.customers[other.order_id].email == other.order.customer.email
+    assert await erase_customer(erasure(request_id="er-1"), store.unit()) == []
+
+
+async def test_a_contact_placed_before_an_erasure_that_arrives_after_it_is_kept_erased_and_its_emails_cancelled() -> (
+    None
+):
+    store = FakeNotificationStore()
+    await erase_customer(erasure(), store.unit())
+    late = received_from("c1")
+    await record_status_changes([status(late.order_id, OrderStatus.RECEIVED, 1)], store.unit())
+
+    await remember_customers([late], store.unit())
+
+    contact = store.customers[late.order_id]
+    assert (contact.email, contact.name, contact.erased) == (ERASED_EMAIL, ERASED, True)
+    assert store.emails[(late.order_id, "received")].state == "cancelled"
+
+
+async def test_an_erasure_keeps_contacts_of_orders_placed_after_it() -> None:
+    store = FakeNotificationStore()
+    later = received_from("c1", placed_at="2026-11-28T00:00:01Z")
+    await remember_customers([later], store.unit())
+
+    [report] = await erase_customer(erasure(), store.unit())
+
+    assert isinstance(report, ErasureApplied) and report.orders == 0
+    assert store.customers[later.order_id].email == later.order.customer.email

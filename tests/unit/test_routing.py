@@ -49,8 +49,9 @@ def router_calling(log: list[tuple[str, int]]) -> ServiceRouter[object]:
     for contract in ALLOCATION.input("order_facts").carries:
         if contract not in (OrderValidated, OrderCancelRequested):
             router.on(contract)(_nothing)
-    router.on(*ALLOCATION.input("location_updated").carries)(_nothing)
-    router.on(*ALLOCATION.input("stock_adjusted").carries)(_nothing)
+    for other in ALLOCATION.inputs:
+        if other.name != "order_facts":
+            router.on(*other.carries)(_nothing)
     return router
 
 

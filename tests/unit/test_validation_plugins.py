@@ -17,6 +17,7 @@ from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
 from libs.contracts.lifecycle import OrderHeld, OrderReceived, OrderRejected, OrderValidated
 from libs.contracts.orders import HoldDecision, OrderDetails
+from libs.contracts.privacy import ERASED, ErasureApplied, ErasureRequested
 from libs.extensions.validation import ValidationRule, validation_rule
 from libs.platform.records import Rejected
 from libs.platform.timers import Timer
@@ -25,6 +26,7 @@ from services.validation.app.plugins import RulesRefused, load_rules
 from services.validation.app.use_cases import (
     PRUNE_DAILY_UNITS,
     decide_hold,
+    erase_customer,
     policy_from,
     prune_daily_units,
     update_product,
@@ -32,7 +34,7 @@ from services.validation.app.use_cases import (
 )
 from services.validation.domain.rules import Policy
 from tests.support import broken_rules
-from tests.support.orders import order
+from tests.support.orders import erasure_request, order
 from tests.unit.fakes.validation import FakeValidationUnit
 
 pytestmark = pytest.mark.unit
@@ -168,6 +170,31 @@ async def test_a_released_hold_counts_its_units_when_a_rule_uses_them(example: M
         (await validate_orders([received("more", sku="LTD-1", quantity=2)], uow, lambda _: low, rules))[0]
     )
     assert isinstance(again, OrderRejected) and again.reasons[0].code == "limited_sku_daily_limit"
+
+
+async def test_an_erasure_forgets_the_customers_daily_units_and_their_late_order_adds_none(
+    example: ModuleType,
+) -> None:
+    uow = await shop("LTD-1")
+    rules = [example.limited_sku_daily_limit]
+    day = date(2026, 11, 28)
+    await validate_orders([received("a", sku="LTD-1", quantity=3)], uow, POLICY, rules)
+    uow.units.update({("marketplace:c1", day, "LTD-1"): 1, ("webshop:c10", day, "LTD-1"): 1})
+    request = ErasureRequested.model_validate(erasure_request("c1", requested_at="2026-11-28T12:00:00Z"))
+
+    [report] = await erase_customer(request, uow)
+
+    assert uow.units == {("marketplace:c1", day, "LTD-1"): 1, ("webshop:c10", day, "LTD-1"): 1}
+    assert isinstance(report, ErasureApplied) and report.rows_changed == 2, "the history and one units row"
+    late = only((await validate_orders([received("late", sku="LTD-1", quantity=3)], uow, POLICY, rules))[0])
+    assert isinstance(late, OrderValidated) and late.order.customer.id == ERASED
+    assert ("webshop:c1", day, "LTD-1") not in uow.units, "placed before the erasure: counted for nobody"
+
+    everywhere = ErasureRequested.model_validate(
+        erasure_request("c1", channel=None, requested_at="2026-11-28T12:00:00Z")
+    )
+    await erase_customer(everywhere, uow)
+    assert uow.units == {("webshop:c10", day, "LTD-1"): 1}
 
 
 def test_loading_refuses_what_cannot_be_used(monkeypatch: pytest.MonkeyPatch) -> None:

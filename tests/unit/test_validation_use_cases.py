@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -12,10 +13,17 @@ from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
 from libs.contracts.lifecycle import OrderHeld, OrderReceived, OrderRejected, OrderValidated
 from libs.contracts.orders import HoldDecision, OrderDetails
+from libs.contracts.privacy import ERASED, ERASED_EMAIL, ErasureApplied, ErasureRequested, erase_order
 from libs.platform.messaging import Rejected
 from libs.policy.channels import parse_policies
-from services.validation.app.use_cases import decide_hold, policy_from, update_product, validate_orders
-from tests.support.orders import order
+from services.validation.app.use_cases import (
+    decide_hold,
+    erase_customer,
+    policy_from,
+    update_product,
+    validate_orders,
+)
+from tests.support.orders import erasure_request, order
 from tests.unit.fakes.validation import FakeValidationUnit
 
 pytestmark = pytest.mark.unit
@@ -33,12 +41,21 @@ POLICY = policy_from(
 
 
 def received(
-    customer: str = "c1", price: str = "10.00", quantity: int = 1, sku: str = "MUG", channel: str = "webshop"
+    customer: str = "c1",
+    price: str = "10.00",
+    quantity: int = 1,
+    sku: str = "MUG",
+    placed_at: str | None = None,
+    channel: str = "webshop",
 ) -> OrderReceived:
-    details = OrderDetails.model_validate(
-        order(lines=[(sku, quantity, price)], customer_id=customer, channel=channel)
-    )
-    return OrderReceived(order_id=uuid4(), order=details)
+    details = order(lines=[(sku, quantity, price)], customer_id=customer, channel=channel)
+    if placed_at is not None:
+        details["placed_at"] = placed_at
+    return OrderReceived(order_id=uuid4(), order=OrderDetails.model_validate(details))
+
+
+def erasure(customer: str = "c1", **fields: Any) -> ErasureRequested:
+    return ErasureRequested.model_validate(erasure_request(customer, **fields))
 
 
 def applied(results: Sequence[Sequence[Event] | Rejected]) -> list[Sequence[Event]]:
@@ -125,6 +142,89 @@ async def test_a_rejected_hold_names_who_rejected_it() -> None:
         ("manual_review_rejected", "rejected by ops: fraud")
     ]
     assert uow.validated == {}
+
+
+async def test_an_erasure_forgets_the_customers_history_and_erases_their_held_orders_once() -> None:
+    uow = await with_mug("1500.00")
+    held, decided, other = received(price="1500.00"), received(price="1500.00"), received("c2", "1500.00")
+    await validate_orders([held, decided, other], uow, POLICY)
+    await decide_hold(HoldDecision(order_id=decided.order_id, decision="reject", decided_by="ops"), uow)
+    uow.validated["webshop:c1"] = 3
+
+    [report] = await erase_customer(erasure(request_id="er-1"), uow)
+
+    assert isinstance(report, ErasureApplied)
+    assert (report.service, report.orders, report.rows_changed) == ("validation", 2, 3)
+    assert "webshop:c1" not in uow.validated
+    for order_id in (held.order_id, decided.order_id):
+        kept = uow.held[order_id]
+        assert (kept.customer.email, kept.shipping_address.line1) == (ERASED_EMAIL, ERASED)
+        assert kept.lines == held.order.lines
+    assert uow.held[other.order_id] == other.order
+    assert await erase_customer(erasure(request_id="er-1"), uow) == []
+
+
+async def test_after_an_erasure_the_customers_next_order_is_a_first_time_customers_again() -> None:
+    uow = await with_mug("1500.00")
+    uow.validated["webshop:c1"] = 5
+    await erase_customer(erasure(), uow)
+
+    [[verdict]] = applied(
+        await validate_orders([received(price="1500.00", placed_at="2026-11-28T09:00:00Z")], uow, POLICY)
+    )
+
+    assert isinstance(verdict, OrderHeld)
+
+
+async def test_an_order_placed_before_an_erasure_that_arrives_after_it_is_checked_as_sent_but_passed_on_erased() -> (
+    None
+):
+    uow = await with_mug()
+    await erase_customer(erasure(), uow)
+    late, bad = received(), received(sku="GHOST")
+
+    [[validated], [rejected]] = applied(await validate_orders([late, bad], uow, POLICY))
+
+    assert isinstance(validated, OrderValidated) and validated.order.customer.id == ERASED
+    assert validated.order.lines == late.order.lines
+    assert isinstance(rejected, OrderRejected), "the rules saw the order as it came"
+    assert uow.validated == {}, "an erased customer's history is not started again"
+
+
+async def test_an_order_erased_upstream_is_validated_without_its_address_and_counts_for_nobody() -> None:
+    uow = await with_mug()
+    erased = [OrderReceived(order_id=uuid4(), order=erase_order(received().order)) for _ in range(2)]
+
+    verdicts = applied(await validate_orders(erased, uow, POLICY))
+
+    assert [type(v) for [v] in verdicts] == [OrderValidated, OrderValidated], "not invalid_email"
+    assert uow.validated == {}, "erased orders share no history"
+
+
+async def test_a_held_order_released_after_its_customer_was_erased_goes_on_erased_and_counts_for_nobody() -> (
+    None
+):
+    uow = await with_mug("1500.00")
+    fact = received(price="1500.00")
+    await validate_orders([fact], uow, POLICY)
+    await erase_customer(erasure(), uow)
+
+    [released] = await decide_hold(
+        HoldDecision(order_id=fact.order_id, decision="release", decided_by="ops"), uow
+    )
+
+    assert isinstance(released, OrderValidated) and released.order.customer.email == ERASED_EMAIL
+    assert uow.validated == {}
+
+
+async def test_an_erasure_without_a_channel_forgets_the_customer_on_every_channel() -> None:
+    uow = await with_mug()
+    uow.validated.update({"webshop:c1": 1, "marketplace:c1": 2, "webshop:c10": 1})
+
+    [report] = await erase_customer(erasure(channel=None), uow)
+
+    assert uow.validated == {"webshop:c10": 1}
+    assert isinstance(report, ErasureApplied) and report.rows_changed == 2
 
 
 async def test_each_channel_is_judged_by_its_own_policy() -> None:

@@ -15,6 +15,8 @@ import asyncpg
 import orjson
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import ErasureRequested
+from libs.platform.erasure_store import ERASED_PATCH, PgErasureLedger, covered, erased_json
 from libs.platform.messaging import take_key_locks
 from services.allocation.app.ports import (
     Allocation,
@@ -355,16 +357,31 @@ class PgAllocations:
             for r in rows
         ]
 
+    async def erase(self, request: ErasureRequested) -> int:
+        status = await self._conn.execute(
+            f"UPDATE allocations SET order_details = {erased_json('order_details', '$4')}, updated_at = now()"
+            f" WHERE {covered('order_details', _ORDER_CHANNEL, '$1', '$2', '$3')}",
+            request.customer_id,
+            request.channel,
+            request.requested_at,
+            ERASED_PATCH,
+        )
+        return int(status.split()[-1])
+
+
+_ORDER_CHANNEL = "order_details ->> 'channel'"
+
 
 class PgAllocationUnit:
     """One transaction's view of allocation's storage, on the connection the router gives it."""
 
-    __slots__ = ("_allocations", "_locations", "_stock")
+    __slots__ = ("_allocations", "_erasures", "_locations", "_stock")
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._locations = PgLocations(conn)
         self._stock = PgStockLedger(conn)
         self._allocations = PgAllocations(conn)
+        self._erasures = PgErasureLedger(conn)
 
     @property
     def locations(self) -> PgLocations:
@@ -377,3 +394,7 @@ class PgAllocationUnit:
     @property
     def allocations(self) -> PgAllocations:
         return self._allocations
+
+    @property
+    def erasures(self) -> PgErasureLedger:
+        return self._erasures

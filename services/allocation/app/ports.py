@@ -13,6 +13,8 @@ from typing import Protocol
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import ErasureRequested
+from libs.platform.erasures import ErasureLedger
 from services.allocation.domain.allocations import (
     AllocationStatus,
     Lines,
@@ -166,6 +168,11 @@ class Allocations(Protocol):
         transaction holds are skipped (it is deciding about them)."""
         ...
 
+    async def erase(self, request: ErasureRequested) -> int:
+        """Erase (``erase_order``) the kept details of the customer's orders placed before the
+        request (``covers``), whatever their status; returns how many."""
+        ...
+
 
 class AllocationUnit(Protocol):
     """One transaction's view of allocation's storage."""
@@ -178,3 +185,6 @@ class AllocationUnit(Protocol):
 
     @property
     def allocations(self) -> Allocations: ...
+
+    @property
+    def erasures(self) -> ErasureLedger: ...

@@ -27,8 +27,10 @@ from libs.contracts.lifecycle import (
 )
 from libs.contracts.orders import OrderDetails, Reason, ShipmentLine
 from libs.contracts.orders import Shipment as ShipmentContract
+from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
 from libs.contracts.vocabulary import ShippingMethod
 from libs.platform import metrics
+from libs.platform.erasures import Erased, applied
 from libs.platform.records import Rejected
 from services.allocation.app.ports import AllocationChange, AllocationUnit, NewAllocation, Release, Waiting
 from services.allocation.domain import sourcing
@@ -134,7 +136,8 @@ async def allocate_orders(
     Set-based: the stock rows (locked), the orders allocation knows already and the locations are
     read once for all of them, each order is planned in memory against what the orders before it
     took, and all reservations and allocations are written at once. An order seen before (a
-    redelivery, or one cancelled before it was validated) causes nothing."""
+    redelivery, or one cancelled before it was validated) causes nothing. An order placed before an
+    erasure of its customer that arrives after it is kept and passed on erased."""
     first: dict[UUID, int] = {}
     for i, fact in enumerate(validated):
         first.setdefault(fact.order_id, i)
@@ -148,19 +151,19 @@ async def allocate_orders(
         return results
     requests = [request_for(fact.order) for fact in orders]
     outcomes = sourcing.plan_in_turn(requests, await uow.locations.active(), available(levels), rules)
+    erasures = await uow.erasures.covering(customers_of(fact.order for fact in orders))
     reservations = []
     rows = []
     for fact, outcome in zip(orders, outcomes, strict=True):
         caused: Event
+        order = kept(fact.order, erasures)
         if isinstance(outcome, Plan):
             reservations.extend(reservations_for(fact.order_id, FIRST_GENERATION, outcome))
-            rows.append(
-                NewAllocation(fact.order_id, AllocationStatus.ALLOCATED, FIRST_GENERATION, fact.order)
-            )
+            rows.append(NewAllocation(fact.order_id, AllocationStatus.ALLOCATED, FIRST_GENERATION, order))
             shipments = planned_shipments(fact.order_id, FIRST_GENERATION, outcome)
-            caused = _allocated(fact.order_id, fact.order, shipments)
+            caused = _allocated(fact.order_id, order, shipments)
         else:
-            rows.append(NewAllocation(fact.order_id, AllocationStatus.BACKORDERED, 0, fact.order))
+            rows.append(NewAllocation(fact.order_id, AllocationStatus.BACKORDERED, 0, order))
             caused = _backordered(fact.order_id, outcome)
         results[first[fact.order_id]] = [caused]
     await uow.stock.reserve(reservations)
@@ -345,3 +348,14 @@ async def release_cancelled(fact: OrderCancelAccepted, uow: AllocationUnit, rule
         shipments = current_shipments(held)
         out = [_allocated(fact.order_id, allocation.order, shipments, fact.request_id, waiting)]
     return out + await _allocate_waiting(freed, uow, rules)
+
+
+async def erase_customer(request: ErasureRequested, uow: AllocationUnit) -> list[Event]:
+    """Erase the details allocation keeps of the customer's orders placed before the request, once
+    per request id; stock, reservations and statuses stay. Reports what it changed."""
+    if not await uow.erasures.claim(Erasure.of(request)):
+        return []
+    orders = await uow.allocations.erase(request)
+    erased = Erased(orders, orders)
+    await uow.erasures.record(request.request_id, erased)
+    return [applied(request, "allocation", erased)]

@@ -39,6 +39,7 @@ from services.fulfillment.domain.shipments import (
     Parcel,
     Shipment,
     StageReport,
+    coarse,
     expected_delivery,
     plan_cancel,
     receive_allocation,
@@ -110,7 +111,13 @@ def progressed(
 
 def order_of(fact: OrderAllocated) -> Order:
     address = fact.order.shipping_address
-    return Order(fact.order_id, fact.order.channel, fact.order.shipping_method, address.lat, address.lon)
+    return Order(
+        fact.order_id,
+        fact.order.channel,
+        fact.order.shipping_method,
+        coarse(address.lat),
+        coarse(address.lon),
+    )
 
 
 def parcels_of(fact: OrderAllocated) -> list[Parcel]:

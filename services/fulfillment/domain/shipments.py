@@ -61,10 +61,22 @@ class Order:
     shipping_method: ShippingMethod
     lat: float | None = None
     lon: float | None = None
+    """Where the parcels go, only as precise as ``coarse`` makes it: never a home's position."""
     progress: Progress | None = None
     """The progress last announced (None: nothing announced since the last allocation)."""
     awaiting_resource: bool = False
     """A parcel failed and its lines are in no shipment yet (being sourced again, or waiting for stock)."""
+
+
+COARSE_DECIMALS = 1
+"""Degrees to one decimal: about 11 km, a town rather than a street."""
+
+
+def coarse(degrees: float | None) -> float | None:
+    """Fulfillment needs the destination for transit days only, so it keeps it to about 11 km:
+    enough for a day's transit, too coarse to find a home, so fulfillment keeps no personal data
+    and has nothing to erase."""
+    return None if degrees is None else round(degrees, COARSE_DECIMALS)
 
 
 @dataclass(frozen=True)

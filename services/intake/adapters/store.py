@@ -9,7 +9,10 @@ from uuid import UUID
 import asyncpg
 
 from libs.contracts.orders import OrderStatusChanged
+from libs.contracts.privacy import ErasureRequested
 from libs.contracts.vocabulary import OrderStatus
+from libs.platform.erasure_store import ERASED_PATCH, PgErasureLedger, covered, erased_json
+from libs.platform.erasures import Erased
 from services.intake.app.ports import NewOrder
 from services.intake.domain.orders import Order
 
@@ -120,6 +123,18 @@ class PgOrderBook:
         )
         return _order(row) if row else None
 
+    async def erase(self, request: ErasureRequested) -> Erased:
+        erased = await self._conn.fetchval(
+            f"WITH erased AS (UPDATE orders SET details = {erased_json('details', '$4')}, updated_at = now()"
+            f" WHERE {covered('details', 'channel', '$1', '$2', '$3')} RETURNING 1)"
+            " SELECT count(*) FROM erased",
+            request.customer_id,
+            request.channel,
+            request.requested_at,
+            ERASED_PATCH,
+        )
+        return Erased(erased, erased)
+
 
 class PgCancelRequests:
     """Implements ``CancelRequests`` on one connection."""
@@ -144,3 +159,4 @@ class PgIntakeUnit:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.orders = PgOrderBook(conn)
         self.cancel_requests = PgCancelRequests(conn)
+        self.erasures = PgErasureLedger(conn)

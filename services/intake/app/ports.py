@@ -8,6 +8,8 @@ from typing import Protocol
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails, OrderStatusChanged
+from libs.contracts.privacy import ErasureRequested
+from libs.platform.erasures import Erased, ErasureLedger
 from services.intake.domain.orders import Order
 
 
@@ -46,6 +48,11 @@ class OrderBook(Protocol):
 
     async def find_by_channel(self, channel: str, external_id: str) -> Order | None: ...
 
+    async def erase(self, request: ErasureRequested) -> Erased:
+        """Erase the details (``erase_order``) of the customer's orders placed before the request
+        (``covers``); ids, fingerprints, statuses and timelines stay."""
+        ...
+
 
 class CancelRequests(Protocol):
     """The cancel requests acted on: each request id once, whatever the number of times it is sent."""
@@ -63,3 +70,6 @@ class IntakeUnit(Protocol):
 
     @property
     def cancel_requests(self) -> CancelRequests: ...
+
+    @property
+    def erasures(self) -> ErasureLedger: ...

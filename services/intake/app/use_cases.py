@@ -37,8 +37,10 @@ from libs.contracts.orders import (
     Reason,
     Shipment,
 )
+from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform import metrics
+from libs.platform.erasures import applied
 from libs.platform.records import Rejected
 from services.intake.app.ports import IntakeUnit, NewOrder
 from services.intake.domain.orders import (
@@ -115,9 +117,12 @@ async def record_submissions(
     The whole batch in one statement: the new orders are recorded with their first version, and
     those on file already come back with their fingerprint, which tells a retry from a conflict. A
     channel order submitted twice in one batch is recorded once; its second submission is a retry
-    or a conflict of the first.
+    or a conflict of the first. An order placed before an erasure of its customer that arrives
+    after it is recorded (and passed on) erased; its fingerprint is of what the channel sent, so
+    a retry is still recognised.
     """
     details = [details_of(s) for s in submitted]
+    erasures = await uow.erasures.covering(customers_of(details))
     firsts: dict[UUID, NewOrder] = {}
     keyed: list[tuple[UUID, str]] = []
     for order in details:
@@ -125,7 +130,7 @@ async def record_submissions(
         digest = fingerprint(order.model_dump(mode="json"))
         keyed.append((new.order_id, digest))
         if new.order_id not in firsts:
-            firsts[new.order_id] = NewOrder(order, digest, status_changed(new))
+            firsts[new.order_id] = NewOrder(kept(order, erasures), digest, status_changed(new))
     on_file = await uow.orders.add(list(firsts.values()))
     results: list[list[Event] | Rejected] = []
     for order, (order_id, _), verdict in zip(
@@ -133,7 +138,8 @@ async def record_submissions(
     ):
         if verdict is Submission.NEW:
             metrics.count(metrics.ORDER_STATUS, OrderStatus.RECEIVED.value)
-            results.append([firsts[order_id].received, OrderReceived(order_id=order_id, order=order)])
+            first = firsts[order_id]
+            results.append([first.received, OrderReceived(order_id=order_id, order=first.details)])
         elif verdict is Submission.RETRY:
             results.append([])
         else:
@@ -296,3 +302,14 @@ async def request_cancel(request: CancelRequested, uow: IntakeUnit) -> list[Even
             order_id=order.order_id, request_id=request.request_id, lines=request.lines, reason=request.reason
         )
     ]
+
+
+async def erase_customer(request: ErasureRequested, uow: IntakeUnit) -> list[Event]:
+    """Erase the customer's orders placed before the request, once per request id: their details
+    lose name, e-mail, address and customer id; ids, lines, statuses and timelines stay (the
+    timeline never held personal data). Reports what it changed."""
+    if not await uow.erasures.claim(Erasure.of(request)):
+        return []
+    erased = await uow.orders.erase(request)
+    await uow.erasures.record(request.request_id, erased)
+    return [applied(request, "intake", erased)]

@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from libs.contracts.orders import ShipmentLine
+from libs.contracts.privacy import redact_text
 from libs.platform.dead_letters import DeadLetter
 from services.notification.app.board import (
     ActionRefused,
@@ -299,7 +300,7 @@ class Board:
             key,
             total=total,
             deliveries=rows,
-            letters=list(reversed(letters or []))[:DEAD_LETTERS_SHOWN],
+            letters=[_shown(d) for d in list(reversed(letters or []))[:DEAD_LETTERS_SHOWN]],
             letters_total=None if letters is None else len(letters),
             per_service=sorted(per_service.items()),
             counts=await self._counts(key),
@@ -385,6 +386,24 @@ class Board:
     async def redeliver(self, request: web.Request) -> web.Response:
         delivery_id = request.match_info["delivery_id"]
         return await self._act(request, lambda key: redeliver_webhook(key, delivery_id, self._actions))
+
+
+def _shown(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as the list shows it: its error with personal data masked, as `baton dlq list`
+    does (the body is not shown at all)."""
+    where = (
+        letter.source
+        if "dlq-source-topic" in letter.headers
+        else f"webhook delivery {letter.headers.get('dlq-delivery-id', '')}"
+    )
+    error = redact_text(letter.headers.get("dlq-error", ""), letter.value)[:300]
+    return {
+        "at": letter.at,
+        "service": letter.service,
+        "cause": letter.cause,
+        "source": where,
+        "error": error,
+    }
 
 
 def _order_id(request: web.Request) -> UUID:

@@ -13,6 +13,8 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from libs.contracts.privacy import ERASED, ERASED_EMAIL, ErasureRequested
+from libs.platform.erasure_store import PgErasureLedger
 from libs.platform.messaging import write_outbox
 from services.notification.adapters.board_store import signal_changes
 from services.notification.app.ports import (
@@ -96,6 +98,7 @@ class PgNotificationUnit:
         self.emails = PgEmails(conn)
         self.customers = PgCustomers(conn)
         self.read_model = PgReadModel(conn)
+        self.erasures = PgErasureLedger(conn)
         self.api_keys = PgApiKeys(conn)
 
 
@@ -208,11 +211,21 @@ class PgEmails:
         await self._conn.execute(
             "INSERT INTO emails (order_id, status, context)"
             " SELECT o, s, c::jsonb FROM unnest($1::uuid[], $2::text[], $3::text[]) AS e(o, s, c)"
+            " WHERE NOT EXISTS (SELECT 1 FROM customers k WHERE k.order_id = e.o AND k.erased_at IS NOT NULL)"
             " ON CONFLICT DO NOTHING",
             [e.order_id for e in emails],
             [e.status for e in emails],
             [orjson.dumps(dict(e.context)).decode() for e in emails],
         )
+
+    async def forget(self, order_ids: Sequence[UUID]) -> int:
+        status = await self._conn.execute(
+            "UPDATE emails SET state = CASE WHEN state = 'pending' THEN 'cancelled' ELSE state END,"
+            " last_error = NULL"
+            " WHERE order_id = ANY($1::uuid[]) AND (state = 'pending' OR last_error IS NOT NULL)",
+            list(order_ids),
+        )
+        return int(status.split()[-1])
 
 
 class PgCustomers:
@@ -223,13 +236,33 @@ class PgCustomers:
         if not contacts:
             return
         await self._conn.execute(
-            "INSERT INTO customers (order_id, email, name, external_id)"
-            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
+            "INSERT INTO customers (order_id, email, name, external_id, channel, customer_id, placed_at, erased_at)"
+            " SELECT o, e, n, x, ch, cu, p, CASE WHEN er THEN now() END"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+            " $7::timestamptz[], $8::bool[]) AS c(o, e, n, x, ch, cu, p, er)"
+            " ON CONFLICT DO NOTHING",
             [c.order_id for c in contacts],
             [c.email for c in contacts],
             [c.name for c in contacts],
             [c.external_id for c in contacts],
+            [c.channel for c in contacts],
+            [c.customer_id for c in contacts],
+            [c.placed_at for c in contacts],
+            [c.erased for c in contacts],
         )
+
+    async def erase(self, request: ErasureRequested) -> list[UUID]:
+        rows = await self._conn.fetch(
+            "UPDATE customers SET email = $4, name = $5, customer_id = NULL, erased_at = now()"
+            " WHERE customer_id = $1 AND ($2::text IS NULL OR channel = $2) AND placed_at < $3"
+            " RETURNING order_id",
+            request.customer_id,
+            request.channel,
+            request.requested_at,
+            ERASED_EMAIL,
+            ERASED,
+        )
+        return [r["order_id"] for r in rows]
 
 
 class PgReadModel:
@@ -465,7 +498,7 @@ class PgEmailQueue:
         rows = await self._pool.fetch(
             "WITH due AS (SELECT e.order_id, e.status FROM emails e"
             " WHERE e.state = 'pending' AND e.next_attempt_at <= now()"
-            " AND EXISTS (SELECT 1 FROM customers c WHERE c.order_id = e.order_id)"
+            " AND EXISTS (SELECT 1 FROM customers c WHERE c.order_id = e.order_id AND c.erased_at IS NULL)"
             " ORDER BY e.next_attempt_at LIMIT $1 FOR UPDATE OF e SKIP LOCKED),"
             " leased AS (UPDATE emails e SET next_attempt_at = now() + make_interval(secs => $2)"
             " FROM due WHERE e.order_id = due.order_id AND e.status = due.status"

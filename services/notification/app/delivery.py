@@ -266,6 +266,11 @@ class DeliveryWorker:
         )
 
     def _failed(self, email: DueEmail, error: str) -> EmailResult:
+        """Retried after a back-off, or dead after the last attempt. The error is kept without the
+        recipient's address and name: a mail server's refusal often quotes them."""
+        for personal in (email.email, email.name):
+            if len(personal) >= 3:
+                error = error.replace(personal, "<recipient>")
         tried = email.attempts + 1
         if tried >= self._email_policy.max_attempts:
             return EmailResult(email.order_id, email.status, "dead", error)

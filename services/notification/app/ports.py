@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
+from libs.contracts.privacy import ErasureRequested
+from libs.platform.erasures import ErasureLedger
 from libs.platform.records import Outgoing
 from services.notification.domain.api_keys import ApiKey
 from services.notification.domain.egress import IPAddress
@@ -62,12 +64,18 @@ class NewEmail:
 
 @dataclass(frozen=True)
 class Contact:
-    """Where to write to an order's customer (status events carry no personal data)."""
+    """Where to write to an order's customer (status events carry no personal data), and whose
+    contact it is (the channel's customer id, when the order was placed) so an erasure finds it.
+    An ``erased`` contact holds the erased markers and gets no e-mail."""
 
     order_id: UUID
     email: str
     name: str
     external_id: str
+    channel: str | None = None
+    customer_id: str | None = None
+    placed_at: datetime | None = None
+    erased: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,13 +135,24 @@ class Deliveries(Protocol):
 
 class Emails(Protocol):
     async def add(self, emails: Sequence[NewEmail]) -> None:
-        """Queue them, due now; an (order, status) already queued or sent is left as it is."""
+        """Queue them, due now; an (order, status) already queued or sent is left as it is, and an
+        order whose contact was erased gets none."""
+        ...
+
+    async def forget(self, order_ids: Sequence[UUID]) -> int:
+        """These orders' e-mails are never sent (pending ones become `cancelled`) and keep no error
+        text (a mail server's refusal may quote the address); returns the rows changed."""
         ...
 
 
 class Customers(Protocol):
     async def remember(self, contacts: Sequence[Contact]) -> None:
         """Keep the first contact seen per order."""
+        ...
+
+    async def erase(self, request: ErasureRequested) -> list[UUID]:
+        """Erase the contacts of the customer's orders placed before the request (name and e-mail
+        become the erased markers, the customer id goes); returns their order ids."""
         ...
 
 
@@ -175,6 +194,9 @@ class NotificationUnit(Protocol):
 
     @property
     def read_model(self) -> ReadModel: ...
+
+    @property
+    def erasures(self) -> ErasureLedger: ...
 
     @property
     def api_keys(self) -> ApiKeys: ...
@@ -289,7 +311,7 @@ class EmailQueue(Protocol):
     """The customer e-mails waiting to be sent, shared by every notification process."""
 
     def round(self, limit: int) -> AbstractAsyncContextManager[EmailRound]:
-        """Up to ``limit`` due e-mails whose customer is known, oldest due first, leased to this round
+        """Up to ``limit`` due e-mails whose customer is known (and not erased), oldest due first, leased to this round
         (no other process takes them; if this one dies they are due again when the lease ends)."""
         ...
 

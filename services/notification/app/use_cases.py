@@ -17,6 +17,8 @@ from libs.contracts.fulfillment import StageChanged
 from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
+from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
+from libs.platform.erasures import Erased, applied
 from libs.platform.records import Rejected
 from services.notification.app.egress import EgressGuard
 from services.notification.app.ports import (
@@ -117,16 +119,45 @@ async def change_api_key(command: ApiKeyChanged, uow: NotificationUnit) -> list[
 
 
 async def remember_customers(received: Sequence[OrderReceived], uow: NotificationUnit) -> list[list[Event]]:
-    """Where to write to each order's customer: status events do not carry personal data."""
-    await uow.customers.remember(
-        [
-            Contact(
-                fact.order_id, fact.order.customer.email, fact.order.customer.name, fact.order.external_id
-            )
-            for fact in received
-        ]
-    )
+    """Where to write to each order's customer: status events do not carry personal data.
+
+    The contact of an order placed before an erasure of its customer that arrives after it is kept
+    erased, and the order's e-mails (queued already, or to come) are never sent."""
+    erasures = await uow.erasures.covering(customers_of(fact.order for fact in received))
+    contacts = [contact_of(fact, erasures) for fact in received]
+    await uow.customers.remember(contacts)
+    if erased := [c.order_id for c in contacts if c.erased]:
+        await uow.emails.forget(erased)
     return [[] for _ in received]
+
+
+def contact_of(fact: OrderReceived, erasures: Sequence[Erasure]) -> Contact:
+    """The order's contact; one an erasure covers holds the erased markers and no customer id."""
+    order = kept(fact.order, erasures)
+    erased = order is not fact.order
+    return Contact(
+        fact.order_id,
+        order.customer.email,
+        order.customer.name,
+        order.external_id,
+        channel=order.channel,
+        customer_id=None if erased else order.customer.id,
+        placed_at=order.placed_at,
+        erased=erased,
+    )
+
+
+async def erase_customer(request: ErasureRequested, uow: NotificationUnit) -> list[Event]:
+    """Erase the contacts of the customer's orders placed before the request and never send their
+    e-mails, once per request id; the status API's views and timelines never held personal data.
+    Reports what it changed."""
+    if not await uow.erasures.claim(Erasure.of(request)):
+        return []
+    orders = await uow.customers.erase(request)
+    emails = await uow.emails.forget(orders) if orders else 0
+    erased = Erased(len(orders), len(orders) + emails)
+    await uow.erasures.record(request.request_id, erased)
+    return [applied(request, "notification", erased)]
 
 
 def fan_out(

@@ -9,8 +9,12 @@ from uuid import UUID
 import asyncpg
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import ErasureRequested
+from libs.platform.erasure_store import ERASED_PATCH, PgErasureLedger, covered, erased_json
 from libs.platform.timer_worker import PgTimers
 from services.validation.domain.rules import Product
+
+_HELD_CHANNEL = "order_details ->> 'channel'"
 
 
 class PgValidationStore:
@@ -18,6 +22,7 @@ class PgValidationStore:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        self.erasures = PgErasureLedger(conn)
 
     @property
     def catalog(self) -> PgValidationStore:
@@ -127,3 +132,30 @@ class PgValidationStore:
             decision,
             decided_by,
         )
+
+    async def forget(self, customer_id: str, channel: str | None) -> int:
+        """Both tables key a customer as `<channel>:<customer id>`, and a channel has no colon."""
+        deleted = 0
+        for table in ("customers", "customer_daily_units"):
+            if channel is not None:
+                status = await self._conn.execute(
+                    f"DELETE FROM {table} WHERE customer_key = $1", f"{channel}:{customer_id}"
+                )
+            else:
+                status = await self._conn.execute(
+                    f"DELETE FROM {table} WHERE substr(customer_key, strpos(customer_key, ':') + 1) = $1",
+                    customer_id,
+                )
+            deleted += int(status.split()[-1])
+        return deleted
+
+    async def erase(self, request: ErasureRequested) -> int:
+        status = await self._conn.execute(
+            f"UPDATE held_orders SET order_details = {erased_json('order_details', '$4')}"
+            f" WHERE {covered('order_details', _HELD_CHANNEL, '$1', '$2', '$3')}",
+            request.customer_id,
+            request.channel,
+            request.requested_at,
+            ERASED_PATCH,
+        )
+        return int(status.split()[-1])

@@ -8,6 +8,8 @@ from typing import Protocol
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import ErasureRequested
+from libs.platform.erasures import ErasureLedger
 from libs.platform.timers import Timers
 from services.validation.domain.rules import Product
 
@@ -35,6 +37,11 @@ class CustomerHistory(Protocol):
 
     async def prune_daily_units(self, before: date) -> int: ...
 
+    async def forget(self, customer_id: str, channel: str | None) -> int:
+        """Delete the customer's history and daily units (on that channel, or on every channel);
+        returns the rows."""
+        ...
+
 
 class HeldOrders(Protocol):
     """Orders waiting for a person's decision."""
@@ -49,6 +56,11 @@ class HeldOrders(Protocol):
 
     async def decide(self, order_id: UUID, decision: str, decided_by: str) -> None: ...
 
+    async def erase(self, request: ErasureRequested) -> int:
+        """Erase (``erase_order``) the held orders, decided or not, of the customer placed before the
+        request (``covers``); returns how many."""
+        ...
+
 
 class ValidationUnit(Protocol):
     """One transaction's view of validation's storage."""
@@ -61,6 +73,9 @@ class ValidationUnit(Protocol):
 
     @property
     def holds(self) -> HeldOrders: ...
+
+    @property
+    def erasures(self) -> ErasureLedger: ...
 
     @property
     def timers(self) -> Timers: ...

@@ -15,8 +15,10 @@ from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
 from libs.contracts.lifecycle import OrderHeld, OrderReceived, OrderRejected, OrderValidated
 from libs.contracts.orders import HoldDecision, OrderDetails, Reason
+from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, is_erased, kept
 from libs.extensions import validation as extension
 from libs.platform import metrics
+from libs.platform.erasures import Erased, applied
 from libs.platform.records import Rejected
 from libs.platform.timers import Timer
 from libs.policy.channels import ChannelPolicies
@@ -41,7 +43,7 @@ def to_domain(order: OrderDetails) -> rules.Order:
         ),
         payment_status=order.payment.status,
         payment_amount=order.payment.amount,
-        customer_email=order.customer.email,
+        customer_email=None if is_erased(order) else order.customer.email,
     )
 
 
@@ -98,8 +100,14 @@ async def validate_orders(
     """Check received orders: every failed rule (built-in or plugin) is reported; a first-time
     customer's large order is held, as is one a plugin rule failed on (``rule_error``). The catalog
     and customer histories are read once for all of them and the verdicts decided in order (a
-    customer's second order sees the first), holds and histories written once."""
+    customer's second order sees the first), holds and histories written once.
+
+    An order placed before an erasure of its customer that arrives after it is checked as it came,
+    but held and passed on erased, and counts neither for a history nor for daily units the
+    customer asked to lose. One erased upstream (by intake) is checked without its e-mail address
+    and counts for nobody either."""
     domain = [to_domain(fact.order) for fact in received]
+    erasures = await uow.erasures.covering(customers_of(fact.order for fact in received))
     catalog = await uow.catalog.products(sorted({line.sku for o in domain for line in o.lines}))
     history = await uow.customers.validated_counts(sorted({o.customer_key for o in domain}))
     daily = any(rule.uses_daily_units for rule in plugins)
@@ -133,22 +141,24 @@ async def validate_orders(
                 )
             verdict = plugin_rules.combine(verdict, found)
         metrics.count(metrics.VALIDATION_DECISIONS, verdict.outcome.value)
+        passed_on = kept(fact.order, erasures)
         decided: Event
         if verdict.outcome is Outcome.REJECTED:
             for finding in verdict.findings:
                 metrics.count(metrics.REJECTIONS, finding.code)
             decided = OrderRejected(order_id=fact.order_id, reasons=reasons(verdict.findings))
         elif verdict.outcome is Outcome.ON_HOLD:
-            holds.append((fact.order_id, fact.order))
+            holds.append((fact.order_id, passed_on))
             decided = OrderHeld(order_id=fact.order_id, reasons=reasons(verdict.findings))
         else:
-            history[order.customer_key] = history.get(order.customer_key, 0) + 1
-            newly_validated[order.customer_key] += 1
-            if daily:
-                for (key, day, sku), n in daily_units_of(fact.order).items():
-                    units[(key, day)][sku] = units[(key, day)].get(sku, 0) + n
-                    new_units[(key, day, sku)] += n
-            decided = OrderValidated(order_id=fact.order_id, order=fact.order)
+            if passed_on is fact.order and not is_erased(fact.order):
+                history[order.customer_key] = history.get(order.customer_key, 0) + 1
+                newly_validated[order.customer_key] += 1
+                if daily:
+                    for (key, day, sku), n in daily_units_of(fact.order).items():
+                        units[(key, day)][sku] = units[(key, day)].get(sku, 0) + n
+                        new_units[(key, day, sku)] += n
+            decided = OrderValidated(order_id=fact.order_id, order=passed_on)
         results.append([decided])
     if holds:
         await uow.holds.hold(holds)
@@ -184,10 +194,24 @@ async def decide_hold(
             message=f"rejected by {decision.decided_by}: {decision.reason}".strip(": "),
         )
         return [OrderRejected(order_id=decision.order_id, reasons=[reason])]
-    await uow.customers.count_validated(Counter({customer_key(order): 1}))
-    if count_daily_units:
-        await uow.customers.add_daily_units(daily_units_of(order))
+    if not is_erased(order):
+        await uow.customers.count_validated(Counter({customer_key(order): 1}))
+        if count_daily_units:
+            await uow.customers.add_daily_units(daily_units_of(order))
     return [OrderValidated(order_id=decision.order_id, order=order)]
+
+
+async def erase_customer(request: ErasureRequested, uow: ValidationUnit) -> list[Event]:
+    """Forget the customer's history and daily units (their next order is a first-time customer's
+    again) and erase their held orders placed before the request, once per request id. Reports
+    what it changed."""
+    if not await uow.erasures.claim(Erasure.of(request)):
+        return []
+    forgotten = await uow.customers.forget(request.customer_id, request.channel)
+    held = await uow.holds.erase(request)
+    erased = Erased(orders=held, rows=held + forgotten)
+    await uow.erasures.record(request.request_id, erased)
+    return [applied(request, "validation", erased)]
 
 
 def policy_from(policies: ChannelPolicies) -> Callable[[str], Policy]:

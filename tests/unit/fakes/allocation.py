@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import Erasure, ErasureRequested, covers, erase_order
 from services.allocation.app.ports import (
     Allocation,
     AllocationChange,
@@ -33,6 +34,7 @@ from services.allocation.domain.allocations import (
 )
 from services.allocation.domain.sourcing import Location
 from services.allocation.domain.stock import Adjustment, StockLevel
+from tests.unit.fakes.erasures import FakeErasureLedger
 
 
 @dataclass
@@ -269,6 +271,16 @@ class FakeAllocations:
         ]
         return [w for _, _, w in sorted(waiting, key=lambda t: (t[0], t[1]))]
 
+    async def erase(self, request: ErasureRequested) -> int:
+        self._s.calls["allocations.erase"] += 1
+        erasure = Erasure.of(request)
+        covered = [
+            row for row in self._s.orders.values() if row.order is not None and covers(erasure, row.order)
+        ]
+        for row in covered:
+            row.order = erase_order(row.order) if row.order is not None else None
+        return len(covered)
+
 
 class FakeAllocationUnit:
     """Implements ``AllocationUnit`` over one ``FakeAllocationState``."""
@@ -278,6 +290,7 @@ class FakeAllocationUnit:
         self._locations = FakeLocations(self.state)
         self._stock = FakeStockLedger(self.state)
         self._allocations = FakeAllocations(self.state)
+        self.ledger = FakeErasureLedger()
 
     @property
     def locations(self) -> FakeLocations:
@@ -290,3 +303,7 @@ class FakeAllocationUnit:
     @property
     def allocations(self) -> FakeAllocations:
         return self._allocations
+
+    @property
+    def erasures(self) -> FakeErasureLedger:
+        return self.ledger

@@ -9,8 +9,11 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails, OrderStatusChanged
+from libs.contracts.privacy import Erasure, ErasureRequested, covers, erase_order
+from libs.platform.erasures import Erased
 from services.intake.app.ports import NewOrder
 from services.intake.domain.orders import Order
+from tests.unit.fakes.erasures import FakeErasureLedger
 
 
 @dataclass
@@ -25,6 +28,7 @@ class FakeIntakeUnit:
     timeline: dict[UUID, list[OrderStatusChanged]] = field(default_factory=dict)
     cancels: dict[str, UUID] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    ledger: FakeErasureLedger = field(default_factory=FakeErasureLedger)
 
     @property
     def orders(self) -> FakeIntakeUnit:
@@ -33,6 +37,10 @@ class FakeIntakeUnit:
     @property
     def cancel_requests(self) -> FakeIntakeUnit:
         return self
+
+    @property
+    def erasures(self) -> FakeErasureLedger:
+        return self.ledger
 
     async def add(self, orders: Sequence[NewOrder]) -> dict[UUID, str]:
         self.calls.append("add")
@@ -74,6 +82,13 @@ class FakeIntakeUnit:
         return next(
             (o for o in self.known.values() if (o.channel, o.external_id) == (channel, external_id)), None
         )
+
+    async def erase(self, request: ErasureRequested) -> Erased:
+        erasure = Erasure.of(request)
+        covered = [i for i, d in self.details.items() if covers(erasure, d)]
+        for order_id in covered:
+            self.details[order_id] = erase_order(self.details[order_id])
+        return Erased(len(covered), len(covered))
 
     async def claim(self, request_id: str, order_id: UUID) -> bool:
         if request_id in self.cancels:

@@ -4,6 +4,7 @@ HTTP or SMTP, in milliseconds. Time is ``FakeNotificationStore.now`` (seconds), 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from ipaddress import ip_address
 from uuid import UUID
 
+from libs.contracts.privacy import ERASED, ERASED_EMAIL, Erasure, ErasureRequested, customer_digest
 from libs.platform.messaging import Outgoing
 from services.notification.app.ports import (
     AfterAttempt,
@@ -34,6 +36,7 @@ from services.notification.app.ports import (
 )
 from services.notification.domain.egress import IPAddress
 from services.notification.domain.read_model import OrderView, ShipmentStage, fold_stage, fold_status
+from tests.unit.fakes.erasures import FakeErasureLedger
 
 
 @dataclass
@@ -83,6 +86,7 @@ class FakeNotificationStore:
     views: dict[UUID, OrderView] = field(default_factory=dict)
     stages: dict[str, ShipmentStage] = field(default_factory=dict)
     timeline: list[TimelineEntry] = field(default_factory=list)
+    ledger: FakeErasureLedger = field(default_factory=FakeErasureLedger)
     api_keys: dict[str, FakeApiKey] = field(default_factory=dict)
 
     def unit(self) -> FakeNotificationUnit:
@@ -105,6 +109,7 @@ class FakeNotificationUnit:
         self.emails = FakeEmails(store)
         self.customers = FakeCustomers(store)
         self.read_model = FakeReadModel(store)
+        self.erasures = store.ledger
         self.api_keys = FakeApiKeys(store)
 
 
@@ -189,7 +194,18 @@ class FakeEmails:
 
     async def add(self, emails: Sequence[NewEmail]) -> None:
         for e in emails:
-            self._store.emails.setdefault((e.order_id, e.status), FakeEmail(e.context, self._store.now))
+            contact = self._store.customers.get(e.order_id)
+            if contact is None or not contact.erased:
+                self._store.emails.setdefault((e.order_id, e.status), FakeEmail(e.context, self._store.now))
+
+    async def forget(self, order_ids: Sequence[UUID]) -> int:
+        changed = 0
+        for (order_id, _), email in self._store.emails.items():
+            if order_id in order_ids and (email.state == "pending" or email.last_error is not None):
+                email.state = "cancelled" if email.state == "pending" else email.state
+                email.last_error = None
+                changed += 1
+        return changed
 
 
 class FakeCustomers:
@@ -199,6 +215,27 @@ class FakeCustomers:
     async def remember(self, contacts: Sequence[Contact]) -> None:
         for c in contacts:
             self._store.customers.setdefault(c.order_id, c)
+
+    async def erase(self, request: ErasureRequested) -> list[UUID]:
+        erasure = Erasure.of(request)
+        erased = [
+            order_id
+            for order_id, c in self._store.customers.items()
+            if c.customer_id is not None
+            and customer_digest(c.customer_id) == erasure.customer_digest
+            and request.channel in (None, c.channel)
+            and c.placed_at is not None
+            and c.placed_at < request.requested_at
+        ]
+        for order_id in erased:
+            self._store.customers[order_id] = dataclasses.replace(
+                self._store.customers[order_id],
+                email=ERASED_EMAIL,
+                name=ERASED,
+                customer_id=None,
+                erased=True,
+            )
+        return erased
 
 
 class FakeReadModel:
@@ -301,7 +338,10 @@ class FakeEmailQueue:
             (
                 (e.next_attempt_at, order_id, status, e)
                 for (order_id, status), e in store.emails.items()
-                if e.state == "pending" and e.next_attempt_at <= store.now and order_id in store.customers
+                if e.state == "pending"
+                and e.next_attempt_at <= store.now
+                and order_id in store.customers
+                and not store.customers[order_id].erased
             ),
             key=lambda t: t[0],
         )[:limit]

@@ -8,7 +8,9 @@ from datetime import date
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
+from libs.contracts.privacy import Erasure, ErasureRequested, covers, erase_order
 from services.validation.domain.rules import Product
+from tests.unit.fakes.erasures import FakeErasureLedger
 from tests.unit.fakes.timers import FakeTimers
 
 
@@ -20,6 +22,7 @@ class FakeValidationUnit:
     validated: dict[str, int] = field(default_factory=dict)
     held: dict[UUID, OrderDetails] = field(default_factory=dict)
     decisions: dict[UUID, tuple[str, str]] = field(default_factory=dict)
+    ledger: FakeErasureLedger = field(default_factory=FakeErasureLedger)
     units: dict[tuple[str, date, str], int] = field(default_factory=dict)
     timers: FakeTimers = field(default_factory=FakeTimers)
 
@@ -34,6 +37,10 @@ class FakeValidationUnit:
     @property
     def holds(self) -> FakeValidationUnit:
         return self
+
+    @property
+    def erasures(self) -> FakeErasureLedger:
+        return self.ledger
 
     async def upsert(self, product: Product, name: str) -> None:
         self.known_products[product.sku] = product
@@ -77,3 +84,23 @@ class FakeValidationUnit:
 
     async def decide(self, order_id: UUID, decision: str, decided_by: str) -> None:
         self.decisions[order_id] = (decision, decided_by)
+
+    async def forget(self, customer_id: str, channel: str | None) -> int:
+        def theirs(key: str) -> bool:
+            key_channel, _, key_customer = key.partition(":")
+            return key_customer == customer_id and channel in (None, key_channel)
+
+        gone = [k for k in self.validated if theirs(k)]
+        for key in gone:
+            del self.validated[key]
+        units = [k for k in self.units if theirs(k[0])]
+        for unit in units:
+            del self.units[unit]
+        return len(gone) + len(units)
+
+    async def erase(self, request: ErasureRequested) -> int:
+        erasure = Erasure.of(request)
+        covered = [i for i, order in self.held.items() if covers(erasure, order)]
+        for order_id in covered:
+            self.held[order_id] = erase_order(self.held[order_id])
+        return len(covered)
