@@ -44,7 +44,7 @@ async def read_dead_letters(
         for service in services:
             topic = settings.topic(dead_letter_topic(service))
             owner[topic] = service
-            for p in consumer.partitions_for_topic(topic) or await _partitions(consumer, topic):
+            for p in consumer.partitions_for_topic(topic) or await readable_partitions(consumer, topic):
                 partitions.append(TopicPartition(topic, p))
         if not partitions:
             return []
@@ -80,7 +80,7 @@ def dead_lettered_at(headers: dict[str, str], record_timestamp_ms: int) -> datet
         return datetime.fromtimestamp(record_timestamp_ms / 1000, UTC)
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+async def readable_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     """The topic's partitions; a topic we may not read raises (an assigned consumer would
     otherwise wait for records that never come)."""
     await consumer._client.force_metadata_update()
