@@ -1,7 +1,8 @@
 """`baton top`: a live terminal view of the fleet for people without Grafana.
 
 Per service and consumer group: members, partitions, consumer lag and records consumed per second
-(from committed offsets); dead letters per service; committed events waiting in each outbox.
+(from committed offsets); dead letters per service; committed events waiting in each outbox; late
+shipments (SLA breaches on `fulfillment.sla-breaches.v1`).
 Everything is read from Kafka and PostgreSQL, so it works against any running fleet. On a terminal
 it is a live view redrawn in place; piped, or with ``--iterations``, it prints plain screens.
 """
@@ -14,16 +15,18 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
 from libs.cli import output
-from libs.contracts.topics import SERVICES, dead_letter_topic
+from libs.contracts.topics import FULFILLMENT_SLA_BREACHES, SERVICES, TOPICS, dead_letter_topic
 from libs.contracts.topology import TOPOLOGY
 from libs.platform.lag import GroupLag, LagProbe
 from libs.platform.settings import BatonSettings
+
+SLA_PARTITIONS = next(spec.partitions for spec in TOPICS if spec.name == FULFILLMENT_SLA_BREACHES)
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class Snapshot:
     lags: dict[str, list[GroupLag]]
     dead_letters: dict[str, int]
     outbox: dict[str, int | None]
+    late_shipments: int = 0
+    """Records on `fulfillment.sla-breaches.v1` (retained): shipments that missed a stage deadline."""
 
 
 def fleet_groups(settings: BatonSettings) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -52,6 +57,7 @@ async def take_snapshot(
         dlq_partitions = {s: TopicPartition(settings.topic(dead_letter_topic(s)), 0) for s in SERVICES}
         ends = await consumer.end_offsets(list(dlq_partitions.values()))
         dead = {s: ends.get(tp, 0) for s, tp in dlq_partitions.items()}
+        late = await _records_on(consumer, settings.topic(FULFILLMENT_SLA_BREACHES), SLA_PARTITIONS)
     finally:
         await consumer.stop()
     outbox: dict[str, int | None] = {s: None for s in SERVICES}
@@ -63,7 +69,15 @@ async def take_snapshot(
                     outbox[service] = await conn.fetchval(f'SELECT count(*) FROM "{service}".outbox')
         finally:
             await conn.close()
-    return Snapshot(time.monotonic(), lags, dead, outbox)
+    return Snapshot(time.monotonic(), lags, dead, outbox, late)
+
+
+async def _records_on(consumer: AIOKafkaConsumer, topic: str, partitions: int) -> int:
+    """How many records the topic holds now, over its ``partitions`` (as `baton topics apply` made it)."""
+    assigned = [TopicPartition(topic, p) for p in range(partitions)]
+    ends = await consumer.end_offsets(assigned)
+    starts = await consumer.beginning_offsets(assigned)
+    return sum(ends[tp] - starts.get(tp, 0) for tp in assigned)
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,8 @@ def render(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> st
             f"{service:<13}{current.dead_letters.get(service, 0):>13}"
             f"{'-' if waiting is None else waiting:>16}"
         )
+    lines.append("")
+    lines.append(f"late shipments (SLA breaches): {current.late_shipments}")
     return "\n".join(lines)
 
 
@@ -138,7 +154,11 @@ def view(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> Grou
             "-" if waiting is None else waiting,
         )
     title = Text(f"{time.strftime('%H:%M:%S')} baton top (Ctrl-C to quit)", style="bold")
-    return Group(title, groups, services)
+    late = Text(
+        f"late shipments (SLA breaches): {current.late_shipments}",
+        style="yellow" if current.late_shipments else "",
+    )
+    return Group(title, groups, services, late)
 
 
 async def watch(

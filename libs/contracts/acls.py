@@ -7,7 +7,7 @@ in the tests. ``baton acls apply`` writes it to the cluster; the README's ACL ta
 - a **service** reads its inputs with its own consumer groups (``<prefix>baton.<service>.<input>``,
   one PREFIXED grant) and writes its outputs and its own dead-letter topic; nothing else, but for
   the topics it observes without a group (notification's board reads the dead-letter topics).
-- **channel** (web shop, marketplace, POS) may only submit orders and cancel requests.
+- **channel** (web shop, marketplace, POS) may only submit orders, cancel requests and return requests.
 - **reader** (dashboards, analytics) reads the public topics in groups named ``<prefix>reader.*``.
 - **operator** (the ``baton`` CLI): reads every dead-letter topic (``dlq list``) and the erasure
   outcomes (``privacy status``), writes every service input (``dlq replay`` sends a record back
@@ -27,6 +27,7 @@ from libs.contracts.topics import (
     ORDERS_CANCEL_REQUESTED,
     ORDERS_SUBMITTED,
     PRIVACY_ERASURES,
+    RETURNS_REQUESTED,
     SERVICES,
     TOPICS,
     dead_letter_topic,
@@ -52,7 +53,7 @@ SERVICE_TOPICS: dict[str, ServiceTopics] = {
 }
 """What each service reads and writes, from the topology data (`libs/contracts/topology.py`)."""
 
-CHANNEL_WRITES = (ORDERS_SUBMITTED, ORDERS_CANCEL_REQUESTED)
+CHANNEL_WRITES = (ORDERS_SUBMITTED, ORDERS_CANCEL_REQUESTED, RETURNS_REQUESTED)
 OPERATOR_READS = (*(dead_letter_topic(s) for s in SERVICES), PRIVACY_ERASURES)
 """``dlq list`` reads the dead letters, ``privacy status`` what each service erased."""
 PUBLIC_TOPICS = tuple(spec.name for spec in TOPICS if spec.public)

@@ -5,9 +5,13 @@ from __future__ import annotations
 from typing import Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 
 from libs.contracts.envelope import Contract, Event, Text
+from libs.contracts.vocabulary import CarrierException
+
+EXCEPTION_STAGE = "exception"
+"""The stage a carrier reports, with ``exception``, for a parcel in transit that will not arrive."""
 
 
 class FulfillmentUpdate(Contract):
@@ -15,6 +19,14 @@ class FulfillmentUpdate(Contract):
 
     Stages only move forward (skipping is fine); the stage `failed` means the location cannot
     fulfil it (``note`` says why, e.g. `damaged`, `not_found`). A repeated ``update_id`` changes nothing.
+
+    Added in schema version 1 (additive): a carrier's ``eta`` replaces Baton's estimate for the
+    shipment from then on. It may come with a move, or alone with the stage the shipment is in
+    (the one update that may name the current stage); either way the order's status is
+    re-published with the new ETA. After the parcel shipped, the stage `exception` with
+    ``exception`` (`lost`, `damaged`, `returned_to_sender`) takes it out of its pipeline: its units
+    are written off, and the channel's `in_transit_exception` policy re-ships them (a new shipment,
+    sourced again) or asks payments to refund them.
     """
 
     shipment_id: Text = Field(min_length=1, max_length=200)
@@ -24,6 +36,18 @@ class FulfillmentUpdate(Contract):
     carrier: Text | None = Field(default=None, max_length=100)
     tracking_number: Text | None = Field(default=None, max_length=200)
     note: Text | None = Field(default=None, max_length=2000)
+    eta: AwareDatetime | None = Field(
+        default=None, description="The carrier's expected delivery; replaces Baton's estimate"
+    )
+    exception: CarrierException | None = Field(
+        default=None, description="With stage `exception`: what happened to the parcel in transit"
+    )
+
+    @model_validator(mode="after")
+    def _exception_with_its_stage(self) -> FulfillmentUpdate:
+        if (self.stage == EXCEPTION_STAGE) != (self.exception is not None):
+            raise ValueError(f"stage `{EXCEPTION_STAGE}` and `exception` go together: give both or neither")
+        return self
 
 
 class StageChanged(Event):

@@ -141,6 +141,18 @@ class ShipmentFailed(OrderFact):
     reason: Text
 
 
+class ShipmentLost(OrderFact):
+    """A parcel that shipped will not arrive (a carrier's exception): allocation writes its units off
+    at the location it left and, when ``reship``, sources them again as a new shipment."""
+
+    event_type: Literal["shipment.lost"] = "shipment.lost"
+    shipment_id: Text
+    location_id: Text
+    lines: list[ShipmentLine]
+    exception: Text = Field(description="`lost`, `damaged` or `returned_to_sender`")
+    reship: bool
+
+
 LifecycleFact = Annotated[
     OrderReceived
     | OrderValidated

@@ -59,6 +59,12 @@ class OrderDetails(Contract):
     currency: Text = Field(min_length=3, max_length=3, description="ISO-4217 code")
     lines: list[OrderLine] = Field(min_length=1, max_length=500)
     payment: Payment
+    shipping_price: Money | None = Field(
+        default=None,
+        description="What the customer pays for shipping, included in the payment's amount (added in "
+        "schema version 1, additive; none: shipping is free or priced into the lines). Refunded with "
+        "a return that brings back the rest of the order when the channel's `returns.refund_shipping` says so",
+    )
 
     @property
     def channel_key(self) -> str:

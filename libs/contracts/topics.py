@@ -21,6 +21,11 @@ FULFILLMENT_STAGE_CHANGES = "fulfillment.stage-changes.v1"
 NOTIFICATION_SUBSCRIPTIONS = "notification.subscriptions.v1"
 NOTIFICATION_REDELIVERIES = "notification.redeliveries.v1"
 NOTIFICATION_API_KEYS = "notification.api-keys.v1"
+FULFILLMENT_SLA_BREACHES = "fulfillment.sla-breaches.v1"
+RETURNS_REQUESTED = "returns.requested.v1"
+RETURNS_RECEIVED = "returns.received.v1"
+RETURNS_STATUS = "returns.status.v1"
+PAYMENTS_REFUND_REQUESTED = "payments.refund-requested.v1"
 PRIVACY_ERASURE_REQUESTS = "privacy.erasure-requests.v1"
 PRIVACY_ERASURES = "privacy.erasures.v1"
 
@@ -68,6 +73,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(INVENTORY_ADJUSTMENTS, 8, "sku", True),
     TopicSpec(FULFILLMENT_UPDATES, 8, "shipment id", True),
     TopicSpec(FULFILLMENT_STAGE_CHANGES, 8, "order id", True),
+    TopicSpec(FULFILLMENT_SLA_BREACHES, 4, "order id", True),
+    TopicSpec(RETURNS_REQUESTED, 4, "order id", True),
+    TopicSpec(RETURNS_RECEIVED, 4, "return id", True),
+    TopicSpec(RETURNS_STATUS, 4, "order id", True),
+    TopicSpec(PAYMENTS_REFUND_REQUESTED, 4, "order id", True),
     TopicSpec(NOTIFICATION_SUBSCRIPTIONS, 1, "subscription id", False),
     TopicSpec(NOTIFICATION_REDELIVERIES, 1, "delivery id", False),
     TopicSpec(NOTIFICATION_API_KEYS, 1, "key id", False),

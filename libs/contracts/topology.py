@@ -35,6 +35,7 @@ from libs.contracts.lifecycle import (
     OrderRejected,
     OrderValidated,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
@@ -47,8 +48,18 @@ from libs.contracts.orders import (
     OrderSubmitted,
 )
 from libs.contracts.privacy import ErasureApplied, ErasureRequested
+from libs.contracts.refunds import RefundRequested
+from libs.contracts.returns import (
+    OrderReturned,
+    ReturnArrived,
+    ReturnReceived,
+    ReturnRequested,
+    ReturnStatusChanged,
+)
+from libs.contracts.sla import SlaBreached
 from libs.contracts.topics import (
     CATALOG_PRODUCTS,
+    FULFILLMENT_SLA_BREACHES,
     FULFILLMENT_STAGE_CHANGES,
     FULFILLMENT_UPDATES,
     INVENTORY_ADJUSTMENTS,
@@ -62,8 +73,12 @@ from libs.contracts.topics import (
     ORDERS_REFUSED,
     ORDERS_STATUS,
     ORDERS_SUBMITTED,
+    PAYMENTS_REFUND_REQUESTED,
     PRIVACY_ERASURE_REQUESTS,
     PRIVACY_ERASURES,
+    RETURNS_RECEIVED,
+    RETURNS_REQUESTED,
+    RETURNS_STATUS,
     SERVICES,
     dead_letter_topic,
     facts_topic,
@@ -143,6 +158,11 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     OrderRefused: ORDERS_REFUSED,
     CancellationOutcome: ORDERS_CANCELLATIONS,
     StageChanged: FULFILLMENT_STAGE_CHANGES,
+    SlaBreached: FULFILLMENT_SLA_BREACHES,
+    ReturnRequested: RETURNS_REQUESTED,
+    ReturnReceived: RETURNS_RECEIVED,
+    ReturnStatusChanged: RETURNS_STATUS,
+    RefundRequested: PAYMENTS_REFUND_REQUESTED,
     ErasureRequested: PRIVACY_ERASURE_REQUESTS,
     ErasureApplied: PRIVACY_ERASURES,
 }
@@ -158,6 +178,8 @@ OUTSIDE_PRODUCERS: dict[str, str] = {
     FULFILLMENT_UPDATES: "warehouses and carriers (also operators on the fulfillment board)",
     NOTIFICATION_SUBSCRIPTIONS: "operators, with `baton webhooks add` / `remove`",
     NOTIFICATION_REDELIVERIES: "operators, with `baton webhooks redeliver` or the fulfillment board",
+    RETURNS_REQUESTED: "channels and customer service, for a customer sending units back",
+    RETURNS_RECEIVED: "warehouses receiving a returned parcel",
 }
 """Who outside Baton writes the topics Baton reads from outside, in words (for the AsyncAPI document)."""
 
@@ -192,6 +214,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderCancelled,
                 OrderCancelRefused,
                 OrderFulfillmentProgressed,
+                OrderReturned,
             ),
             ERASURE_REQUESTS,
         ),
@@ -226,6 +249,8 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderCancelAccepted,
                 ShipmentShipped,
                 ShipmentFailed,
+                ShipmentLost,
+                ReturnArrived,
             ),
             ERASURE_REQUESTS,
         ),
@@ -244,6 +269,8 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _from("location_updated", LocationUpdated),
             _facts("fulfillment", OrderAllocated, OrderCancelForwarded),
             _from("fulfillment_update", FulfillmentUpdate),
+            _from("return_requested", ReturnRequested),
+            _from("return_received", ReturnReceived),
         ),
         emits=(
             StageChanged,
@@ -252,6 +279,12 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             ShipmentFailed,
             OrderCancelAccepted,
             OrderCancelRefused,
+            SlaBreached,
+            ShipmentLost,
+            RefundRequested,
+            ReturnStatusChanged,
+            ReturnArrived,
+            OrderReturned,
         ),
     ),
     ServiceTopology(
@@ -263,6 +296,8 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _facts("notification", OrderReceived),
             _from("status_changed", OrderStatusChanged),
             _from("stage_changed", StageChanged),
+            _from("return_status_changed", ReturnStatusChanged),
+            _from("sla_breached", SlaBreached),
             ERASURE_REQUESTS,
         ),
         emits=(ErasureApplied,),

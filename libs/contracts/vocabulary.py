@@ -28,6 +28,9 @@ class OrderStatus(StrEnum):
     or waiting for stock. Once part of an order has left it stays `partially_shipped` (with the
     current shipments, and reasons for what waits) until every part has shipped; the parts that
     have not left can still be cancelled by lines.
+
+    `partially_returned` and `returned` (added in schema version 1, additive): a delivered order
+    some of whose units came back on an authorized return (received by a warehouse), or all of them.
     """
 
     RECEIVED = "received"
@@ -41,3 +44,28 @@ class OrderStatus(StrEnum):
     SHIPPED = "shipped"
     DELIVERED = "delivered"
     CANCELLED = "cancelled"
+    PARTIALLY_RETURNED = "partially_returned"
+    RETURNED = "returned"
+
+
+class CarrierException(StrEnum):
+    """What a carrier may report about a parcel after it shipped (stage `exception`)."""
+
+    LOST = "lost"
+    DAMAGED = "damaged"
+    RETURNED_TO_SENDER = "returned_to_sender"
+
+
+class ReturnStatus(StrEnum):
+    """Where a return (RMA) stands: decided once per return id, received once."""
+
+    AUTHORIZED = "authorized"
+    REFUSED = "refused"
+    RECEIVED = "received"
+
+
+class ReturnCondition(StrEnum):
+    """How a returned unit arrived: `resellable` goes back into stock, `damaged` is written off."""
+
+    RESELLABLE = "resellable"
+    DAMAGED = "damaged"

@@ -131,6 +131,24 @@ TIMERS_FIRED = Counter(
     ["service", "kind"],
     registry=REGISTRY,
 )
+SLA_BREACHES = Counter(
+    "baton_sla_breaches",
+    "Shipments that stayed in a stage longer than its sla_hours, by pipeline and stage",
+    ["pipeline", "stage"],
+    registry=REGISTRY,
+)
+RETURNS = Counter(
+    "baton_returns",
+    "Returns (RMA) by outcome (authorized, refused, received)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+RETURNED_UNITS = Counter(
+    "baton_returned_units",
+    "Units received on returns by condition (resellable: restocked, damaged: written off)",
+    ["condition"],
+    registry=REGISTRY,
+)
 EMAILS = Counter("baton_emails", "Customer e-mails by outcome (sent, failed)", ["outcome"], registry=REGISTRY)
 
 _pending: contextvars.ContextVar[list[tuple[Counter | Histogram, tuple[str, ...], float]] | None] = (

@@ -17,9 +17,11 @@ from libs.contracts.lifecycle import (
     OrderCancelRequested,
     OrderValidated,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.privacy import ErasureRequested
+from libs.contracts.returns import ReturnArrived
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Events, KeyedLanes, LockedChunks, Outcome, ServiceRouter
 from services.allocation.adapters.store import PgAllocationUnit
@@ -29,8 +31,10 @@ from services.allocation.app.use_cases import (
     allocate_orders,
     erase_customer,
     fail_shipment,
+    lose_shipment,
     release_cancelled,
     request_cancel,
+    restock_return,
     rules_from,
     ship_shipment,
     update_location,
@@ -73,6 +77,14 @@ def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
     @router.on(ShipmentFailed, shape=ORDER_FACTS)
     async def on_shipment_failed(fact: ShipmentFailed, uow: AllocationUnit) -> Events:
         return await fail_shipment(fact, uow, rules)
+
+    @router.on(ShipmentLost, shape=ORDER_FACTS)
+    async def on_shipment_lost(fact: ShipmentLost, uow: AllocationUnit) -> Events:
+        return await lose_shipment(fact, uow, rules)
+
+    @router.on(ReturnArrived, shape=ORDER_FACTS)
+    async def on_return_arrived(fact: ReturnArrived, uow: AllocationUnit) -> Events:
+        return await restock_return(fact, uow, rules)
 
     router.on(OrderCancelRequested, shape=ORDER_FACTS)(request_cancel)
     router.on(ShipmentShipped, shape=ORDER_FACTS)(ship_shipment)

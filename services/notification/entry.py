@@ -11,6 +11,8 @@ from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
 from libs.contracts.privacy import ErasureRequested
+from libs.contracts.returns import ReturnStatusChanged
+from libs.contracts.sla import SlaBreached
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import ServiceRouter
 from services.notification.adapters.egress import SystemResolver
@@ -21,6 +23,8 @@ from services.notification.app.use_cases import (
     change_api_key,
     change_subscription,
     erase_customer,
+    record_return_changes,
+    record_sla_breaches,
     record_stage_changes,
     record_status_changes,
     redeliver,
@@ -60,5 +64,7 @@ def build_router(settings: NotificationSettings) -> ServiceRouter[NotificationUn
     router.on_batch(OrderReceived)(remember_customers)
     router.on_batch(OrderStatusChanged)(record_status_changes)
     router.on_batch(StageChanged)(record_stage_changes)
+    router.on_batch(ReturnStatusChanged)(record_return_changes)
+    router.on_batch(SlaBreached)(record_sla_breaches)
     router.on(ErasureRequested)(erase_customer)
     return router

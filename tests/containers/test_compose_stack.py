@@ -189,10 +189,10 @@ async def test_an_order_goes_to_delivered_through_the_containers_and_the_status_
     )
     order_id, shipment_id = allocated["order_id"], allocated["shipments"][0]["shipment_id"]
     for stage in ("picking", "packed", "shipped", "delivered"):
-        extra = {"carrier": "DHL", "tracking_number": "JJD0042"} if stage == "shipped" else {}
-        await publisher.send(
-            topics.FULFILLMENT_UPDATES, shipment_id, stage_update(shipment_id, stage, **extra)
-        )
+        update = stage_update(shipment_id, stage)
+        if stage == "shipped":
+            update |= {"carrier": "DHL", "tracking_number": "JJD0042"}
+        await publisher.send(topics.FULFILLMENT_UPDATES, shipment_id, update)
     await status.wait_for(reached("delivered"), 90, "the order to be delivered")
 
     key_id, key = await api_key(running, "webshop")

@@ -25,11 +25,13 @@ from referencing.jsonschema import DRAFT202012
 from libs.contracts.fulfillment import StageChanged
 from libs.contracts.notification import WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
+from libs.contracts.sla import SlaBreached
 from libs.contracts.vocabulary import OrderStatus
 from services.notification.adapters.http_api import OPENAPI
 from services.notification.adapters.openapi_webhooks import STAGE_ENTERED, STAGE_LEFT
 from services.notification.app.use_cases import (
     change_subscription,
+    record_sla_breaches,
     record_stage_changes,
     record_status_changes,
 )
@@ -60,7 +62,11 @@ def test_the_validator_refuses_a_wrong_parameter_and_a_reference_that_leads_nowh
 
 
 def test_every_webhook_a_subscription_can_name_is_documented_with_the_standard_webhooks_headers() -> None:
-    expected = {webhooks.status_key(s) for s in OrderStatus} | {STAGE_ENTERED, STAGE_LEFT}
+    expected = {webhooks.status_key(s) for s in OrderStatus} | {
+        STAGE_ENTERED,
+        STAGE_LEFT,
+        webhooks.SHIPMENT_LATE,
+    }
     assert set(OPENAPI["webhooks"]) == expected
     parameters = OPENAPI["components"]["parameters"]
     for name, item in OPENAPI["webhooks"].items():
@@ -108,11 +114,24 @@ async def test_every_webhook_body_notification_makes_matches_its_documented_sche
         change="moved",
     )
     await record_stage_changes([moved], store.unit())
+    late = SlaBreached(
+        order_id=order_id,
+        shipment_id="s1",
+        pipeline="standard",
+        stage="picking",
+        sla_hours=24,
+        stage_entered_at=when,
+        due_at=when,
+        overdue_seconds=5,
+        eta=when,
+    )
+    await record_sla_breaches([late], store.unit())
 
     deliveries = store.deliveries_of("all")
     assert {d.event_key for d in deliveries} == {webhooks.status_key(s) for s in OrderStatus} | {
         "stage.entered:packed",
         "stage.left:picking",
+        "shipment.late",
     }
     for delivery in deliveries:
         name = re.sub(r":.+$", ":{stage}", delivery.event_key)
@@ -120,6 +139,7 @@ async def test_every_webhook_body_notification_makes_matches_its_documented_sche
     shipped = next(orjson.loads(d.body) for d in deliveries if d.event_key == "order.shipped")
     assert body_problems("order.delivered", shipped), "each status documents its own type and status"
     assert body_problems(STAGE_LEFT, {**shipped, "type": "stage.entered:packed"})
+    assert body_problems("shipment.late", {**shipped, "type": "shipment.late"}), "a breach's data is a breach"
 
 
 def body_problems(webhook: str, body: dict[str, Any]) -> list[str]:

@@ -15,11 +15,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+import yaml
 
 from libs.contracts import topics
 from libs.platform.dsn import user_name
@@ -28,6 +30,33 @@ from tests.support.infra import Infra, free_port, fresh_environment
 from tests.support.kafka_io import Publisher, TopicWatcher
 from tests.support.mail import MailBox
 from tests.support.orders import adjustment, location, product, stage_update
+
+SLA_CHANNEL = "sla-e2e"
+"""Orders of this channel go through a pipeline whose first stage has a deadline of seconds."""
+
+
+def pipelines_with_a_short_deadline(folder: Path) -> Path:
+    """The packaged pipelines, behind one selected by ``SLA_CHANNEL`` whose `new` stage is late after
+    3.6 seconds (`sla_hours: 0.001`) and whose parcels must ship within 7.2 (`ship_by_hours: 0.002`):
+    the SLA tests see breaches without waiting hours, and every other order takes the packaged
+    pipelines."""
+    packaged = yaml.safe_load(resources.files("services.fulfillment").joinpath("pipelines.yaml").read_text())
+    quick = {
+        "name": "sla-e2e",
+        "select": {"channel": SLA_CHANNEL},
+        "ships_at": "shipped",
+        "ship_by_hours": 0.002,
+        "stages": [
+            {"name": "new", "hours": 0.001, "sla_hours": 0.001},
+            {"name": "picking", "hours": 1},
+            {"name": "shipped", "hours": 1},
+            {"name": "delivered", "hours": 0},
+        ],
+    }
+    path = folder / "pipelines.yaml"
+    path.write_text(yaml.safe_dump(packaged | {"pipelines": [quick, *packaged["pipelines"]]}))
+    return path
+
 
 SERVICES_TO_RUN = [
     ("intake", "intake"),
@@ -278,6 +307,8 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
                     # The tests' receivers listen on 127.0.0.1; nothing else internal is reached.
                     "BATON_WEBHOOK_ALLOWED_CIDRS": "127.0.0.1/32",
                 }
+            if service == "fulfillment":
+                extra = {"BATON_PIPELINES_FILE": str(pipelines_with_a_short_deadline(log_dir))}
             fleet.start(service, label, extra)
         await publisher.start()
         for watcher in watchers:

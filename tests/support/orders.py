@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -29,10 +30,11 @@ def order(
     payment_amount: str | None = None,
     currency: str = "EUR",
     address: dict[str, Any] | None = None,
+    shipping_price: str | None = None,
 ) -> dict[str, Any]:
     n = next(_counter)
     lines = lines or [("SKU-1", 1, "10.00")]
-    total = sum((Decimal(price) * qty for _, qty, price in lines), Decimal(0))
+    total = sum((Decimal(price) * qty for _, qty, price in lines), Decimal(shipping_price or 0))
     shipping_address = {
         "name": "Ada Lovelace",
         "line1": "Unter den Linden 1",
@@ -55,7 +57,7 @@ def order(
             "reference": f"pay-{n}",
             "amount": payment_amount if payment_amount is not None else str(total),
         },
-    }
+    } | ({} if shipping_price is None else {"shipping_price": shipping_price})
 
 
 def product(sku: str, price: str = "10.00", currency: str = "EUR", active: bool = True) -> dict[str, Any]:
@@ -114,8 +116,15 @@ def stage_update(
     carrier: str | None = None,
     tracking_number: str | None = None,
     note: str | None = None,
+    eta: datetime | None = None,
+    exception: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    """A warehouse's or carrier's update (``eta``: the carrier's expected delivery; ``exception``:
+    with stage `exception`, what happened to the parcel in transit)."""
+    extra = ({} if eta is None else {"eta": eta.isoformat()}) | (
+        {} if exception is None else {"exception": exception}
+    )
+    return extra | {
         "shipment_id": shipment_id,
         "update_id": update_id or f"{shipment_id}:{stage}",
         "stage": stage,

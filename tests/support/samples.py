@@ -30,6 +30,7 @@ from libs.contracts.lifecycle import (
     OrderRejected,
     OrderValidated,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
@@ -45,6 +46,17 @@ from libs.contracts.orders import (
     ShipmentLine,
 )
 from libs.contracts.privacy import ErasureRequested
+from libs.contracts.returns import (
+    OrderReturned,
+    ReceivedLine,
+    ReturnArrived,
+    ReturnLine,
+    ReturnReceived,
+    ReturnRequested,
+    ReturnStatusChanged,
+)
+from libs.contracts.sla import SlaBreached
+from libs.contracts.vocabulary import ReturnCondition, ReturnStatus
 from tests.support.orders import location, order, product, stage_update
 
 ORDER_ID = UUID("5b0c2a52-3f4e-4f5a-9d39-3c7a4c1f0a11")
@@ -104,7 +116,19 @@ def _samples() -> dict[type[Contract], Contract]:
         ShipmentFailed(
             order_id=ORDER_ID, shipment_id="shp-1", location_id="wh-1", lines=line, reason="damaged"
         ),
+        ShipmentLost(
+            order_id=ORDER_ID,
+            shipment_id="shp-1",
+            location_id="wh-1",
+            lines=line,
+            exception="lost",
+            reship=True,
+        ),
+        ReturnArrived(order_id=ORDER_ID, return_id="rma-1", location_id="wh-1", restock=line, write_off=line),
+        OrderReturned(order_id=ORDER_ID, status="partially_returned", return_id="rma-1", lines=line),
     ]
+    returned = [ReturnLine(sku="SKU-1", quantity=1)]
+    received = [ReceivedLine(sku="SKU-1", quantity=1, condition=ReturnCondition.RESELLABLE)]
     outside: list[Contract] = [
         OrderSubmitted.model_validate(order("ext-sample", address={"line2": "Hinterhaus"})),
         CancelRequested(
@@ -147,6 +171,30 @@ def _samples() -> dict[type[Contract], Contract]:
             entered_stage="shipped",
             change="moved",
             reason="scanned",
+        ),
+        SlaBreached(
+            order_id=ORDER_ID,
+            shipment_id="shp-1",
+            pipeline="standard",
+            stage="picking",
+            sla_hours=24,
+            stage_entered_at=AT,
+            due_at=AT,
+            overdue_seconds=60,
+            eta=AT,
+        ),
+        ReturnRequested(return_id="rma-1", order_id=ORDER_ID, lines=returned, reason="too small"),
+        ReturnReceived(return_id="rma-1", location_id="wh-1", lines=received),
+        ReturnStatusChanged(
+            return_id="rma-1",
+            order_id=ORDER_ID,
+            status=ReturnStatus.RECEIVED,
+            lines=returned,
+            reasons=_reasons(),
+            location_id="wh-1",
+            received=received,
+            refund="19.90",
+            currency="EUR",
         ),
     ]
     return {type(sample): sample for sample in (*facts, *outside)}

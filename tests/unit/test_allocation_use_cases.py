@@ -24,6 +24,7 @@ from libs.contracts.lifecycle import (
 )
 from libs.contracts.orders import OrderDetails, Shipment, ShipmentLine
 from libs.contracts.privacy import ERASED, ERASED_EMAIL, ErasureApplied, ErasureRequested
+from libs.contracts.returns import ReturnArrived
 from libs.contracts.vocabulary import LocationKind
 from libs.platform.messaging import Rejected
 from services.allocation.app.ports import OversellRefused
@@ -34,6 +35,7 @@ from services.allocation.app.use_cases import (
     fail_shipment,
     release_cancelled,
     request_cancel,
+    restock_return,
     rules_from,
     ship_shipment,
     update_location,
@@ -561,6 +563,35 @@ def test_validated_orders_share_transactions_locking_their_skus_and_other_facts_
     fact = validated(("B", 1), ("A", 2), ("B", 3))
     assert skus_to_lock(fact) == ["A", "B"]
     assert skus_to_lock(cancel(fact.order_id)) is None
+
+
+def returned(
+    order_id: UUID, restock: dict[str, int], write_off: dict[str, int], return_id: str
+) -> ReturnArrived:
+    return ReturnArrived(
+        order_id=order_id,
+        return_id=return_id,
+        location_id="wh",
+        restock=[ShipmentLine(sku=s, quantity=q) for s, q in restock.items()],
+        write_off=[ShipmentLine(sku=s, quantity=q) for s, q in write_off.items()],
+    )
+
+
+async def test_resellable_returned_units_go_back_on_hand_once_and_wake_the_oldest_backorder() -> None:
+    uow = await with_stock(("RET", "wh", 1))
+    [first] = allocated(await allocate(uow, validated(("RET", 1))))
+    await ship_shipment(shipped(first, "wh"), uow)
+    waiting = validated(("RET", 1))
+    await allocate(uow, waiting)
+    assert status(uow, waiting.order_id) is AllocationStatus.BACKORDERED
+
+    arrival_ = returned(first.order_id, {"RET": 1}, {"DMG": 2}, "rma-1")
+    [woken] = allocated(await restock_return(arrival_, uow, RULES))
+    assert woken.order_id == waiting.order_id
+    assert units(uow, "RET", "wh") == (1, 1)
+    assert await restock_return(arrival_, uow, RULES) == []
+    assert units(uow, "RET", "wh") == (1, 1)
+    assert units(uow, "DMG", "wh") == (0, 0)  # damaged units left with the parcel and stay written off
 
 
 def erasure(customer: str, request_id: str = "er-1") -> ErasureRequested:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,17 +25,22 @@ from libs.contracts.lifecycle import (
     ShipmentShipped,
 )
 from libs.contracts.orders import OrderDetails, Shipment, ShipmentLine
+from libs.contracts.returns import ReceivedLine, ReturnLine, ReturnReceived, ReturnRequested
 from libs.contracts.topology import SERVICE_TOPOLOGY
-from libs.contracts.vocabulary import LocationKind
+from libs.contracts.vocabulary import LocationKind, ReturnCondition
 from libs.platform.kafka import KafkaSecurity
 from libs.platform.messaging import Rejected
+from libs.policy.channels import Returns
+from services.fulfillment.app.returns import receive_return, request_return
 from services.fulfillment.app.use_cases import (
     apply_updates,
     decide_cancel,
     load_pipelines,
     receive_allocations,
+    stage_late,
     update_location,
 )
+from services.fulfillment.domain.sla import STAGE_SLA
 from services.fulfillment.entry import build_router
 from services.fulfillment.settings import FulfillmentSettings
 from tests.support.orders import order, stage_update
@@ -190,7 +196,7 @@ async def test_a_batch_of_allocations_locks_reads_and_writes_each_kind_of_row_on
     batch = [allocated((f"s{i}", "wh", {"MUG": 1}), (f"t{i}", "wh", {"CUP": 1})) for i in range(20)]
     results = applied(await receive_allocations(batch, uow, CONFIG))
     assert len(results) == 20 and len(uow.known_shipments) == 40
-    assert uow.calls == ["orders.lock", "locations.of", "orders.save", "shipments.add"]
+    assert uow.calls == ["orders.lock", "locations.of", "orders.save", "terms.keep", "shipments.add"]
 
 
 async def test_a_reduced_allocation_gives_a_known_shipment_its_new_lines_and_announces_progress_afresh() -> (
@@ -501,6 +507,31 @@ async def test_the_router_handles_every_type_fulfillment_reads_and_routes_every_
         caused.extend(events)
     caused.extend(await decide_cancel(cancel(fact.order_id, {"C": 1}), uow, CONFIG))
     caused.extend(await decide_cancel(cancel(fact.order_id), uow, CONFIG))
+    returned = await in_fulfillment(uow, ("s4", "wh", {"SKU-1": 1}))
+    caused.extend(*applied(await move(uow, update("s4", "delivered"))))
+    request = ReturnRequested(
+        return_id="rma-1", order_id=returned.order_id, lines=[ReturnLine(sku="SKU-1", quantity=1)]
+    )
+    caused.extend(await request_return(request, uow, CONFIG, lambda channel: Returns()))
+    receipt = ReturnReceived(
+        return_id="rma-1",
+        location_id="wh",
+        lines=[ReceivedLine(sku="SKU-1", quantity=1, condition=ReturnCondition.RESELLABLE)],
+    )
+    caused.extend(await receive_return(receipt, uow, CONFIG, lambda channel: Returns()))
+    with_sla = replace(
+        CONFIG,
+        pipelines=tuple(
+            replace(p, stages=tuple(replace(st, sla_hours=1.0) for st in p.stages)) for p in CONFIG.pipelines
+        ),
+    )
+    await receive_allocations([allocated(("s5", "wh", {"SKU-1": 1}))], uow, with_sla)
+    late = update("s5", "picking").model_copy(update={"occurred_at": datetime.now(UTC) - timedelta(hours=2)})
+    await apply_updates([late], uow, with_sla)
+    caused.extend(await stage_late(uow.timers.scheduled[(STAGE_SLA, "s5")], uow, with_sla))
+    await in_fulfillment(uow, ("s6", "wh", {"SKU-1": 1}))
+    await move(uow, update("s6", "shipped"))
+    caused.extend(*applied(await move(uow, update("s6", "exception", exception="lost"))))
     assert {type(e) for e in caused} == set(SERVICE_TOPOLOGY["fulfillment"].emits)
     assert len(bound[0].route(caused)) >= len(caused)  # every one declared, each to its topics
 

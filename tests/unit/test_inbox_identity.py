@@ -10,7 +10,15 @@ import pytest
 from libs.contracts.acls import CHANNEL_WRITES
 from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.orders import OrderDetails, OrderSubmitted
-from libs.contracts.topics import FULFILLMENT_STAGE_CHANGES, ORDERS_STATUS, SERVICES, TOPICS, facts_topic
+from libs.contracts.topics import (
+    FULFILLMENT_SLA_BREACHES,
+    FULFILLMENT_STAGE_CHANGES,
+    ORDERS_STATUS,
+    RETURNS_STATUS,
+    SERVICES,
+    TOPICS,
+    facts_topic,
+)
 from libs.contracts.topology import OUTSIDE_CONTRACTS, PUBLISHED_ON, TOPOLOGY, written_only_by_baton
 from libs.platform.records import REPLAYED_FROM_HEADER, Incoming
 from libs.platform.routing import BoundInput, Item, WholeBatch
@@ -90,6 +98,12 @@ def test_an_event_the_relay_sent_twice_is_applied_once_and_each_replay_of_it_onc
 def test_batons_own_inputs_are_the_facts_topics_and_its_public_events_and_no_other() -> None:
     every_input = {i.topic for s in TOPOLOGY for i in s.inputs}
     trusted = {topic for topic in every_input if written_only_by_baton(topic)}
-    assert trusted == {*(facts_topic(s) for s in SERVICES), ORDERS_STATUS, FULFILLMENT_STAGE_CHANGES}
+    assert trusted == {
+        *(facts_topic(s) for s in SERVICES),
+        ORDERS_STATUS,
+        FULFILLMENT_STAGE_CHANGES,
+        RETURNS_STATUS,
+        FULFILLMENT_SLA_BREACHES,
+    }
     assert every_input - trusted == {PUBLISHED_ON[c] for c in OUTSIDE_CONTRACTS}
     assert not {spec.name for spec in TOPICS if written_only_by_baton(spec.name)} & set(CHANNEL_WRITES)

@@ -35,6 +35,7 @@ from libs.contracts.orders import (
     ShipmentLine,
 )
 from libs.contracts.privacy import ERASED, ERASED_EMAIL, ErasureApplied, ErasureRequested
+from libs.contracts.returns import OrderReturned
 from libs.contracts.topics import (
     ORDERS_CANCELLATIONS,
     ORDERS_REFUSED,
@@ -88,6 +89,15 @@ def allocated(order_id: UUID, *shipments: Shipment, **fields: Any) -> OrderAlloc
     details = OrderDetails.model_validate(order("ext-1"))
     return OrderAllocated(
         order_id=order_id, shipments=list(shipments or [shipment()]), order=details, **fields
+    )
+
+
+def returned(order_id: UUID) -> OrderReturned:
+    return OrderReturned(
+        order_id=order_id,
+        status="partially_returned",
+        return_id="rma-1",
+        lines=[ShipmentLine(sku="MUG", quantity=1)],
     )
 
 
@@ -222,11 +232,22 @@ async def test_each_fact_moves_the_order_on_with_the_next_version() -> None:
 
 async def test_a_move_the_state_machine_refuses_changes_nothing_and_uses_no_version() -> None:
     uow = FakeIntakeUnit()
-    order_id = await order_at(uow, OrderStatus.SHIPPED)
+    order_id = await order_at(uow, OrderStatus.DELIVERED)
     assert await publish_statuses([allocated(order_id)], uow) == [[]]
     assert uow.known[order_id].version == 1
-    [[change]] = applied(await publish_statuses([progressed(order_id, "delivered")], uow))
+    [[change]] = applied(await publish_statuses([returned(order_id)], uow))
     assert isinstance(change, OrderStatusChanged) and change.version == 2
+
+
+async def test_a_shipped_order_whose_lost_parcel_is_sourced_again_is_shipped_again_with_the_new_shipments() -> (
+    None
+):
+    uow = FakeIntakeUnit()
+    order_id = await order_at(uow, OrderStatus.SHIPPED)
+    [[change]] = applied(await publish_statuses([allocated(order_id)], uow))
+    assert isinstance(change, OrderStatusChanged)
+    assert (change.status, change.version) == (OrderStatus.SHIPPED, 2)
+    assert [s.shipment_id for s in change.shipments] == ["wh-1:MUG"]
 
 
 async def test_facts_about_one_order_in_one_batch_apply_in_order_in_one_lock_and_one_write() -> None:

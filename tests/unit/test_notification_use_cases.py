@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -14,18 +15,23 @@ from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderDetails, OrderStatusChanged, Shipment, ShipmentLine
 from libs.contracts.privacy import ERASED, ERASED_EMAIL, ErasureApplied, ErasureRequested
-from libs.contracts.vocabulary import OrderStatus
+from libs.contracts.returns import ReceivedLine, ReturnLine, ReturnStatusChanged
+from libs.contracts.sla import SlaBreached
+from libs.contracts.vocabulary import OrderStatus, ReturnCondition, ReturnStatus
 from libs.platform.messaging import Rejected
 from libs.platform.secret_box import SecretBox, new_key, new_webhook_secret
 from services.notification.app.egress import EgressGuard
 from services.notification.app.use_cases import (
     change_subscription,
     erase_customer,
+    record_return_changes,
+    record_sla_breaches,
     record_stage_changes,
     record_status_changes,
     redeliver,
     remember_customers,
 )
+from services.notification.domain import emails
 from services.notification.domain.egress import EgressPolicy
 from services.notification.entry import build_router
 from services.notification.settings import NotificationSettings
@@ -269,17 +275,17 @@ async def test_one_email_per_order_and_status_the_customer_hears_about_including
     await record_status_changes(
         [
             status(order_id, OrderStatus.PARTIALLY_SHIPPED, 4, tracking=["1Z", None]),  # redelivered
-            status(order_id, OrderStatus.SHIPPED, 5, tracking=["1Z", "JJD1"]),
+            status(order_id, OrderStatus.SHIPPED, 5, tracking=["1Z", "JJD1"], eta=T0 + timedelta(days=2)),
             status(order_id, OrderStatus.DELIVERED, 6),
         ],
         store.unit(),
     )
 
     assert {s: e.context for (_, s), e in store.emails.items()} == {
-        "received": {"tracking": "to follow"},
-        "partially_shipped": {"tracking": "1Z"},
-        "shipped": {"tracking": "1Z, JJD1"},
-        "delivered": {"tracking": "to follow"},
+        "received": {"tracking": "to follow", "eta": "to follow"},
+        "partially_shipped": {"tracking": "1Z", "eta": "to follow"},
+        "shipped": {"tracking": "1Z, JJD1", "eta": "Monday, 30 November 2026"},
+        "delivered": {"tracking": "to follow", "eta": "to follow"},
     }
 
 
@@ -381,8 +387,72 @@ def test_the_router_has_a_handler_for_every_type_notification_reads() -> None:
         "order_facts",
         "status_changed",
         "stage_changed",
+        "return_status_changed",
+        "sla_breached",
         "erasure_requested",
     }
+
+
+def return_changed(order_id: UUID, status: ReturnStatus, **fields: Any) -> ReturnStatusChanged:
+    return ReturnStatusChanged(
+        return_id="rma:1",
+        order_id=order_id,
+        status=status,
+        lines=[ReturnLine(sku="A", quantity=2)],
+        **fields,
+    )
+
+
+async def test_the_customer_hears_once_when_a_return_is_authorized_and_once_when_it_is_refunded() -> None:
+    store = FakeNotificationStore()
+    order_id = uuid4()
+    received = return_changed(
+        order_id,
+        ReturnStatus.RECEIVED,
+        received=[ReceivedLine(sku="A", quantity=1, condition=ReturnCondition.DAMAGED)],
+        refund=Decimal("10.00"),
+        currency="EUR",
+    )
+    changes = [
+        return_changed(order_id, ReturnStatus.AUTHORIZED),
+        return_changed(order_id, ReturnStatus.AUTHORIZED),
+        return_changed(uuid4(), ReturnStatus.REFUSED),
+        received,
+    ]
+    await record_return_changes(changes, store.unit())
+    assert {s: e.context for (_, s), e in store.emails.items()} == {
+        "return_authorized/rma:1": {"return_id": "rma:1", "units": "2 x A", "refund": "", "currency": ""},
+        "return_refunded/rma:1": {
+            "return_id": "rma:1",
+            "units": "1 x A",
+            "refund": "10.00",
+            "currency": "EUR",
+        },
+    }
+    assert emails.template_of("return_refunded/rma:1") == "return_refunded"
+    assert emails.message_id(order_id, "return_refunded/rma:1").count(":") == 0
+
+
+async def test_a_late_shipment_is_one_shipment_late_webhook_per_subscriber_that_names_it() -> None:
+    store = FakeNotificationStore()
+    await subscribe(store, "ops", "shipment.late")
+    await subscribe(store, "shipping", "order.shipped")
+    at = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    breach = SlaBreached(
+        order_id=uuid4(),
+        shipment_id="s1",
+        pipeline="standard",
+        stage="picking",
+        sla_hours=24,
+        stage_entered_at=at,
+        due_at=at + timedelta(hours=24),
+        overdue_seconds=90,
+    )
+    await record_sla_breaches([breach, breach], store.unit())  # redelivered: one delivery
+    assert keys(store, "ops") == ["shipment.late"]
+    assert keys(store, "shipping") == []
+    [delivery] = store.deliveries_of("ops")
+    assert orjson.loads(delivery.body)["data"]["shipment_id"] == "s1"
 
 
 def received_from(customer: str, **fields: Any) -> OrderReceived:

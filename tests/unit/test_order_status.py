@@ -58,6 +58,10 @@ def test_a_retry_is_recognised_and_a_different_payload_is_a_conflict() -> None:
         ("in_fulfillment", "delivered"),  # an update that skips `shipped`
         ("partially_shipped", "partially_shipped"),
         ("partially_shipped", "shipped"),
+        ("delivered", "partially_returned"),  # a return of part of it was received
+        ("delivered", "returned"),
+        ("partially_returned", "partially_returned"),  # another return, still not all of it
+        ("partially_returned", "returned"),
     ],
 )
 def test_forward_moves_are_applied(current: str, proposed: str) -> None:
@@ -76,6 +80,9 @@ def test_forward_moves_are_applied(current: str, proposed: str) -> None:
         ("received", "allocated"),
         ("partially_shipped", "cancelled"),
         ("shipped", "partially_shipped"),
+        ("shipped", "returned"),  # only a delivered order is returned
+        ("returned", "partially_returned"),
+        ("returned", "delivered"),
     ],
 )
 def test_backward_or_impossible_moves_are_refused(current: str, proposed: str) -> None:
@@ -130,6 +137,8 @@ def test_an_allowed_move_is_the_next_version_and_a_refused_one_is_none() -> None
     [
         (OrderStatus.SHIPPED, "already_shipped"),
         (OrderStatus.DELIVERED, "already_shipped"),
+        (OrderStatus.PARTIALLY_RETURNED, "already_shipped"),
+        (OrderStatus.RETURNED, "already_shipped"),
         (OrderStatus.REJECTED, "already_final"),
         (OrderStatus.CANCELLED, "already_final"),
         (OrderStatus.PARTIALLY_SHIPPED, None),

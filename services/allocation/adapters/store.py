@@ -126,6 +126,18 @@ _SETTLE_AS = {
     ReservationStatus.FAILED: _SETTLE.format(column="written_off"),
 }
 
+_LOSE = """
+WITH lost AS (
+    UPDATE reservations SET status = 'lost' WHERE shipment_id = $1 AND status = 'shipped'
+    RETURNING shipment_id, location_id, sku, quantity, status
+), moved AS (
+    UPDATE stock s SET shipped = s.shipped - m.quantity, written_off = s.written_off + m.quantity
+    FROM (SELECT sku, location_id, sum(quantity)::int AS quantity FROM lost GROUP BY sku, location_id) m
+    WHERE s.sku = m.sku AND s.location_id = m.location_id
+)
+SELECT * FROM lost ORDER BY sku
+"""
+
 _RELEASE = """
 WITH wanted AS (
     SELECT shipment_id, sku, sum(quantity)::int AS quantity
@@ -233,6 +245,9 @@ class PgStockLedger:
     async def settle(self, shipment_id: str, outcome: ReservationStatus) -> list[ReservedLine]:
         rows = await self._conn.fetch(_SETTLE_AS[outcome], shipment_id, outcome.value)
         return [_reserved_line(r) for r in rows]
+
+    async def lose(self, shipment_id: str) -> list[ReservedLine]:
+        return [_reserved_line(r) for r in await self._conn.fetch(_LOSE, shipment_id)]
 
     async def release(self, lines: Sequence[Release]) -> None:
         if not lines:

@@ -133,6 +133,11 @@ class StockLedger(Protocol):
         holds the locks of the shipment's skus."""
         ...
 
+    async def lose(self, shipment_id: str) -> list[ReservedLine]:
+        """Write off a shipped parcel that will not arrive (its units left the stock when it shipped):
+        its shipped lines become `lost`; returns them, or nothing when they were lost before."""
+        ...
+
     async def release(self, lines: Sequence[Release]) -> None:
         """Reserved units go back to free stock. The caller holds the locks of the lines' skus."""
         ...

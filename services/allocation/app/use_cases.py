@@ -23,11 +23,13 @@ from libs.contracts.lifecycle import (
     OrderCancelRequested,
     OrderValidated,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.orders import OrderDetails, Reason, ShipmentLine
 from libs.contracts.orders import Shipment as ShipmentContract
 from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
+from libs.contracts.returns import ReturnArrived
 from libs.contracts.vocabulary import ShippingMethod
 from libs.platform import metrics
 from libs.platform.erasures import Erased, applied
@@ -274,6 +276,56 @@ async def fail_shipment(fact: ShipmentFailed, uow: AllocationUnit, rules: Rules)
     held = await uow.allocations.reservations([fact.order_id])
     waiting = remainder(status, pending)
     return [_allocated(fact.order_id, order, current_shipments(held.get(fact.order_id, [])), waiting=waiting)]
+
+
+async def lose_shipment(fact: ShipmentLost, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """A shipped parcel will not arrive: its units are written off (once) and, when the channel
+    re-ships, sourced again from any location; what cannot be sourced waits for stock."""
+    allocation = await uow.allocations.lock(fact.order_id)
+    if allocation is None or allocation.order is None or allocation.status is AllocationStatus.CANCELLED:
+        return []
+    await uow.stock.serialise(sorted({line.sku for line in fact.lines}))
+    written_off = await uow.stock.lose(fact.shipment_id)
+    if not written_off or not fact.reship:
+        return []
+    order, generation = allocation.order, allocation.generation + 1
+    lost = tuple((r.sku, r.quantity) for r in written_off)
+    [outcome] = await _plan([request_for(order, lost)], uow, rules)
+    sourced_again = isinstance(outcome, Plan)
+    status, pending = after_failed_parcel(allocation.status, allocation.pending, lost, sourced_again)
+    if isinstance(outcome, Plan):
+        await uow.stock.reserve(reservations_for(fact.order_id, generation, outcome))
+    await uow.allocations.update([AllocationChange(fact.order_id, status, generation, pending)])
+    _count([outcome])
+    if isinstance(outcome, Shortage):
+        return [_backordered(fact.order_id, outcome)]
+    held = await uow.allocations.reservations([fact.order_id])
+    waiting = remainder(status, pending)
+    return [_allocated(fact.order_id, order, current_shipments(held.get(fact.order_id, [])), waiting=waiting)]
+
+
+def restock_id(return_id: str, sku: str) -> str:
+    """One stock adjustment per return and sku: a redelivered arrival restocks nothing twice."""
+    return f"return:{return_id}:{sku}"
+
+
+async def restock_return(fact: ReturnArrived, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """Resellable returned units go back on hand at the receiving location (once per return and
+    sku) and to waiting backorders, oldest first; damaged ones left the stock when they shipped and
+    stay written off."""
+    skus = sorted({line.sku for line in fact.restock})
+    await uow.stock.serialise(skus)
+    restocked = []
+    for line in fact.restock:
+        adjustment_id = restock_id(fact.return_id, line.sku)
+        level = await uow.stock.lock_level(line.sku, fact.location_id)
+        if await uow.stock.adjustment_applied(adjustment_id):
+            continue
+        applied = adjust(level, adjustment_id, delta=line.quantity, count=None, reason="returned")
+        assert not isinstance(applied, BelowReserved), "adding units never goes below reserved"
+        await uow.stock.apply(applied)
+        restocked.append(line.sku)
+    return await _allocate_waiting(sorted(restocked), uow, rules)
 
 
 async def request_cancel(fact: OrderCancelRequested, uow: AllocationUnit) -> list[Event]:

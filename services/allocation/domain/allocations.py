@@ -39,6 +39,8 @@ class ReservationStatus(StrEnum):
     SHIPPED = "shipped"
     FAILED = "failed"
     RELEASED = "released"
+    LOST = "lost"
+    """Shipped, then lost, damaged or returned to sender in transit: written off, no longer the order's."""
 
 
 HELD = frozenset({ReservationStatus.RESERVED, ReservationStatus.SHIPPED})

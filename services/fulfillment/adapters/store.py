@@ -7,12 +7,16 @@ none at all when it is given nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from uuid import UUID
 
 import asyncpg
 import orjson
 
 from libs.contracts.vocabulary import LocationKind, ShippingMethod
+from libs.platform.timer_worker import PgTimers
+from services.fulfillment.domain.pipelines import Refusal
+from services.fulfillment.domain.returns import Condition, ReceivedLine, Return, ReturnState, Terms
 from services.fulfillment.domain.shipments import Location, Order, Shipment
 
 ORDER_COLUMNS = "order_id, channel, shipping_method, lat, lon, progress, awaiting_resource"
@@ -42,6 +46,7 @@ def _shipment(row: asyncpg.Record) -> Shipment:
         row["stage_entered_at"],
         row["carrier"],
         row["tracking_number"],
+        row["carrier_eta"],
     )
 
 
@@ -103,7 +108,7 @@ class PgShipments:
             return []
         rows = await self._conn.fetch(
             "SELECT shipment_id, order_id, location_id, pipeline, stage, active, lines::text AS lines,"
-            " stage_entered_at, carrier, tracking_number"
+            " stage_entered_at, carrier, tracking_number, carrier_eta"
             " FROM shipments WHERE order_id = ANY($1::uuid[]) ORDER BY shipment_id",
             list(order_ids),
         )
@@ -114,10 +119,10 @@ class PgShipments:
             return
         await self._conn.execute(
             "INSERT INTO shipments (shipment_id, order_id, location_id, pipeline, stage, active, lines,"
-            " stage_entered_at, carrier, tracking_number)"
-            " SELECT s, o, l, p, st, a, li::jsonb, e, c, t FROM unnest($1::text[], $2::uuid[], $3::text[],"
-            " $4::text[], $5::text[], $6::bool[], $7::text[], $8::timestamptz[], $9::text[], $10::text[])"
-            " AS n(s, o, l, p, st, a, li, e, c, t)",
+            " stage_entered_at, carrier, tracking_number, carrier_eta)"
+            " SELECT s, o, l, p, st, a, li::jsonb, e, c, t, eta FROM unnest($1::text[], $2::uuid[], $3::text[],"
+            " $4::text[], $5::text[], $6::bool[], $7::text[], $8::timestamptz[], $9::text[], $10::text[],"
+            " $11::timestamptz[]) AS n(s, o, l, p, st, a, li, e, c, t, eta)",
             [s.shipment_id for s in shipments],
             [s.order_id for s in shipments],
             [s.location_id for s in shipments],
@@ -128,6 +133,7 @@ class PgShipments:
             [s.stage_entered_at for s in shipments],
             [s.carrier for s in shipments],
             [s.tracking_number for s in shipments],
+            [s.carrier_eta for s in shipments],
         )
 
     async def save(self, shipments: Sequence[Shipment]) -> None:
@@ -135,9 +141,10 @@ class PgShipments:
             return
         await self._conn.execute(
             "UPDATE shipments SET stage = n.stage, active = n.active, lines = n.lines::jsonb,"
-            " stage_entered_at = n.entered, carrier = n.carrier, tracking_number = n.tracking"
+            " stage_entered_at = n.entered, carrier = n.carrier, tracking_number = n.tracking,"
+            " carrier_eta = n.eta"
             " FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::timestamptz[], $6::text[],"
-            " $7::text[]) AS n(shipment_id, stage, active, lines, entered, carrier, tracking)"
+            " $7::text[], $8::timestamptz[]) AS n(shipment_id, stage, active, lines, entered, carrier, tracking, eta)"
             " WHERE shipments.shipment_id = n.shipment_id",
             [s.shipment_id for s in shipments],
             [s.stage for s in shipments],
@@ -146,6 +153,7 @@ class PgShipments:
             [s.stage_entered_at for s in shipments],
             [s.carrier for s in shipments],
             [s.tracking_number for s in shipments],
+            [s.carrier_eta for s in shipments],
         )
 
 
@@ -204,6 +212,101 @@ class PgAppliedUpdates:
         )
 
 
+class PgOrderTerms:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def keep(self, terms: Sequence[Terms]) -> None:
+        if not terms:
+            return
+        await self._conn.execute(
+            "INSERT INTO order_terms (order_id, currency, payment_reference, prices, shipping_price)"
+            " SELECT o, c, r, p::jsonb, s FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],"
+            " $5::numeric[]) AS t(o, c, r, p, s) ON CONFLICT (order_id) DO NOTHING",
+            [t.order_id for t in terms],
+            [t.currency for t in terms],
+            [t.payment_reference for t in terms],
+            [orjson.dumps({k: str(v) for k, v in t.prices.items()}).decode() for t in terms],
+            [t.shipping_price for t in terms],
+        )
+
+    async def of(self, order_id: UUID) -> Terms | None:
+        row = await self._conn.fetchrow(
+            "SELECT currency, payment_reference, prices::text AS prices, shipping_price"
+            " FROM order_terms WHERE order_id = $1",
+            order_id,
+        )
+        if row is None:
+            return None
+        prices = {k: Decimal(v) for k, v in orjson.loads(row["prices"]).items()}
+        return Terms(order_id, row["currency"], row["payment_reference"], prices, row["shipping_price"])
+
+
+RETURN_COLUMNS = (
+    "return_id, order_id, state, lines::text AS lines, refusal_code, refusal_message,"
+    " location_id, received::text AS received"
+)
+
+
+def _return(row: asyncpg.Record) -> Return:
+    refusal = None
+    if row["refusal_code"] is not None:
+        refusal = Refusal(row["refusal_code"], row["refusal_message"] or "")
+    return Return(
+        row["return_id"],
+        row["order_id"],
+        ReturnState(row["state"]),
+        orjson.loads(row["lines"]),
+        refusal,
+        row["location_id"],
+        tuple(ReceivedLine(sku, q, Condition(c)) for sku, q, c in orjson.loads(row["received"])),
+    )
+
+
+def _received(ret: Return) -> str:
+    return orjson.dumps([[r.sku, r.quantity, r.condition.value] for r in ret.received]).decode()
+
+
+class PgReturns:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def get(self, return_id: str) -> Return | None:
+        row = await self._conn.fetchrow(
+            f"SELECT {RETURN_COLUMNS} FROM returns WHERE return_id = $1", return_id
+        )
+        return None if row is None else _return(row)
+
+    async def of_order(self, order_id: UUID) -> list[Return]:
+        rows = await self._conn.fetch(
+            f"SELECT {RETURN_COLUMNS} FROM returns WHERE order_id = $1 ORDER BY return_id", order_id
+        )
+        return [_return(r) for r in rows]
+
+    async def add(self, ret: Return) -> bool:
+        added = await self._conn.fetchval(
+            "INSERT INTO returns (return_id, order_id, state, lines, refusal_code, refusal_message)"
+            " VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT (return_id) DO NOTHING RETURNING true",
+            ret.return_id,
+            ret.order_id,
+            ret.state.value,
+            orjson.dumps(dict(ret.lines)).decode(),
+            ret.refusal.code if ret.refusal else None,
+            ret.refusal.message if ret.refusal else None,
+        )
+        return bool(added)
+
+    async def save(self, ret: Return) -> None:
+        await self._conn.execute(
+            "UPDATE returns SET state = $2, location_id = $3, received = $4::jsonb,"
+            " received_at = CASE WHEN $2 = 'received' THEN now() ELSE received_at END WHERE return_id = $1",
+            ret.return_id,
+            ret.state.value,
+            ret.location_id,
+            _received(ret),
+        )
+
+
 class PgFulfillmentUnit:
     """Fulfillment's ports on one connection, for one transaction."""
 
@@ -212,3 +315,6 @@ class PgFulfillmentUnit:
         self.shipments = PgShipments(conn)
         self.locations = PgLocations(conn)
         self.updates = PgAppliedUpdates(conn)
+        self.terms = PgOrderTerms(conn)
+        self.returns = PgReturns(conn)
+        self.timers = PgTimers(conn)

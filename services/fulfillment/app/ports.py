@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 from uuid import UUID
 
+from libs.platform.timers import Timers
+from services.fulfillment.domain.returns import Return, Terms
 from services.fulfillment.domain.shipments import Location, Order, Shipment
 
 
@@ -69,6 +71,34 @@ class AppliedUpdates(Protocol):
         ...
 
 
+class OrderTerms(Protocol):
+    """What each order's customer paid, kept from its first allocation for refunds."""
+
+    async def keep(self, terms: Sequence[Terms]) -> None:
+        """Insert the terms of orders not seen before; known ones keep theirs (prices do not change)."""
+        ...
+
+    async def of(self, order_id: UUID) -> Terms | None: ...
+
+
+class Returns(Protocol):
+    """Returns by return id. Read under the lock of their order (``Orders.lock``)."""
+
+    async def get(self, return_id: str) -> Return | None: ...
+
+    async def of_order(self, order_id: UUID) -> list[Return]:
+        """Every return of the order, by return id."""
+        ...
+
+    async def add(self, ret: Return) -> bool:
+        """Record a decided return; False when its id was decided before (a repeat: change nothing)."""
+        ...
+
+    async def save(self, ret: Return) -> None:
+        """A known return's state, receiving location and received lines."""
+        ...
+
+
 class FulfillmentUnit(Protocol):
     """One transaction's view of fulfillment's storage."""
 
@@ -83,3 +113,14 @@ class FulfillmentUnit(Protocol):
 
     @property
     def updates(self) -> AppliedUpdates: ...
+
+    @property
+    def terms(self) -> OrderTerms: ...
+
+    @property
+    def returns(self) -> Returns: ...
+
+    @property
+    def timers(self) -> Timers:
+        """Stage deadlines, scheduled in the transaction that moves the shipment."""
+        ...

@@ -8,8 +8,9 @@ use case reads what a batch needs at once, applies the rules in order in memory,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Literal
 from uuid import UUID
 
@@ -23,18 +24,25 @@ from libs.contracts.lifecycle import (
     OrderCancelRefused,
     OrderFulfillmentProgressed,
     ShipmentFailed,
+    ShipmentLost,
     ShipmentShipped,
 )
 from libs.contracts.orders import Reason, ShipmentLine
 from libs.contracts.orders import Shipment as PublicShipment
+from libs.contracts.refunds import RefundLine, RefundRequested
+from libs.contracts.sla import SlaBreached
 from libs.platform import metrics
 from libs.platform.records import Rejected
+from libs.platform.timers import Timer
 from services.fulfillment.app.config import load_pipelines
 from services.fulfillment.app.ports import FulfillmentUnit
+from services.fulfillment.app.returns import terms_of
 from services.fulfillment.domain.pipelines import FAILED, MoveKind, PipelineConfig, Progress, Refusal
+from services.fulfillment.domain.returns import Terms
 from services.fulfillment.domain.shipments import (
     Lines,
     Location,
+    Lost,
     Order,
     Parcel,
     Shipment,
@@ -43,8 +51,18 @@ from services.fulfillment.domain.shipments import (
     expected_delivery,
     plan_cancel,
     receive_allocation,
+    report_exception,
     report_stage,
     visible,
+)
+from services.fulfillment.domain.sla import (
+    SHIP_BY,
+    STAGE_SLA,
+    Deadline,
+    deadline,
+    is_late,
+    missed_ship_by,
+    ship_by,
 )
 
 __all__ = [
@@ -52,6 +70,8 @@ __all__ = [
     "decide_cancel",
     "load_pipelines",  # `baton pipelines` and the packaging test read the config through here
     "receive_allocations",
+    "ship_by_missed",
+    "stage_late",
     "update_location",
 ]
 
@@ -135,6 +155,7 @@ def report_of(update: FulfillmentUpdate) -> StageReport:
         update.carrier,
         update.tracking_number,
         update.note,
+        update.eta,
     )
 
 
@@ -143,6 +164,83 @@ def by_order(shipments: Iterable[Shipment]) -> dict[UUID, dict[str, Shipment]]:
     for s in shipments:
         grouped.setdefault(s.order_id, {})[s.shipment_id] = s
     return grouped
+
+
+async def schedule_deadlines(
+    shipments: Iterable[Shipment], uow: FulfillmentUnit, config: PipelineConfig
+) -> None:
+    """Each shipment that entered a stage with an SLA gets its deadline (replacing the one of its
+    previous stage); one whose stage has none keeps the old timer, which finds it moved on."""
+    for s in shipments:
+        if (due := deadline(s, config)) is not None:
+            await uow.timers.schedule(Timer(STAGE_SLA, s.shipment_id, due.due_at, due.payload()))
+
+
+async def schedule_ship_by(
+    shipments: Iterable[Shipment], uow: FulfillmentUnit, config: PipelineConfig
+) -> None:
+    """Each shipment entering a pipeline with a ship-by cut-off gets that deadline."""
+    for s in shipments:
+        if (due := ship_by(s, config)) is not None:
+            await uow.timers.schedule(Timer(SHIP_BY, s.shipment_id, due.due_at, due.payload()))
+
+
+async def stage_late(timer: Timer, uow: FulfillmentUnit, config: PipelineConfig) -> list[Event]:
+    """A stage deadline passed: if the shipment is still in that stage, report the breach once and
+    re-publish the order's progress with the ETA re-computed as if the late stage ended now."""
+    return await _breached(timer, uow, config, lambda s, due: is_late(s, due), "stage")
+
+
+async def ship_by_missed(timer: Timer, uow: FulfillmentUnit, config: PipelineConfig) -> list[Event]:
+    """A ship-by cut-off passed: if the shipment is still short of the ship point, report it once
+    (``stage`` = where it is) and re-publish the order's progress with the ETA re-computed."""
+    return await _breached(timer, uow, config, lambda s, due: missed_ship_by(s, config), "ship_by")
+
+
+async def _breached(
+    timer: Timer,
+    uow: FulfillmentUnit,
+    config: PipelineConfig,
+    late: Callable[[Shipment, Deadline], bool],
+    sla: Literal["stage", "ship_by"],
+) -> list[Event]:
+    due = Deadline.of(timer.key, dict(timer.payload))
+    orders = await uow.orders.lock_by_shipment([timer.key])
+    if not orders:
+        return []
+    [(order_id, order)] = orders.items()
+    shipments = await uow.shipments.of_orders([order_id])
+    shipment = next((s for s in shipments if s.shipment_id == timer.key), None)
+    if shipment is None or not late(shipment, due):
+        return []
+    now = datetime.now(UTC)
+    locations = await uow.locations.of(sorted({s.location_id for s in shipments}))
+    eta = expected_delivery(order, shipments, locations, config, now)
+    metrics.count(metrics.SLA_BREACHES, shipment.pipeline, shipment.stage)
+    events: list[Event] = [
+        SlaBreached(
+            order_id=order_id,
+            shipment_id=shipment.shipment_id,
+            pipeline=shipment.pipeline,
+            stage=shipment.stage,
+            sla=sla,
+            sla_hours=due.sla_hours,
+            stage_entered_at=due.entered_at,
+            due_at=due.due_at,
+            overdue_seconds=max((now - due.due_at).total_seconds(), 0.0),
+            eta=eta,
+        )
+    ]
+    if order.progress in ("in_fulfillment", "partially_shipped", "shipped"):
+        events.append(
+            OrderFulfillmentProgressed(
+                order_id=order_id,
+                status=order.progress,
+                shipments=[public(s) for s in visible(shipments, config)],
+                eta=eta,
+            )
+        )
+    return events
 
 
 async def update_location(update: LocationUpdated, uow: FulfillmentUnit) -> list[Event]:
@@ -195,13 +293,24 @@ async def receive_allocations(
             "locations unknown to fulfillment; treated as warehouses", extra={"location_ids": unknown}
         )
     await uow.orders.save(list(orders.values()))
+    await uow.terms.keep([terms_of(fact) for fact in allocated])
     await uow.shipments.add(list(added.values()))
+    await schedule_deadlines(added.values(), uow, config)
+    await schedule_ship_by(added.values(), uow, config)
     await uow.shipments.save(list(changed.values()))
     return results
 
 
+def always_reship(channel: str) -> bool:
+    """The packaged default of `in_transit_exception`: a parcel lost in transit is re-shipped."""
+    return True
+
+
 async def apply_updates(
-    updates: Sequence[FulfillmentUpdate], uow: FulfillmentUnit, config: PipelineConfig
+    updates: Sequence[FulfillmentUpdate],
+    uow: FulfillmentUnit,
+    config: PipelineConfig,
+    reships: Callable[[str], bool] = always_reship,
 ) -> list[list[Event] | Rejected]:
     """Move shipments along their pipelines; a refused move is dead-lettered with its reason (and
     its update id recorded, so a repeat of it changes nothing either). The orders of the batch's
@@ -230,6 +339,31 @@ async def apply_updates(
             continue
         fresh.discard(update.update_id)
         shipments = book[order_id]
+        if update.exception is not None:
+            reship = reships(orders[order_id].channel)
+            lost = report_exception(
+                orders[order_id], list(shipments.values()), update.shipment_id, reship, config
+            )
+            terms = None if reship else await uow.terms.of(order_id)
+            if not reship and terms is None:
+                lost = Refusal("unknown_terms", f"fulfillment kept no prices for order {order_id}")
+            if isinstance(lost, Refusal):
+                outcomes[update.update_id] = lost.code
+                results.append(Rejected(lost.code, lost.message))
+                continue
+            outcomes[update.update_id] = f"exception:{update.exception.value}"
+            shipments[lost.shipment.shipment_id] = saved[lost.shipment.shipment_id] = lost.shipment
+            if lost.order != orders[order_id]:
+                orders[order_id] = progressed_orders[order_id] = lost.order
+            caused = in_transit_exception(lost, update.exception.value, terms)
+            if lost.progress is not None:
+                if locations is None:
+                    locations = await uow.locations.of(
+                        sorted({s.location_id for shipments in book.values() for s in shipments.values()})
+                    )
+                caused.append(progressed(lost.order, lost.progress, lost.shipments, locations, config))
+            results.append(caused)
+            continue
         decision = report_stage(orders[order_id], list(shipments.values()), report_of(update), config)
         if isinstance(decision, Refusal):
             outcomes[update.update_id] = decision.code
@@ -253,6 +387,8 @@ async def apply_updates(
                     reason=reason,
                 ),
             ]
+        elif move.kind is MoveKind.STAYED:
+            events = []
         else:
             events = [stage_changed(shipment, move.from_stage, move.to_stage, "moved")]
             if move.kind is MoveKind.LEFT:
@@ -266,19 +402,61 @@ async def apply_updates(
                         lines=contract_lines(shipment.lines),
                     )
                 )
-        if decision.progress is not None:
+        progress = decision.progress
+        if progress is None and decision.eta_changed and decision.order.progress is not None:
+            progress = decision.order.progress  # the same status, announced again with the carrier's ETA
+        if progress is not None:
             if locations is None:  # read once, and only for a batch in which some order progressed
                 locations = await uow.locations.of(
                     sorted({s.location_id for shipments in book.values() for s in shipments.values()})
                 )
-            events.append(
-                progressed(decision.order, decision.progress, decision.shipments, locations, config)
-            )
+            events.append(progressed(decision.order, progress, decision.shipments, locations, config))
         results.append(events)
     await uow.shipments.save(list(saved.values()))
+    await schedule_deadlines(saved.values(), uow, config)
     await uow.orders.save(list(progressed_orders.values()))
     await uow.updates.record(outcomes)
     return results
+
+
+def in_transit_exception(lost: Lost, exception: str, terms: Terms | None) -> list[Event]:
+    """The parcel leaves its pipeline (a public `left` stage event, with the exception as reason);
+    allocation writes its units off and, re-shipping (no ``terms``), sources them again; refunding,
+    payments is asked for the price of its units (``terms``: what the customer paid)."""
+    s = lost.shipment
+    events: list[Event] = [
+        stage_changed(s, s.stage, None, "left", reason=exception),
+        ShipmentLost(
+            order_id=s.order_id,
+            shipment_id=s.shipment_id,
+            location_id=s.location_id,
+            lines=contract_lines(s.lines),
+            exception=exception,
+            reship=terms is None,
+        ),
+    ]
+    if terms is None:
+        return events
+    lines = [
+        RefundLine(sku=sku, quantity=q, unit_price=terms.prices[sku], amount=terms.prices[sku] * q)
+        for sku, q in sorted(s.lines.items())
+        if q > 0 and sku in terms.prices
+    ]
+    amount = sum((line.amount for line in lines), Decimal(0))
+    events.append(
+        RefundRequested(
+            refund_id=f"lost:{s.shipment_id}",
+            order_id=s.order_id,
+            cause="in_transit_exception",
+            shipment_id=s.shipment_id,
+            payment_reference=terms.payment_reference,
+            currency=terms.currency,
+            lines=lines,
+            shipping=Decimal(0),
+            amount=amount,
+        )
+    )
+    return events
 
 
 async def decide_cancel(

@@ -24,6 +24,8 @@ from enum import Enum
 from typing import Any, Literal
 
 FAILED = "failed"
+EXCEPTION = "exception"
+"""Reserved like `failed`: a carrier's in-transit exception (lost, damaged, returned to sender)."""
 
 Progress = Literal["in_fulfillment", "partially_shipped", "shipped", "delivered"]
 """Where an order stands in fulfillment as a whole (the words of ``OrderStatus`` it can announce)."""
@@ -33,6 +35,8 @@ Progress = Literal["in_fulfillment", "partially_shipped", "shipped", "delivered"
 class Stage:
     name: str
     hours: float
+    sla_hours: float | None = None
+    """A shipment in this stage longer than this is late (an SLA breach); None: no deadline."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class Pipeline:
     stages: tuple[Stage, ...]
     ships_at: str
     select: Mapping[str, str] = field(default_factory=dict)
+    ship_by_hours: float | None = None
+    """A shipment that has not reached `ships_at` this long after entering the pipeline is late."""
 
     @property
     def first(self) -> str:
@@ -90,19 +96,36 @@ class PipelineConfig:
         raise LookupError(f"no pipeline named {name!r} in the pipelines config")
 
 
+def _deadline(where: str, value: Any) -> float | None:
+    """A deadline in hours (`sla_hours`, `ship_by_hours`): absent, or a positive number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{where} must be a positive number")
+    return float(value)
+
+
 def parse_config(raw: Mapping[str, Any]) -> PipelineConfig:
     """Build a config from its YAML form, refusing ones that could not work."""
     pipelines = []
     for p in raw["pipelines"]:
-        stages = tuple(Stage(s["name"], float(s.get("hours", 0))) for s in p["stages"])
+        stages = tuple(
+            Stage(
+                s["name"],
+                float(s.get("hours", 0)),
+                _deadline(f"pipeline {p['name']}, stage {s['name']}: sla_hours", s.get("sla_hours")),
+            )
+            for s in p["stages"]
+        )
         names = [s.name for s in stages]
-        if len(stages) < 2 or len(set(names)) != len(names) or FAILED in names:
+        if len(stages) < 2 or len(set(names)) != len(names) or FAILED in names or EXCEPTION in names:
             raise ValueError(
-                f"pipeline {p['name']}: needs two or more distinct stages, none named {FAILED!r}"
+                f"pipeline {p['name']}: needs two or more distinct stages, none named {FAILED!r} or {EXCEPTION!r}"
             )
         if p["ships_at"] not in names:
             raise ValueError(f"pipeline {p['name']}: ships_at {p['ships_at']!r} is not one of its stages")
-        pipelines.append(Pipeline(p["name"], stages, p["ships_at"], dict(p.get("select") or {})))
+        ship_by = _deadline(f"pipeline {p['name']}: ship_by_hours", p.get("ship_by_hours"))
+        pipelines.append(Pipeline(p["name"], stages, p["ships_at"], dict(p.get("select") or {}), ship_by))
     if not pipelines or pipelines[-1].select:
         raise ValueError(
             "the last pipeline must select everything (an empty `select`) so no shipment is left out"
@@ -114,6 +137,7 @@ class MoveKind(Enum):
     MOVED = "moved"
     LEFT = "left"  # reached the last stage
     FAILED = "failed"
+    STAYED = "stayed"  # a carrier's new ETA, no move
 
 
 @dataclass(frozen=True)
@@ -168,9 +192,19 @@ def order_progress(shipments: Sequence[ShipmentState], awaiting_resource: bool =
 
 
 def eta(
-    pipeline: Pipeline, stage: str, since: datetime, distance_km: float | None, km_per_day: float
+    pipeline: Pipeline,
+    stage: str,
+    since: datetime,
+    distance_km: float | None,
+    km_per_day: float,
+    now: datetime | None = None,
 ) -> datetime:
-    """Remaining hours of this and later stages, plus transit time for the distance."""
-    remaining = sum(s.hours for s in pipeline.stages[pipeline.index(stage) :])
+    """Remaining hours of this and later stages, plus transit time for the distance. Given ``now``,
+    a stage that is running late is taken to end now, not when it should have."""
+    at = pipeline.index(stage)
+    current_ends = since + timedelta(hours=pipeline.stages[at].hours)
+    if now is not None and now > current_ends:
+        current_ends = now
+    later = sum(s.hours for s in pipeline.stages[at + 1 :])
     transit_days = (distance_km or 0.0) / km_per_day
-    return since + timedelta(hours=remaining) + timedelta(days=math.ceil(transit_days * 4) / 4)
+    return current_ends + timedelta(hours=later) + timedelta(days=math.ceil(transit_days * 4) / 4)

@@ -10,7 +10,8 @@ Rules in words:
   without them clears that. Every allocation makes the order `allocated` again at intake, so its
   progress is announced afresh.
 - A stage report moves its shipment forward only (``pipelines.advance``); the move that reaches
-  the ship point ships the parcel. A failed parcel leaves its pipeline and its order awaits
+  the ship point ships the parcel. A carrier's ETA (with a move, or alone with the current stage)
+  replaces the estimate for that shipment and announces the order's progress again. A failed parcel leaves its pipeline and its order awaits
   resources until allocation sources the lines again.
 - The order's progress (``pipelines.order_progress``) is announced whenever it changes, with the
   shipments a customer can see (in a pipeline, or delivered) and the latest of their ETAs.
@@ -92,6 +93,8 @@ class Shipment:
     stage_entered_at: datetime
     carrier: str | None = None
     tracking_number: str | None = None
+    carrier_eta: datetime | None = None
+    """The carrier's expected delivery: replaces Baton's estimate for this shipment once given."""
 
 
 @dataclass(frozen=True)
@@ -126,10 +129,16 @@ def visible(shipments: Sequence[Shipment], config: PipelineConfig) -> list[Shipm
 
 
 def expected_delivery(
-    order: Order, shipments: Sequence[Shipment], locations: Mapping[str, Location], config: PipelineConfig
+    order: Order,
+    shipments: Sequence[Shipment],
+    locations: Mapping[str, Location],
+    config: PipelineConfig,
+    now: datetime | None = None,
 ) -> datetime | None:
     """When the last parcel still in a pipeline should arrive: its remaining stage hours plus the
-    transit from its location to the customer (no transit when either position is unknown)."""
+    transit from its location to the customer (no transit when either position is unknown), or the
+    carrier's ETA where one was given. Given ``now``, a parcel late in its stage is taken to leave
+    that stage now."""
     etas = []
     for s in shipments:
         if not s.active:
@@ -144,7 +153,12 @@ def expected_delivery(
             and order.lon is not None
         ):
             km = distance_km(here.lat, here.lon, order.lat, order.lon)
-        etas.append(eta(config.get(s.pipeline), s.stage, s.stage_entered_at, km, config.transit_km_per_day))
+        if s.carrier_eta is not None:
+            etas.append(s.carrier_eta)
+            continue
+        etas.append(
+            eta(config.get(s.pipeline), s.stage, s.stage_entered_at, km, config.transit_km_per_day, now)
+        )
     return max(etas, default=None)
 
 
@@ -215,6 +229,8 @@ class StageReport:
     carrier: str | None = None
     tracking_number: str | None = None
     note: str | None = None
+    eta: datetime | None = None
+    """The carrier's expected delivery, if it gave one."""
 
 
 @dataclass(frozen=True)
@@ -231,6 +247,8 @@ class Reported:
     shipped: bool
     """The move reached the ship point: the parcel left its location."""
     progress: Progress | None
+    eta_changed: bool = False
+    """The carrier gave a new ETA: the order's progress is announced again with it."""
 
 
 def report_stage(
@@ -239,6 +257,12 @@ def report_stage(
     """Move the reported shipment (one of ``shipments``, the order's) forward, or say why not."""
     before = next(s for s in shipments if s.shipment_id == report.shipment_id)
     pipeline = config.get(before.pipeline)
+    eta_changed = report.eta is not None and report.eta != before.carrier_eta
+    if report.stage == before.stage and before.active and report.eta is not None:
+        after = replace(before, carrier_eta=report.eta)
+        now = by_shipment_id(after if s.shipment_id == after.shipment_id else s for s in shipments)
+        stayed = Move(MoveKind.STAYED, before.stage, before.stage)
+        return Reported(order, before, after, now, stayed, False, None, eta_changed)
     move = advance(pipeline, before.stage, report.stage, active=before.active)
     if isinstance(move, Refusal):
         return move
@@ -253,11 +277,42 @@ def report_stage(
             active=move.kind is not MoveKind.LEFT,
             carrier=report.carrier or before.carrier,
             tracking_number=report.tracking_number or before.tracking_number,
+            carrier_eta=report.eta or before.carrier_eta,
         )
     now = by_shipment_id(after if s.shipment_id == after.shipment_id else s for s in shipments)
     shipped = move.kind is not MoveKind.FAILED and pipeline.ships_between(move.from_stage, move.to_stage)
     order, progress = announce(order, now, config)
-    return Reported(order, before, after, now, move, shipped, progress)
+    return Reported(order, before, after, now, move, shipped, progress, eta_changed and after.active)
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A carrier's exception applied: the parcel is out of its pipeline, its order's progress."""
+
+    order: Order
+    shipment: Shipment
+    shipments: tuple[Shipment, ...]
+    progress: Progress | None
+
+
+def report_exception(
+    order: Order, shipments: Sequence[Shipment], shipment_id: str, reship: bool, config: PipelineConfig
+) -> Lost | Refusal:
+    """A parcel that shipped and is not delivered will not arrive: it leaves its pipeline. Re-shipped,
+    its order awaits the replacement (allocation sources it again); refunded, the order goes on with
+    the parcels it has left."""
+    before = next(s for s in shipments if s.shipment_id == shipment_id)
+    if not before.active or not config.get(before.pipeline).has_shipped(before.stage):
+        where = "delivered or out of its pipeline" if not before.active else f"at {before.stage!r}"
+        return Refusal(
+            "not_in_transit", f"{shipment_id} has not shipped or is no longer on its way ({where})"
+        )
+    after = replace(before, active=False)
+    now = by_shipment_id(after if s.shipment_id == shipment_id else s for s in shipments)
+    order, progress = announce(
+        replace(order, awaiting_resource=order.awaiting_resource or reship), now, config
+    )
+    return Lost(order, after, now, progress)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import assert_never
+from typing import Any, assert_never
 from uuid import UUID
 
 from libs.contracts.envelope import Event, utcnow
@@ -38,6 +38,7 @@ from libs.contracts.orders import (
     Shipment,
 )
 from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
+from libs.contracts.returns import OrderReturned
 from libs.contracts.vocabulary import OrderStatus
 from libs.platform import metrics
 from libs.platform.erasures import applied
@@ -64,6 +65,7 @@ StatusFact = (
     | OrderCancelled
     | OrderCancelRefused
     | OrderFulfillmentProgressed
+    | OrderReturned
 )
 STATUS_FACTS = (
     OrderValidated,
@@ -74,6 +76,7 @@ STATUS_FACTS = (
     OrderCancelled,
     OrderCancelRefused,
     OrderFulfillmentProgressed,
+    OrderReturned,
 )
 """The facts intake turns into statuses and cancellation outcomes: everything on its facts topic."""
 
@@ -83,6 +86,18 @@ def details_of(submitted: OrderSubmitted) -> OrderDetails:
     fingerprinted, stored and carried on `order.received`. Its fields are validated already."""
     return OrderDetails.model_construct(
         **{name: getattr(submitted, name) for name in OrderDetails.model_fields}
+    )
+
+
+ADDED_LATER = ("shipping_price",)
+"""Order fields added after orders were first fingerprinted: left out of the digest while a channel
+does not give them, so the retry of an order submitted before the upgrade is still a retry."""
+
+
+def fingerprinted(order: OrderDetails) -> dict[str, Any]:
+    """What the fingerprint is taken of: the order as placed, without later fields it does not use."""
+    return order.model_dump(
+        mode="json", exclude={name for name in ADDED_LATER if getattr(order, name) is None}
     )
 
 
@@ -127,7 +142,7 @@ async def record_submissions(
     keyed: list[tuple[UUID, str]] = []
     for order in details:
         new = receive(order.channel, order.external_id)
-        digest = fingerprint(order.model_dump(mode="json"))
+        digest = fingerprint(fingerprinted(order))
         keyed.append((new.order_id, digest))
         if new.order_id not in firsts:
             firsts[new.order_id] = NewOrder(kept(order, erasures), digest, status_changed(new))
@@ -178,7 +193,8 @@ def proposed_status(
     | OrderAllocated
     | OrderBackordered
     | OrderCancelled
-    | OrderFulfillmentProgressed,
+    | OrderFulfillmentProgressed
+    | OrderReturned,
 ) -> Proposal:
     """What each fact means to the customer. An allocation that leaves lines waiting for stock
     (a failed parcel that could not be sourced again) is a backorder, with a reason per line."""
@@ -203,6 +219,10 @@ def proposed_status(
             return Proposal(OrderStatus.CANCELLED, reasons)
         case OrderFulfillmentProgressed(status=status, shipments=shipments, eta=eta):
             return Proposal(OrderStatus(status), (), shipments, eta)
+        case OrderReturned(status=status, return_id=return_id, lines=lines):
+            units = ", ".join(f"{line.quantity} x {line.sku}" for line in lines)
+            reason = Reason(code="returned", message=f"return {return_id} received: {units}")
+            return Proposal(OrderStatus(status), [reason])
         case _:
             assert_never(fact)
 

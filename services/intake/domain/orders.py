@@ -64,7 +64,7 @@ def classify_submissions(
     return verdicts
 
 
-TERMINAL = frozenset({OrderStatus.REJECTED, OrderStatus.DELIVERED, OrderStatus.CANCELLED})
+TERMINAL = frozenset({OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.RETURNED})
 
 # Which status may follow which. `allocated -> allocated` is a new allocation (partial
 # cancellation, re-sourcing); `in_fulfillment -> allocated` is re-sourcing after a failed
@@ -87,10 +87,13 @@ NEXT: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.PARTIALLY_SHIPPED: frozenset(
         {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED}
     ),
-    OrderStatus.SHIPPED: frozenset({OrderStatus.DELIVERED}),
+    # `shipped -> shipped`: the same status with news (an ETA re-computed because a stage is late).
+    OrderStatus.SHIPPED: frozenset({OrderStatus.SHIPPED, OrderStatus.DELIVERED}),
     OrderStatus.REJECTED: frozenset(),
-    OrderStatus.DELIVERED: frozenset(),
+    OrderStatus.DELIVERED: frozenset({OrderStatus.PARTIALLY_RETURNED, OrderStatus.RETURNED}),
     OrderStatus.CANCELLED: frozenset(),
+    OrderStatus.PARTIALLY_RETURNED: frozenset({OrderStatus.PARTIALLY_RETURNED, OrderStatus.RETURNED}),
+    OrderStatus.RETURNED: frozenset(),
 }
 
 
@@ -100,9 +103,12 @@ STILL_SHIPPING = frozenset({OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, Orde
 def as_seen_by_customer(current: OrderStatus, proposed: OrderStatus) -> OrderStatus:
     """Once part of an order has left, it is `partially_shipped` until every part has: a part
     sourced again (allocated), waiting for stock (backordered) or back in a pipeline never makes
-    the order look as if nothing had shipped."""
+    the order look as if nothing had shipped. Likewise a `shipped` order stays `shipped` while the
+    replacement of a parcel lost in transit is sourced and prepared (with the new shipments)."""
     if current is OrderStatus.PARTIALLY_SHIPPED and proposed in STILL_SHIPPING:
         return OrderStatus.PARTIALLY_SHIPPED
+    if current is OrderStatus.SHIPPED and proposed in STILL_SHIPPING | {OrderStatus.PARTIALLY_SHIPPED}:
+        return OrderStatus.SHIPPED
     return proposed
 
 
@@ -152,7 +158,12 @@ def cancel_refusal(status: OrderStatus) -> CancelRefusal | None:
     """Refuse what is clearly too late: an order that has wholly shipped, or one that is already
     final. Anything else (partially shipped included: its remainder may still be cancellable) is
     for allocation and fulfillment to decide."""
-    if status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED):
+    if status in (
+        OrderStatus.SHIPPED,
+        OrderStatus.DELIVERED,
+        OrderStatus.PARTIALLY_RETURNED,
+        OrderStatus.RETURNED,
+    ):
         return CancelRefusal("already_shipped", f"the order is {status}")
     if status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
         return CancelRefusal("already_final", f"the order is {status}")

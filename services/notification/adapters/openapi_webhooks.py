@@ -2,7 +2,8 @@
 
 One entry per event a subscription can name (``baton webhooks add --events``): ``order.<status>``
 for every order status, and ``stage.entered:{stage}`` / ``stage.left:{stage}`` for the stages of
-fulfillment's pipelines (configuration, so one entry each stands for every stage). The body is
+fulfillment's pipelines (configuration, so one entry each stands for every stage), and
+``shipment.late`` for a stage deadline missed. The body is
 ``{"type", "timestamp", "data"}`` (``domain/webhooks.py``), ``data`` being the public event's own
 JSON; every POST carries the Standard Webhooks headers. A contract test validates the document
 and checks real bodies against these schemas.
@@ -14,6 +15,7 @@ from typing import Any
 
 from libs.contracts.fulfillment import StageChanged
 from libs.contracts.orders import OrderStatusChanged
+from libs.contracts.sla import SlaBreached
 from libs.contracts.vocabulary import OrderStatus
 from services.notification.domain import webhooks
 
@@ -100,8 +102,11 @@ def _schemas() -> dict[str, Any]:
             r"^stage\.(entered|left):.+$",
             StageChanged.__name__,
         ),
+        "ShipmentLateWebhook": _body(
+            "late shipment", "`shipment.late`", r"^shipment\.late$", SlaBreached.__name__
+        ),
     }
-    for model in (OrderStatusChanged, StageChanged):
+    for model in (OrderStatusChanged, StageChanged, SlaBreached):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -147,6 +152,14 @@ def _webhooks() -> dict[str, Any]:
                 ]
             },
         )
+    found[webhooks.SHIPMENT_LATE] = _webhook(
+        webhooks.SHIPMENT_LATE,
+        "A shipment missed its stage deadline",
+        "Sent to subscriptions naming `shipment.late` (or `*`) once per shipment and stage visit, when a "
+        "shipment stayed in a stage longer than the stage's `sla_hours` (`fulfillment.sla-breaches.v1`). "
+        "`data` is that breach event, with how late it was and the re-computed ETA.",
+        {"$ref": "#/components/schemas/ShipmentLateWebhook"},
+    )
     return found
 
 

@@ -255,7 +255,7 @@ class DeliveryWorker:
             "order_id": str(email.order_id),
         }
         to = emails.recipient(email.email)
-        text = self._templates.render(email.status, values)
+        text = self._templates.render(emails.template_of(email.status), values)
         return Mail(
             message_id=emails.message_id(email.order_id, email.status),
             sender=self._email_policy.sender,

@@ -18,6 +18,8 @@ from libs.contracts.lifecycle import OrderReceived
 from libs.contracts.notification import ApiKeyChanged, RedeliveryRequested, WebhookSubscriptionChanged
 from libs.contracts.orders import OrderStatusChanged
 from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
+from libs.contracts.returns import ReturnStatusChanged
+from libs.contracts.sla import SlaBreached
 from libs.platform.erasures import Erased, applied
 from libs.platform.records import Rejected
 from services.notification.app.egress import EgressGuard
@@ -190,7 +192,8 @@ async def record_status_changes(
         )
         if change.status in emails.EMAIL_STATUSES:
             tracking = emails.tracking(s.tracking_number for s in change.shipments)
-            to_send.append(NewEmail(change.order_id, change.status.value, {"tracking": tracking}))
+            context = {"tracking": tracking, "eta": emails.expected(change.eta)}
+            to_send.append(NewEmail(change.order_id, change.status.value, context))
         timeline.append(TimelineEntry(change.order_id, "status", data, change.occurred_at))
         views[change.order_id] = fold_status(views.get(change.order_id), view_of(change))
     if deliveries:
@@ -242,3 +245,39 @@ async def record_stage_changes(changes: Sequence[StageChanged], uow: Notificatio
     if timeline:
         await uow.read_model.record_stages(list(stages.values()), timeline)
     return [[] for _ in changes]
+
+
+async def record_return_changes(
+    changes: Sequence[ReturnStatusChanged], uow: NotificationUnit
+) -> list[list[Event]]:
+    """The customer's e-mails about returns, set-based: one when a return is authorized, one when it
+    was received and its refund requested (each once per return, whatever is redelivered)."""
+    to_send: list[NewEmail] = []
+    for change in changes:
+        key = emails.return_email(change.status.value, change.return_id)
+        if key is None:
+            continue
+        lines = change.received or change.lines
+        context = {
+            "return_id": change.return_id,
+            "units": ", ".join(f"{line.quantity} x {line.sku}" for line in lines),
+            "refund": "" if change.refund is None else format(change.refund, "f"),
+            "currency": change.currency or "",
+        }
+        to_send.append(NewEmail(change.order_id, key, context))
+    if to_send:
+        await uow.emails.add(to_send)
+    return [[] for _ in changes]
+
+
+async def record_sla_breaches(breaches: Sequence[SlaBreached], uow: NotificationUnit) -> list[list[Event]]:
+    """`shipment.late` webhooks for a batch of SLA breaches, set-based (the re-computed ETA reaches
+    the status API and the `order.<status>` webhooks with the order's re-published status)."""
+    subscribers = await uow.subscriptions.active()
+    deliveries: list[NewDelivery] = []
+    for breach in breaches:
+        data = breach.model_dump_json().encode()
+        deliveries += fan_out(subscribers, webhooks.SHIPMENT_LATE, str(breach.event_id), breach, data)
+    if deliveries:
+        await uow.deliveries.add(deliveries)
+    return [[] for _ in breaches]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from uuid import UUID
 
 from libs.contracts.email import normalized_address
@@ -26,9 +28,33 @@ def tracking(numbers: Iterable[str | None]) -> str:
     return ", ".join(n for n in numbers if n) or "to follow"
 
 
+RETURN_EMAILS = {"authorized": "return_authorized", "received": "return_refunded"}
+"""Return (RMA) steps the customer is written to about, once per return: its template by status."""
+
+
+def return_email(status: str, return_id: str) -> str | None:
+    """The e-mail key of a return's step (`<template>/<return id>`), or None when it gets no e-mail."""
+    template = RETURN_EMAILS.get(status)
+    return None if template is None else f"{template}/{return_id}"
+
+
+def template_of(key: str) -> str:
+    """The template of an e-mail key: the status itself, or the part before `/` (one per return)."""
+    return key.partition("/")[0]
+
+
+def expected(eta: datetime | None) -> str:
+    """The expected delivery as a customer reads it (a date, in UTC), or `to follow`."""
+    return "to follow" if eta is None else eta.astimezone(UTC).strftime("%A, %d %B %Y")
+
+
 def message_id(order_id: UUID, status: str) -> str:
-    """Stable per order and status: a message sent again (at least once) is the same message."""
-    return f"<{order_id}.{status}@baton>"
+    """Stable per order and status (and return): a message sent again is the same message. A
+    return id may hold characters a Message-ID may not, so it is given as a digest."""
+    template, _, instance = status.partition("/")
+    if instance:
+        template = f"{template}.{hashlib.sha256(instance.encode()).hexdigest()[:16]}"
+    return f"<{order_id}.{template}@baton>"
 
 
 def retry_delay(attempts: int) -> float:

@@ -26,6 +26,10 @@ def wants(subscribed: Collection[str], event_key: str) -> bool:
     return "*" in subscribed or event_key in subscribed
 
 
+SHIPMENT_LATE = "shipment.late"
+"""What a subscriber names to hear of a shipment that missed a stage deadline (SLA)."""
+
+
 def status_key(status: str) -> str:
     """What a subscriber names to get an order status: `order.<status>`."""
     return f"order.{status}"

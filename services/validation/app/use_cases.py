@@ -10,6 +10,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, timedelta
+from decimal import Decimal
 
 from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
@@ -44,6 +45,7 @@ def to_domain(order: OrderDetails) -> rules.Order:
         payment_status=order.payment.status,
         payment_amount=order.payment.amount,
         customer_email=None if is_erased(order) else order.customer.email,
+        shipping_price=order.shipping_price or Decimal(0),
     )
 
 

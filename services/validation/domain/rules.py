@@ -46,10 +46,17 @@ class Order:
     customer_email: str | None
     """None for an order whose customer was erased: there is no address left to check, and none is
     ever written to."""
+    shipping_price: Decimal = Decimal(0)
 
     @property
     def total(self) -> Decimal:
+        """What the goods cost (the hold threshold is about this)."""
         return sum((line.unit_price * line.quantity for line in self.lines), Decimal(0))
+
+    @property
+    def amount_due(self) -> Decimal:
+        """What the customer pays: the goods and the shipping price."""
+        return self.total + self.shipping_price
 
 
 @dataclass(frozen=True)
@@ -171,9 +178,11 @@ def payment_not_authorized(order: Order, ctx: Context) -> list[Finding]:
 
 
 def payment_amount_mismatch(order: Order, ctx: Context) -> list[Finding]:
-    if order.payment_amount != order.total:
+    if order.payment_amount != order.amount_due:
         return [
-            Finding("payment_amount_mismatch", f"paid {order.payment_amount}, order totals {order.total}")
+            Finding(
+                "payment_amount_mismatch", f"paid {order.payment_amount}, order totals {order.amount_due}"
+            )
         ]
     return []
 

@@ -181,6 +181,19 @@ class FakeStockLedger:
             settled.append(ReservedLine(sid, line.location_id, sku, line.quantity, outcome))
         return settled
 
+    async def lose(self, shipment_id: str) -> list[ReservedLine]:
+        self._s.calls["stock.lose"] += 1
+        lost = []
+        for (sid, sku), line in sorted(self._s.lines.items()):
+            if sid != shipment_id or line.status is not ReservationStatus.SHIPPED:
+                continue
+            line.status = ReservationStatus.LOST
+            units = self._s.stock[(sku, line.location_id)]
+            units.shipped -= line.quantity
+            units.written_off += line.quantity
+            lost.append(ReservedLine(sid, line.location_id, sku, line.quantity, ReservationStatus.LOST))
+        return lost
+
     async def release(self, lines: Sequence[Release]) -> None:
         if not lines:
             return

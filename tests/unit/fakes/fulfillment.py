@@ -6,7 +6,9 @@ from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from services.fulfillment.domain.returns import Return, Terms
 from services.fulfillment.domain.shipments import Location, Order, Shipment
+from tests.unit.fakes.timers import FakeTimers
 
 
 @dataclass
@@ -19,6 +21,9 @@ class FakeFulfillmentUnit:
     known_locations: dict[str, Location] = field(default_factory=dict)
     applied: dict[str, tuple[str, str]] = field(default_factory=dict)
     """update id -> (shipment id, outcome)"""
+    known_terms: dict[UUID, Terms] = field(default_factory=dict)
+    known_returns: dict[str, Return] = field(default_factory=dict)
+    timers: FakeTimers = field(default_factory=FakeTimers)
     calls: list[str] = field(default_factory=list)
     """Port methods called with something to do (PostgreSQL runs no statement for an empty call)."""
 
@@ -37,6 +42,14 @@ class FakeFulfillmentUnit:
     @property
     def updates(self) -> FakeAppliedUpdates:
         return FakeAppliedUpdates(self)
+
+    @property
+    def terms(self) -> FakeOrderTerms:
+        return FakeOrderTerms(self)
+
+    @property
+    def returns(self) -> FakeReturns:
+        return FakeReturns(self)
 
     def called(self, method: str, rows: Sized) -> None:
         if len(rows):
@@ -124,3 +137,39 @@ class FakeAppliedUpdates:
         for update_id, outcome in outcomes.items():
             shipment_id, _ = self.db.applied[update_id]
             self.db.applied[update_id] = (shipment_id, outcome)
+
+
+@dataclass
+class FakeOrderTerms:
+    db: FakeFulfillmentUnit
+
+    async def keep(self, terms: Sequence[Terms]) -> None:
+        self.db.called("terms.keep", terms)
+        for t in terms:
+            self.db.known_terms.setdefault(t.order_id, t)
+
+    async def of(self, order_id: UUID) -> Terms | None:
+        return self.db.known_terms.get(order_id)
+
+
+@dataclass
+class FakeReturns:
+    db: FakeFulfillmentUnit
+
+    async def get(self, return_id: str) -> Return | None:
+        return self.db.known_returns.get(return_id)
+
+    async def of_order(self, order_id: UUID) -> list[Return]:
+        return sorted(
+            (r for r in self.db.known_returns.values() if r.order_id == order_id), key=lambda r: r.return_id
+        )
+
+    async def add(self, ret: Return) -> bool:
+        if ret.return_id in self.db.known_returns:
+            return False
+        self.db.known_returns[ret.return_id] = ret
+        return True
+
+    async def save(self, ret: Return) -> None:
+        assert ret.return_id in self.db.known_returns, f"{ret.return_id} saved before it was added"
+        self.db.known_returns[ret.return_id] = ret
