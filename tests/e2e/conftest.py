@@ -306,6 +306,8 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
                     "BATON_WEBHOOK_TIMEOUT_S": "2",
                     # The tests' receivers listen on 127.0.0.1; nothing else internal is reached.
                     "BATON_WEBHOOK_ALLOWED_CIDRS": "127.0.0.1/32",
+                    # The board's columns and deadlines: the pipelines fulfillment runs.
+                    "BATON_PIPELINES_FILE": str(pipelines_with_a_short_deadline(log_dir)),
                 }
             if service == "fulfillment":
                 extra = {"BATON_PIPELINES_FILE": str(pipelines_with_a_short_deadline(log_dir))}

@@ -24,7 +24,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
 from libs.contracts import topics
-from tests.e2e.conftest import LiveFleet
+from tests.e2e.conftest import SLA_CHANNEL, LiveFleet
 from tests.support.browser import Browser, chromium_paths
 from tests.support.infra import free_port
 from tests.support.orders import adjustment, location, order, product
@@ -314,3 +314,22 @@ async def test_dead_letters_are_listed_with_counts_and_a_dead_webhook_is_redeliv
     finally:
         await live.baton("webhooks", "remove", subscription)
         await runner.cleanup()
+
+
+async def test_a_card_past_its_stages_deadline_turns_late_on_an_open_board(
+    live: LiveFleet, browser: Browser
+) -> None:
+    """The e2e pipeline `sla-e2e` gives `new` a deadline of seconds; the breach fulfillment reports
+    re-publishes the order's ETA, so an open board refreshes and shows the card late."""
+    item = await stocked_item(live, "SLA")
+    _, key = await live.api_key("*", name="sla", role="viewer")
+    await run(browser.fresh)
+    await run(browser.log_in, live.api, key)
+    await run(browser.open, f"{live.api}/board?pipeline=sla-e2e")
+    await run(browser.wait_css, 'section[data-stage="new"]', 20)
+    browser.script("window.__sameDocument = true")
+
+    external_id = await live.submit(order(lines=[(item, 1, "10.00")], channel=SLA_CHANNEL))
+    late = await run(browser.on, f'{card(external_id, "new")} .sla[data-sla="late"]', lambda e: e.text, 60)
+    assert "Late" in late
+    assert browser.script("return window.__sameDocument === true"), "the board reloaded"

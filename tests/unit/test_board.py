@@ -276,3 +276,18 @@ def test_the_openapi_document_lists_the_boards_actions_with_their_refusals() -> 
         assert {"202", "401", "403", "404", "409", "429"} <= OPENAPI["paths"][path]["post"][
             "responses"
         ].keys()
+
+
+def test_a_card_is_due_before_its_stages_deadline_and_late_from_it() -> None:
+    timed = Pipeline("standard", STANDARD.stages, {"picking": 8.0})
+    entered = NOW - timedelta(hours=3)
+    assert timed.sla("picking", entered, NOW) == ("due", entered + timedelta(hours=8))
+    assert timed.sla("picking", entered, entered + timedelta(hours=8)) == (
+        "late",
+        entered + timedelta(hours=8),
+    )
+    assert timed.sla("new", entered, NOW) is None
+    parsed = pipelines_of(
+        {"pipelines": [{"name": "x", "stages": [{"name": "a", "sla_hours": 2}, {"name": "b", "hours": 1}]}]}
+    )
+    assert parsed[0].sla_hours == {"a": 2.0}

@@ -177,7 +177,12 @@ class Board:
             (
                 stage,
                 [
-                    {"card": c, "age": age(c.since, now), "later": pipeline.later_stages(c.stage)}
+                    {
+                        "card": c,
+                        "age": age(c.since, now),
+                        "later": pipeline.later_stages(c.stage),
+                        "sla": pipeline.sla(c.stage, c.since, now),
+                    }
                     for c in found
                 ],
             )

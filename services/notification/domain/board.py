@@ -4,8 +4,8 @@ card is. Pure: the pipelines come in as data (fulfillment's published `pipelines
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 FAILED = "failed"
@@ -16,6 +16,17 @@ FAILED = "failed"
 class Pipeline:
     name: str
     stages: tuple[str, ...]
+    sla_hours: Mapping[str, float] = field(default_factory=dict)
+    """Per stage, the deadline after entering it (`sla_hours` in the pipelines file), where declared."""
+
+    def sla(self, stage: str, since: datetime, now: datetime) -> tuple[str, datetime] | None:
+        """The card's SLA state: `late` past the stage's deadline, `due` before it (with the due
+        time); None for a stage without one. The same deadline fulfillment reports breaches of."""
+        hours = self.sla_hours.get(stage)
+        if hours is None:
+            return None
+        due = since + timedelta(hours=hours)
+        return ("late" if now >= due else "due"), due
 
     def later_stages(self, stage: str | None) -> tuple[str, ...]:
         """Where an operator may move a parcel in ``stage``: forward only, as fulfillment accepts
@@ -28,7 +39,12 @@ class Pipeline:
 def pipelines_of(config: Mapping[str, Any]) -> tuple[Pipeline, ...]:
     """The pipelines of a parsed pipelines file, in its order, `standard` first (the board's default)."""
     found = tuple(
-        Pipeline(str(p["name"]), tuple(str(s["name"]) for s in p["stages"])) for p in config["pipelines"]
+        Pipeline(
+            str(p["name"]),
+            tuple(str(s["name"]) for s in p["stages"]),
+            {str(s["name"]): float(s["sla_hours"]) for s in p["stages"] if s.get("sla_hours") is not None},
+        )
+        for p in config["pipelines"]
     )
     return tuple(sorted(found, key=lambda p: p.name != "standard"))
 
