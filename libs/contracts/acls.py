@@ -5,7 +5,8 @@ The table is data, derived from what each service reads and writes according to 
 in the tests. ``baton acls apply`` writes it to the cluster; the README's ACL table is rendered from it.
 
 - a **service** reads its inputs with its own consumer groups (``<prefix>baton.<service>.<input>``,
-  one PREFIXED grant) and writes its outputs and its own dead-letter topic; nothing else.
+  one PREFIXED grant) and writes its outputs and its own dead-letter topic; nothing else, but for
+  the topics it observes without a group (notification's board reads the dead-letter topics).
 - **channel** (web shop, marketplace, POS) may only submit orders, cancel requests, return requests
   and the payment events of its orders (a channel relays its payment provider's events).
 - **reader** (dashboards, analytics) reads the public topics in groups named ``<prefix>reader.*``.
@@ -97,6 +98,9 @@ def grants(prefix: str = "") -> list[Grant]:
         allow(service, "group", "prefixed", f"{SERVICE_GROUP_PREFIX}{service}.", "read")
         for topic in service_writes(service):
             allow(service, "topic", "literal", topic, "write")
+    for observer in TOPOLOGY:
+        for topic in observer.observes:
+            allow(observer.name, "topic", "literal", topic, "read")
     for topic in CHANNEL_WRITES:
         allow("channel", "topic", "literal", topic, "write")
     for topic in PUBLIC_TOPICS:

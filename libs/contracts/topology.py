@@ -103,6 +103,12 @@ class ServiceTopology:
     name: str
     inputs: tuple[Input, ...]
     emits: tuple[type[Contract], ...]
+    sends: tuple[type[Contract], ...] = ()
+    """Outside commands the service publishes on an operator's behalf (the fulfillment board's
+    actions): the same public commands warehouses and support send, so the topics stay outside ones."""
+    observes: tuple[str, ...] = ()
+    """Topics the service reads without a consumer group and commits nothing on (the board counts
+    and lists dead letters, as `baton dlq list` does): read rights only, never a replay target."""
 
     def input(self, name: str) -> Input:
         return next(i for i in self.inputs if i.name == name)
@@ -136,7 +142,7 @@ class ServiceTopology:
     def writes(self) -> tuple[str, ...]:
         """Every topic the service produces to: where its events go, and its own dead letters."""
         return (
-            *dict.fromkeys(t for contract in self.emits for t in topics_for(contract)),
+            *dict.fromkeys(t for contract in (*self.emits, *self.sends) for t in topics_for(contract)),
             dead_letter_topic(self.name),
         )
 
@@ -169,14 +175,14 @@ PUBLISHED_ON: dict[type[Contract], str] = {
 
 OUTSIDE_PRODUCERS: dict[str, str] = {
     ORDERS_SUBMITTED: "channels (web shop, marketplace, phone, store POS)",
-    ORDERS_CANCEL_REQUESTED: "channels and customer service",
-    ORDERS_HOLD_DECISIONS: "support, deciding on held orders",
+    ORDERS_CANCEL_REQUESTED: "channels and customer service (also from the fulfillment board)",
+    ORDERS_HOLD_DECISIONS: "support, deciding on held orders (also from the fulfillment board)",
     CATALOG_PRODUCTS: "the catalog system",
     INVENTORY_LOCATIONS: "operations",
     INVENTORY_ADJUSTMENTS: "operations and warehouses (receipts, losses, counts)",
-    FULFILLMENT_UPDATES: "warehouses and carriers",
+    FULFILLMENT_UPDATES: "warehouses and carriers (also operators on the fulfillment board)",
     NOTIFICATION_SUBSCRIPTIONS: "operators, with `baton webhooks add` / `remove`",
-    NOTIFICATION_REDELIVERIES: "operators, with `baton webhooks redeliver`",
+    NOTIFICATION_REDELIVERIES: "operators, with `baton webhooks redeliver` or the fulfillment board",
     PAYMENTS_UPDATES: "the payment provider (authorized, captured, failed, refunded)",
     RETURNS_REQUESTED: "channels and customer service, for a customer sending units back",
     RETURNS_RECEIVED: "warehouses receiving a returned parcel",
@@ -306,6 +312,8 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             ERASURE_REQUESTS,
         ),
         emits=(ErasureApplied,),
+        sends=(FulfillmentUpdate, HoldDecision, CancelRequested, RedeliveryRequested),
+        observes=tuple(dead_letter_topic(s) for s in SERVICES),
     ),
 )
 

@@ -21,7 +21,7 @@ from libs.contracts.topics import NOTIFICATION_API_KEYS
 from libs.platform.settings import BatonSettings
 from services.notification.adapters.egress import SystemResolver
 from services.notification.app.egress import Allowed, EgressGuard
-from services.notification.domain.api_keys import ALL_CHANNELS, digest, new_key
+from services.notification.domain.api_keys import ALL_CHANNELS, VIEWER, digest, new_key
 from services.notification.settings import NotificationSettings
 
 api_keys = typer.Typer(
@@ -79,6 +79,9 @@ def add(
         bool, typer.Option("--all", help="read every channel's orders (support tools)")
     ] = False,
     name: Annotated[str, typer.Option(help="who or what uses the key")] = "",
+    role: Annotated[
+        str, typer.Option(help="viewer (reads, the default) or operator (also acts on the fulfillment board)")
+    ] = VIEWER,
 ) -> None:
     """Create a key and print it once; only its SHA-256 digest is sent and stored."""
     if all_channels == bool(channel):
@@ -90,6 +93,7 @@ def add(
         name=name,
         key_hash=digest(key),
         channels=[ALL_CHANNELS] if all_channels else channel,
+        role=role,
     )
     _send(command)
     typer.echo(f"key_id: {command.key_id}")
@@ -117,7 +121,7 @@ def list_keys() -> None:
         try:
             return list(
                 await conn.fetch(
-                    "SELECT key_id, name, channels, created_at, revoked_at FROM notification.api_keys"
+                    "SELECT key_id, name, channels, role, created_at, revoked_at FROM notification.api_keys"
                     " ORDER BY created_at, key_id"
                 )
             )
@@ -127,12 +131,13 @@ def list_keys() -> None:
     with errors.database(url):
         rows = asyncio.run(read())
     states = [f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "active" for r in rows]
-    shown = output.table("key", "state", "channels", "created (UTC)", "name")
+    shown = output.table("key", "state", "role", "channels", "created (UTC)", "name")
     for r, state in zip(rows, states, strict=True):
         output.add_row(
             shown,
             r["key_id"],
             state,
+            r["role"],
             ", ".join(r["channels"]),
             f"{r['created_at']:%Y-%m-%d %H:%M}",
             r["name"],
@@ -140,7 +145,7 @@ def list_keys() -> None:
     output.emit(
         shown,
         (
-            f"{r['key_id']}  {state}  channels={','.join(r['channels'])}  "
+            f"{r['key_id']}  {state}  {r['role']}  channels={','.join(r['channels'])}  "
             f"created={r['created_at']:%Y-%m-%d %H:%M}  {r['name']}"
             for r, state in zip(rows, states, strict=True)
         ),

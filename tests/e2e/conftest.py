@@ -195,11 +195,11 @@ class LiveFleet:
         assert result.returncode == 0, result.stderr
         return result
 
-    async def api_key(self, *channels: str, name: str = "e2e") -> tuple[str, str]:
-        """A status API key for ``channels`` (`*`: all) made by `baton api-keys add`, once notification
-        has it; returns (key id, key)."""
+    async def api_key(self, *channels: str, name: str = "e2e", role: str = "viewer") -> tuple[str, str]:
+        """A status API key for ``channels`` (`*`: all) with ``role`` made by `baton api-keys add`, once
+        notification has it; returns (key id, key)."""
         scope = ["--all"] if channels == ("*",) else [a for c in channels for a in ("--channel", c)]
-        printed = (await self.baton("api-keys", "add", *scope, "--name", name)).stdout
+        printed = (await self.baton("api-keys", "add", *scope, "--name", name, "--role", role)).stdout
         fields = dict(line.split(": ", 1) for line in printed.splitlines() if ": " in line)
         key_id, key = fields["key_id"], fields["key"]
         await self.wait_row("SELECT true FROM notification.api_keys WHERE key_id = $1", key_id, what=key_id)
@@ -309,6 +309,8 @@ async def running_fleet(
                     "BATON_WEBHOOK_TIMEOUT_S": "2",
                     # The tests' receivers listen on 127.0.0.1; nothing else internal is reached.
                     "BATON_WEBHOOK_ALLOWED_CIDRS": "127.0.0.1/32",
+                    # The board's columns and deadlines: the pipelines fulfillment runs.
+                    "BATON_PIPELINES_FILE": str(pipelines_with_a_short_deadline(log_dir)),
                 }
             if service == "fulfillment":
                 extra = {"BATON_PIPELINES_FILE": str(pipelines_with_a_short_deadline(log_dir))}

@@ -114,7 +114,9 @@ async def change_api_key(command: ApiKeyChanged, uow: NotificationUnit) -> list[
             raise Rejected("unknown_api_key", f"no key {command.key_id!r} was ever added")
         return []
     assert command.key_hash is not None
-    await uow.api_keys.add(NewApiKey(command.key_id, command.name, command.key_hash, tuple(command.channels)))
+    await uow.api_keys.add(
+        NewApiKey(command.key_id, command.name, command.key_hash, tuple(command.channels), command.role)
+    )
     return []
 
 

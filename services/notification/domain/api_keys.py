@@ -40,12 +40,34 @@ def bearer_token(authorization: str | None) -> str | None:
     return token
 
 
+VIEWER = "viewer"
+OPERATOR = "operator"
+ROLES = (VIEWER, OPERATOR)
+
+
 @dataclass(frozen=True)
 class ApiKey:
-    """An active key, as a request presents it."""
+    """An active key, as a request presents it. ``role``: `viewer` reads, `operator` also acts on the
+    fulfillment board; keys made before roles existed are viewers (they could only read)."""
 
     key_id: str
     channels: frozenset[str]
+    role: str = VIEWER
+    name: str = ""
+
+    @property
+    def who(self) -> str:
+        """The key as actions record it: its name for people, and its id."""
+        return f"{self.name} ({self.key_id})" if self.name else self.key_id
+
+    @property
+    def reads_all(self) -> bool:
+        return ALL_CHANNELS in self.channels
+
+    @property
+    def may_act(self) -> bool:
+        """Only an operator key publishes commands (move, release, reject, cancel, redeliver)."""
+        return self.role == OPERATOR
 
     def may_read(self, channel: str) -> bool:
         """A key reads only its own channels' orders (or all with `*`); any other order is answered as
