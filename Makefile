@@ -9,16 +9,23 @@ PYTEST := $(BIN)/pytest
 # The official AsyncAPI parser (npm, exact versions from the committed lock) for the contract tests.
 ASYNCAPI_TOOLS := tests/contract/asyncapi
 NPM_STAMP := $(ASYNCAPI_TOOLS)/node_modules/.installed-$(shell cat $(ASYNCAPI_TOOLS)/package-lock.json | sha1sum | cut -c1-12)
+# The board's static assets: htmx and its SSE extension from npm (exact versions from the committed
+# lock), copied next to the board's CSS; axe-core (same lock) for the browser tests.
+BOARD_WEB := web
+BOARD_VENDOR := services/notification/static/vendor
+BOARD_STAMP := $(BOARD_WEB)/node_modules/.installed-$(shell cat $(BOARD_WEB)/package-lock.json | sha1sum | cut -c1-12)
+# Debian's Chromium and its WebDriver: the browser tests drive the board in them (Selenium).
+BROWSER_PACKAGES := chromium chromium-driver
 # uv resolves for every platform and Python >= 3.11, so one lock serves laptops, CI and the image.
 # Debian's packages that build and run the images (catatonit is the containers' init).
 CONTAINER_PACKAGES := podman runc catatonit mmdebstrap
 COMPILE := $(BIN)/uv pip compile pyproject.toml requirements/tools.in --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: help install lock test-prod kafka stack-up stack-down run test test-fast test-python test-containers lint contracts demo bench chaos clean
+.PHONY: help browser install lock test-prod kafka stack-up stack-down run test test-fast test-python test-containers lint contracts demo bench chaos clean
 
 help:
 	@echo "make run        start Kafka, PostgreSQL and the five services (Ctrl-C stops all)"
-	@echo "make test       install everything needed and run unit, contract, integration and e2e tests"
+	@echo "make test       install everything needed and run unit, contract, integration, e2e and browser tests"
 	@echo "make test-fast  unit + contract tests only (seconds, no broker or database)"
 	@echo "make test-python PY=3.13  unit + contract tests under another Python, in .venv-py3.13"
 	@echo "make lint       ruff + mypy + import boundaries"
@@ -52,7 +59,19 @@ lock: $(STAMP)
 	$(COMPILE) -o requirements/runtime.lock
 	$(COMPILE) --extra dev -o requirements/dev.lock
 
-install: $(STAMP) $(NPM_STAMP)
+$(BOARD_STAMP): $(BOARD_WEB)/package.json $(BOARD_WEB)/package-lock.json
+	npm ci --prefix $(BOARD_WEB) --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p $(BOARD_VENDOR)
+	cp $(BOARD_WEB)/node_modules/htmx.org/dist/htmx.min.js $(BOARD_WEB)/node_modules/htmx-ext-sse/dist/sse.min.js $(BOARD_VENDOR)/
+	touch $(BOARD_STAMP)
+
+browser:
+	@dpkg-query -W $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PACKAGES); \
+	  else echo "make: not root, so $(BROWSER_PACKAGES) are not installed: the browser tests need them" >&2; fi
+
+install: $(STAMP) $(NPM_STAMP) $(BOARD_STAMP) browser
 	$(BIN)/baton stack fetch
 
 kafka: install
@@ -68,14 +87,14 @@ run: install
 	$(BIN)/baton up
 
 test: install
-	$(PYTEST) -m "unit or contract or integration or e2e or chaos" -p no:cacheprovider
+	$(PYTEST) -m "unit or contract or integration or e2e or chaos or browser" -p no:cacheprovider
 
 # The production profile: the built wheel in a virtualenv outside the repository, run as a non-root
 # user with the manifests' environment, on the secured broker with ACLs and per-service roles.
 test-prod: install
 	$(PYTEST) -m prod -p no:cacheprovider
 
-test-fast: $(STAMP) $(NPM_STAMP)
+test-fast: $(STAMP) $(NPM_STAMP) $(BOARD_STAMP)
 	$(PYTEST) -m "unit or contract" -q -p no:cacheprovider
 
 # The unit and contract tiers under another Python (python$(PY) on the PATH, else pyenv's $(PY)), in
@@ -89,7 +108,7 @@ test-python:
 
 # The images built with Podman from Debian's packages (installed here when missing) and the Compose
 # stack run with podman-compose; Podman's storage is kept in .cache/containers between runs.
-test-containers: $(STAMP)
+test-containers: $(STAMP) $(BOARD_STAMP)
 	@dpkg-query -W $(CONTAINER_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CONTAINER_PACKAGES); }
 	$(PYTEST) -m containers -p no:cacheprovider tests/containers

@@ -42,12 +42,35 @@ def bearer_token(authorization: str | None) -> str | None:
     return token
 
 
+VIEWER = "viewer"
+OPERATOR = "operator"
+ROLES = (VIEWER, OPERATOR)
+
+
 @dataclass(frozen=True)
 class ApiKey:
-    """An active key, as a request presents it."""
+    """An active key, as a request presents it. ``role``: `viewer` reads, `operator` also acts on the
+    fulfillment board; keys made before roles existed are viewers (they could only read). Submitting
+    through the gateway depends on the channels only: a viewer key of a channel submits for it."""
 
     key_id: str
     channels: frozenset[str]
+    role: str = VIEWER
+    name: str = ""
+
+    @property
+    def who(self) -> str:
+        """The key as actions record it: its name for people, and its id."""
+        return f"{self.name} ({self.key_id})" if self.name else self.key_id
+
+    @property
+    def reads_all(self) -> bool:
+        return ALL_CHANNELS in self.channels
+
+    @property
+    def may_act(self) -> bool:
+        """Only an operator key publishes commands (move, release, reject, cancel, redeliver)."""
+        return self.role == OPERATOR
 
     def may_read(self, channel: str) -> bool:
         """A key reads only its own channels' orders (or all with `*`); any other order is answered as
@@ -73,13 +96,15 @@ class KeyRing:
         self._digest_of: dict[str, str] = {}
         self._revoked: set[str] = set()
 
-    def add(self, key_id: str, key_hash: str, channels: frozenset[str]) -> None:
+    def add(
+        self, key_id: str, key_hash: str, channels: frozenset[str], role: str = VIEWER, name: str = ""
+    ) -> None:
         if key_id in self._revoked:
             return
         if (old := self._digest_of.pop(key_id, None)) is not None:
             self._by_digest.pop(old, None)
         self._digest_of[key_id] = key_hash
-        self._by_digest[key_hash] = ApiKey(key_id, channels)
+        self._by_digest[key_hash] = ApiKey(key_id, channels, role, name)
 
     def revoke(self, key_id: str) -> None:
         self._revoked.add(key_id)

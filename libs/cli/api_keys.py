@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from libs.api_keys import ALL_CHANNELS, digest, new_key
+from libs.api_keys import ALL_CHANNELS, VIEWER, digest, new_key
 from libs.cli import errors, output
 from libs.contracts.notification import ApiKeyChanged
 from libs.contracts.topics import NOTIFICATION_API_KEYS
@@ -78,6 +78,9 @@ def add(
         bool, typer.Option("--all", help="read every channel's orders (support tools; submits for none)")
     ] = False,
     name: Annotated[str, typer.Option(help="who or what uses the key")] = "",
+    role: Annotated[
+        str, typer.Option(help="viewer (reads, the default) or operator (also acts on the fulfillment board)")
+    ] = VIEWER,
 ) -> None:
     """Create a key and print it once; only its SHA-256 digest is sent and stored."""
     if all_channels == bool(channel):
@@ -89,6 +92,7 @@ def add(
         name=name,
         key_hash=digest(key),
         channels=[ALL_CHANNELS] if all_channels else channel,
+        role=role,
     )
     _send(command)
     typer.echo(f"key_id: {command.key_id}")
@@ -116,7 +120,7 @@ def list_keys() -> None:
         try:
             return list(
                 await conn.fetch(
-                    "SELECT key_id, name, channels, created_at, revoked_at FROM notification.api_keys"
+                    "SELECT key_id, name, channels, role, created_at, revoked_at FROM notification.api_keys"
                     " ORDER BY created_at, key_id"
                 )
             )
@@ -126,12 +130,13 @@ def list_keys() -> None:
     with errors.database(url):
         rows = asyncio.run(read())
     states = [f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "active" for r in rows]
-    shown = output.table("key", "state", "channels", "created (UTC)", "name")
+    shown = output.table("key", "state", "role", "channels", "created (UTC)", "name")
     for r, state in zip(rows, states, strict=True):
         output.add_row(
             shown,
             r["key_id"],
             state,
+            r["role"],
             ", ".join(r["channels"]),
             f"{r['created_at']:%Y-%m-%d %H:%M}",
             r["name"],
@@ -139,7 +144,7 @@ def list_keys() -> None:
     output.emit(
         shown,
         (
-            f"{r['key_id']}  {state}  channels={','.join(r['channels'])}  "
+            f"{r['key_id']}  {state}  {r['role']}  channels={','.join(r['channels'])}  "
             f"created={r['created_at']:%Y-%m-%d %H:%M}  {r['name']}"
             for r, state in zip(rows, states, strict=True)
         ),

@@ -35,6 +35,7 @@ STATUS_ORDER = [
     "allocated",
     "backordered",
     "in_fulfillment",
+    "ready_for_pickup",
     "shipped",
     "delivered",
     "cancelled",
@@ -222,7 +223,7 @@ async def _play_channel(
         due = started + channel.sent / rate
         if (delay := due - time.monotonic()) > 0:
             await asyncio.sleep(delay)
-        order = random_order(rng, shop, f"{run_id}-{channel.sent}")
+        order = random_order(rng, shop, f"{run_id}-{channel.sent}", pickup_share=0.1)
         await producer.send(topic, orjson.dumps(order), f"{order['channel']}:{order['external_id']}")
         channel.sent += 1
     return channel.sent

@@ -418,6 +418,11 @@ def up(
         typer.echo(
             "metrics and health: " + ", ".join(f"{label} :{port}" for label, port in fleet.ops_ports.items())
         )
+        host, port = os.environ.get("BATON_HTTP_HOST", "127.0.0.1"), os.environ.get("BATON_HTTP_PORT", "8085")
+        typer.echo(
+            f"fulfillment board: http://{host}:{port}/board"
+            " (log in with a key from `baton api-keys add --all --role operator`)"
+        )
         wait_for_stop(fleet)
 
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from aiokafka import TopicPartition
 from pydantic import ValidationError
 
-from libs.cli.dlq import _partitions
 from libs.contracts.privacy import ErasureApplied, ErasureRequested
 from libs.contracts.topics import PRIVACY_ERASURE_REQUESTS, PRIVACY_ERASURES
 from libs.contracts.topology import erasers
+from libs.platform.dead_letters import readable_partitions
 from libs.platform.settings import BatonSettings
 
 
@@ -53,7 +53,7 @@ async def erasure_status(settings: BatonSettings, request_id: str) -> ErasureSta
     reports: list[ErasureApplied] = []
     try:
         await consumer.start()
-        partitions = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
+        partitions = [TopicPartition(topic, p) for p in sorted(await readable_partitions(consumer, topic))]
         if not partitions:
             return ErasureStatus(request_id, reports)
         consumer.assign(partitions)

@@ -1,7 +1,8 @@
 """`baton top`: a live terminal view of the fleet for people without Grafana.
 
 Per service and consumer group: members, partitions, consumer lag and records consumed per second
-(from committed offsets); dead letters per service; committed events waiting in each outbox; late
+(from committed offsets); dead letters per service; committed events waiting in each outbox; durable
+timers waiting in each schema (e.g. payment deadlines) and when the next one is due; late
 shipments (SLA breaches on `fulfillment.sla-breaches.v1`).
 Everything is read from Kafka and PostgreSQL, so it works against any running fleet. On a terminal
 it is a live view redrawn in place; piped, or with ``--iterations``, it prints plain screens.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -25,6 +27,7 @@ from libs.contracts.topics import FULFILLMENT_SLA_BREACHES, SERVICES, TOPICS, de
 from libs.contracts.topology import TOPOLOGY
 from libs.platform.lag import GroupLag, LagProbe
 from libs.platform.settings import BatonSettings
+from libs.platform.timer_worker import pending
 
 SLA_PARTITIONS = next(spec.partitions for spec in TOPICS if spec.name == FULFILLMENT_SLA_BREACHES)
 
@@ -37,6 +40,8 @@ class Snapshot:
     outbox: dict[str, int | None]
     late_shipments: int = 0
     """Records on `fulfillment.sla-breaches.v1` (retained): shipments that missed a stage deadline."""
+    timers: dict[str, tuple[int, float | None]] = dataclasses.field(default_factory=dict)
+    """Per service: timers waiting, and seconds until the next is due (negative: late)."""
 
 
 def fleet_groups(settings: BatonSettings) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -61,15 +66,20 @@ async def take_snapshot(
     finally:
         await consumer.stop()
     outbox: dict[str, int | None] = {s: None for s in SERVICES}
+    timers: dict[str, tuple[int, float | None]] = {}
     with contextlib.suppress(Exception):
         conn = await asyncpg.connect(settings.database_url.get_secret_value(), timeout=3)
         try:
             for service in SERVICES:
                 with contextlib.suppress(asyncpg.PostgresError):
                     outbox[service] = await conn.fetchval(f'SELECT count(*) FROM "{service}".outbox')
+                with contextlib.suppress(asyncpg.PostgresError):
+                    async with conn.transaction():
+                        await conn.execute(f'SET LOCAL search_path TO "{service}"')
+                        timers[service] = await pending(conn)
         finally:
             await conn.close()
-    return Snapshot(time.monotonic(), lags, dead, outbox, late)
+    return Snapshot(time.monotonic(), lags, dead, outbox, late, timers)
 
 
 async def _records_on(consumer: AIOKafkaConsumer, topic: str, partitions: int) -> int:
@@ -117,12 +127,14 @@ def render(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> st
         rate = "" if r.rate is None else f"{r.rate:.1f}"
         lines.append(f"{r.service:<13}{r.group[:43]:<44}{r.members:>8}{r.partitions:>6}{r.lag:>9}{rate:>9}")
     lines.append("")
-    lines.append(f"{'service':<13}{'dead letters':>13}{'outbox waiting':>16}")
+    lines.append(f"{'service':<13}{'dead letters':>13}{'outbox waiting':>16}{'timers':>8}{'next due in':>13}")
     for service in SERVICES:
         waiting = current.outbox.get(service)
+        count, next_in = current.timers.get(service, (None, None))
+        due = "-" if next_in is None else f"{next_in:.0f}s"
         lines.append(
             f"{service:<13}{current.dead_letters.get(service, 0):>13}"
-            f"{'-' if waiting is None else waiting:>16}"
+            f"{'-' if waiting is None else waiting:>16}{'-' if count is None else count:>8}{due:>13}"
         )
     lines.append("")
     lines.append(f"late shipments (SLA breaches): {current.late_shipments}")
@@ -143,15 +155,18 @@ def view(current: Snapshot, previous: Snapshot | None, prefix: str = "") -> Grou
             lag,
             "" if r.rate is None else f"{r.rate:.1f}",
         )
-    services = output.table("service", "dead letters>", "outbox waiting>")
+    services = output.table("service", "dead letters>", "outbox waiting>", "timers>", "next due in>")
     for service in SERVICES:
         waiting = current.outbox.get(service)
         dead = current.dead_letters.get(service, 0)
+        count, next_in = current.timers.get(service, (None, None))
         output.add_row(
             services,
             service,
             Text(str(dead), style="yellow" if dead else ""),
             "-" if waiting is None else waiting,
+            "-" if count is None else count,
+            "-" if next_in is None else f"{next_in:.0f}s",
         )
     title = Text(f"{time.strftime('%H:%M:%S')} baton top (Ctrl-C to quit)", style="bold")
     late = Text(

@@ -5,10 +5,12 @@ The table is data, derived from what each service reads and writes according to 
 in the tests. ``baton acls apply`` writes it to the cluster; the README's ACL table is rendered from it.
 
 - a **service** reads its inputs with its own consumer groups (``<prefix>baton.<service>.<input>``,
-  one PREFIXED grant) and writes its outputs and its own dead-letter topic; nothing else.
+  one PREFIXED grant) and writes its outputs and its own dead-letter topic; nothing else, but for
+  the topics it observes without a group (notification's board reads the dead-letter topics).
 - an **edge process** (the HTTP gateway) writes what it emits on outsiders' behalf (orders and cancel
   requests) and reads the store topics it follows (the channel keys) without a consumer group.
-- **channel** (web shop, marketplace, POS) may only submit orders, cancel, edit and return requests.
+- **channel** (web shop, marketplace, POS) may only submit orders, cancel, edit and return requests
+  and the payment events of its orders (a channel relays its payment provider's events).
 - **reader** (dashboards, analytics) reads the public topics in groups named ``<prefix>reader.*``.
 - **operator** (the ``baton`` CLI): reads every dead-letter topic (``dlq list``) and the erasure
   outcomes (``privacy status``), writes every service input (``dlq replay`` sends a record back
@@ -28,6 +30,7 @@ from libs.contracts.topics import (
     ORDERS_CANCEL_REQUESTED,
     ORDERS_EDIT_REQUESTED,
     ORDERS_SUBMITTED,
+    PAYMENTS_UPDATES,
     PRIVACY_ERASURES,
     RETURNS_REQUESTED,
     SERVICES,
@@ -55,7 +58,13 @@ SERVICE_TOPICS: dict[str, ServiceTopics] = {
 }
 """What each service reads and writes, from the topology data (`libs/contracts/topology.py`)."""
 
-CHANNEL_WRITES = (ORDERS_SUBMITTED, ORDERS_CANCEL_REQUESTED, ORDERS_EDIT_REQUESTED, RETURNS_REQUESTED)
+CHANNEL_WRITES = (
+    ORDERS_SUBMITTED,
+    ORDERS_CANCEL_REQUESTED,
+    ORDERS_EDIT_REQUESTED,
+    RETURNS_REQUESTED,
+    PAYMENTS_UPDATES,
+)
 OPERATOR_READS = (*(dead_letter_topic(s) for s in SERVICES), PRIVACY_ERASURES)
 """``dlq list`` reads the dead letters, ``privacy status`` what each service erased."""
 PUBLIC_TOPICS = tuple(spec.name for spec in TOPICS if spec.public)
@@ -98,6 +107,9 @@ def grants(prefix: str = "") -> list[Grant]:
         allow(service, "group", "prefixed", f"{SERVICE_GROUP_PREFIX}{service}.", "read")
         for topic in service_writes(service):
             allow(service, "topic", "literal", topic, "write")
+    for observer in TOPOLOGY:
+        for topic in observer.observes:
+            allow(observer.name, "topic", "literal", topic, "read")
     for edge in EDGES:
         for topic in edge.writes:
             allow(edge.name, "topic", "literal", topic, "write")

@@ -98,12 +98,12 @@ def _carried(topic: str) -> tuple[type[Contract], ...]:
     found: list[type[Contract]] = [c for c, t in PUBLISHED_ON.items() if t == topic]
     for service in TOPOLOGY:
         found += [c for i in service.inputs if i.topic == topic for c in i.carries]
-        found += [c for c in service.emits if topic in topics_for(c)]
+        found += [c for c in (*service.emits, *service.sends) if topic in topics_for(c)]
     return tuple(dict.fromkeys(found))
 
 
 def _emitted_to(service: ServiceTopology, topic: str) -> tuple[type[Contract], ...]:
-    return tuple(c for c in service.emits if topic in topics_for(c))
+    return tuple(c for c in (*service.emits, *service.sends) if topic in topics_for(c))
 
 
 def _docstring(contract: type[Contract]) -> tuple[str, str]:
@@ -231,7 +231,11 @@ class _Renderer:
                 "naming the cause and where each came from. `baton dlq list` shows them; `baton dlq "
                 "replay` sends them back to their source topic once the cause is fixed."
             )
-            readers = ["operators (`baton dlq list`, `baton dlq replay`)"]
+            readers = ["operators (`baton dlq list`, `baton dlq replay`)"] + [
+                f"{s.name} (the fulfillment board's dead-letter list, no consumer group)"
+                for s in TOPOLOGY
+                if spec.name in s.observes
+            ]
         elif _is_facts(spec.name):
             kind = (
                 f"Internal: the order facts {_owner(spec.name)} handles. Each consuming service has a facts "
@@ -241,8 +245,8 @@ class _Renderer:
             kind = "Public: anyone may follow it (principal `reader`, consumer groups `reader.*`)."
         else:
             kind = "Internal: not for subscribers outside Baton."
-        if not writers:
-            writers = [f"{OUTSIDE_PRODUCERS.get(spec.name, 'other systems')}, outside Baton"]
+        if spec.name in OUTSIDE_PRODUCERS or not writers:
+            writers += [f"{OUTSIDE_PRODUCERS.get(spec.name, 'other systems')}, outside Baton"]
         if not readers:
             readers = ["subscribers outside Baton"]
         days = spec.retention_hours / 24

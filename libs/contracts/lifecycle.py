@@ -15,6 +15,7 @@ from pydantic import Field
 
 from libs.contracts.envelope import Event, Text
 from libs.contracts.orders import OrderDetails, Reason, Shipment, ShipmentLine
+from libs.contracts.payments import PaymentState
 
 
 class OrderFact(Event):
@@ -110,7 +111,9 @@ class OrderCancelled(OrderFact):
     """Allocation cancelled the whole order and released what it held."""
 
     event_type: Literal["order.cancelled"] = "order.cancelled"
-    request_id: Text
+    request_id: Text = Field(
+        description="The cancel request it carries out; empty when Baton cancelled it (e.g. `payment_timeout`)"
+    )
     reasons: list[Reason] = Field(default_factory=list)
 
 
@@ -157,7 +160,7 @@ class OrderFulfillmentProgressed(OrderFact):
     """Fulfillment: the order as a whole moved (first shipment in, all shipped, all delivered)."""
 
     event_type: Literal["order.fulfillment-progressed"] = "order.fulfillment-progressed"
-    status: Literal["in_fulfillment", "partially_shipped", "shipped", "delivered"]
+    status: Literal["in_fulfillment", "partially_shipped", "shipped", "delivered", "ready_for_pickup"]
     shipments: list[Shipment]
     eta: datetime | None = None
 
@@ -179,6 +182,23 @@ class ShipmentFailed(OrderFact):
     location_id: Text
     lines: list[ShipmentLine]
     reason: Text
+
+
+class OrderPaymentChanged(OrderFact):
+    """Intake: the payment provider moved the order's payment (once per payment event id)."""
+
+    event_type: Literal["order.payment-changed"] = "order.payment-changed"
+    payment_event_id: Text
+    status: PaymentState
+
+
+class OrderReserved(OrderFact):
+    """Allocation reserved the order's stock while its payment is pending; it is released at
+    ``expires_at`` unless the payment is authorized first."""
+
+    event_type: Literal["order.reserved"] = "order.reserved"
+    shipments: list[Shipment]
+    expires_at: datetime
 
 
 class ShipmentLost(OrderFact):
@@ -212,6 +232,8 @@ LifecycleFact = Annotated[
     | OrderEditRefused
     | OrderFulfillmentProgressed
     | ShipmentShipped
-    | ShipmentFailed,
+    | ShipmentFailed
+    | OrderPaymentChanged
+    | OrderReserved,
     Field(discriminator="event_type"),
 ]

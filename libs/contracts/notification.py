@@ -91,6 +91,12 @@ class ApiKeyChanged(Contract):
         max_length=100,
         description="The channels whose orders the key may read, or `*` for all (with `add`)",
     )
+    role: Literal["viewer", "operator"] = Field(
+        default="viewer",
+        description="What the key may do on the fulfillment board (new in v1, additive): `viewer` reads,"
+        " `operator` also acts (moves shipments, decides held orders, cancels, redelivers webhooks)."
+        " Missing: `viewer`, what every key could do before",
+    )
 
     @model_validator(mode="after")
     def _adding_needs_a_digest_and_channels(self) -> ApiKeyChanged:

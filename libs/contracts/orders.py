@@ -41,7 +41,9 @@ class OrderLine(Contract):
 
 class Payment(Contract):
     status: Text = Field(
-        max_length=40, description="`authorized` or `captured` to proceed; anything else rejects"
+        max_length=40,
+        description="`authorized` or `captured` to proceed; `pending`: stock is reserved until the"
+        " channel's deadline and `payments.updates.v1` moves it on; anything else rejects",
     )
     reference: Text = Field(max_length=200, description="The payment provider's reference")
     amount: Money = Field(description="Amount authorized, in the order's currency")
@@ -56,6 +58,11 @@ class OrderDetails(Contract):
     customer: Customer
     shipping_address: Address
     shipping_method: ShippingMethod
+    pickup_location_id: Text | None = Field(
+        default=None,
+        max_length=200,
+        description="For shipping method `pickup`: the store the customer collects the order at",
+    )
     currency: Text = Field(min_length=3, max_length=3, description="ISO-4217 code")
     lines: list[OrderLine] = Field(min_length=1, max_length=500)
     payment: Payment

@@ -23,6 +23,7 @@ FULFILLMENT_STAGE_CHANGES = "fulfillment.stage-changes.v1"
 NOTIFICATION_SUBSCRIPTIONS = "notification.subscriptions.v1"
 NOTIFICATION_REDELIVERIES = "notification.redeliveries.v1"
 NOTIFICATION_API_KEYS = "notification.api-keys.v1"
+PAYMENTS_UPDATES = "payments.updates.v1"
 FULFILLMENT_SLA_BREACHES = "fulfillment.sla-breaches.v1"
 RETURNS_REQUESTED = "returns.requested.v1"
 RETURNS_RECEIVED = "returns.received.v1"
@@ -95,6 +96,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(NOTIFICATION_SUBSCRIPTIONS, 1, "subscription id", False),
     TopicSpec(NOTIFICATION_REDELIVERIES, 1, "delivery id", False),
     TopicSpec(NOTIFICATION_API_KEYS, 1, "key id", False, compacted=True),
+    TopicSpec(PAYMENTS_UPDATES, 8, "order id or <channel>:<external_id>", True),
     TopicSpec(PRIVACY_ERASURE_REQUESTS, 1, "request id", False),
     TopicSpec(PRIVACY_ERASURES, 1, "request id", False),
     *(TopicSpec(facts_topic(s), 8, "order id", False) for s in SERVICES),

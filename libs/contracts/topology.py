@@ -36,8 +36,10 @@ from libs.contracts.lifecycle import (
     OrderFact,
     OrderFulfillmentProgressed,
     OrderHeld,
+    OrderPaymentChanged,
     OrderReceived,
     OrderRejected,
+    OrderReserved,
     OrderValidated,
     ShipmentFailed,
     ShipmentLost,
@@ -54,6 +56,7 @@ from libs.contracts.orders import (
     OrderStatusChanged,
     OrderSubmitted,
 )
+from libs.contracts.payments import PaymentUpdate
 from libs.contracts.privacy import ErasureApplied, ErasureRequested
 from libs.contracts.refunds import RefundRequested
 from libs.contracts.returns import (
@@ -83,6 +86,7 @@ from libs.contracts.topics import (
     ORDERS_STATUS,
     ORDERS_SUBMITTED,
     PAYMENTS_REFUND_REQUESTED,
+    PAYMENTS_UPDATES,
     PRIVACY_ERASURE_REQUESTS,
     PRIVACY_ERASURES,
     RETURNS_RECEIVED,
@@ -108,6 +112,12 @@ class ServiceTopology:
     name: str
     inputs: tuple[Input, ...]
     emits: tuple[type[Contract], ...]
+    sends: tuple[type[Contract], ...] = ()
+    """Outside commands the service publishes on an operator's behalf (the fulfillment board's
+    actions): the same public commands warehouses and support send, so the topics stay outside ones."""
+    observes: tuple[str, ...] = ()
+    """Topics the service reads without a consumer group and commits nothing on (the board counts
+    and lists dead letters, as `baton dlq list` does): read rights only, never a replay target."""
 
     def input(self, name: str) -> Input:
         return next(i for i in self.inputs if i.name == name)
@@ -141,7 +151,7 @@ class ServiceTopology:
     def writes(self) -> tuple[str, ...]:
         """Every topic the service produces to: where its events go, and its own dead letters."""
         return (
-            *dict.fromkeys(t for contract in self.emits for t in topics_for(contract)),
+            *dict.fromkeys(t for contract in (*self.emits, *self.sends) for t in topics_for(contract)),
             dead_letter_topic(self.name),
         )
 
@@ -159,6 +169,7 @@ PUBLISHED_ON: dict[type[Contract], str] = {
     WebhookSubscriptionChanged: NOTIFICATION_SUBSCRIPTIONS,
     RedeliveryRequested: NOTIFICATION_REDELIVERIES,
     ApiKeyChanged: NOTIFICATION_API_KEYS,
+    PaymentUpdate: PAYMENTS_UPDATES,
     OrderStatusChanged: ORDERS_STATUS,
     OrderRefused: ORDERS_REFUSED,
     CancellationOutcome: ORDERS_CANCELLATIONS,
@@ -176,16 +187,17 @@ PUBLISHED_ON: dict[type[Contract], str] = {
 OUTSIDE_PRODUCERS: dict[str, str] = {
     ORDERS_SUBMITTED: "channels (web shop, marketplace, phone, store POS), directly or through Baton's"
     " HTTP gateway (`POST /v1/orders`)",
-    ORDERS_CANCEL_REQUESTED: "channels and customer service, directly or through Baton's HTTP gateway"
-    " (`POST /v1/orders/{id}/cancel`)",
-    ORDERS_HOLD_DECISIONS: "support, deciding on held orders",
+    ORDERS_CANCEL_REQUESTED: "channels and customer service (also from the fulfillment board), directly or"
+    " through Baton's HTTP gateway (`POST /v1/orders/{id}/cancel`)",
+    ORDERS_HOLD_DECISIONS: "support, deciding on held orders (also from the fulfillment board)",
     ORDERS_EDIT_REQUESTED: "channels and customer service, changing an order before it ships",
     CATALOG_PRODUCTS: "the catalog system",
     INVENTORY_LOCATIONS: "operations",
     INVENTORY_ADJUSTMENTS: "operations and warehouses (receipts, losses, counts)",
-    FULFILLMENT_UPDATES: "warehouses and carriers",
+    FULFILLMENT_UPDATES: "warehouses and carriers (also operators on the fulfillment board)",
     NOTIFICATION_SUBSCRIPTIONS: "operators, with `baton webhooks add` / `remove`",
-    NOTIFICATION_REDELIVERIES: "operators, with `baton webhooks redeliver`",
+    NOTIFICATION_REDELIVERIES: "operators, with `baton webhooks redeliver` or the fulfillment board",
+    PAYMENTS_UPDATES: "the payment provider (authorized, captured, failed, refunded)",
     RETURNS_REQUESTED: "channels and customer service, for a customer sending units back",
     RETURNS_RECEIVED: "warehouses receiving a returned parcel",
 }
@@ -213,6 +225,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             _from("order_submitted", OrderSubmitted),
             _from("cancel_requested", CancelRequested),
             _from("edit_requested", EditRequested),
+            _from("payment_updated", PaymentUpdate),
             _facts(
                 "intake",
                 OrderValidated,
@@ -223,6 +236,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderCancelled,
                 OrderCancelRefused,
                 OrderFulfillmentProgressed,
+                OrderReserved,
                 OrderReturned,
                 OrderEditRefused,
             ),
@@ -237,6 +251,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             ErasureApplied,
             EditOutcome,
             OrderEditRequested,
+            OrderPaymentChanged,
         ),
     ),
     ServiceTopology(
@@ -268,6 +283,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
                 OrderCancelAccepted,
                 ShipmentShipped,
                 ShipmentFailed,
+                OrderPaymentChanged,
                 ShipmentLost,
                 ReturnArrived,
                 OrderEditValidated,
@@ -284,6 +300,7 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             ErasureApplied,
             OrderEditForwarded,
             OrderEditRefused,
+            OrderReserved,
         ),
     ),
     ServiceTopology(
@@ -326,6 +343,8 @@ TOPOLOGY: tuple[ServiceTopology, ...] = (
             ERASURE_REQUESTS,
         ),
         emits=(ErasureApplied,),
+        sends=(FulfillmentUpdate, HoldDecision, CancelRequested, RedeliveryRequested),
+        observes=tuple(dead_letter_topic(s) for s in SERVICES),
     ),
 )
 

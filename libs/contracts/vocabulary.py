@@ -12,6 +12,8 @@ from enum import StrEnum
 class ShippingMethod(StrEnum):
     STANDARD = "standard"
     EXPRESS = "express"
+    PICKUP = "pickup"
+    """Click-and-collect: the customer collects the order at ``pickup_location_id`` (a store)."""
 
 
 class LocationKind(StrEnum):
@@ -29,6 +31,13 @@ class OrderStatus(StrEnum):
     current shipments, and reasons for what waits) until every part has shipped; the parts that
     have not left can still be cancelled by lines.
 
+    `ready_for_pickup` (additive): a click-and-collect order waits at its store; it becomes
+    `delivered` when collected, `cancelled` (`not_collected`) when it waited too long.
+
+    `awaiting_payment` (additive): the order's stock is reserved but its payment is still pending;
+    it is fulfilled once the payment is authorized, and cancelled (`payment_timeout`) if the
+    channel's reservation deadline passes first.
+
     `partially_returned` and `returned` (added in schema version 1, additive): a delivered order
     some of whose units came back on an authorized return (received by a warehouse), or all of them.
     """
@@ -44,6 +53,8 @@ class OrderStatus(StrEnum):
     SHIPPED = "shipped"
     DELIVERED = "delivered"
     CANCELLED = "cancelled"
+    AWAITING_PAYMENT = "awaiting_payment"
+    READY_FOR_PICKUP = "ready_for_pickup"
     PARTIALLY_RETURNED = "partially_returned"
     RETURNED = "returned"
 

@@ -37,7 +37,8 @@ OPERATOR_READS: Mapping[str | None, Mapping[str, tuple[str, ...]]] = {
     None: {"outbox": ("id", "created_at"), "timers": ("kind", "key", "due_at")},
     "notification": {
         "subscriptions": ("subscription_id", "url", "events", "active"),
-        "api_keys": ("key_id", "name", "channels", "created_at", "revoked_at"),
+        "api_keys": ("key_id", "name", "channels", "role", "created_at", "revoked_at"),
+        "operator_actions": ("action_id", "key_id", "key_name", "action", "order_id", "subject", "at"),
         "deliveries": (
             "delivery_id",
             "subscription_id",

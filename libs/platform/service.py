@@ -188,6 +188,7 @@ async def serve(definition: ServiceDefinition[S], settings: S, stop: asyncio.Eve
                 route=EventRoutes(definition.topology, settings.topic),
                 dead_letter_topic=settings.topic(dead_letter_topic(definition.name)),
                 on_commit=runtime.committed,
+                exit_before_commit=settings.fault_timer_exit_before_commit,
             )
             timers.start()
             runtime.stoppers.append(timers.stop)

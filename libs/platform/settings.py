@@ -83,6 +83,11 @@ class BatonSettings(BaseSettings):
         default=False,
         description="Fault injection for tests only: the relay exits after a send is acknowledged",
     )
+    fault_timer_exit_before_commit: bool = Field(
+        default=False,
+        description="Fault injection for tests only: the timer worker exits after applying a due timer,"
+        " before its transaction commits",
+    )
 
     @property
     def kafka(self) -> KafkaAccess:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -58,7 +59,10 @@ class TimerWorker:
         route: Callable[[Sequence[Event]], list[Outgoing]],
         dead_letter_topic: str,
         on_commit: Callable[[], None],
+        exit_before_commit: bool = False,
     ) -> None:
+        """``exit_before_commit``: fault injection for tests only (``BATON_FAULT_TIMER_EXIT_BEFORE_COMMIT``),
+        the process exits (code 87) once a due timer is applied, before its transaction commits."""
         self._service = service
         self._pool = pool
         self._handlers = dict(handlers)
@@ -66,6 +70,7 @@ class TimerWorker:
         self._route = route
         self._dead_letter_topic = dead_letter_topic
         self._on_commit = on_commit
+        self._exit_before_commit = exit_before_commit
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -120,6 +125,11 @@ class TimerWorker:
                     async with conn.transaction():  # a savepoint: a failing handler rolls back alone
                         events = await self._handlers[timer.kind](timer, self._unit(conn))
                         await write_outbox(conn, self._route(events))
+                    if self._exit_before_commit:
+                        log.warning(
+                            "fault injection: exiting before the timer commits", extra={"key": timer.key}
+                        )
+                        os._exit(87)
                 except TRANSIENT_ERRORS:
                     raise
                 except Exception as exc:

@@ -77,7 +77,9 @@ class Returns(_Section):
 class Pickup(_Section):
     allowed: bool = False
     transfer_from_warehouse: bool = False
-    collect_within_days: int = Field(default=7, ge=1, le=365)
+    collect_within_days: float = Field(
+        default=7, gt=0, le=365, description="days a parcel waits at the store before it is not_collected"
+    )
 
 
 class ChannelPolicy(_Section):

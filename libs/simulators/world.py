@@ -91,8 +91,10 @@ def random_order(
     channel: str = "webshop",
     invalid_share: float = 0.05,
     express_share: float = 0.2,
+    pickup_share: float = 0.0,
 ) -> dict[str, Any]:
-    """A realistic order; about ``invalid_share`` of them break one validation rule on purpose."""
+    """A realistic order; about ``invalid_share`` of them break one validation rule on purpose, about
+    ``pickup_share`` are click-and-collect at the shop's first store."""
     sold = [p for p in shop.products if p["active"]]
     picks = rng.sample(sold, k=rng.choice([1, 1, 1, 2, 2, 3]))
     lines = [
@@ -120,6 +122,9 @@ def random_order(
         "lines": lines,
         "payment": {"status": "authorized", "reference": f"pay-{external_id}", "amount": str(total)},
     }
+    stores = [loc["location_id"] for loc in shop.locations if loc["kind"] == "store"]
+    if pickup_share > 0 and stores and rng.random() < pickup_share:  # no draw otherwise: seeds replay
+        order |= {"shipping_method": "pickup", "pickup_location_id": stores[0]}
     if rng.random() < invalid_share:
         flaw = rng.choice(["price", "payment", "country"])
         if flaw == "price":

@@ -17,6 +17,7 @@ from libs.contracts.lifecycle import (
     OrderCancelRequested,
     OrderEditAccepted,
     OrderEditValidated,
+    OrderPaymentChanged,
     OrderValidated,
     ShipmentFailed,
     ShipmentLost,
@@ -26,23 +27,30 @@ from libs.contracts.privacy import ErasureRequested
 from libs.contracts.returns import ReturnArrived
 from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.routing import Events, KeyedLanes, LockedChunks, Outcome, ServiceRouter
+from libs.platform.timers import Timer
 from services.allocation.adapters.store import PgAllocationUnit
 from services.allocation.app.ports import AllocationUnit
 from services.allocation.app.use_cases import (
+    SOURCING_FALLBACK,
     adjust_stock,
     allocate_orders,
     apply_edit,
+    apply_payment,
     erase_customer,
+    expire_reservation,
     fail_shipment,
+    fall_back,
     lose_shipment,
     release_cancelled,
     request_cancel,
     request_edit,
+    reservation_minutes_from,
     restock_return,
     rules_from,
     ship_shipment,
     update_location,
 )
+from services.allocation.domain.payments import PAYMENT_DEADLINE
 from services.allocation.settings import AllocationSettings
 
 
@@ -57,7 +65,8 @@ ORDER_FACTS = LockedChunks(keys=skus_to_lock)
 
 
 def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
-    rules = rules_from(settings.max_shipments, settings.cost_per_km)
+    rules = rules_from(settings.max_shipments, settings.cost_per_km, settings.channel_policies())
+    minutes = reservation_minutes_from(settings.channel_policies())
     router: ServiceRouter[AllocationUnit] = ServiceRouter(SERVICE_TOPOLOGY["allocation"], PgAllocationUnit)
 
     @router.on(LocationUpdated, shape=KeyedLanes())
@@ -72,7 +81,7 @@ def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
     async def on_orders_validated(
         validated: Sequence[OrderValidated], uow: AllocationUnit
     ) -> Sequence[Outcome]:
-        return await allocate_orders(validated, uow, rules)
+        return await allocate_orders(validated, uow, rules, minutes)
 
     @router.on(OrderEditValidated, shape=ORDER_FACTS)
     async def on_edit_validated(fact: OrderEditValidated, uow: AllocationUnit) -> Events:
@@ -98,7 +107,22 @@ def build_router(settings: AllocationSettings) -> ServiceRouter[AllocationUnit]:
     async def on_return_arrived(fact: ReturnArrived, uow: AllocationUnit) -> Events:
         return await restock_return(fact, uow, rules)
 
-    router.on(OrderCancelRequested, shape=ORDER_FACTS)(request_cancel)
+    @router.on(OrderCancelRequested, shape=ORDER_FACTS)
+    async def on_cancel_requested(fact: OrderCancelRequested, uow: AllocationUnit) -> Events:
+        return await request_cancel(fact, uow, rules)
+
+    @router.on(OrderPaymentChanged, shape=ORDER_FACTS)
+    async def on_payment_changed(fact: OrderPaymentChanged, uow: AllocationUnit) -> Events:
+        return await apply_payment(fact, uow, rules)
+
+    @router.on_timer(SOURCING_FALLBACK)
+    async def on_sourcing_fallback(timer: Timer, uow: AllocationUnit) -> Events:
+        return await fall_back(timer, uow, rules)
+
+    @router.on_timer(PAYMENT_DEADLINE)
+    async def on_payment_deadline(timer: Timer, uow: AllocationUnit) -> Events:
+        return await expire_reservation(timer, uow, rules)
+
     router.on(ShipmentShipped, shape=ORDER_FACTS)(ship_shipment)
     router.on(ErasureRequested)(erase_customer)
     return router

@@ -18,9 +18,11 @@ from services.fulfillment.app.config import load_pipelines
 from services.fulfillment.app.ports import FulfillmentUnit
 from services.fulfillment.app.returns import receive_return, request_return
 from services.fulfillment.app.use_cases import (
+    PICKUP_EXPIRY,
     apply_updates,
     decide_cancel,
     decide_edit,
+    expire_pickup,
     receive_allocations,
     ship_by_missed,
     stage_late,
@@ -39,6 +41,9 @@ def build_router(settings: FulfillmentSettings) -> ServiceRouter[FulfillmentUnit
 
     def reships(channel: str) -> bool:
         return policies.policy_for(channel).in_transit_exception is InTransitException.RESHIP
+
+    def collect_within(channel: str) -> float:
+        return policies.policy_for(channel).pickup.collect_within_days
 
     router: ServiceRouter[FulfillmentUnit] = ServiceRouter(SERVICE_TOPOLOGY["fulfillment"], PgFulfillmentUnit)
     router.on(LocationUpdated)(update_location)
@@ -69,7 +74,11 @@ def build_router(settings: FulfillmentSettings) -> ServiceRouter[FulfillmentUnit
     async def on_fulfillment_updates(
         updates: Sequence[FulfillmentUpdate], uow: FulfillmentUnit
     ) -> Sequence[Outcome]:
-        return await apply_updates(updates, uow, config, reships)
+        return await apply_updates(updates, uow, config, reships, collect_within)
+
+    @router.on_timer(PICKUP_EXPIRY)
+    async def on_pickup_expiry(timer: Timer, uow: FulfillmentUnit) -> list[Event]:
+        return await expire_pickup(timer, uow, config)
 
     @router.on(ReturnRequested)
     async def on_return_requested(request: ReturnRequested, uow: FulfillmentUnit) -> list[Event]:

@@ -8,8 +8,12 @@ from aiohttp import web
 
 from libs.contracts.topics import dead_letter_topic
 from libs.contracts.topology import SERVICE_TOPOLOGY
+from libs.platform.db import session_settings
+from libs.platform.dead_letters import read_dead_letters
 from libs.platform.secret_box import KEY_SETTING
 from libs.platform.service import Runtime, ServiceDefinition, StartupRefused, Stopper
+from services.notification.adapters.board_store import ChangeFeed, PgBoardQueries, PgOperatorActions
+from services.notification.adapters.board_web import Board, load_pipelines, static_dir
 from services.notification.adapters.egress import SystemResolver
 from services.notification.adapters.http_api import build_api
 from services.notification.adapters.smtp import AioSmtpSender
@@ -68,14 +72,34 @@ async def start_workers(runtime: Runtime) -> Stopper:
     )
     worker.start()
     runtime.after_commit.append(worker.wake)
-    api = build_api(PgOrderStatusQueries(runtime.pool), settings.api_rate_per_s, settings.api_burst)
-    runner = web.AppRunner(api, access_log=None)
+    if not (static_dir() / "vendor" / "htmx.min.js").exists():
+        log.warning(
+            "the board's htmx is missing (`make install` copies it from npm): the board will not update live"
+        )
+    url = settings.database_url.get_secret_value()
+    feed = ChangeFeed(url, session_settings(url, "notification", "board-notification"))
+    feed.start()
+    orders = PgOrderStatusQueries(runtime.pool)
+    board = Board(
+        pipelines=load_pipelines(settings.pipelines_file),
+        queries=PgBoardQueries(runtime.pool),
+        orders=orders,
+        actions=PgOperatorActions(runtime.pool, settings.topic, runtime.committed),
+        feed=feed,
+        dead_letters=lambda: read_dead_letters(settings),
+    )
+    api = build_api(orders, settings.api_rate_per_s, settings.api_burst, board=board)
+    runner = web.AppRunner(api, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
-    log.info("status API listening", extra={"host": settings.http_host, "port": settings.http_port})
+    log.info(
+        "status API and board listening",
+        extra={"host": settings.http_host, "port": settings.http_port, "board": "/board"},
+    )
 
     async def stop() -> None:
         await runner.cleanup()
+        await feed.stop()
         await worker.stop(timeout_s=settings.webhook_timeout_s + 2)
         await sender.close()
 

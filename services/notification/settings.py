@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -62,6 +63,11 @@ class NotificationSettings(BatonSettings):
         description="Status API requests per second per key (and failed log-ins per address)",
     )
     api_burst: int = Field(default=40, ge=1, description="Status API requests a key may make at once")
+    pipelines_file: Path | None = Field(
+        default=None,
+        description="The pipelines YAML fulfillment runs with (`BATON_PIPELINES_FILE`, the same file): the "
+        "board's columns. Unset: the packaged services/fulfillment/pipelines.yaml",
+    )
 
     @field_validator("webhook_allowed_cidrs", mode="before")
     @classmethod

@@ -68,7 +68,8 @@ def test_a_service_may_read_exactly_the_topics_its_router_subscribes_to_in_its_o
     topics_read = {t.removeprefix(PREFIX) for t in groups.values()}
 
     assert topics_read == set(SERVICE_TOPICS[service].reads)
-    assert allowed(service, "read") == topics_read
+    observed = set(next(s for s in TOPOLOGY if s.name == service).observes)
+    assert allowed(service, "read") == topics_read | observed
     [group_grant] = allowed(service, "read", "group")
     assert all(g.startswith(PREFIX + group_grant.rstrip("*")) for g in groups)
 
@@ -76,8 +77,10 @@ def test_a_service_may_read_exactly_the_topics_its_router_subscribes_to_in_its_o
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_service_may_write_exactly_where_its_declared_events_go_and_its_dead_letters(service: str) -> None:
     """The router refuses to send an event type the topology does not declare for the service
-    (tests/unit/test_routing.py), so the declared types are all it can emit."""
-    declared = next(s for s in TOPOLOGY if s.name == service).emits
+    (tests/unit/test_routing.py), so the declared types are all it can emit; on top, the outside
+    commands it sends for operators (notification's board) are declared as ``sends``."""
+    topology = next(s for s in TOPOLOGY if s.name == service)
+    declared = (*topology.emits, *topology.sends)
     destinations = {t for contract in declared for t in topics_for(contract)}
 
     assert destinations == set(SERVICE_TOPICS[service].writes)

@@ -19,7 +19,7 @@ import yaml
 pytestmark = pytest.mark.contract
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA_SUFFIXES = {".txt", ".sql", ".yaml", ".xml", ".properties"}
+DATA_SUFFIXES = {".txt", ".sql", ".yaml", ".xml", ".properties", ".html", ".css"}
 
 # Runs inside the fresh virtualenv, from a folder outside the repository; prints what it found.
 PROBE = """

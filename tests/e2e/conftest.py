@@ -195,11 +195,11 @@ class LiveFleet:
         assert result.returncode == 0, result.stderr
         return result
 
-    async def api_key(self, *channels: str, name: str = "e2e") -> tuple[str, str]:
-        """A status API key for ``channels`` (`*`: all) made by `baton api-keys add`, once notification
-        has it; returns (key id, key)."""
+    async def api_key(self, *channels: str, name: str = "e2e", role: str = "viewer") -> tuple[str, str]:
+        """A status API key for ``channels`` (`*`: all) with ``role`` made by `baton api-keys add`, once
+        notification has it; returns (key id, key)."""
         scope = ["--all"] if channels == ("*",) else [a for c in channels for a in ("--channel", c)]
-        printed = (await self.baton("api-keys", "add", *scope, "--name", name)).stdout
+        printed = (await self.baton("api-keys", "add", *scope, "--name", name, "--role", role)).stdout
         fields = dict(line.split(": ", 1) for line in printed.splitlines() if ": " in line)
         key_id, key = fields["key_id"], fields["key"]
         await self.wait_row("SELECT true FROM notification.api_keys WHERE key_id = $1", key_id, what=key_id)
@@ -268,7 +268,10 @@ async def secure_live(
 
 
 @contextlib.asynccontextmanager
-async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveFleet]:
+async def running_fleet(
+    infra: Infra, tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[LiveFleet]:
+    """``extra_env``: what every process gets besides (e.g. ``BATON_CHANNELS_FILE``)."""
     # Each service logs in as its own database role and (on the secured broker) its own Kafka
     # principal; the CLI commands the tests run are the read-only operator on both.
     environment = await fresh_environment(infra)
@@ -278,7 +281,7 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
     http_port = free_port()
     log_dir = Path(tmp_path_factory.mktemp("fleet-logs"))
     trace_dir = Path(tmp_path_factory.mktemp("traces"))
-    fleet = environment.fleet(log_dir, {"BATON_TRACE_DIR": str(trace_dir)})
+    fleet = environment.fleet(log_dir, {"BATON_TRACE_DIR": str(trace_dir)} | (extra_env or {}))
     watchers = [
         TopicWatcher(infra.kafka, settings.topic(t))
         for t in (
@@ -306,6 +309,8 @@ async def running_fleet(infra: Infra, tmp_path_factory: pytest.TempPathFactory) 
                     "BATON_WEBHOOK_TIMEOUT_S": "2",
                     # The tests' receivers listen on 127.0.0.1; nothing else internal is reached.
                     "BATON_WEBHOOK_ALLOWED_CIDRS": "127.0.0.1/32",
+                    # The board's columns and deadlines: the pipelines fulfillment runs.
+                    "BATON_PIPELINES_FILE": str(pipelines_with_a_short_deadline(log_dir)),
                 }
             if service == "fulfillment":
                 extra = {"BATON_PIPELINES_FILE": str(pipelines_with_a_short_deadline(log_dir))}

@@ -79,7 +79,7 @@ async def test_every_failed_rule_is_reported_not_just_the_first(live: LiveFleet)
     item = sku("MULTI")
     await live.seed(products=[product(item, "10.00")])
     external_id = await live.submit(
-        order(lines=[(item, 1, "11.00"), ("NOPE-" + item, 1, "1.00")], payment_status="pending")
+        order(lines=[(item, 1, "11.00"), ("NOPE-" + item, 1, "1.00")], payment_status="declined")
     )
     rejected = await live.wait_status(external_id, "rejected")
     assert {r["code"] for r in rejected["reasons"]} >= {

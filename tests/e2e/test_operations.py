@@ -216,11 +216,14 @@ async def test_baton_top_shows_every_consumer_group_with_its_lag(live: LiveFleet
         assert f"baton.{service}." in printed, printed
     assert "dead letters" in printed
     assert "rec/s" in printed
-    # Run as the read-only operator role (the fleet's CLI environment): every outbox is readable.
+    # Run as the read-only operator role (the fleet's CLI environment): every outbox and every
+    # schema's durable timers are readable.
     backlog = printed.split("outbox waiting")[-1]
     for service in SERVICES:
         [line] = [row for row in backlog.splitlines() if row.startswith(service)]
-        assert line.split()[-1].isdigit(), f"{service}'s outbox backlog unreadable: {line}"
+        _, _, outbox, timers, _ = line.split()
+        assert outbox.isdigit(), f"{service}'s outbox backlog unreadable: {line}"
+        assert timers.isdigit(), f"{service}'s timers unreadable: {line}"
 
 
 async def test_each_service_process_logs_in_as_its_own_database_role(live: LiveFleet) -> None:

@@ -151,6 +151,9 @@ async def test_the_operator_reads_backlogs_and_subscriptions_but_no_secret_paylo
         await admin.execute(
             "INSERT INTO intake.outbox (topic, key, value, headers) VALUES ('t', 'k', 'payload', '{}')"
         )
+        await admin.execute(
+            "INSERT INTO allocation.timers (kind, key, due_at) VALUES ('payment_deadline', 'o-1', now())"
+        )
     finally:
         await admin.close()
     settings = BatonSettings(
@@ -166,6 +169,8 @@ async def test_the_operator_reads_backlogs_and_subscriptions_but_no_secret_paylo
     finally:
         await probe.stop()
     assert snapshot.outbox == dict.fromkeys(SERVICES, 0) | {"intake": 1}, "baton top reads every backlog"
+    assert set(snapshot.timers) == set(SERVICES), "baton top reads every schema's timers"
+    assert snapshot.timers["allocation"][0] == 1
 
     listed = subprocess.run(
         [sys.executable, "-m", "libs.cli.main", "webhooks", "list"],

@@ -204,12 +204,13 @@ async def test_the_scenario_on_postgresql_causes_what_it_causes_in_memory(pg: Pg
     assert outcome == "stage_backwards"
 
 
-async def test_a_batch_of_new_orders_costs_four_statements_whatever_its_size(pg: Pg) -> None:
+async def test_a_batch_of_new_orders_costs_five_statements_whatever_its_size(pg: Pg) -> None:
     await pg(lambda uow: update_location(located("wh", "warehouse", MUNICH), uow))
     batch = [allocated((f"a{i}", "wh", {"A": 2}), (f"b{i}", "wh", {"B": 2})) for i in range(50)]
     results, statements = await pg.counted(lambda uow: receive_allocations(batch, uow, CONFIG))
     assert len(results) == 50
-    assert statements == 4  # lock the known orders, read locations, write orders, write shipments
+    assert statements == 5  # lock the known orders, read locations, write orders, keep their terms
+    # (prices and shipping, for refunds of returns), write shipments
     assert await pg.conn.fetchval("SELECT count(*) FROM shipments WHERE stage = 'new'") == 100
     assert await pg.conn.fetchval("SELECT count(*) FROM orders WHERE progress = 'in_fulfillment'") == 50
 
@@ -218,7 +219,7 @@ async def test_a_batch_of_new_orders_costs_four_statements_whatever_its_size(pg:
         for i, fact in enumerate(batch)
     ]
     _, statements = await pg.counted(lambda uow: receive_allocations(again, uow, CONFIG))
-    assert statements == 6  # ... and read their shipments, and write the changed ones
+    assert statements == 7  # ... and read their shipments, and write the changed ones
 
 
 async def test_a_batch_of_stage_updates_costs_a_handful_of_statements_whatever_its_size(pg: Pg) -> None:

@@ -31,8 +31,10 @@ from libs.contracts.lifecycle import (
     OrderEditValidated,
     OrderFulfillmentProgressed,
     OrderHeld,
+    OrderPaymentChanged,
     OrderReceived,
     OrderRejected,
+    OrderReserved,
     OrderValidated,
     ShipmentFailed,
     ShipmentLost,
@@ -51,6 +53,7 @@ from libs.contracts.orders import (
     Shipment,
     ShipmentLine,
 )
+from libs.contracts.payments import PaymentUpdate
 from libs.contracts.privacy import ErasureRequested
 from libs.contracts.returns import (
     OrderReturned,
@@ -127,6 +130,8 @@ def _samples() -> dict[type[Contract], Contract]:
         ShipmentFailed(
             order_id=ORDER_ID, shipment_id="shp-1", location_id="wh-1", lines=line, reason="damaged"
         ),
+        OrderPaymentChanged(order_id=ORDER_ID, payment_event_id="pay-evt-1", status="authorized"),
+        OrderReserved(order_id=ORDER_ID, shipments=[_shipment()], expires_at=AT),
         ShipmentLost(
             order_id=ORDER_ID,
             shipment_id="shp-1",
@@ -144,6 +149,14 @@ def _samples() -> dict[type[Contract], Contract]:
         OrderSubmitted.model_validate(order("ext-sample", address={"line2": "Hinterhaus"})),
         CancelRequested(
             request_id="req-1", channel="webshop", external_id="ext-sample", lines=line, reason="changed mind"
+        ),
+        PaymentUpdate(
+            payment_event_id="pay-evt-1",
+            channel="webshop",
+            external_id="ext-sample",
+            status="authorized",
+            reference="psp-123",
+            occurred_at=AT,
         ),
         HoldDecision(order_id=ORDER_ID, decision="release", decided_by="support-7", reason="known customer"),
         EditRequested(

@@ -534,6 +534,7 @@ def test_the_router_handles_every_type_intake_receives() -> None:
         "order_submitted",
         "cancel_requested",
         "edit_requested",
+        "payment_updated",
         "order_facts",
         "erasure_requested",
     }

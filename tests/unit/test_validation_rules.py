@@ -81,12 +81,12 @@ def test_unsupported_country_only_for_well_formed_codes() -> None:
     assert rules.unsupported_country(replace(ORDER, address=replace(ORDER.address, country="xx1")), CTX) == []
 
 
-@pytest.mark.parametrize("status", ["pending", "declined", ""])
-def test_payment_must_be_authorized_or_captured(status: str) -> None:
+@pytest.mark.parametrize("status", ["declined", ""])
+def test_payment_must_be_authorized_captured_or_pending(status: str) -> None:
     assert codes(rules.payment_not_authorized(replace(ORDER, payment_status=status), CTX)) == [
         "payment_not_authorized"
     ]
-    for accepted in ("authorized", "captured"):
+    for accepted in ("authorized", "captured", "pending"):
         assert rules.payment_not_authorized(replace(ORDER, payment_status=accepted), CTX) == []
 
 

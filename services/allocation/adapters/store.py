@@ -18,12 +18,14 @@ from libs.contracts.orders import OrderDetails
 from libs.contracts.privacy import ErasureRequested
 from libs.platform.erasure_store import ERASED_PATCH, PgErasureLedger, covered, erased_json
 from libs.platform.messaging import take_key_locks
+from libs.platform.timer_worker import PgTimers
 from services.allocation.app.ports import (
     Allocation,
     AllocationChange,
     AllocationConflict,
     NewAllocation,
     OversellRefused,
+    PaymentRecord,
     Release,
     Waiting,
 )
@@ -34,6 +36,7 @@ from services.allocation.domain.allocations import (
     ReservationStatus,
     ReservedLine,
 )
+from services.allocation.domain.payments import PaymentState
 from services.allocation.domain.sourcing import Location
 from services.allocation.domain.stock import Adjustment, StockLevel
 
@@ -261,11 +264,14 @@ class PgStockLedger:
 
 
 _ADD = """
-INSERT INTO allocations (order_id, status, order_details, skus, generation, backordered_at, queue_position)
+INSERT INTO allocations (order_id, status, order_details, skus, generation, backordered_at, queue_position,
+    pending_lines)
 SELECT o, s, d::jsonb, ARRAY(SELECT jsonb_array_elements_text(k::jsonb)), g,
     CASE WHEN s = 'backordered' THEN now() END,
-    CASE WHEN s = 'backordered' THEN nextval('backorder_queue') END
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[]) WITH ORDINALITY AS a(o, s, d, k, g, n)
+    CASE WHEN s = 'backordered' THEN nextval('backorder_queue') END,
+    p::jsonb
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[])
+    WITH ORDINALITY AS a(o, s, d, k, g, p, n)
 ORDER BY n
 ON CONFLICT (order_id) DO NOTHING
 RETURNING order_id
@@ -304,6 +310,7 @@ class PgAllocations:
             [a.order.model_dump_json() for a in allocations],
             [orjson.dumps(sorted({line.sku for line in a.order.lines})).decode() for a in allocations],
             [a.generation for a in allocations],
+            [_lines_json(a.pending) for a in allocations],
         )
         if len(inserted) != len(allocations):
             taken = {a.order_id for a in allocations} - {r["order_id"] for r in inserted}
@@ -394,15 +401,65 @@ class PgAllocations:
 _ORDER_CHANNEL = "order_details ->> 'channel'"
 
 
+class PgPayments:
+    """Implements ``Payments``."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def of(self, order_ids: Sequence[UUID]) -> dict[UUID, PaymentRecord]:
+        if not order_ids:
+            return {}
+        rows = await self._conn.fetch(
+            "SELECT order_id, state, due_at FROM payments WHERE order_id = ANY($1::uuid[])", list(order_ids)
+        )
+        return {r["order_id"]: PaymentRecord(PaymentState(r["state"]), r["due_at"]) for r in rows}
+
+    async def set(self, order_id: UUID, record: PaymentRecord) -> None:
+        await self._conn.execute(
+            "INSERT INTO payments (order_id, state, due_at) VALUES ($1, $2, $3) ON CONFLICT (order_id)"
+            " DO UPDATE SET state = EXCLUDED.state, due_at = EXCLUDED.due_at, updated_at = now()",
+            order_id,
+            record.state.value,
+            record.due_at,
+        )
+
+
+class PgFallbacks:
+    """Implements ``Fallbacks``."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def of(self, order_ids: Sequence[UUID]) -> dict[UUID, int]:
+        if not order_ids:
+            return {}
+        rows = await self._conn.fetch(
+            "SELECT order_id, tier FROM fallbacks WHERE order_id = ANY($1::uuid[])", list(order_ids)
+        )
+        return {r["order_id"]: r["tier"] for r in rows}
+
+    async def reach(self, order_id: UUID, tier: int) -> None:
+        await self._conn.execute(
+            "INSERT INTO fallbacks (order_id, tier) VALUES ($1, $2) ON CONFLICT (order_id)"
+            " DO UPDATE SET tier = GREATEST(fallbacks.tier, EXCLUDED.tier), reached_at = now()",
+            order_id,
+            tier,
+        )
+
+
 class PgAllocationUnit:
     """One transaction's view of allocation's storage, on the connection the router gives it."""
 
-    __slots__ = ("_allocations", "_erasures", "_locations", "_stock")
+    __slots__ = ("_allocations", "_erasures", "_fallbacks", "_locations", "_payments", "_stock", "_timers")
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._locations = PgLocations(conn)
         self._stock = PgStockLedger(conn)
         self._allocations = PgAllocations(conn)
+        self._payments = PgPayments(conn)
+        self._timers = PgTimers(conn)
+        self._fallbacks = PgFallbacks(conn)
         self._erasures = PgErasureLedger(conn)
 
     @property
@@ -416,6 +473,18 @@ class PgAllocationUnit:
     @property
     def allocations(self) -> PgAllocations:
         return self._allocations
+
+    @property
+    def payments(self) -> PgPayments:
+        return self._payments
+
+    @property
+    def timers(self) -> PgTimers:
+        return self._timers
+
+    @property
+    def fallbacks(self) -> PgFallbacks:
+        return self._fallbacks
 
     @property
     def erasures(self) -> PgErasureLedger:

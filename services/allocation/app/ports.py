@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
 from libs.contracts.orders import OrderDetails
 from libs.contracts.privacy import ErasureRequested
 from libs.platform.erasures import ErasureLedger
+from libs.platform.timers import Timers
 from services.allocation.domain.allocations import (
     AllocationStatus,
     Lines,
@@ -22,6 +24,7 @@ from services.allocation.domain.allocations import (
     ReservationStatus,
     ReservedLine,
 )
+from services.allocation.domain.payments import PaymentState
 from services.allocation.domain.sourcing import Location
 from services.allocation.domain.stock import Adjustment, StockLevel
 
@@ -51,10 +54,13 @@ class Allocation:
 
 @dataclass(frozen=True)
 class NewAllocation:
+    """``pending``: the lines a `ship_available` order backorders while the rest ships."""
+
     order_id: UUID
     status: AllocationStatus
     generation: int
     order: OrderDetails
+    pending: Lines | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,30 @@ class Allocations(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class PaymentRecord:
+    """An order's payment as allocation keeps it; ``due_at`` the reservation deadline while pending."""
+
+    state: PaymentState
+    due_at: datetime | None = None
+
+
+class Payments(Protocol):
+    """The payment state of orders allocation tracks (pending ones, and events that came early)."""
+
+    async def of(self, order_ids: Sequence[UUID]) -> dict[UUID, PaymentRecord]: ...
+
+    async def set(self, order_id: UUID, record: PaymentRecord) -> None: ...
+
+
+class Fallbacks(Protocol):
+    """How many fallback tiers each backordered order has reached (0-based index of the last one)."""
+
+    async def of(self, order_ids: Sequence[UUID]) -> dict[UUID, int]: ...
+
+    async def reach(self, order_id: UUID, tier: int) -> None: ...
+
+
 class AllocationUnit(Protocol):
     """One transaction's view of allocation's storage."""
 
@@ -194,6 +224,15 @@ class AllocationUnit(Protocol):
 
     @property
     def allocations(self) -> Allocations: ...
+
+    @property
+    def payments(self) -> Payments: ...
+
+    @property
+    def timers(self) -> Timers: ...
+
+    @property
+    def fallbacks(self) -> Fallbacks: ...
 
     @property
     def erasures(self) -> ErasureLedger: ...

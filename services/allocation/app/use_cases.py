@@ -7,7 +7,8 @@ topic, a header or a database connection. The rules themselves are pure, in ``do
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
@@ -25,6 +26,8 @@ from libs.contracts.lifecycle import (
     OrderEditForwarded,
     OrderEditRefused,
     OrderEditValidated,
+    OrderPaymentChanged,
+    OrderReserved,
     OrderValidated,
     ShipmentFailed,
     ShipmentLost,
@@ -38,7 +41,17 @@ from libs.contracts.vocabulary import ShippingMethod
 from libs.platform import metrics
 from libs.platform.erasures import Erased, applied
 from libs.platform.records import Rejected
-from services.allocation.app.ports import AllocationChange, AllocationUnit, NewAllocation, Release, Waiting
+from libs.platform.timers import Timer
+from libs.policy.channels import ChannelPolicies, ChannelPolicy, SourcingPolicy
+from services.allocation.app.ports import (
+    Allocation,
+    AllocationChange,
+    AllocationUnit,
+    NewAllocation,
+    PaymentRecord,
+    Release,
+    Waiting,
+)
 from services.allocation.domain import sourcing
 from services.allocation.domain.allocations import (
     FIRST_GENERATION,
@@ -59,12 +72,70 @@ from services.allocation.domain.allocations import (
     remainder,
     reservations_for,
 )
-from services.allocation.domain.sourcing import Plan, Rules, Shortage
+from services.allocation.domain.payments import (
+    CANCEL_REASONS,
+    PAYMENT_DEADLINE,
+    VOID,
+    Ignore,
+    PaymentState,
+    Proceed,
+    Remember,
+    Void,
+    on_arrival,
+    on_deadline,
+    on_payment,
+    reservation_deadline,
+)
+from services.allocation.domain.sourcing import Partial, Plan, Rules, Shortage, Tier, method_after, widen
 from services.allocation.domain.stock import BelowReserved, StockLevel, adjust, available
 
 
-def rules_from(max_shipments: int, cost_per_km: str) -> Rules:
-    return Rules(max_shipments=max_shipments, cost_per_km=Decimal(cost_per_km))
+def rules_from(max_shipments: int, cost_per_km: str, policies: ChannelPolicies | None = None) -> Rules:
+    """The sourcing rules: settings, and from the channel policy which channels' pickup orders may be
+    transferred from a warehouse."""
+    if policies is None:
+        return Rules(max_shipments=max_shipments, cost_per_km=Decimal(cost_per_km))
+    available = SourcingPolicy.SHIP_AVAILABLE
+    return Rules(
+        fallbacks=frozenset((n, _tiers(p)) for n, p in policies.channels.items()),
+        fallbacks_default=_tiers(policies.defaults),
+        max_shipments=max_shipments,
+        cost_per_km=Decimal(cost_per_km),
+        ship_available=frozenset((n, p.sourcing.policy is available) for n, p in policies.channels.items()),
+        ship_available_default=policies.defaults.sourcing.policy is available,
+        pickup_transfer=frozenset(
+            (n, p.pickup.transfer_from_warehouse) for n, p in policies.channels.items()
+        ),
+        pickup_transfer_default=policies.defaults.pickup.transfer_from_warehouse,
+    )
+
+
+ReservationMinutes = Callable[[str], float]
+"""Per channel: minutes a pending order's stock stays reserved waiting for its payment."""
+
+
+def reservation_minutes_from(policies: ChannelPolicies) -> ReservationMinutes:
+    """The channel policy's ``payment.reservation_minutes`` (the defaults for a channel not named)."""
+    return lambda channel: policies.policy_for(channel).payment.reservation_minutes
+
+
+def _tiers(policy: ChannelPolicy) -> tuple[Tier, ...]:
+    return tuple(
+        Tier(
+            f.after_hours,
+            f.shipping_method.value if f.shipping_method is not None else None,
+            f.include_stores,
+        )
+        for f in policy.sourcing.fallbacks
+    )
+
+
+SOURCING_FALLBACK = "sourcing_fallback"
+"""The durable timer kind of a backordered order's next fallback tier (key = order id)."""
+
+
+def _default_minutes(channel: str) -> float:
+    return 30.0
 
 
 def request_for(order: OrderDetails, lines: Lines | None = None) -> sourcing.Request:
@@ -74,6 +145,8 @@ def request_for(order: OrderDetails, lines: Lines | None = None) -> sourcing.Req
         lines=lines if lines is not None else tuple((line.sku, line.quantity) for line in order.lines),
         destination=sourcing.Destination(address.country, address.lat, address.lon),
         express=order.shipping_method is ShippingMethod.EXPRESS,
+        pickup_at=order.pickup_location_id if order.shipping_method is ShippingMethod.PICKUP else None,
+        channel=order.channel,
     )
 
 
@@ -93,17 +166,28 @@ def _allocated(
     return OrderAllocated(
         order_id=order_id,
         order=order,
-        shipments=[
-            ShipmentContract(
-                shipment_id=s.shipment_id,
-                location_id=s.location_id,
-                lines=[ShipmentLine(sku=sku, quantity=q) for sku, q in s.lines],
-            )
-            for s in shipments
-        ],
+        shipments=_public(shipments),
         cancel_request_id=cancel_request_id,
         backordered_lines=[ShipmentLine(sku=sku, quantity=q) for sku, q in waiting],
         edit_request_id=edit_request_id,
+    )
+
+
+def _public(shipments: Sequence[Shipment]) -> list[ShipmentContract]:
+    return [
+        ShipmentContract(
+            shipment_id=s.shipment_id,
+            location_id=s.location_id,
+            lines=[ShipmentLine(sku=sku, quantity=q) for sku, q in s.lines],
+        )
+        for s in shipments
+    ]
+
+
+def _reserved(order_id: UUID, shipments: Sequence[Shipment], due_at: datetime | None) -> OrderReserved:
+    """`order.reserved`: the stock is held for the order until its payment comes, or ``due_at``."""
+    return OrderReserved(
+        order_id=order_id, shipments=_public(shipments), expires_at=due_at or datetime.now(UTC)
     )
 
 
@@ -112,9 +196,11 @@ def _backordered(order_id: UUID, shortage: Shortage) -> OrderBackordered:
     return OrderBackordered(order_id=order_id, reasons=reasons)
 
 
-def _count(outcomes: Sequence[Plan | Shortage]) -> None:
+def _count(outcomes: Sequence[Plan | Partial | Shortage]) -> None:
     for outcome in outcomes:
-        if isinstance(outcome, Plan):
+        if isinstance(outcome, Partial):
+            metrics.count(metrics.RESERVATIONS, "partial")
+        elif isinstance(outcome, Plan):
             metrics.count(metrics.RESERVATIONS, "allocated")
             metrics.count(
                 metrics.RESERVED_UNITS, amount=sum(q for s in outcome.shipments for _, q in s.lines)
@@ -133,20 +219,29 @@ async def _plan(
     request in turn against what the ones before it took."""
     levels = await uow.stock.lock(sorted({sku for r in requests for sku, _ in r.lines}))
     locations = [loc for loc in await uow.locations.active() if loc.location_id not in exclude]
-    return sourcing.plan_in_turn(requests, locations, available(levels), rules)
+    outcomes = sourcing.plan_in_turn(requests, locations, available(levels), rules)
+    return [o for o in outcomes if not isinstance(o, Partial)]  # whole plans only (partial=False)
 
 
 async def allocate_orders(
-    validated: Sequence[OrderValidated], uow: AllocationUnit, rules: Rules
+    validated: Sequence[OrderValidated],
+    uow: AllocationUnit,
+    rules: Rules,
+    minutes: ReservationMinutes = _default_minutes,
 ) -> list[list[Event]]:
     """Reserve stock for each validated order, in the order they came; an order that cannot be
-    covered whole is backordered and reserves nothing.
+    covered whole is backordered and reserves nothing — or, where the channel's policy is
+    `ship_available`, reserves what is in stock now and backorders the rest (its own shipment later).
 
     Set-based: the stock rows (locked), the orders allocation knows already and the locations are
     read once for all of them, each order is planned in memory against what the orders before it
     took, and all reservations and allocations are written at once. An order seen before (a
     redelivery, or one cancelled before it was validated) causes nothing. An order placed before an
-    erasure of its customer that arrives after it is kept and passed on erased."""
+    erasure of its customer that arrives after it is kept and passed on erased.
+
+    An order whose payment is pending gets a reservation deadline (a durable timer); its reserved
+    stock waits for the payment (`order.reserved`) instead of going to fulfillment. One whose
+    payment failed before it got here is cancelled and takes nothing."""
     first: dict[UUID, int] = {}
     for i, fact in enumerate(validated):
         first.setdefault(fact.order_id, i)
@@ -158,27 +253,101 @@ async def allocate_orders(
     results: list[list[Event]] = [[] for _ in validated]
     if not orders:
         return results
-    requests = [request_for(fact.order) for fact in orders]
-    outcomes = sourcing.plan_in_turn(requests, await uow.locations.active(), available(levels), rules)
+    payment = await _payments_on_arrival(orders, uow)
     erasures = await uow.erasures.covering(customers_of(fact.order for fact in orders))
-    reservations = []
     rows = []
+    for fact in orders:
+        if (state := payment.get(fact.order_id)) in VOID:
+            assert state is not None
+            rows.append(
+                NewAllocation(fact.order_id, AllocationStatus.CANCELLED, 0, kept(fact.order, erasures))
+            )
+            results[first[fact.order_id]] = [_cancelled(fact.order_id, "", state)]
+    orders = [fact for fact in orders if payment.get(fact.order_id) not in VOID]
+    requests = [request_for(fact.order) for fact in orders]
+    outcomes = sourcing.plan_in_turn(
+        requests, await uow.locations.active(), available(levels), rules, partial=True
+    )
+    reservations = []
     for fact, outcome in zip(orders, outcomes, strict=True):
         caused: Event
+        due_at = None
+        if payment.get(fact.order_id) is PaymentState.PENDING:
+            due_at = reservation_deadline(datetime.now(UTC), minutes(fact.order.channel))
+            await _await_payment(fact.order_id, due_at, uow)
         order = kept(fact.order, erasures)
         if isinstance(outcome, Plan):
             reservations.extend(reservations_for(fact.order_id, FIRST_GENERATION, outcome))
             rows.append(NewAllocation(fact.order_id, AllocationStatus.ALLOCATED, FIRST_GENERATION, order))
             shipments = planned_shipments(fact.order_id, FIRST_GENERATION, outcome)
-            caused = _allocated(fact.order_id, order, shipments)
+            if due_at is not None:
+                caused = _reserved(fact.order_id, shipments, due_at)
+            else:
+                caused = _allocated(fact.order_id, order, shipments)
+        elif isinstance(outcome, Partial):
+            reservations.extend(reservations_for(fact.order_id, FIRST_GENERATION, outcome.plan))
+            rows.append(
+                NewAllocation(
+                    fact.order_id,
+                    AllocationStatus.BACKORDERED,
+                    FIRST_GENERATION,
+                    order,
+                    pending=outcome.waiting,
+                )
+            )
+            shipments = planned_shipments(fact.order_id, FIRST_GENERATION, outcome.plan)
+            if due_at is not None:
+                caused = _reserved(fact.order_id, shipments, due_at)
+            else:
+                caused = _allocated(fact.order_id, order, shipments, waiting=outcome.waiting)
         else:
             rows.append(NewAllocation(fact.order_id, AllocationStatus.BACKORDERED, 0, order))
             caused = _backordered(fact.order_id, outcome)
+        if not isinstance(outcome, Plan):
+            await _schedule_fallback(fact.order_id, fact.order.channel, uow, rules)
         results[first[fact.order_id]] = [caused]
     await uow.stock.reserve(reservations)
     await uow.allocations.add(rows)
     _count(outcomes)
     return results
+
+
+async def _schedule_fallback(order_id: UUID, channel: str, uow: AllocationUnit, rules: Rules) -> None:
+    """An order just backordered starts its channel's fallback tiers (if it has any) from now."""
+    if tiers := rules.tiers(channel):
+        due = datetime.now(UTC) + timedelta(hours=tiers[0].after_hours)
+        await uow.timers.schedule(Timer(SOURCING_FALLBACK, str(order_id), due, {"tier": 0}))
+
+
+async def _payments_on_arrival(
+    orders: Sequence[OrderValidated], uow: AllocationUnit
+) -> dict[UUID, PaymentState]:
+    """The payment state each order starts with here (absent: none to track): `pending` as
+    submitted, or what a payment event that came first said."""
+    pending = [f.order_id for f in orders if f.order.payment.status == PaymentState.PENDING]
+    remembered = await uow.payments.of(pending) if pending else {}
+    states = {}
+    for fact in orders:
+        if fact.order_id not in pending:
+            continue
+        earlier = remembered.get(fact.order_id)
+        state = on_arrival(earlier.state if earlier else None, fact.order.payment.status)
+        if state is not None:
+            states[fact.order_id] = state
+    return states
+
+
+async def _await_payment(order_id: UUID, due_at: datetime, uow: AllocationUnit) -> None:
+    await uow.payments.set(order_id, PaymentRecord(PaymentState.PENDING, due_at))
+    await uow.timers.schedule(Timer(PAYMENT_DEADLINE, str(order_id), due_at, {}))
+
+
+def _cancelled(order_id: UUID, request_id: str, state: PaymentState | None) -> OrderCancelled:
+    reasons = []
+    if state is not None and state in CANCEL_REASONS:
+        code, message = CANCEL_REASONS[state]
+        reasons.append(Reason(code=code, message=message))
+    return OrderCancelled(order_id=order_id, request_id=request_id, reasons=reasons)
 
 
 async def _allocate_waiting(skus: Sequence[str], uow: AllocationUnit, rules: Rules) -> list[Event]:
@@ -194,7 +363,9 @@ async def _allocate_waiting(skus: Sequence[str], uow: AllocationUnit, rules: Rul
     waiting = await uow.allocations.lock_waiting(skus)
     if not waiting:
         return []
-    outcomes = await _plan([request_for(w.order, w.pending) for w in waiting], uow, rules)
+    reached = await _reached(waiting, uow, rules)
+    requests = [widen(request_for(w.order, w.pending), reached.get(w.order_id, ())) for w in waiting]
+    outcomes = await _plan(requests, uow, rules)
     woken: list[Waiting] = []
     reservations = []
     for w, outcome in zip(waiting, outcomes, strict=True):
@@ -209,7 +380,38 @@ async def _allocate_waiting(skus: Sequence[str], uow: AllocationUnit, rules: Rul
     )
     _count([o for o in outcomes if isinstance(o, Plan)])
     held = await uow.allocations.reservations([w.order_id for w in woken])
-    return [_allocated(w.order_id, w.order, current_shipments(held.get(w.order_id, []))) for w in woken]
+    payments = await uow.payments.of([w.order_id for w in woken])
+    woke: list[Event] = []
+    for w in woken:
+        shipments = current_shipments(held.get(w.order_id, []))
+        record = payments.get(w.order_id)
+        if record is not None and record.state is PaymentState.PENDING:
+            woke.append(_reserved(w.order_id, shipments, record.due_at))
+        else:
+            woke.append(_allocated(w.order_id, _shipping_by(w.order, reached.get(w.order_id, ())), shipments))
+    return woke
+
+
+async def _reached(
+    waiting: Sequence[Waiting], uow: AllocationUnit, rules: Rules
+) -> dict[UUID, tuple[Tier, ...]]:
+    """The fallback tiers each waiting order has reached (none for most)."""
+    if not any(rules.tiers(w.order.channel) for w in waiting):
+        return {}
+    levels = await uow.fallbacks.of([w.order_id for w in waiting])
+    return {
+        w.order_id: rules.tiers(w.order.channel)[: levels[w.order_id] + 1]
+        for w in waiting
+        if w.order_id in levels
+    }
+
+
+def _shipping_by(order: OrderDetails, reached: Sequence[Tier]) -> OrderDetails:
+    """The order as fulfillment should ship it: by the method the fallback tiers reached accept."""
+    method = method_after(order.shipping_method.value, reached)
+    if method == order.shipping_method.value:
+        return order
+    return order.model_copy(update={"shipping_method": ShippingMethod(method)})
 
 
 async def update_location(update: LocationUpdated, uow: AllocationUnit, rules: Rules) -> list[Event]:
@@ -279,6 +481,7 @@ async def fail_shipment(fact: ShipmentFailed, uow: AllocationUnit, rules: Rules)
     await uow.allocations.update([AllocationChange(fact.order_id, status, generation, pending)])
     _count([outcome])
     if isinstance(outcome, Shortage):
+        await _schedule_fallback(fact.order_id, order.channel, uow, rules)
         return [_backordered(fact.order_id, outcome)]
     held = await uow.allocations.reservations([fact.order_id])
     waiting = remainder(status, pending)
@@ -335,13 +538,19 @@ async def restock_return(fact: ReturnArrived, uow: AllocationUnit, rules: Rules)
     return await _allocate_waiting(sorted(restocked), uow, rules)
 
 
-async def request_cancel(fact: OrderCancelRequested, uow: AllocationUnit) -> list[Event]:
+async def request_cancel(
+    fact: OrderCancelRequested, uow: AllocationUnit, rules: Rules | None = None
+) -> list[Event]:
     """Cancel at once what holds no stock (an order allocation never saw, a backorder, lines of a
     backordered remainder); send the rest to fulfillment, which knows what has shipped."""
     allocation = await uow.allocations.lock(fact.order_id)
     held = []
     if allocation is not None and allocation.status is not AllocationStatus.CANCELLED:
         held = (await uow.allocations.reservations([fact.order_id])).get(fact.order_id, [])
+    if allocation is not None and allocation.status is not AllocationStatus.CANCELLED and holds_stock(held):
+        record = (await uow.payments.of([fact.order_id])).get(fact.order_id)
+        if record is not None and record.state is PaymentState.PENDING:
+            return await _cancel_awaiting_payment(fact, allocation, uow, rules)
     decision = decide_cancel(
         allocation.status if allocation else None,
         allocation.pending if allocation else None,
@@ -401,7 +610,11 @@ async def release_cancelled(fact: OrderCancelAccepted, uow: AllocationUnit, rule
     if cancelled_after_release(fact.whole, holds_stock(held), allocation.status, allocation.pending):
         change = AllocationChange(fact.order_id, AllocationStatus.CANCELLED, allocation.generation, None)
         await uow.allocations.update([change])
-        out = [OrderCancelled(order_id=fact.order_id, request_id=fact.request_id)]
+        # No request: fulfillment decided it itself (e.g. `not_collected`); its reason is the code.
+        reasons = []
+        if not fact.request_id and fact.reason:
+            reasons = [Reason(code=fact.reason, message=f"cancelled: {fact.reason}")]
+        out = [OrderCancelled(order_id=fact.order_id, request_id=fact.request_id, reasons=reasons)]
     else:
         waiting = remainder(allocation.status, allocation.pending)
         shipments = current_shipments(held)
@@ -493,6 +706,129 @@ async def apply_edit(fact: OrderEditAccepted, uow: AllocationUnit, rules: Rules)
     else:
         out.append(_edit_refused(fact, "insufficient_stock", "the stock of the edited order went meanwhile"))
     return out + await _allocate_waiting(_skus(before), uow, rules)
+
+
+async def _cancel_awaiting_payment(
+    fact: OrderCancelRequested, allocation: Allocation, uow: AllocationUnit, rules: Rules | None
+) -> list[Event]:
+    """An order whose stock waits for its payment never reached fulfillment: allocation cancels it
+    whole at once (releasing its stock); a cancel of some lines is refused until it is paid."""
+    if fact.lines is not None:
+        reason = Reason(
+            code="awaiting_payment", message="lines can be cancelled once the payment is authorized"
+        )
+        refusal = OrderCancelRefused(
+            order_id=fact.order_id,
+            request_id=fact.request_id,
+            lines=fact.lines,
+            reason=fact.reason,
+            reasons=[reason],
+        )
+        return [refusal]
+    await uow.timers.cancel(PAYMENT_DEADLINE, str(fact.order_id))
+    return await _release_and_cancel(fact.order_id, allocation, uow, rules, fact.request_id, None)
+
+
+async def _release_and_cancel(
+    order_id: UUID,
+    allocation: Allocation,
+    uow: AllocationUnit,
+    rules: Rules | None,
+    request_id: str,
+    state: PaymentState | None,
+) -> list[Event]:
+    """Release every unit the order holds, cancel it, and give the units to the oldest backorders
+    waiting for them (``rules`` None: only a caller without sourcing rules, e.g. a unit test)."""
+    if allocation.status is AllocationStatus.CANCELLED:
+        return []
+    held = (await uow.allocations.reservations([order_id])).get(order_id, [])
+    reserved = [r for r in held if r.status is ReservationStatus.RESERVED]
+    freed = sorted({r.sku for r in reserved})
+    await uow.stock.serialise(freed)
+    await uow.stock.release([Release(r.shipment_id, r.sku, r.quantity) for r in reserved])
+    await uow.allocations.update(
+        [AllocationChange(order_id, AllocationStatus.CANCELLED, allocation.generation, None)]
+    )
+    cancelled: list[Event] = [_cancelled(order_id, request_id, state)]
+    return cancelled + (await _allocate_waiting(freed, uow, rules) if rules is not None else [])
+
+
+async def apply_payment(fact: OrderPaymentChanged, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """A payment event: an order waiting for its payment goes to fulfillment (authorized, captured)
+    or is cancelled with its stock released (failed, refunded); one allocation has not seen yet
+    keeps the event for when it arrives; anything else changes nothing."""
+    allocation = await uow.allocations.lock(fact.order_id)
+    record = (await uow.payments.of([fact.order_id])).get(fact.order_id)
+    incoming = PaymentState(fact.status)
+    match on_payment(record.state if record else None, allocation is not None, incoming):
+        case Remember():
+            await uow.payments.set(fact.order_id, PaymentRecord(incoming))
+            return []
+        case Ignore():
+            return []
+        case Proceed():
+            assert allocation is not None
+            await uow.payments.set(fact.order_id, PaymentRecord(incoming))
+            await uow.timers.cancel(PAYMENT_DEADLINE, str(fact.order_id))
+            held = (await uow.allocations.reservations([fact.order_id])).get(fact.order_id, [])
+            if allocation.order is None or not holds_stock(held):
+                return []  # backordered whole: allocated as usual when stock arrives
+            waiting = remainder(allocation.status, allocation.pending)
+            return [_allocated(fact.order_id, allocation.order, current_shipments(held), waiting=waiting)]
+        case Void():
+            assert allocation is not None
+            await uow.payments.set(fact.order_id, PaymentRecord(incoming))
+            await uow.timers.cancel(PAYMENT_DEADLINE, str(fact.order_id))
+            return await _release_and_cancel(fact.order_id, allocation, uow, rules, "", incoming)
+
+
+async def expire_reservation(timer: Timer, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """The reservation deadline passed: an order still waiting for its payment is cancelled
+    (`payment_timeout`) and its units go to the oldest backorders waiting for them."""
+    order_id = UUID(timer.key)
+    allocation = await uow.allocations.lock(order_id)
+    record = (await uow.payments.of([order_id])).get(order_id)
+    if allocation is None or not isinstance(on_deadline(record.state if record else None), Void):
+        return []
+    await uow.payments.set(order_id, PaymentRecord(PaymentState.EXPIRED))
+    metrics.count(metrics.RESERVATIONS, "expired")
+    return await _release_and_cancel(order_id, allocation, uow, rules, "", PaymentState.EXPIRED)
+
+
+async def fall_back(timer: Timer, uow: AllocationUnit, rules: Rules) -> list[Event]:
+    """A backordered order reached its next fallback tier: from now on it is sourced as the tiers
+    reached allow (e.g. express accepts a standard shipment, stores join), and it is tried at once;
+    the next tier, if any, is scheduled. An order no longer backordered changes nothing."""
+    order_id, tier = UUID(timer.key), int(timer.payload["tier"])
+    allocation = await uow.allocations.lock(order_id)
+    if (
+        allocation is None
+        or allocation.order is None
+        or allocation.status is not AllocationStatus.BACKORDERED
+    ):
+        return []
+    tiers = rules.tiers(allocation.order.channel)
+    if tier >= len(tiers):
+        return []
+    await uow.fallbacks.reach(order_id, tier)
+    if tier + 1 < len(tiers):
+        since = timer.due_at - timedelta(hours=tiers[tier].after_hours)
+        due = since + timedelta(hours=tiers[tier + 1].after_hours)
+        await uow.timers.schedule(Timer(SOURCING_FALLBACK, timer.key, due, {"tier": tier + 1}))
+    reached = tiers[: tier + 1]
+    [outcome] = await _plan([widen(request_for(allocation.order, allocation.pending), reached)], uow, rules)
+    if not isinstance(outcome, Plan):
+        return []
+    generation = allocation.generation + 1
+    await uow.stock.reserve(reservations_for(order_id, generation, outcome))
+    await uow.allocations.update([AllocationChange(order_id, AllocationStatus.ALLOCATED, generation, None)])
+    _count([outcome])
+    held = (await uow.allocations.reservations([order_id])).get(order_id, [])
+    shipments = current_shipments(held)
+    record = (await uow.payments.of([order_id])).get(order_id)
+    if record is not None and record.state is PaymentState.PENDING:
+        return [_reserved(order_id, shipments, record.due_at)]
+    return [_allocated(order_id, _shipping_by(allocation.order, reached), shipments)]
 
 
 async def erase_customer(request: ErasureRequested, uow: AllocationUnit) -> list[Event]:

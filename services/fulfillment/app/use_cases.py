@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 from uuid import UUID
@@ -40,7 +40,15 @@ from libs.platform.timers import Timer
 from services.fulfillment.app.config import load_pipelines
 from services.fulfillment.app.ports import FulfillmentUnit
 from services.fulfillment.app.returns import terms_of
-from services.fulfillment.domain.pipelines import FAILED, MoveKind, PipelineConfig, Progress, Refusal
+from services.fulfillment.domain.pipelines import (
+    FAILED,
+    NOT_COLLECTED,
+    READY_FOR_PICKUP,
+    MoveKind,
+    PipelineConfig,
+    Progress,
+    Refusal,
+)
 from services.fulfillment.domain.returns import Terms
 from services.fulfillment.domain.shipments import (
     Lines,
@@ -52,6 +60,7 @@ from services.fulfillment.domain.shipments import (
     StageReport,
     coarse,
     expected_delivery,
+    not_collected,
     plan_cancel,
     receive_allocation,
     report_exception,
@@ -310,11 +319,23 @@ def always_reship(channel: str) -> bool:
     return True
 
 
+CollectWithinDays = Callable[[str], float]
+"""Per channel: days a click-and-collect parcel waits at `ready_for_pickup` before it is not_collected."""
+
+PICKUP_EXPIRY = "pickup_expiry"
+"""The durable timer kind of a parcel waiting at its store (key = shipment id)."""
+
+
+def _week(channel: str) -> float:
+    return 7.0
+
+
 async def apply_updates(
     updates: Sequence[FulfillmentUpdate],
     uow: FulfillmentUnit,
     config: PipelineConfig,
     reships: Callable[[str], bool] = always_reship,
+    collect_within: CollectWithinDays = _week,
 ) -> list[list[Event] | Rejected]:
     """Move shipments along their pipelines; a refused move is dead-lettered with its reason (and
     its update id recorded, so a repeat of it changes nothing either). The orders of the batch's
@@ -395,6 +416,9 @@ async def apply_updates(
             events = []
         else:
             events = [stage_changed(shipment, move.from_stage, move.to_stage, "moved")]
+            if move.to_stage == READY_FOR_PICKUP:
+                due = datetime.now(UTC) + timedelta(days=collect_within(orders[order_id].channel))
+                await uow.timers.schedule(Timer(PICKUP_EXPIRY, shipment.shipment_id, due, {}))
             if move.kind is MoveKind.LEFT:
                 events.append(stage_changed(shipment, move.to_stage, None, "left", reason="completed"))
             if decision.shipped:
@@ -496,6 +520,33 @@ async def decide_cancel(
         ],
     )
     return [*(stage_changed(s, s.stage, None, "left", reason="cancelled") for s in plan.left), accepted]
+
+
+async def expire_pickup(timer: Timer, uow: FulfillmentUnit, config: PipelineConfig) -> list[Event]:
+    """A parcel left at its store longer than the channel allows is `not_collected`: it leaves its
+    pipeline and allocation releases its units (to the oldest backorders) — cancelling the order when
+    nothing else of it is in a pipeline. A parcel collected (or gone) meanwhile changes nothing."""
+    orders = await uow.orders.lock_by_shipment([timer.key])
+    if not orders:
+        return []
+    [order_id] = orders
+    plan = not_collected(await uow.shipments.of_orders([order_id]), timer.key, config)
+    if plan is None:
+        return []
+    await uow.shipments.save(plan.changed)
+    accepted = OrderCancelAccepted(
+        order_id=order_id,
+        request_id="",
+        reason=NOT_COLLECTED,
+        whole=plan.whole,
+        release=[
+            PublicShipment(
+                shipment_id=p.shipment_id, location_id=p.location_id, lines=contract_lines(p.lines)
+            )
+            for p in plan.release
+        ],
+    )
+    return [*(stage_changed(s, s.stage, None, "left", reason=NOT_COLLECTED) for s in plan.left), accepted]
 
 
 async def decide_edit(

@@ -8,7 +8,8 @@ Rules in words:
   `ships_at`. The last stage ends the pipeline.
 - The ship point: a shipment at `ships_at` or later has left its location (it can no longer fail
   or be cancelled); a move that reaches or passes `ships_at` is the moment the parcel shipped.
-- The order is `in_fulfillment` once any shipment is in a pipeline, `partially_shipped` once some
+- The order is `ready_for_pickup` when nothing has left yet and every parcel waits at
+  `ready_for_pickup` (click-and-collect); otherwise it is `in_fulfillment` once any shipment is in a pipeline, `partially_shipped` once some
   but not all of it has left (a shipment still before `ships_at`, or a failed parcel not yet
   sourced again), `shipped` once every part reached `ships_at`, `delivered` once all reached the
   last stage.
@@ -24,10 +25,14 @@ from enum import Enum
 from typing import Any, Literal
 
 FAILED = "failed"
+READY_FOR_PICKUP = "ready_for_pickup"
+"""The stage at which a click-and-collect parcel waits at its store for the customer."""
+NOT_COLLECTED = "not_collected"
+"""Why a parcel left its pipeline when the customer did not collect it in time."""
 EXCEPTION = "exception"
 """Reserved like `failed`: a carrier's in-transit exception (lost, damaged, returned to sender)."""
 
-Progress = Literal["in_fulfillment", "partially_shipped", "shipped", "delivered"]
+Progress = Literal["in_fulfillment", "partially_shipped", "shipped", "delivered", "ready_for_pickup"]
 """Where an order stands in fulfillment as a whole (the words of ``OrderStatus`` it can announce)."""
 
 
@@ -184,6 +189,8 @@ def order_progress(shipments: Sequence[ShipmentState], awaiting_resource: bool =
     if not active:
         return None
     left = [s for s in active if s.pipeline.has_shipped(s.stage)]
+    if not left and not awaiting_resource and all(s.stage == READY_FOR_PICKUP for s in active):
+        return "ready_for_pickup"
     if len(left) < len(active) or awaiting_resource:
         return "partially_shipped" if left else "in_fulfillment"
     if all(s.stage == s.pipeline.last for s in active):

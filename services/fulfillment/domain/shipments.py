@@ -32,6 +32,7 @@ from uuid import UUID
 from libs.contracts.vocabulary import LocationKind, ShippingMethod
 from libs.geo import distance_km
 from services.fulfillment.domain.pipelines import (
+    READY_FOR_PICKUP,
     Move,
     MoveKind,
     PipelineConfig,
@@ -376,3 +377,20 @@ def plan_cancel(
     location = {s.shipment_id: s.location_id for s in ordered}
     parcels = tuple(Parcel(sid, location[sid], taken) for sid, taken in sorted(release.items()) if taken)
     return CancelPlan(parcels, tuple(changed), whole)
+
+
+def not_collected(
+    shipments: Sequence[Shipment], shipment_id: str, config: PipelineConfig
+) -> CancelPlan | None:
+    """A click-and-collect parcel still waiting at `ready_for_pickup` when its collection time is up
+    leaves its pipeline and gives all its units back (the whole order is cancelled when nothing else
+    of it is in a pipeline or has left); None when it moved on meanwhile (collected, failed, cancelled)."""
+    ordered = by_shipment_id(shipments)
+    target = next((s for s in ordered if s.shipment_id == shipment_id), None)
+    if target is None or not target.active or target.stage != READY_FOR_PICKUP:
+        return None
+    rest = [s for s in ordered if s.shipment_id != shipment_id and any(s.lines.values())]
+    shipped = any(config.get(s.pipeline).has_shipped(s.stage) for s in rest)
+    whole = not shipped and not any(s.active for s in rest)
+    parcel = Parcel(target.shipment_id, target.location_id, dict(target.lines))
+    return CancelPlan((parcel,), (replace(target, lines={}, active=False),), whole)

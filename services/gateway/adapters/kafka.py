@@ -158,4 +158,6 @@ class KafkaKeyDirectory:
         if change.action == "revoke":
             self._ring.revoke(change.key_id)
         elif change.key_hash is not None:
-            self._ring.add(change.key_id, change.key_hash, frozenset(change.channels))
+            self._ring.add(
+                change.key_id, change.key_hash, frozenset(change.channels), change.role, change.name
+            )

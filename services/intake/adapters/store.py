@@ -164,6 +164,23 @@ class PgCancelRequests:
         )
 
 
+class PgPaymentEvents:
+    """Implements ``PaymentEvents`` on one connection."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def first_time(self, payment_event_id: str, order_id: UUID) -> bool:
+        return bool(
+            await self._conn.fetchval(
+                "INSERT INTO payment_events (payment_event_id, order_id) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                payment_event_id,
+                order_id,
+            )
+        )
+
+
 class PgEditRequests:
     """Implements ``EditRequests`` on one connection."""
 
@@ -187,5 +204,6 @@ class PgIntakeUnit:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.orders = PgOrderBook(conn)
         self.cancel_requests = PgCancelRequests(conn)
+        self.payment_events = PgPaymentEvents(conn)
         self.edit_requests = PgEditRequests(conn)
         self.erasures = PgErasureLedger(conn)

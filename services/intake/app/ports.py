@@ -70,6 +70,14 @@ class CancelRequests(Protocol):
         ...
 
 
+class PaymentEvents(Protocol):
+    """The payment events passed on: each payment event id once, whatever the number of times it is sent."""
+
+    async def first_time(self, payment_event_id: str, order_id: UUID) -> bool:
+        """False when this payment event was passed on before."""
+        ...
+
+
 class EditRequests(Protocol):
     """The edit requests acted on: each request id once."""
 
@@ -86,6 +94,9 @@ class IntakeUnit(Protocol):
 
     @property
     def cancel_requests(self) -> CancelRequests: ...
+
+    @property
+    def payment_events(self) -> PaymentEvents: ...
 
     @property
     def edit_requests(self) -> EditRequests: ...

@@ -25,8 +25,10 @@ from libs.contracts.lifecycle import (
     OrderEditRequested,
     OrderFulfillmentProgressed,
     OrderHeld,
+    OrderPaymentChanged,
     OrderReceived,
     OrderRejected,
+    OrderReserved,
     OrderValidated,
 )
 from libs.contracts.orders import (
@@ -41,6 +43,7 @@ from libs.contracts.orders import (
     Reason,
     Shipment,
 )
+from libs.contracts.payments import PaymentUpdate
 from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
 from libs.contracts.returns import OrderReturned
 from libs.contracts.vocabulary import OrderStatus
@@ -70,6 +73,7 @@ StatusFact = (
     | OrderCancelled
     | OrderCancelRefused
     | OrderFulfillmentProgressed
+    | OrderReserved
     | OrderEditRefused
     | OrderReturned
 )
@@ -82,6 +86,7 @@ STATUS_FACTS = (
     OrderCancelled,
     OrderCancelRefused,
     OrderFulfillmentProgressed,
+    OrderReserved,
     OrderEditRefused,
     OrderReturned,
 )
@@ -96,7 +101,7 @@ def details_of(submitted: OrderSubmitted) -> OrderDetails:
     )
 
 
-ADDED_LATER = ("shipping_price",)
+ADDED_LATER = ("shipping_price", "pickup_location_id")
 """Order fields added after orders were first fingerprinted: left out of the digest while a channel
 does not give them, so the retry of an order submitted before the upgrade is still a retry."""
 
@@ -203,6 +208,7 @@ def proposed_status(
     | OrderBackordered
     | OrderCancelled
     | OrderFulfillmentProgressed
+    | OrderReserved
     | OrderReturned,
 ) -> Proposal:
     """What each fact means to the customer. An allocation that leaves lines waiting for stock
@@ -228,6 +234,12 @@ def proposed_status(
             return Proposal(OrderStatus.CANCELLED, reasons)
         case OrderFulfillmentProgressed(status=status, shipments=shipments, eta=eta):
             return Proposal(OrderStatus(status), (), shipments, eta)
+        case OrderReserved(shipments=shipments, expires_at=expires_at):
+            awaiting = Reason(
+                code="awaiting_payment",
+                message=f"stock reserved until {expires_at.isoformat()}; waiting for the payment",
+            )
+            return Proposal(OrderStatus.AWAITING_PAYMENT, [awaiting], shipments)
         case OrderReturned(status=status, return_id=return_id, lines=lines):
             units = ", ".join(f"{line.quantity} x {line.sku}" for line in lines)
             reason = Reason(code="returned", message=f"return {return_id} received: {units}")
@@ -237,11 +249,12 @@ def proposed_status(
 
 
 def accepted_cancel(fact: StatusFact) -> str | None:
-    """The cancel request a fact carries out: the order cancelled whole, or its reduced allocation."""
+    """The cancel request a fact carries out: the order cancelled whole, or its reduced allocation.
+    An order Baton cancelled itself (e.g. `payment_timeout`) carries out no request."""
     if isinstance(fact, OrderCancelled):
-        return fact.request_id
+        return fact.request_id or None
     if isinstance(fact, OrderAllocated):
-        return fact.cancel_request_id
+        return fact.cancel_request_id or None
     return None
 
 
@@ -348,6 +361,39 @@ async def request_cancel(request: CancelRequested, uow: IntakeUnit) -> list[Even
     ]
 
 
+async def pass_payment_on(update: PaymentUpdate, uow: IntakeUnit) -> list[Event]:
+    """Find the order and pass the payment event on to allocation, once per payment event id.
+
+    A payment event for no known order is rejected (`unknown_order`, a dead letter with its cause):
+    it can be replayed once the order exists."""
+    if update.order_id is not None:
+        order = await uow.orders.find(update.order_id)
+    elif update.channel and update.external_id:
+        order = await uow.orders.find_by_channel(update.channel, update.external_id)
+    else:
+        raise Rejected("schema_violation", "name the order by order_id or by channel and external_id")
+    if order is None:
+        raise Rejected("unknown_order", "no such order (yet)")
+    if not await uow.payment_events.first_time(update.payment_event_id, order.order_id):
+        return []
+    return [
+        OrderPaymentChanged(
+            order_id=order.order_id, payment_event_id=update.payment_event_id, status=update.status
+        )
+    ]
+
+
+async def erase_customer(request: ErasureRequested, uow: IntakeUnit) -> list[Event]:
+    """Erase the customer's orders placed before the request, once per request id: their details
+    lose name, e-mail, address and customer id; ids, lines, statuses and timelines stay (the
+    timeline never held personal data). Reports what it changed."""
+    if not await uow.erasures.claim(Erasure.of(request)):
+        return []
+    erased = await uow.orders.erase(request)
+    await uow.erasures.record(request.request_id, erased)
+    return [applied(request, "intake", erased)]
+
+
 def edit_refused(request_id: str, order_id: UUID | None, reasons: Sequence[Reason]) -> EditOutcome:
     return EditOutcome(request_id=request_id, order_id=order_id, outcome="refused", reasons=list(reasons))
 
@@ -390,14 +436,3 @@ async def request_edit(request: EditRequested, uow: IntakeUnit) -> list[Event]:
         changes["payment"] = request.payment
     edited = current.model_copy(update=changes)
     return [OrderEditRequested(order_id=order.order_id, request_id=request.request_id, order=edited)]
-
-
-async def erase_customer(request: ErasureRequested, uow: IntakeUnit) -> list[Event]:
-    """Erase the customer's orders placed before the request, once per request id: their details
-    lose name, e-mail, address and customer id; ids, lines, statuses and timelines stay (the
-    timeline never held personal data). Reports what it changed."""
-    if not await uow.erasures.claim(Erasure.of(request)):
-        return []
-    erased = await uow.orders.erase(request)
-    await uow.erasures.record(request.request_id, erased)
-    return [applied(request, "intake", erased)]

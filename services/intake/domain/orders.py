@@ -62,12 +62,17 @@ def classify_submissions(
 
 TERMINAL = frozenset({OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.RETURNED})
 
+# Which status may follow which. `awaiting_payment`: stock reserved for a pending payment (from
+# `validated`, or from `backordered` when stock arrived first); it moves on when the payment is
+# authorized (`allocated`) and ends `cancelled` when it fails or the deadline passes.
 # Which status may follow which. `allocated -> allocated` is a new allocation (partial
 # cancellation, re-sourcing); `in_fulfillment -> allocated` is re-sourcing after a failed
 # shipment: the customer never sees an order go back further than `allocated`.
 SOURCED = frozenset({OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.IN_FULFILLMENT})
 """Where an order can be while its stock is being sourced or re-sourced (a parcel failed)."""
-LEAVING = frozenset({OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED})
+LEAVING = frozenset(
+    {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED, OrderStatus.READY_FOR_PICKUP}
+)
 """How far its parcels got. Fulfillment reports these from any sourced status: an update may skip
 stages (straight to `delivered`), and part of an order can ship while the rest is backordered."""
 
@@ -76,15 +81,21 @@ NEXT: dict[OrderStatus, frozenset[OrderStatus]] = {
         {OrderStatus.VALIDATED, OrderStatus.REJECTED, OrderStatus.ON_HOLD, OrderStatus.CANCELLED}
     ),
     OrderStatus.ON_HOLD: frozenset({OrderStatus.VALIDATED, OrderStatus.REJECTED, OrderStatus.CANCELLED}),
-    OrderStatus.VALIDATED: frozenset({OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.CANCELLED}),
+    OrderStatus.VALIDATED: frozenset(
+        {OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.CANCELLED, OrderStatus.AWAITING_PAYMENT}
+    ),
+    OrderStatus.AWAITING_PAYMENT: frozenset(
+        {OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.CANCELLED}
+    ),
     OrderStatus.ALLOCATED: SOURCED | LEAVING | {OrderStatus.CANCELLED},
-    OrderStatus.BACKORDERED: SOURCED | LEAVING | {OrderStatus.CANCELLED},
+    OrderStatus.BACKORDERED: SOURCED | LEAVING | {OrderStatus.CANCELLED, OrderStatus.AWAITING_PAYMENT},
     OrderStatus.IN_FULFILLMENT: SOURCED | LEAVING | {OrderStatus.CANCELLED},
     OrderStatus.PARTIALLY_SHIPPED: frozenset(
         {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED}
     ),
     # `shipped -> shipped`: the same status with news (an ETA re-computed because a stage is late).
     OrderStatus.SHIPPED: frozenset({OrderStatus.SHIPPED, OrderStatus.DELIVERED}),
+    OrderStatus.READY_FOR_PICKUP: SOURCED | {OrderStatus.DELIVERED, OrderStatus.CANCELLED},
     OrderStatus.REJECTED: frozenset(),
     OrderStatus.DELIVERED: frozenset({OrderStatus.PARTIALLY_RETURNED, OrderStatus.RETURNED}),
     OrderStatus.CANCELLED: frozenset(),

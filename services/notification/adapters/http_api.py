@@ -19,13 +19,13 @@ from uuid import UUID
 
 from aiohttp import web
 
+from services.notification.adapters.board_web import API_KEY, COOKIE, OPEN_BOARD_PATHS, STATIC_PREFIX, Board
 from services.notification.adapters.openapi_webhooks import with_webhooks
 from services.notification.app.ports import OrderStatusQueries
 from services.notification.domain import api_keys
 from services.notification.domain.api_keys import ApiKey, RateLimiter
 
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/openapi.json"})
-API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/openapi.json", *OPEN_BOARD_PATHS})
 
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 _DENIED = {
@@ -43,6 +43,70 @@ _DENIED = {
     },
 }
 _ORDER = {"application/json": {"schema": {"$ref": "#/components/schemas/OrderView"}}}
+
+_ACTED = {
+    "202": {"description": "The command was recorded and queued for Kafka", "content": {"text/html": {}}},
+    "401": _DENIED["401"],
+    "403": {
+        "description": "A viewer's key (or, with the board's cookie, a request from another origin)",
+        "content": {"text/html": {}},
+    },
+    "404": {"description": "Nothing of that id that the key may see", "content": {"text/html": {}}},
+    "409": {
+        "description": "Not possible now (e.g. not a later stage, not on hold)",
+        "content": {"text/html": {}},
+    },
+    "429": _DENIED["429"],
+}
+
+
+def _action(summary: str, parameter: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    form = {"type": "object", "properties": fields, "required": required}
+    return {
+        "post": {
+            "summary": summary,
+            "description": "A fulfillment board action, for an `operator` key: it publishes the public command"
+            " named here and records who took it. The board's pages post the same form.",
+            "parameters": [{"name": parameter, "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {
+                "required": bool(required),
+                "content": {"application/x-www-form-urlencoded": {"schema": form}},
+            },
+            "responses": _ACTED,
+        }
+    }
+
+
+BOARD_ACTIONS: dict[str, Any] = {
+    "/board/shipments/{shipment_id}/move": _action(
+        "Move a shipment to a later stage of its pipeline (`fulfillment.updates.v1`)",
+        "shipment_id",
+        {"stage": {"type": "string"}},
+        ["stage"],
+    ),
+    "/board/orders/{order_id}/hold": _action(
+        "Release or reject an order on hold (`orders.hold-decisions.v1`)",
+        "order_id",
+        {"decision": {"type": "string", "enum": ["release", "reject"]}, "reason": {"type": "string"}},
+        ["decision"],
+    ),
+    "/board/orders/{order_id}/cancel": _action(
+        "Cancel the order, or with `scope=lines` the units given as `qty:<sku>` fields (`orders.cancel-requested.v1`)",
+        "order_id",
+        {
+            "scope": {"type": "string", "enum": ["order", "lines"]},
+            "reason": {"type": "string"},
+        },
+        [],
+    ),
+    "/board/deliveries/{delivery_id}/redeliver": _action(
+        "Send a dead webhook delivery again (`notification.redeliveries.v1`; keys for every channel)",
+        "delivery_id",
+        {},
+        [],
+    ),
+}
+"""The board's actions as programs call them (``Authorization: Bearer``); its HTML pages are not listed."""
 
 STATUS_API: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -86,6 +150,7 @@ STATUS_API: dict[str, Any] = {
                 },
             }
         },
+        **BOARD_ACTIONS,
         "/livez": {
             "get": {
                 "summary": "The process runs",
@@ -144,9 +209,14 @@ def build_api(
     rate_per_s: float,
     burst: int,
     clock: Callable[[], float] = time.monotonic,
+    board: Board | None = None,
 ) -> web.Application:
     """Buckets are kept for keys that exist (so a flood of made-up keys cannot push a real key's
-    bucket out) and, apart, for client addresses whose log-ins failed."""
+    bucket out) and, apart, for client addresses whose log-ins failed.
+
+    The board's pages take the key from its cookie as well; a page asked for without one goes to
+    the log-in page, and an action (POST) carried by the cookie must come from the board's own
+    origin (with SameSite=Strict, a second guard against cross-site requests)."""
     keys = RateLimiter(rate_per_s, burst)
     failures = RateLimiter(rate_per_s, burst)
 
@@ -154,9 +224,21 @@ def build_api(
     async def authenticate(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        if request.path in OPEN_BOARD_PATHS and request.method == "POST":  # the board's log-in form
+            if wait := failures.waiting(str(request.remote), clock()):
+                return _too_many(wait)
+            response = await handler(request)
+            if response.status == 401:
+                failures.take(str(request.remote), clock())
+            return response
+        if request.path in OPEN_PATHS or request.path.startswith(STATIC_PREFIX + "/"):
             return await handler(request)
+        on_board = request.path == "/board" or request.path.startswith("/board/")
         token = api_keys.bearer_token(request.headers.get("Authorization"))
+        if token is None and on_board:
+            token = request.cookies.get(COOKIE)
+            if token and request.method != "GET" and not _same_origin(request):
+                return web.json_response({"error": "actions come from the board's own pages"}, status=403)
         key: ApiKey | None = None
         if token is not None:
             digest = api_keys.digest(token)
@@ -168,6 +250,8 @@ def build_api(
         if key is None:
             if wait := failures.take(str(request.remote), clock()):
                 return _too_many(wait)
+            if on_board and request.method == "GET":
+                raise web.HTTPSeeOther("/board/login")
             return web.json_response(
                 {"error": "a valid API key is required: Authorization: Bearer <key>"},
                 status=401,
@@ -208,6 +292,9 @@ def build_api(
         return web.json_response({"status": "not ready"}, status=503)
 
     app = web.Application(middlewares=[authenticate])
+    if board is not None:
+        app.add_routes(board.routes())
+        app.on_shutdown.append(board.on_shutdown)
     app.add_routes(
         [
             web.get("/orders/{order_id}", get_order),
@@ -218,6 +305,14 @@ def build_api(
         ]
     )
     return app
+
+
+def _same_origin(request: web.Request) -> bool:
+    """The request's Origin (or, lacking one, its Referer) names this very host."""
+    from urllib.parse import urlsplit
+
+    origin = request.headers.get("Origin") or request.headers.get("Referer") or ""
+    return bool(origin) and urlsplit(origin).netloc == request.host
 
 
 def _not_found() -> web.Response:

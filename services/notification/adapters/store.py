@@ -16,6 +16,7 @@ import orjson
 from libs.contracts.privacy import ERASED, ERASED_EMAIL, ErasureRequested
 from libs.platform.erasure_store import PgErasureLedger
 from libs.platform.messaging import write_outbox
+from services.notification.adapters.board_store import signal_changes
 from services.notification.app.ports import (
     AfterAttempt,
     Attempt,
@@ -107,12 +108,13 @@ class PgApiKeys:
 
     async def add(self, key: NewApiKey) -> None:
         await self._conn.execute(
-            "INSERT INTO api_keys (key_id, name, key_hash, channels) VALUES ($1, $2, $3, $4)"
+            "INSERT INTO api_keys (key_id, name, key_hash, channels, role) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT DO NOTHING",
             key.key_id,
             key.name,
             key.digest,
             list(key.channels),
+            key.role,
         )
 
     async def revoke(self, key_id: str) -> bool:
@@ -295,6 +297,7 @@ class PgReadModel:
             [t.event for t in timeline],
             [t.occurred_at for t in timeline],
         )
+        await signal_changes(self._conn, [v.order_id for v in views])
 
     async def record_stages(self, stages: Sequence[ShipmentStage], timeline: Sequence[TimelineEntry]) -> None:
         """One statement: the parcels' stages (at most one row per parcel) and the timeline entries."""
@@ -315,6 +318,7 @@ class PgReadModel:
             [t.event for t in timeline],
             [t.occurred_at for t in timeline],
         )
+        await signal_changes(self._conn, [s.order_id for s in stages])
 
 
 class PgDeliveryQueue:
@@ -580,9 +584,12 @@ class PgOrderStatusQueries:
 
     async def api_key(self, digest: str) -> ApiKey | None:
         row = await self._pool.fetchrow(
-            "SELECT key_id, channels FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", digest
+            "SELECT key_id, channels, role, name FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            digest,
         )
-        return ApiKey(row["key_id"], frozenset(row["channels"])) if row is not None else None
+        if row is None:
+            return None
+        return ApiKey(row["key_id"], frozenset(row["channels"]), row["role"], row["name"])
 
     async def ready(self) -> bool:
         try:

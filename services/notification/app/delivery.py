@@ -249,6 +249,7 @@ class DeliveryWorker:
     def compose(self, email: DueEmail) -> Mail:
         """The customer's message for this status, from its template; Message-ID stable per order and status."""
         values = {
+            "why": "",  # e-mails recorded before a template asked for it
             **email.context,
             "name": email.name,
             "external_id": email.external_id,

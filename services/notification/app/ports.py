@@ -86,6 +86,7 @@ class NewApiKey:
     name: str
     digest: str
     channels: tuple[str, ...]
+    role: str = "viewer"
 
 
 @dataclass(frozen=True)

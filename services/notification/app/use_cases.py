@@ -114,7 +114,9 @@ async def change_api_key(command: ApiKeyChanged, uow: NotificationUnit) -> list[
             raise Rejected("unknown_api_key", f"no key {command.key_id!r} was ever added")
         return []
     assert command.key_hash is not None
-    await uow.api_keys.add(NewApiKey(command.key_id, command.name, command.key_hash, tuple(command.channels)))
+    await uow.api_keys.add(
+        NewApiKey(command.key_id, command.name, command.key_hash, tuple(command.channels), command.role)
+    )
     return []
 
 
@@ -190,7 +192,10 @@ async def record_status_changes(
         )
         if change.status in emails.EMAIL_STATUSES:
             tracking = emails.tracking(s.tracking_number for s in change.shipments)
-            context = {"tracking": tracking, "eta": emails.expected(change.eta)}
+            why = emails.cancelled_because(r.code for r in change.reasons)
+            context = {"tracking": tracking, "eta": emails.expected(change.eta)} | (
+                {"why": why} if why else {}
+            )
             to_send.append(NewEmail(change.order_id, change.status.value, context))
         timeline.append(TimelineEntry(change.order_id, "status", data, change.occurred_at))
         views[change.order_id] = fold_status(views.get(change.order_id), view_of(change))

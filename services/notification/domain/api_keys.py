@@ -4,6 +4,9 @@ same keys), named here for notification's own code."""
 from libs.api_keys import (
     ALL_CHANNELS,
     KEY_PREFIX,
+    OPERATOR,
+    ROLES,
+    VIEWER,
     ApiKey,
     RateLimiter,
     TokenBucket,
@@ -16,6 +19,9 @@ from libs.api_keys import (
 __all__ = [
     "ALL_CHANNELS",
     "KEY_PREFIX",
+    "OPERATOR",
+    "ROLES",
+    "VIEWER",
     "ApiKey",
     "RateLimiter",
     "TokenBucket",

@@ -18,9 +18,24 @@ EMAIL_STATUSES = frozenset(
         OrderStatus.DELIVERED,
         OrderStatus.CANCELLED,
         OrderStatus.BACKORDERED,
+        OrderStatus.READY_FOR_PICKUP,
     }
 )
 """The statuses a customer is written to about, once each; the others are Baton's own business."""
+
+
+CANCEL_WORDS = {
+    "payment_timeout": " because we did not receive your payment in time",
+    "payment_failed": " because your payment did not go through",
+    "payment_refunded": " because your payment was refunded",
+    "not_collected": " because it was not collected in time",
+}
+"""What a cancelled order's e-mail says about why, by reason code; other reasons say nothing more."""
+
+
+def cancelled_because(codes: Iterable[str]) -> str:
+    """The words after "was cancelled" for the first reason the customer should hear (or nothing)."""
+    return next((CANCEL_WORDS[c] for c in codes if c in CANCEL_WORDS), "")
 
 
 def tracking(numbers: Iterable[str | None]) -> str:

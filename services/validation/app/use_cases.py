@@ -53,6 +53,8 @@ def to_domain(order: OrderDetails) -> rules.Order:
         payment_status=order.payment.status,
         payment_amount=order.payment.amount,
         customer_email=None if is_erased(order) else order.customer.email,
+        shipping_method=str(order.shipping_method),
+        pickup_location_id=order.pickup_location_id,
         shipping_price=order.shipping_price or Decimal(0),
     )
 
@@ -248,11 +250,16 @@ def policy_from(policies: ChannelPolicies) -> Callable[[str], Policy]:
     """Each channel's validation policy (its countries and hold threshold), the defaults for a
     channel the policy file does not name."""
     by_channel = {
-        name: Policy(supported_countries=p.supported_countries, hold_threshold=p.hold_threshold)
+        name: Policy(
+            supported_countries=p.supported_countries,
+            hold_threshold=p.hold_threshold,
+            pickup_allowed=p.pickup.allowed,
+        )
         for name, p in policies.channels.items()
     }
     default = Policy(
         supported_countries=policies.defaults.supported_countries,
         hold_threshold=policies.defaults.hold_threshold,
+        pickup_allowed=policies.defaults.pickup.allowed,
     )
     return lambda channel: by_channel.get(channel, default)

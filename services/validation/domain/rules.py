@@ -16,6 +16,9 @@ from libs.contracts.email import email_problem
 
 MAX_QUANTITY_PER_LINE = 10_000
 AUTHORIZED_PAYMENT_STATUSES = frozenset({"authorized", "captured"})
+PENDING_PAYMENT = "pending"
+"""A payment still to be authorized: the order goes on, its stock reserved until the channel's
+deadline (allocation releases it and cancels the order with `payment_timeout` if nothing comes)."""
 COUNTRY_CODE = re.compile(r"^[A-Z]{2}$")
 
 
@@ -46,6 +49,8 @@ class Order:
     customer_email: str | None
     """None for an order whose customer was erased: there is no address left to check, and none is
     ever written to."""
+    shipping_method: str = "standard"
+    pickup_location_id: str | None = None
     shipping_price: Decimal = Decimal(0)
 
     @property
@@ -71,6 +76,7 @@ class Product:
 class Policy:
     supported_countries: frozenset[str]
     hold_threshold: Decimal
+    pickup_allowed: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,7 +178,7 @@ def unsupported_country(order: Order, ctx: Context) -> list[Finding]:
 
 
 def payment_not_authorized(order: Order, ctx: Context) -> list[Finding]:
-    if order.payment_status not in AUTHORIZED_PAYMENT_STATUSES:
+    if order.payment_status not in AUTHORIZED_PAYMENT_STATUSES | {PENDING_PAYMENT}:
         return [Finding("payment_not_authorized", f"payment is {order.payment_status!r}")]
     return []
 
@@ -199,6 +205,17 @@ def manual_review(order: Order, ctx: Context) -> list[Finding]:
     return []
 
 
+def pickup_not_possible(order: Order, ctx: Context) -> list[Finding]:
+    """Click-and-collect only where the channel offers it, and only at a named store."""
+    if order.shipping_method != "pickup":
+        return []
+    if not ctx.policy.pickup_allowed:
+        return [Finding("pickup_not_offered", "this channel does not offer pickup")]
+    if not order.pickup_location_id:
+        return [Finding("pickup_location_missing", "a pickup order names its pickup_location_id")]
+    return []
+
+
 RULES: tuple[Rule, ...] = (
     unknown_sku,
     inactive_sku,
@@ -210,6 +227,7 @@ RULES: tuple[Rule, ...] = (
     unsupported_country,
     payment_not_authorized,
     payment_amount_mismatch,
+    pickup_not_possible,
 )
 HOLD_RULES: tuple[Rule, ...] = (manual_review,)
 

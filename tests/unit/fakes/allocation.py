@@ -22,6 +22,7 @@ from services.allocation.app.ports import (
     AllocationConflict,
     NewAllocation,
     OversellRefused,
+    PaymentRecord,
     Release,
     Waiting,
 )
@@ -35,6 +36,7 @@ from services.allocation.domain.allocations import (
 from services.allocation.domain.sourcing import Location
 from services.allocation.domain.stock import Adjustment, StockLevel
 from tests.unit.fakes.erasures import FakeErasureLedger
+from tests.unit.fakes.timers import FakeTimers
 
 
 @dataclass
@@ -75,6 +77,9 @@ class FakeAllocationState:
     serialised: set[str] = field(default_factory=set)
     calls: Counter[str] = field(default_factory=Counter)
     queue: itertools.count[int] = field(default_factory=itertools.count)
+    payments: dict[UUID, PaymentRecord] = field(default_factory=dict)
+    timers: FakeTimers = field(default_factory=FakeTimers)
+    fallbacks: dict[UUID, int] = field(default_factory=dict)
 
     def units(self, sku: str, location_id: str) -> Units:
         return self.stock.get((sku, location_id), Units())
@@ -234,6 +239,7 @@ class FakeAllocations:
                 a.order,
                 frozenset(line.sku for line in a.order.lines),
                 a.generation,
+                pending=a.pending,
                 place=next(self._s.queue) if backordered else None,
             )
 
@@ -298,6 +304,30 @@ class FakeAllocations:
         return len(covered)
 
 
+class FakePayments:
+    def __init__(self, state: FakeAllocationState) -> None:
+        self._s = state
+
+    async def of(self, order_ids: Sequence[UUID]) -> dict[UUID, PaymentRecord]:
+        self._s.calls["payments.of"] += 1
+        return {o: self._s.payments[o] for o in order_ids if o in self._s.payments}
+
+    async def set(self, order_id: UUID, record: PaymentRecord) -> None:
+        self._s.calls["payments.set"] += 1
+        self._s.payments[order_id] = record
+
+
+class FakeFallbacks:
+    def __init__(self, state: FakeAllocationState) -> None:
+        self._s = state
+
+    async def of(self, order_ids: Sequence[UUID]) -> dict[UUID, int]:
+        return {o: self._s.fallbacks[o] for o in order_ids if o in self._s.fallbacks}
+
+    async def reach(self, order_id: UUID, tier: int) -> None:
+        self._s.fallbacks[order_id] = max(tier, self._s.fallbacks.get(order_id, tier))
+
+
 class FakeAllocationUnit:
     """Implements ``AllocationUnit`` over one ``FakeAllocationState``."""
 
@@ -306,6 +336,7 @@ class FakeAllocationUnit:
         self._locations = FakeLocations(self.state)
         self._stock = FakeStockLedger(self.state)
         self._allocations = FakeAllocations(self.state)
+        self._payments = FakePayments(self.state)
         self.ledger = FakeErasureLedger()
 
     @property
@@ -319,6 +350,18 @@ class FakeAllocationUnit:
     @property
     def allocations(self) -> FakeAllocations:
         return self._allocations
+
+    @property
+    def payments(self) -> FakePayments:
+        return self._payments
+
+    @property
+    def timers(self) -> FakeTimers:
+        return self.state.timers
+
+    @property
+    def fallbacks(self) -> FakeFallbacks:
+        return FakeFallbacks(self.state)
 
     @property
     def erasures(self) -> FakeErasureLedger:

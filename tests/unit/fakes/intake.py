@@ -27,6 +27,7 @@ class FakeIntakeUnit:
     details: dict[UUID, OrderDetails] = field(default_factory=dict)
     timeline: dict[UUID, list[OrderStatusChanged]] = field(default_factory=dict)
     cancels: dict[str, UUID] = field(default_factory=dict)
+    payments: dict[str, UUID] = field(default_factory=dict)
     edits: dict[str, UUID] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     ledger: FakeErasureLedger = field(default_factory=FakeErasureLedger)
@@ -37,6 +38,10 @@ class FakeIntakeUnit:
 
     @property
     def cancel_requests(self) -> FakeIntakeUnit:
+        return self
+
+    @property
+    def payment_events(self) -> FakeIntakeUnit:
         return self
 
     @property
@@ -105,6 +110,12 @@ class FakeIntakeUnit:
         if request_id in self.cancels:
             return False
         self.cancels[request_id] = order_id
+        return True
+
+    async def first_time(self, payment_event_id: str, order_id: UUID) -> bool:
+        if payment_event_id in self.payments:
+            return False
+        self.payments[payment_event_id] = order_id
         return True
 
     def statuses(self, order_id: UUID) -> list[str]:

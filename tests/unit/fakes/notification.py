@@ -118,6 +118,7 @@ class FakeApiKey:
     name: str
     digest: str
     channels: tuple[str, ...]
+    role: str = "viewer"
     revoked: bool = False
 
 
@@ -128,7 +129,7 @@ class FakeApiKeys:
     async def add(self, key: NewApiKey) -> None:
         keys = self._store.api_keys
         if key.key_id not in keys and all(k.digest != key.digest for k in keys.values()):
-            keys[key.key_id] = FakeApiKey(key.name, key.digest, key.channels)
+            keys[key.key_id] = FakeApiKey(key.name, key.digest, key.channels, key.role)
 
     async def revoke(self, key_id: str) -> bool:
         if key_id not in self._store.api_keys:
