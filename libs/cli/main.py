@@ -427,7 +427,12 @@ def up(
 
 
 @contextmanager
-def running_fleet(counts: dict[str, int], log_dir: Path | None, secure: bool = False) -> Iterator[Supervisor]:
+def running_fleet(
+    counts: dict[str, int],
+    log_dir: Path | None,
+    secure: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Supervisor]:
     """The stack (unless the environment provides it), the migrate step, then the services, each
     logged in as its own role; all stopped on the way out.
 
@@ -435,16 +440,21 @@ def running_fleet(counts: dict[str, int], log_dir: Path | None, secure: bool = F
     stay in the pgpass file ``.cache/pgpass`` (0600) that the processes read via PGPASSFILE.
 
     ``secure``: the secured local broker; each service runs as its own principal and, like in a
-    least-privilege cluster, does not create topics (``stack up --secure`` did, as admin)."""
+    least-privilege cluster, does not create topics (``stack up --secure`` did, as admin).
+    ``extra_env``: what every process gets besides (e.g. the demo's ``BATON_PIPELINES_FILE``)."""
     from libs.platform.roles import MigrateSettings, prepare_local
     from libs.platform.secure_stack import SecureKafkaBroker
 
     own_kafka, own_pg = not stack.external_kafka(), not stack.external_database()
     passfile = stack.cache_dir() / "pgpass"
-    env = dict(os.environ) | {
-        "BATON_LOG_JSON": os.environ.get("BATON_LOG_JSON", "false"),
-        "PGPASSFILE": str(passfile),
-    }
+    env = (
+        dict(os.environ)
+        | {
+            "BATON_LOG_JSON": os.environ.get("BATON_LOG_JSON", "false"),
+            "PGPASSFILE": str(passfile),
+        }
+        | (extra_env or {})
+    )
     env.update(local_webhook_env(env))
     if not env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         env.setdefault("BATON_TRACE_DIR", str(stack.cache_dir() / "traces"))
@@ -949,18 +959,31 @@ def contracts(
 def demo(
     rate: Annotated[float, typer.Option(help="orders per second the channel submits")] = 20.0,
     duration: Annotated[float, typer.Option(help="seconds of submitting")] = 60.0,
-    attach: Annotated[bool, typer.Option(help="use a fleet that is already running (make run)")] = False,
+    attach: Annotated[
+        bool,
+        typer.Option(
+            help="use a fleet that is already running (make run); its pipelines are left as they are, "
+            "so shipments are late only where they declare `sla_hours`"
+        ),
+    ] = False,
 ) -> None:
-    """Seed a catalog, three locations and stock; play a channel; show orders by status as they flow."""
-    from libs.cli.demo import run_demo
+    """Seed a catalog, three locations and stock; play a channel; show orders by status as they flow.
+
+    Some orders are click-and-collect, some delivered orders are returned (the demo plays the
+    customer and the warehouse), and the fleet the demo starts has a standard pipeline whose
+    `picking` stage is late after seconds, so some shipments are late."""
+    from libs.cli.demo import demo_pipelines_file, run_demo
 
     run_id = f"demo-{int(time.time())}"
     if attach:
         asyncio.run(run_demo(_kafka_settings(), rate, duration, run_id))
         return
     log_dir = stack.cache_dir() / "demo-logs"
-    with running_fleet({name: 1 for name in SERVICES}, log_dir=log_dir) as fleet:
-        typer.echo(f"fleet started; service logs in {log_dir}")
+    pipelines = demo_pipelines_file(stack.cache_dir())
+    with running_fleet(
+        {name: 1 for name in SERVICES}, log_dir=log_dir, extra_env={"BATON_PIPELINES_FILE": str(pipelines)}
+    ) as fleet:
+        typer.echo(f"fleet started; service logs in {log_dir}; pipelines from {pipelines}")
         asyncio.run(run_demo(_settings(), rate, duration, run_id, healthy=lambda: not fleet.exited()))
 
 

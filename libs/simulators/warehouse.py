@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -35,11 +36,13 @@ class WarehouseFloor:
         seed: str,
         step_s: tuple[float, float],
         failure_share: float = 0.02,
+        stages: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """``stages``: stage names per pipeline (default: the packaged pipelines')."""
         self._sender = sender
         self._topic = topic_prefix + topics.FULFILLMENT_UPDATES
         self._rng = random.Random(seed)
-        self._stages = pipeline_stages()
+        self._stages = {name: list(names) for name, names in (stages or pipeline_stages()).items()}
         self._step_s = step_s
         self._failure_share = failure_share
         self._tasks: set[asyncio.Task[None]] = set()

@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 from rich.console import Console
 
 from libs.cli import errors, output
-from libs.cli.demo import Channel, DemoView, StageBoard, StatusBoard
+from libs.cli.demo import Channel, DemoView, Returns, StageBoard, StatusBoard
 from libs.cli.progress import MavenDownload, Phases
 from libs.cli.top import Snapshot, render, view
 from libs.contracts.topics import SERVICES
@@ -79,7 +79,7 @@ def test_top_shows_the_same_figures_live_and_in_plain_screens() -> None:
     assert "t1.baton" not in drawn, "group names without the environment prefix"
 
 
-def test_the_demo_prints_two_plain_lines_a_tick_in_a_pipe_and_draws_a_view_on_a_terminal(
+def test_the_demo_prints_three_plain_lines_a_tick_in_a_pipe_and_draws_a_view_on_a_terminal(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     board, stages = StatusBoard(), StageBoard()
@@ -88,16 +88,21 @@ def test_the_demo_prints_two_plain_lines_a_tick_in_a_pipe_and_draws_a_view_on_a_
         {"shipment_id": "s1", "pipeline": "standard", "entered_stage": "picking", "change": "entered"}
     )
     plain = DemoView(Channel(planned=100, sent=40), pipe())
-    plain.show(3.0, board, stages)
+    plain.show(3.0, board, stages, 2, Returns("run"))
     plain.close()
     lines = capsys.readouterr().out.splitlines()
-    assert lines == ["[    3s] orders     1 | allocated 1", "         in pipelines | standard/picking 1"]
+    assert lines == [
+        "[    3s] orders     1 | allocated 1",
+        "         in pipelines | standard/picking 1",
+        "         late shipments 2 | returns requested 0, received 0, refused 0",
+    ]
     on_terminal = terminal()
     live = DemoView(Channel(planned=100, sent=40), on_terminal)
-    live.show(3.0, board, stages)
+    live.show(3.0, board, stages, 2, Returns("run"))
     live.close()
     drawn = text_of(on_terminal)
     assert "40/100" in drawn and "allocated" in drawn and "standard/picking" in drawn
+    assert "late shipments 2" in drawn
 
 
 def test_maven_downloads_are_counted_from_its_output_and_its_error_is_kept() -> None:
