@@ -291,6 +291,15 @@ class DemoOptions:
     shop: Shop | None = None
 
 
+@dataclass(frozen=True)
+class DemoOutcome:
+    statuses: Counter[str]
+    """The run's orders by their last status"""
+    late: int
+    """Shipments of the run that were late"""
+    returns: Returns
+
+
 async def run_demo(
     settings: BatonSettings,
     rate: float,
@@ -298,9 +307,9 @@ async def run_demo(
     run_id: str,
     healthy: Callable[[], bool] = lambda: True,
     options: DemoOptions = DemoOptions(),
-) -> Counter[str]:
+) -> DemoOutcome:
     """Play the channel for ``duration`` seconds, then wait (up to a minute) until every order has
-    settled and every return the demo started shows on its order; returns orders by status."""
+    settled and every return the demo started shows on its order."""
     await apply_topics(settings)
     producer = ResilientSender(settings.kafka)
     consumer = settings.kafka.consumer(
@@ -363,7 +372,7 @@ async def run_demo(
                 view.say("a service process exited; see its log")
                 break
         await channel
-        return board.counts()
+        return DemoOutcome(board.counts(), len(late), returns)
     finally:
         if view is not None:
             view.close()
