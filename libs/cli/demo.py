@@ -54,9 +54,8 @@ STATUS_ORDER = [
     "returned",
     "cancelled",
 ]
-SETTLED = frozenset(
-    {"delivered", "partially_returned", "returned", "rejected", "cancelled", "backordered", "on_hold"}
-)
+RETURNED = frozenset({"partially_returned", "returned"})
+SETTLED = RETURNED | {"delivered", "rejected", "cancelled", "backordered", "on_hold"}
 """Where an order may rest when the channel has stopped (backordered and on hold wait for people)."""
 
 
@@ -157,7 +156,7 @@ class Returns:
 
     def settle(self, board: StatusBoard) -> int:
         """Forget returns the orders show; how many are still under way."""
-        ids = {order_id for order_id, (_, status) in board.latest.items() if "returned" in status}
+        ids = {order_id for order_id, (_, status) in board.latest.items() if status in RETURNED}
         for return_id in [r for r, order_id in self.pending.items() if order_id in ids]:
             del self.pending[return_id]
         return len(self.pending)
