@@ -154,8 +154,8 @@ async def test_a_status_batch_is_recorded_set_based_and_the_highest_version_wins
     assert [s["tracking_number"] for s in orjson.loads(view["shipments"])] == ["1Z"]
     assert [orjson.loads(r["event"])["version"] for r in timeline] == [1, 4, 5, 3, 2, 5]
     assert [(r["status"], orjson.loads(r["context"])) for r in emails] == [
-        ("received", {"tracking": "to follow"}),
-        ("shipped", {"tracking": "1Z"}),
+        ("received", {"eta": "to follow", "tracking": "to follow"}),
+        ("shipped", {"eta": "to follow", "tracking": "1Z"}),  # the e-mail tells the ETA its status carries
     ]
     assert deliveries == 5, "one per event and subscriber; the repeated event adds none"
 
