@@ -397,11 +397,11 @@ async def _play_channel(
         due = started + channel.sent / rate
         if (delay := due - time.monotonic()) > 0:
             await asyncio.sleep(delay)
-        name = "webshop"
+        name, pickup_share = "webshop", options.pickup_share
         if options.late_channel and rng.random() < options.late_share:  # no draw otherwise: seeds replay
-            name = options.late_channel
+            name, pickup_share = options.late_channel, 0.0  # such a channel need not offer pickup
         external_id = f"{run_id}-{channel.sent}"
-        order = random_order(rng, shop, external_id, channel=name, pickup_share=options.pickup_share)
+        order = random_order(rng, shop, external_id, channel=name, pickup_share=pickup_share)
         await producer.send(topic, orjson.dumps(order), f"{order['channel']}:{order['external_id']}")
         channel.sent += 1
     return channel.sent

@@ -45,6 +45,9 @@ async def test_a_demo_run_shows_pickups_returns_and_late_shipments(
     assert outcome.statuses["returned"] + outcome.statuses["partially_returned"] >= 1, outcome.statuses
     assert outcome.returns.received >= 1 and not outcome.returns.pending, outcome.returns
     assert outcome.late >= 1
+    assert outcome.statuses["rejected"] <= 8, (
+        outcome.statuses
+    )  # only the channel's deliberately invalid orders
     pickups = {
         r["external_id"]
         for r in live.status.records
