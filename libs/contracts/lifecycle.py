@@ -163,6 +163,9 @@ class OrderFulfillmentProgressed(OrderFact):
     status: Literal["in_fulfillment", "partially_shipped", "shipped", "delivered", "ready_for_pickup"]
     shipments: list[Shipment]
     eta: datetime | None = None
+    awaiting_stock: bool = False
+    """Part of the order is in no shipment: a parcel failed and its lines are sourced again or wait
+    for stock (additive). The customer's status says so rather than listing only what moves."""
 
 
 class ShipmentShipped(OrderFact):

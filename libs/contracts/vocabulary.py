@@ -28,8 +28,9 @@ class OrderStatus(StrEnum):
     `partially_shipped` (added in schema version 1, additive): at least one parcel has left and
     some of the order has not — still in a pipeline, being sourced again after a parcel failed,
     or waiting for stock. Once part of an order has left it stays `partially_shipped` (with the
-    current shipments, and reasons for what waits) until every part has shipped; the parts that
-    have not left can still be cancelled by lines.
+    current shipments, and reasons for what waits: `insufficient_stock` per line when it was
+    backordered, `awaiting_stock` when a parcel left while another's lines are in no shipment) until
+    every part has shipped; the parts that have not left can still be cancelled by lines.
 
     `ready_for_pickup` (additive): a click-and-collect order waits at its store; it becomes
     `delivered` when collected, `cancelled` (`not_collected`) when it waited too long.

@@ -420,11 +420,26 @@ async def test_a_parcel_failing_after_its_sibling_shipped_keeps_the_order_partia
     waiting = allocated(("s1", "wh1", {"X": 1}), order_id=fact.order_id, backordered={"Y": 1})
     [events] = applied(await receive_allocations([waiting], uow, CONFIG))
     assert progress(events).status == "partially_shipped"  # never `shipped` while Y waits for stock
+    assert progress(events).awaiting_stock, "the status says part of the order is in no shipment"
 
     remainder_cancelled = allocated(("s1", "wh1", {"X": 1}), order_id=fact.order_id)
     [events] = applied(await receive_allocations([remainder_cancelled], uow, CONFIG))
     announced = progress(events)
     assert (announced.status, [s.shipment_id for s in announced.shipments]) == ("shipped", ["s1"])
+    assert not announced.awaiting_stock
+
+
+async def test_a_sibling_shipping_after_a_failed_parcel_was_backordered_says_the_rest_waits() -> None:
+    """The order chaos found: Y failed and was backordered first, then X shipped; the status that
+    announces X must not read as if X were the whole order."""
+    uow = await with_locations(("wh1", "warehouse", None), ("wh2", "warehouse", None))
+    fact = await in_fulfillment(uow, ("s1", "wh1", {"X": 1}), ("s2", "wh2", {"Y": 1}))
+    applied(await move(uow, update("s2", "failed", note="damaged")))
+    waiting = allocated(("s1", "wh1", {"X": 1}), order_id=fact.order_id, backordered={"Y": 1})
+    applied(await receive_allocations([waiting], uow, CONFIG))
+    [events] = applied(await move(uow, update("s1", "shipped")))
+    announced = progress(events)
+    assert (announced.status, announced.awaiting_stock) == ("partially_shipped", True)
 
 
 # Cancels

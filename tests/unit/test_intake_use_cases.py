@@ -343,6 +343,18 @@ async def test_once_part_has_shipped_sourcing_again_or_waiting_keeps_the_order_p
     assert isinstance(shipped, OrderStatusChanged) and shipped.status is OrderStatus.SHIPPED
 
 
+async def test_a_parcel_leaving_while_the_rest_waits_says_so_in_the_status() -> None:
+    uow = FakeIntakeUnit()
+    order_id = await order_at(uow, OrderStatus.BACKORDERED)
+    left = progressed(order_id, "partially_shipped").model_copy(update={"awaiting_stock": True})
+    [[change]] = applied(await publish_statuses([left], uow))
+    assert isinstance(change, OrderStatusChanged)
+    assert change.status is OrderStatus.PARTIALLY_SHIPPED
+    assert [r.code for r in change.reasons] == ["awaiting_stock"]
+    [[alone]] = applied(await publish_statuses([progressed(order_id, "partially_shipped")], uow))
+    assert isinstance(alone, OrderStatusChanged) and alone.reasons == []
+
+
 async def test_a_parcel_leaving_while_the_rest_is_backordered_and_sourced_again_ends_delivered() -> None:
     """Found by the chaos run: the order stood `backordered` (a failed parcel's line waited for
     stock) when the other parcel left; every later fact must still move it on to `delivered`."""

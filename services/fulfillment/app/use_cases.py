@@ -139,6 +139,7 @@ def progressed(
         status=status,
         shipments=[public(s) for s in visible(shipments, config)],
         eta=expected_delivery(order, shipments, locations, config),
+        awaiting_stock=order.awaiting_resource,
     )
 
 
@@ -251,6 +252,7 @@ async def _breached(
                 status=order.progress,
                 shipments=[public(s) for s in visible(shipments, config)],
                 eta=eta,
+                awaiting_stock=order.awaiting_resource,
             )
         )
     return events

@@ -200,6 +200,13 @@ class Proposal:
     eta: datetime | None = None
 
 
+AWAITING_STOCK = Reason(
+    code="awaiting_stock",
+    message="part of the order is being sourced again or waits for stock (a parcel failed)",
+)
+"""Told with a status whose shipments do not cover the whole order (those parts are in none)."""
+
+
 def proposed_status(
     fact: OrderValidated
     | OrderRejected
@@ -232,8 +239,9 @@ def proposed_status(
             return Proposal(OrderStatus.BACKORDERED, reasons)
         case OrderCancelled(reasons=reasons):
             return Proposal(OrderStatus.CANCELLED, reasons)
-        case OrderFulfillmentProgressed(status=status, shipments=shipments, eta=eta):
-            return Proposal(OrderStatus(status), (), shipments, eta)
+        case OrderFulfillmentProgressed(status=status, shipments=shipments, eta=eta, awaiting_stock=waiting):
+            reasons = [AWAITING_STOCK] if waiting else []
+            return Proposal(OrderStatus(status), reasons, shipments, eta)
         case OrderReserved(shipments=shipments, expires_at=expires_at):
             awaiting = Reason(
                 code="awaiting_payment",
