@@ -343,6 +343,36 @@ async def test_once_part_has_shipped_sourcing_again_or_waiting_keeps_the_order_p
     assert isinstance(shipped, OrderStatusChanged) and shipped.status is OrderStatus.SHIPPED
 
 
+async def test_allocation_s_fact_before_validation_s_publishes_validated_then_allocated() -> None:
+    """Found by the chaos run (a broker and a database restart): intake's group for allocation's
+    facts resumed before the one for validation's, `allocated` came first and was dropped, and the
+    order stood `validated` for good while it was shipped and delivered."""
+    uow = FakeIntakeUnit()
+    order_id = await received_order(uow)
+    [events] = applied(await publish_statuses([allocated(order_id, shipment())], uow))
+    changes = [e for e in events if isinstance(e, OrderStatusChanged)]
+    assert [(c.status, c.version) for c in changes] == [
+        (OrderStatus.VALIDATED, 2),
+        (OrderStatus.ALLOCATED, 3),
+    ]
+    assert changes[1].shipments == [shipment()]
+    [late] = applied(
+        await publish_statuses(
+            [OrderValidated(order_id=order_id, order=OrderDetails.model_validate(order("ext-1")))], uow
+        )
+    )
+    assert late == [], "the late fact is stale: refused, no version used"
+
+
+async def test_fulfillment_s_fact_before_allocation_s_publishes_allocated_with_its_shipments_first() -> None:
+    uow = FakeIntakeUnit()
+    order_id = await order_at(uow, OrderStatus.VALIDATED)
+    [events] = applied(await publish_statuses([progressed(order_id, "in_fulfillment")], uow))
+    changes = [e for e in events if isinstance(e, OrderStatusChanged)]
+    assert [c.status for c in changes] == [OrderStatus.ALLOCATED, OrderStatus.IN_FULFILLMENT]
+    assert changes[0].shipments == changes[1].shipments == [shipment()]
+
+
 async def test_a_parcel_leaving_while_the_rest_waits_says_so_in_the_status() -> None:
     uow = FakeIntakeUnit()
     order_id = await order_at(uow, OrderStatus.BACKORDERED)

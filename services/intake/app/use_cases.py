@@ -59,6 +59,7 @@ from services.intake.domain.orders import (
     classify_submissions,
     edit_refusal,
     fingerprint,
+    implied_steps,
     receive,
 )
 
@@ -295,6 +296,18 @@ async def publish_statuses(facts: Sequence[StatusFact], uow: IntakeUnit) -> list
         edit = fact.edit_request_id if isinstance(fact, OrderAllocated) else None
         proposal = proposed_status(fact)
         moved = advance(order, proposal.status)
+        if moved is None and (steps := implied_steps(order.status, proposal.status)):
+            for step in steps:  # publish what the fact proves happened, then the fact itself
+                passed = advance(order, step)
+                if passed is None:
+                    break
+                order = orders[order.order_id] = passed
+                shipments = proposal.shipments if step is OrderStatus.ALLOCATED else ()
+                change = status_changed(passed, shipments=shipments, occurred_at=fact.occurred_at)
+                changes.append(change)
+                events.append(change)
+                metrics.count(metrics.ORDER_STATUS, passed.status.value)
+            moved = advance(order, proposal.status)
         if moved is None:
             log.warning(
                 "status change refused by the state machine",

@@ -155,6 +155,37 @@ def advance(order: Order, proposed: OrderStatus) -> Order | None:
     return dataclasses.replace(order, status=seen, version=order.version + 1)
 
 
+BEFORE_SOURCING = frozenset({OrderStatus.RECEIVED, OrderStatus.ON_HOLD})
+AFTER_ALLOCATION = frozenset(
+    {
+        OrderStatus.IN_FULFILLMENT,
+        OrderStatus.PARTIALLY_SHIPPED,
+        OrderStatus.SHIPPED,
+        OrderStatus.DELIVERED,
+        OrderStatus.READY_FOR_PICKUP,
+    }
+)
+
+
+def implied_steps(current: OrderStatus, proposed: OrderStatus) -> list[OrderStatus]:
+    """The statuses a fact proves the order passed through but whose own facts have not come yet.
+
+    Each service publishes its facts on its own topic, so after a restart one consumer group may
+    resume before another: allocation's `allocated` can reach intake before validation's
+    `validated`, fulfillment's `in_fulfillment` before allocation's `allocated`. Allocation sources
+    only validated orders and fulfillment receives only allocated ones, so such a fact proves the
+    steps before it: intake publishes them first (the late fact is then refused as stale) rather
+    than dropping the fact and leaving the order behind for good. Empty when nothing is implied."""
+    if proposed in SOURCED | {OrderStatus.AWAITING_PAYMENT} and current in BEFORE_SOURCING:
+        return [OrderStatus.VALIDATED]
+    if proposed in AFTER_ALLOCATION:
+        if current in BEFORE_SOURCING:
+            return [OrderStatus.VALIDATED, OrderStatus.ALLOCATED]
+        if current in (OrderStatus.VALIDATED, OrderStatus.AWAITING_PAYMENT):
+            return [OrderStatus.ALLOCATED]
+    return []
+
+
 @dataclass(frozen=True)
 class CancelRefusal:
     code: str
