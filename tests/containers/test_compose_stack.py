@@ -202,11 +202,16 @@ async def test_an_order_goes_to_delivered_through_the_containers_and_the_status_
     view: dict[str, Any] = {}
     deadline = time.monotonic() + 30
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
-        while view.get("status") != "delivered":
-            assert time.monotonic() < deadline, f"the status API never showed delivered: {view}"
+        # The view folds status events and stage events as each arrives: wait for both to be in.
+        def shown(view: dict[str, Any]) -> bool:
+            tracked = [s.get("tracking_number") for s in view.get("shipments", [])]
+            return view.get("status") == "delivered" and tracked == ["JJD0042"]
+
+        while not shown(view):
+            assert time.monotonic() < deadline, f"the status API never showed delivered with tracking: {view}"
             async with http.get(f"{running.api}/orders/{order_id}") as response:
                 view = await response.json() if response.status == 200 else {}
-            if view.get("status") != "delivered":
+            if not shown(view):
                 await asyncio.sleep(0.3)
     assert view["external_id"] == submitted["external_id"]
     assert view["shipments"][0]["tracking_number"] == "JJD0042"
