@@ -350,6 +350,19 @@ def cancel_refused(request_id: str, order_id: UUID | None, reasons: Sequence[Rea
     )
 
 
+async def requested_order(request: CancelRequested | EditRequested, uow: IntakeUnit) -> Order | None:
+    """The order a command names: by order id (of the command's channel only, when it names one) or
+    by channel and external id; None when intake does not know it (yet)."""
+    if request.order_id is not None:
+        order = await uow.orders.find(request.order_id)
+        if order is not None and request.channel is not None and order.channel != request.channel:
+            return None
+        return order
+    if request.channel and request.external_id:
+        return await uow.orders.find_by_channel(request.channel, request.external_id)
+    raise Rejected("schema_violation", "name the order by order_id or by channel and external_id")
+
+
 async def request_cancel(request: CancelRequested, uow: IntakeUnit) -> list[Event]:
     """Find the order, act once per request id, refuse what is clearly too late, forward the rest.
 
@@ -359,14 +372,7 @@ async def request_cancel(request: CancelRequested, uow: IntakeUnit) -> list[Even
     act for) is for an order of that channel only: another channel's order is `unknown_order` too,
     exactly like one that does not exist.
     """
-    if request.order_id is not None:
-        order = await uow.orders.find(request.order_id)
-        if order is not None and request.channel is not None and order.channel != request.channel:
-            order = None
-    elif request.channel and request.external_id:
-        order = await uow.orders.find_by_channel(request.channel, request.external_id)
-    else:
-        raise Rejected("schema_violation", "name the order by order_id or by channel and external_id")
+    order = await requested_order(request, uow)
     if order is None:
         unknown = Reason(code="unknown_order", message="no such order (yet)")
         return [cancel_refused(request.request_id, request.order_id, [unknown])]
@@ -426,14 +432,7 @@ async def request_edit(request: EditRequested, uow: IntakeUnit) -> list[Event]:
     Like a cancel: a request for an order not known (yet) is refused with `unknown_order` and not
     recorded, and one naming the order id and a channel is for that channel's order only.
     """
-    if request.order_id is not None:
-        order = await uow.orders.find(request.order_id)
-        if order is not None and request.channel is not None and order.channel != request.channel:
-            order = None
-    elif request.channel and request.external_id:
-        order = await uow.orders.find_by_channel(request.channel, request.external_id)
-    else:
-        raise Rejected("schema_violation", "name the order by order_id or by channel and external_id")
+    order = await requested_order(request, uow)
     if request.shipping_address is None and request.lines is None:
         raise Rejected("schema_violation", "an edit changes the shipping_address, the lines, or both")
     if order is None:
