@@ -112,6 +112,16 @@ async def test_an_edit_before_shipping_changes_address_and_lines_and_reserves_ex
         {"request_id": "ed-happy", "order_id": order_id, "lines": lines(*new_lines)},
     )
     [new_shipment] = version["shipments"]
+
+    def held(records: list[dict[str, Any]]) -> bool:  # fulfillment holds the new parcel
+        return any(
+            r.get("order_id") == order_id
+            and r["status"] == "in_fulfillment"
+            and [s["shipment_id"] for s in r["shipments"]] == [new_shipment["shipment_id"]]
+            for r in records
+        )
+
+    await live.status.wait_for(held, 60, "fulfillment to hold the edited order's parcel")
     await live.move(new_shipment["shipment_id"], "shipped")
     await live.wait_status(body["external_id"], "shipped")
     assert (await stock(live, mug), await stock(live, cup)) == ((9, 0), (7, 0))
@@ -124,7 +134,7 @@ async def test_edits_that_cannot_be_made_are_refused_and_change_nothing(
     mug, cup = await seeded(live, 3, "MUG2", "CUP2")
     body = order(lines=[(mug, 1, "10.00")])
     await live.submit(body)
-    allocated = await live.wait_status(body["external_id"], "allocated")
+    allocated = await live.wait_status(body["external_id"], "in_fulfillment")
     order_id = allocated["order_id"]
 
     async def refused(request_id: str, new: list[tuple[str, int]]) -> list[str]:
