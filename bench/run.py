@@ -571,7 +571,7 @@ def hop_gaps(trace_dir: Path, since_ns: int = 0) -> dict[str, dict[str, float]]:
         for line in path.read_text().splitlines():
             with contextlib.suppress(ValueError):
                 span = json.loads(line)
-                if " process " in span["name"] and span["start_ns"] >= since_ns:
+                if span["name"].startswith("process ") and span["start_ns"] >= since_ns:
                     spans[span["span_id"]] = span
     waits: dict[str, list[float]] = {}
     handling: dict[str, list[float]] = {}
