@@ -126,6 +126,11 @@ class OrderEditRequested(EditFact):
     """Intake resolved an edit request (once per request id): validation checks the edited order."""
 
     event_type: Literal["order.edit-requested"] = "order.edit-requested"
+    previous_lines: list[ShipmentLine] | None = Field(
+        default=None,
+        description="The order's lines before the edit (sku and units), so per-day limits see the "
+        "day's units without this order's own; absent from intakes that predate it",
+    )
 
 
 class OrderEditValidated(EditFact):

@@ -47,6 +47,6 @@ def build_router(settings: ValidationSettings) -> ServiceRouter[ValidationUnit]:
 
     @router.on(OrderEditRequested)
     async def on_edit_requested(fact: OrderEditRequested, uow: ValidationUnit) -> Sequence[Event]:
-        return await check_edit(fact, uow, policy)
+        return await check_edit(fact, uow, policy, plugins)
 
     return router

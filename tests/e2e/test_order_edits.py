@@ -226,3 +226,35 @@ async def test_an_edit_and_a_shipment_update_arriving_together_never_leave_stock
         edited = max((r for r in history if r.get("order")), key=lambda r: r["version"])
         assert [x["quantity"] for s in edited["shipments"] for x in s["lines"]] == [2], edited
     print(f"race: {len(accepted)} edits accepted, {len(refused)} refused as already shipped")
+
+
+async def test_an_edit_is_judged_by_the_plugin_rules_in_force_and_a_daily_limit_leaves_out_its_own_units(
+    live: LiveFleet, edits: TopicWatcher
+) -> None:
+    """The fleet runs the example plugin's `limited_sku_daily_limit` (3 units of an LTD- sku per
+    customer per day): an order of 2 may become 3, not 4 — its own 2 are not counted twice."""
+    [limited] = await seeded(live, 10, "LTD")
+    body = order(lines=[(limited, 2, "10.00")])
+    await live.submit(body)
+    order_id = (await live.wait_status(body["external_id"], "in_fulfillment"))["order_id"]
+
+    async def edit_to(units: int) -> dict[str, Any]:
+        request_id = f"ed-{limited}-{units}"
+        new = [(limited, units)]
+        await live.publisher.send(
+            topics.ORDERS_EDIT_REQUESTED,
+            order_id,
+            {"request_id": request_id, "order_id": order_id, "lines": lines(*new), "payment": payment(*new)},
+        )
+        return await outcome(edits, request_id)
+
+    too_many = await edit_to(4)
+    assert too_many["outcome"] == "refused" and [r["code"] for r in too_many["reasons"]] == [
+        "limited_sku_daily_limit"
+    ], too_many
+    assert await stock(live, limited) == (10, 2)
+    assert (await edit_to(3))["outcome"] == "accepted"
+    deadline = asyncio.get_running_loop().time() + 60
+    while await stock(live, limited) != (10, 3):
+        assert asyncio.get_running_loop().time() < deadline, await stock(live, limited)
+        await asyncio.sleep(0.2)

@@ -615,6 +615,9 @@ async def test_an_edit_of_an_allocated_order_goes_to_validation_once_with_the_or
     [fact] = await request_edit(request, uow)
     assert isinstance(fact, OrderEditRequested) and fact.order.shipping_address.line1 == "Neue Strasse 2"
     assert fact.order.lines == uow.details[order_id].lines
+    assert [(x.sku, x.quantity) for x in fact.previous_lines or []] == [
+        (x.sku, x.quantity) for x in uow.details[order_id].lines
+    ], "what it had before, for per-day limits"
     assert await request_edit(request, uow) == []
 
 

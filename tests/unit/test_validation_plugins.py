@@ -15,8 +15,14 @@ import pytest
 
 from libs.contracts.catalog import ProductUpdated
 from libs.contracts.envelope import Event
-from libs.contracts.lifecycle import OrderHeld, OrderReceived, OrderRejected, OrderValidated
-from libs.contracts.orders import HoldDecision, OrderDetails
+from libs.contracts.lifecycle import (
+    OrderEditRequested,
+    OrderHeld,
+    OrderReceived,
+    OrderRejected,
+    OrderValidated,
+)
+from libs.contracts.orders import HoldDecision, OrderDetails, ShipmentLine
 from libs.contracts.privacy import ERASED, ErasureApplied, ErasureRequested
 from libs.extensions.validation import ValidationRule, validation_rule
 from libs.platform.records import Rejected
@@ -25,6 +31,7 @@ from libs.policy.channels import load_policies
 from services.validation.app.plugins import RulesRefused, load_rules
 from services.validation.app.use_cases import (
     PRUNE_DAILY_UNITS,
+    check_edit,
     decide_hold,
     erase_customer,
     policy_from,
@@ -152,6 +159,59 @@ async def test_a_rule_that_raises_or_says_an_undeclared_code_holds_the_order_and
     odd = only(results[1])
     assert isinstance(odd, OrderHeld) and "undeclared code not_declared" in odd.reasons[0].message
     assert len(uow.held) == 2
+
+
+def edit_of(placed: OrderReceived, sku: str, quantity: int, **fields: Any) -> OrderEditRequested:
+    """The edit intake forwards: the order with one line changed, and the lines it had before."""
+    edited = received(placed.order.external_id, sku=sku, quantity=quantity, **fields)
+    return OrderEditRequested(
+        order_id=placed.order_id,
+        request_id=f"ed-{uuid4()}",
+        order=edited.order,
+        previous_lines=[ShipmentLine(sku=line.sku, quantity=line.quantity) for line in placed.order.lines],
+    )
+
+
+async def test_an_edit_is_judged_by_the_plugin_rules_and_a_daily_limit_leaves_out_its_own_units(
+    example: ModuleType,
+) -> None:
+    uow = await shop("LTD-1", "MUG")
+    rules = [example.no_po_box_for_express, example.limited_sku_daily_limit]
+    placed = received("a", sku="LTD-1", quantity=2)
+    assert outcome((await validate_orders([placed], uow, POLICY, rules))[0]) == ("OrderValidated", [])
+
+    # 2 of the day's 2 units are this order's own: 3 is within the limit, 4 is not.
+    assert outcome(await check_edit(edit_of(placed, "LTD-1", 3), uow, POLICY, rules)) == (
+        "OrderEditValidated",
+        [],
+    )
+    assert outcome(await check_edit(edit_of(placed, "LTD-1", 4), uow, POLICY, rules)) == (
+        "OrderEditRefused",
+        ["limited_sku_daily_limit"],
+    )
+    po_box = edit_of(placed, "LTD-1", 2, method="express", address={"line1": "Postfach 7"})
+    assert outcome(await check_edit(po_box, uow, POLICY, rules)) == ("OrderEditRefused", ["po_box_express"])
+    assert uow.units == {("webshop:c1", date(2026, 11, 28), "LTD-1"): 2}, "edits count no units"
+
+    # Another order of the day counts: with it, even the unchanged 2 are one too many.
+    other = received("b", sku="LTD-1", quantity=1)
+    assert outcome((await validate_orders([other], uow, POLICY, rules))[0]) == ("OrderValidated", [])
+    assert outcome(await check_edit(edit_of(placed, "LTD-1", 3), uow, POLICY, rules)) == (
+        "OrderEditRefused",
+        ["limited_sku_daily_limit"],
+    )
+
+
+async def test_an_edit_a_rule_would_hold_or_that_breaks_a_rule_is_refused_not_held() -> None:
+    uow = await shop("MUG")
+    rules = [broken_rules.explodes_on_boom]
+    placed = received("calm")
+    assert outcome((await validate_orders([placed], uow, POLICY, rules))[0]) == ("OrderValidated", [])
+    edit = edit_of(placed, "MUG", 2)
+    boom = edit.model_copy(update={"order": received("boom-3").order})
+    assert outcome(await check_edit(boom, uow, POLICY, rules)) == ("OrderEditRefused", ["rule_error"])
+    assert outcome(await check_edit(edit, uow, POLICY, rules)) == ("OrderEditValidated", [])
+    assert not uow.held, "an edit is never held"
 
 
 async def test_a_released_hold_counts_its_units_when_a_rule_uses_them(example: ModuleType) -> None:

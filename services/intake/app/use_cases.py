@@ -42,6 +42,7 @@ from libs.contracts.orders import (
     OrderSubmitted,
     Reason,
     Shipment,
+    ShipmentLine,
 )
 from libs.contracts.payments import PaymentUpdate
 from libs.contracts.privacy import Erasure, ErasureRequested, customers_of, kept
@@ -455,4 +456,11 @@ async def request_edit(request: EditRequested, uow: IntakeUnit) -> list[Event]:
     if request.payment is not None:
         changes["payment"] = request.payment
     edited = current.model_copy(update=changes)
-    return [OrderEditRequested(order_id=order.order_id, request_id=request.request_id, order=edited)]
+    before = [
+        ShipmentLine(sku=line.sku, quantity=line.quantity) for line in current.lines if line.quantity > 0
+    ]
+    return [
+        OrderEditRequested(
+            order_id=order.order_id, request_id=request.request_id, order=edited, previous_lines=before
+        )
+    ]

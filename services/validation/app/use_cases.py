@@ -33,7 +33,7 @@ from libs.platform.timers import Timer
 from libs.policy.channels import ChannelPolicies
 from services.validation.app.ports import ValidationUnit
 from services.validation.domain import plugin_rules, rules
-from services.validation.domain.rules import Outcome, Policy
+from services.validation.domain.rules import Outcome, Policy, Verdict
 
 log = logging.getLogger("baton.validation")
 
@@ -182,21 +182,46 @@ async def validate_orders(
 
 
 async def check_edit(
-    fact: OrderEditRequested, uow: ValidationUnit, policy: Callable[[str], Policy]
+    fact: OrderEditRequested,
+    uow: ValidationUnit,
+    policy: Callable[[str], Policy],
+    plugins: Sequence[extension.ValidationRule] = (),
 ) -> list[Event]:
-    """The order as the edit would make it passes the same built-in rules as an order does (every
-    failed one is reported), or the edit is refused and the order stays as it was. The customer has
-    an order with us already (this one), so an edit is never held as a first-time customer's order;
-    plugin rules check orders as placed, not edits."""
+    """The order as the edit would make it passes the same rules as an order does, built-in and
+    plugin (every failed one is reported), or the edit is refused and the order stays as it was.
+
+    The customer has an order with us already (this one), so an edit is never held as a first-time
+    customer's order. An edit cannot wait for review either: what a plugin rule would hold the order
+    for (its hold findings, or ``rule_error`` when the rule fails) refuses the edit instead. Per-day
+    limits see the day's units without this order's own (``previous_lines``): they were counted
+    when it was validated. Daily units keep counting orders as placed; an accepted edit does not
+    change them."""
     order = to_domain(fact.order)
     catalog = await uow.catalog.products(sorted({line.sku for line in order.lines}))
     ctx = rules.Context(catalog=catalog, policy=policy(fact.order.channel), customer_has_history=True)
     verdict = rules.validate(order, ctx)
-    if verdict.outcome is Outcome.REJECTED:
-        return [
-            OrderEditRefused(
-                order_id=fact.order_id, request_id=fact.request_id, reasons=reasons(verdict.findings)
+    refusals = list(verdict.findings) if verdict.outcome is Outcome.REJECTED else []
+    if plugins:
+        today: dict[str, int] = {}
+        if any(rule.uses_daily_units for rule in plugins):
+            day = (customer_key(fact.order), order_day(fact.order))
+            today = dict((await uow.customers.daily_units([day])).get(day, {}))
+            for line in fact.previous_lines or []:
+                today[line.sku] = max(0, today.get(line.sku, 0) - line.quantity)
+        found = plugin_rules.apply_rules(
+            plugins, to_view(fact.order), extension.RuleContext(customer_has_history=True, units_today=today)
+        )
+        for failure in found.failures:
+            metrics.count(metrics.VALIDATION_RULE_ERRORS, failure.rule)
+            log.error(
+                "validation rule failed; the edit is refused",
+                extra={"rule": failure.rule, "error": failure.error, "order_id": str(fact.order_id)},
             )
+        combined = plugin_rules.combine(Verdict(Outcome.VALIDATED, ()), found)
+        refusals += combined.findings
+    if refusals:
+        return [
+            OrderEditRefused(order_id=fact.order_id, request_id=fact.request_id, reasons=reasons(refusals))
         ]
     return [OrderEditValidated(order_id=fact.order_id, request_id=fact.request_id, order=fact.order)]
 
