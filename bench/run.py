@@ -559,6 +559,17 @@ async def _open_loop(
             if status in watch.reached.get(e, {})
         )
         result[status] = _percentiles(latencies) | {"completed": len(latencies)}
+        # Steady or growing? The median of each sixth of the window, by when orders were due: a
+        # fleet that keeps up shows flat figures, one that falls behind a rising line.
+        by_due = sorted((t, e) for e, t in scheduled.items() if status in watch.reached.get(e, {}))
+        sixth = max(1, len(by_due) // 6)
+        result[status]["p50_ms_by_sixth"] = [
+            round(
+                statistics.median((watch.reached[e][status] - t) * 1000 for t, e in by_due[i : i + sixth]), 1
+            )
+            for i in range(0, sixth * 6, sixth)
+            if by_due[i : i + sixth]
+        ]
     return result
 
 
@@ -653,6 +664,8 @@ def print_table(result: dict[str, Any], previous: dict[str, Any] | None) -> None
             f"  p99 {lat.get('p99_ms')}  max {lat.get('max_ms')}"
             + was(["fleet", "open_loop", status, "p99_ms"])
         )
+    if sixths := o["allocated"].get("p50_ms_by_sixth"):
+        print(f"    p50 -> allocated, each sixth of the window: {', '.join(map(str, sixths))} ms")
     bare = result.get("transport_open_loop") or {}
     if bare:
         print(

@@ -53,7 +53,7 @@ class InputProcessor:
         on_commit: Callable[[], None],
         group: str | None = None,
         lanes: int = 4,
-        chunk: int = 20,
+        chunk: int = 500,
         retry_for_s: float = 60.0,
     ) -> None:
         self._service = service
@@ -81,14 +81,16 @@ class InputProcessor:
         if isinstance(shape, WholeBatch):
             await self._durably(items)
             return
+        if isinstance(shape, LockedChunks):
+            # In poll order, one chunk after the other: lanes of chunks would mostly wait for each
+            # other's key locks (popular skus are in every chunk) and pay a transaction each.
+            await self._in_locked_chunks(items)
+            return
+        assert isinstance(shape, KeyedLanes)
         lanes: dict[int, list[Item]] = {}
         for item in items:
             lanes.setdefault(zlib.crc32((item.record.key or "").encode()) % self._lanes, []).append(item)
-        if isinstance(shape, KeyedLanes):
-            await asyncio.gather(*(self._one_by_one(lane) for lane in lanes.values()))
-        else:
-            assert isinstance(shape, LockedChunks)
-            await asyncio.gather(*(self._in_locked_chunks(lane) for lane in lanes.values()))
+        await asyncio.gather(*(self._one_by_one(lane) for lane in lanes.values()))
 
     async def _one_by_one(self, items: Sequence[Item]) -> None:
         for item in items:

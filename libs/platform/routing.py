@@ -60,10 +60,11 @@ class KeyedLanes:
 
 @dataclass(frozen=True)
 class LockedChunks:
-    """Like ``KeyedLanes``, but records whose lock keys ``keys(obj)`` names up front share a
-    transaction (up to ``BATON_RECORD_CHUNK`` of them) that takes all their key locks first, in
-    key order: transactions of several processes then wait for each other but never deadlock.
-    ``keys`` returns None for an object whose keys are not known beforehand."""
+    """Records whose lock keys ``keys(obj)`` names up front share a transaction (up to
+    ``BATON_RECORD_CHUNK`` of them, in poll order, one chunk after the other) that takes all their
+    key locks first, in key order: transactions of several processes then wait for each other but
+    never deadlock. ``keys`` returns None for an object whose keys are not known beforehand; such a
+    record gets a transaction of its own."""
 
     keys: Callable[[Any], Sequence[str] | None]
 

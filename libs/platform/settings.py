@@ -55,7 +55,7 @@ class BatonSettings(BaseSettings):
     batch_max_records: int = Field(default=500, ge=1)
     db_pool_size: int = Field(default=4, ge=1)
     record_chunk: int = Field(
-        default=20, ge=1, description="Records per transaction when their lock keys are known up front"
+        default=500, ge=1, description="Records per transaction when their lock keys are known up front"
     )
     record_lanes: int = Field(
         default=4, ge=1, description="Concurrent per-record transactions of a subscription that asks for them"
