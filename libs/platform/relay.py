@@ -21,6 +21,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from libs.platform import metrics, tracing
 from libs.platform.db import session_settings
@@ -89,6 +90,7 @@ class OutboxRelay:
         self._client_id = client_id
         self._batch_size = batch_size
         self._exit_after_send = exit_after_send
+        self._hashes = KeyHashes()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -167,14 +169,28 @@ class OutboxRelay:
         row_headers = [orjson.loads(row["headers"]) for row in rows]
 
         async def send_all() -> None:
+            """One record batch per partition, built here rather than by ``producer.send`` per
+            record (a third of the producer's CPU per record in a profile): rows keep their order
+            within a partition, and a full batch is sent before the next one for it is started."""
             futures = []
+            partitions: dict[str, list[int]] = {}
+            open_batches: dict[tuple[str, int], BatchBuilder] = {}
             for row, header_map in zip(rows, row_headers, strict=True):
+                topic, key = row["topic"], row["key"].encode()
+                if (all_partitions := partitions.get(topic)) is None:
+                    all_partitions = partitions[topic] = sorted(await producer.partitions_for(topic))
+                partition = self._hashes(key, all_partitions, all_partitions)
                 headers = [(k, str(v).encode()) for k, v in header_map.items()]
-                futures.append(
-                    await producer.send(
-                        row["topic"], value=bytes(row["value"]), key=row["key"].encode(), headers=headers
-                    )
-                )
+                batch = open_batches.get((topic, partition))
+                if batch is None:
+                    batch = open_batches[(topic, partition)] = producer.create_batch()
+                value = bytes(row["value"])
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = open_batches[(topic, partition)] = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None, headers=headers)  # first fits
+            for (topic, partition), batch in open_batches.items():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
             await asyncio.gather(*futures)
 
         with tracing.relay_send(
