@@ -69,8 +69,8 @@ class Scenario:
 @pytest.fixture
 async def scenario(e2e_infra: Infra, tmp_path: Path) -> AsyncIterator[Scenario]:
     environment = await fresh_environment(e2e_infra, "scale")
-    # One lane of one-record transactions per process: on a 2-core machine a single process with its
-    # default four lanes of 20-record chunks already takes most of the CPU PostgreSQL leaves, so this
+    # One-record transactions per process: on a 2-core machine a single process with its default
+    # chunks (a whole poll per transaction) already takes most of the CPU PostgreSQL leaves, so this
     # measures how work spreads over processes (each its own unit of capacity, as pods on their own
     # cores are), not how many cores this machine has.
     single_lane = {"BATON_RECORD_LANES": "1", "BATON_RECORD_CHUNK": "1"}
