@@ -190,7 +190,8 @@ OUTSIDE_PRODUCERS: dict[str, str] = {
     ORDERS_CANCEL_REQUESTED: "channels and customer service (also from the fulfillment board), directly or"
     " through Baton's HTTP gateway (`POST /v1/orders/{id}/cancel`)",
     ORDERS_HOLD_DECISIONS: "support, deciding on held orders (also from the fulfillment board)",
-    ORDERS_EDIT_REQUESTED: "channels and customer service, changing an order before it ships",
+    ORDERS_EDIT_REQUESTED: "channels and customer service, changing an order before it ships, directly"
+    " or through Baton's HTTP gateway (`POST /v1/orders/{id}/edit`)",
     CATALOG_PRODUCTS: "the catalog system",
     INVENTORY_LOCATIONS: "operations",
     INVENTORY_ADJUSTMENTS: "operations and warehouses (receipts, losses, counts)",
@@ -412,10 +413,12 @@ class EdgeTopology:
 
 
 GATEWAY = EdgeTopology(
-    "gateway", emits=(OrderSubmitted, CancelRequested), follows=(PUBLISHED_ON[ApiKeyChanged],)
+    "gateway",
+    emits=(OrderSubmitted, CancelRequested, EditRequested),
+    follows=(PUBLISHED_ON[ApiKeyChanged],),
 )
-"""The HTTP intake gateway (`baton run gateway`): orders and cancel requests over HTTP, checked
-against the channel keys it follows on the compacted `notification.api-keys.v1`."""
+"""The HTTP intake gateway (`baton run gateway`): orders, cancel and edit requests over HTTP,
+checked against the channel keys it follows on the compacted `notification.api-keys.v1`."""
 
 EDGES: tuple[EdgeTopology, ...] = (GATEWAY,)
 

@@ -25,10 +25,17 @@ from pydantic import Field, ValidationError
 from libs import api_keys
 from libs.api_keys import ApiKey, RateLimiter
 from libs.contracts.envelope import Contract, Text
-from libs.contracts.orders import OrderSubmitted, ShipmentLine
+from libs.contracts.orders import Address, OrderLine, OrderSubmitted, Payment, ShipmentLine
 from libs.platform import metrics
 from services.gateway.app.ports import BrokerUnavailable, KeyDirectory, OrderCommands
-from services.gateway.app.use_cases import Accepted, CancelOrder, cancel_order, submit_order
+from services.gateway.app.use_cases import (
+    Accepted,
+    CancelOrder,
+    EditOrder,
+    cancel_order,
+    edit_order,
+    submit_order,
+)
 from services.gateway.domain.requests import Refusal
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/openapi.json"})
@@ -54,10 +61,33 @@ class CancelBody(Contract):
     )
 
 
+class EditBody(Contract):
+    """The body of `POST /v1/orders/{order_id}/edit`: a new address, the complete new lines (with the
+    payment covering them), or both — what `orders.edit-requested.v1` carries."""
+
+    request_id: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Idempotency key of the request; or send it as the `Idempotency-Key` header",
+    )
+    shipping_address: Address | None = Field(default=None, description="The new address")
+    lines: list[OrderLine] | None = Field(
+        default=None, min_length=1, max_length=500, description="The order's complete new lines"
+    )
+    payment: Payment | None = Field(default=None, description="The payment covering the new lines")
+    reason: Text = Field(default="", max_length=2000)
+    channel: Text | None = Field(
+        default=None,
+        max_length=64,
+        description="The order's channel; needed only when the key acts for several",
+    )
+
+
 def _schemas() -> dict[str, Any]:
     """Component schemas generated from the models; pydantic's ``$defs`` become components too."""
     components: dict[str, Any] = {}
-    for model in (OrderSubmitted, CancelBody):
+    for model in (OrderSubmitted, CancelBody, EditBody):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema
@@ -102,9 +132,10 @@ def build_openapi() -> dict[str, Any]:
         "info": {
             "title": "Baton HTTP intake gateway",
             "version": "1.0.0",
-            "description": "Submit and cancel orders over HTTP. An accepted request is a record on"
-            " `orders.submitted.v1` / `orders.cancel-requested.v1`, acknowledged by the broker; what"
-            " becomes of it is on `orders.status.v1`, `orders.refused.v1` and `orders.cancellations.v1`"
+            "description": "Submit, cancel and edit orders over HTTP. An accepted request is a record on"
+            " `orders.submitted.v1` / `orders.cancel-requested.v1` / `orders.edit-requested.v1`,"
+            " acknowledged by the broker; what becomes of it is on `orders.status.v1`,"
+            " `orders.refused.v1`, `orders.cancellations.v1` and `orders.edits.v1`"
             " and in the status API. Keys come from `baton api-keys add --channel C`; a key acts for"
             " the channels it names only.",
         },
@@ -162,6 +193,41 @@ def build_openapi() -> dict[str, Any]:
                             "description": "The broker has the request; the outcome comes on"
                             " `orders.cancellations.v1` (an order of another channel is refused"
                             " there as `unknown_order`, like one that does not exist)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/CancelAccepted"}
+                                }
+                            },
+                        },
+                        "400": {"description": "order_id is not a UUID", "content": _ERROR},
+                        **_COMMON,
+                    },
+                }
+            },
+            "/v1/orders/{order_id}/edit": {
+                "post": {
+                    "operationId": "editOrder",
+                    "summary": "Request an edit of an order before it ships (address, lines or both)",
+                    "parameters": [
+                        {
+                            "name": "order_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "format": "uuid"},
+                        },
+                        {**_IDEMPOTENCY, "description": "The request id, if the body has none"},
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/EditBody"}}
+                        },
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "The broker has the request; the outcome comes on"
+                            " `orders.edits.v1` (an order of another channel is refused there as"
+                            " `unknown_order`, like one that does not exist)",
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/CancelAccepted"}
@@ -353,6 +419,34 @@ def build_api(
             outcome, lambda accepted: {"order_id": str(accepted.order_id), "request_id": accepted.request_id}
         )
 
+    async def post_edit(request: web.Request) -> web.Response:
+        try:
+            order_id = UUID(request.match_info["order_id"])
+        except ValueError:
+            return web.json_response({"error": "order_id must be a UUID"}, status=400)
+        raw = await body(request)
+        if isinstance(raw, web.Response):
+            return raw
+        try:
+            edit = EditBody.model_validate_json(raw or b"{}")
+            command = EditOrder(
+                order_id,
+                edit.request_id,
+                edit.shipping_address,
+                edit.lines,
+                edit.payment,
+                edit.reason,
+                edit.channel,
+            )
+            outcome = await _produce(
+                edit_order(command, request[API_KEY], request.headers.get(IDEMPOTENCY_KEY), commands)
+            )
+        except ValidationError as exc:  # the body, or a request id from the header that no contract allows
+            return _invalid(exc)
+        return _answer(
+            outcome, lambda accepted: {"order_id": str(accepted.order_id), "request_id": accepted.request_id}
+        )
+
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
 
@@ -370,6 +464,7 @@ def build_api(
         [
             web.post("/v1/orders", post_order),
             web.post("/v1/orders/{order_id}/cancel", post_cancel),
+            web.post("/v1/orders/{order_id}/edit", post_edit),
             web.get("/openapi.json", openapi),
             web.get("/livez", livez),
             web.get("/readyz", readyz),

@@ -1,6 +1,7 @@
 """The HTTP intake gateway on the running fleet: orders submitted over HTTP reach `allocated`, with the
 id the gateway answered; refusals (401, 403, 413, 422, 429) produce nothing; a resubmission is the
-same order; a cancel over HTTP is carried out for the key's channel only; a revoked key stops working.
+same order; a cancel and an edit over HTTP are carried out for the key's channel only; a revoked key
+stops working.
 
 The gateway is `baton run gateway`, a process of its own beside the fleet's, with keys made by
 `baton api-keys add` (through Kafka, as the operator) and followed by the gateway on the key topic.
@@ -23,7 +24,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from libs.contracts import topics
 from libs.contracts.identity import order_id_for
 from tests.e2e.conftest import LiveFleet
-from tests.support.infra import free_port
+from tests.support.infra import Infra, free_port
+from tests.support.kafka_io import TopicWatcher
 from tests.support.orders import adjustment, location, order, product
 from tests.support.orders import unique_sku as sku
 
@@ -242,6 +244,52 @@ async def wait_outcome(live: LiveFleet, request_id: str) -> dict[str, Any]:
         lambda rs: any(r.get("request_id") == request_id for r in rs), 60, f"the outcome of {request_id}"
     )
     return next(r for r in live.cancellations.records if r.get("request_id") == request_id)
+
+
+async def test_an_edit_over_http_changes_the_keys_own_order_and_no_other_channels(
+    live: LiveFleet, gateway: Gateway, e2e_infra: Infra
+) -> None:
+    edits = TopicWatcher(e2e_infra.kafka, live.prefix + topics.ORDERS_EDITS)
+    await edits.start()
+    try:
+        channel, other = channel_name(), channel_name()
+        item = await stocked(live)
+        _, key = await gateway.key(channel)
+        _, other_key = await gateway.key(other)
+        body = order(channel=channel, lines=[(item, 1, "12.50")])
+        status, answer, _ = await gateway.post("/v1/orders", key, body)
+        assert status == 202
+        await live.wait_status(body["external_id"], "in_fulfillment")
+        order_id = answer["order_id"]
+        moved = body["shipping_address"] | {"line1": "Neue Strasse 2"}
+
+        async def outcome(request_id: str) -> dict[str, Any]:
+            await edits.wait_for(
+                lambda rs: any(r.get("request_id") == request_id for r in rs),
+                90,
+                f"the outcome of {request_id}",
+            )
+            return next(r for r in edits.records if r.get("request_id") == request_id)
+
+        status, _, _ = await gateway.post(
+            f"/v1/orders/{order_id}/edit",
+            other_key,
+            {"request_id": "gw-ed-foreign", "shipping_address": moved},
+        )
+        assert status == 202  # the gateway cannot know the order's channel; intake refuses it
+        refused = await outcome("gw-ed-foreign")
+        assert (refused["outcome"], [r["code"] for r in refused["reasons"]]) == ("refused", ["unknown_order"])
+
+        status, accepted, _ = await gateway.post(
+            f"/v1/orders/{order_id}/edit", key, {"shipping_address": moved}, {"Idempotency-Key": "gw-ed-own"}
+        )
+        assert (status, accepted) == (202, {"order_id": order_id, "request_id": "gw-ed-own"})
+        told = await outcome("gw-ed-own")
+        assert (
+            told["outcome"] == "accepted" and told["order"]["shipping_address"]["line1"] == "Neue Strasse 2"
+        )
+    finally:
+        await edits.stop()
 
 
 async def test_a_revoked_key_is_refused_by_the_gateway(live: LiveFleet, gateway: Gateway) -> None:

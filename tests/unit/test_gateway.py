@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from libs.api_keys import ApiKey, KeyRing, digest
 from libs.contracts.identity import order_id_for
-from libs.contracts.orders import CancelRequested, OrderSubmitted
+from libs.contracts.orders import CancelRequested, EditRequested, OrderSubmitted
 from services.gateway.app.ports import BrokerUnavailable
 from services.gateway.entry import build_api
 from services.intake.domain.orders import order_id_for as intake_order_id_for
@@ -30,6 +30,7 @@ class FakeOrderCommands:
     def __init__(self) -> None:
         self.orders: list[OrderSubmitted] = []
         self.cancels: list[CancelRequested] = []
+        self.edits: list[EditRequested] = []
         self.down = False
 
     async def submit(self, order: OrderSubmitted) -> None:
@@ -41,6 +42,11 @@ class FakeOrderCommands:
         if self.down:
             raise BrokerUnavailable("KafkaTimeoutError")
         self.cancels.append(request)
+
+    async def edit(self, request: EditRequested) -> None:
+        if self.down:
+            raise BrokerUnavailable("KafkaTimeoutError")
+        self.edits.append(request)
 
 
 class FakeKeyDirectory:
@@ -262,6 +268,48 @@ async def test_a_cancel_needs_a_request_id_a_uuid_and_a_channel_the_key_acts_for
     assert await status({"request_id": "cx-2"}, **{"Idempotency-Key": "cx-3"}) == 422
     assert await status({}, **{"Idempotency-Key": "x" * 300}) == 422
     assert commands.cancels == []
+
+
+async def test_an_edit_names_the_order_and_the_keys_channel_and_carries_what_changes(
+    client: TestClient[Any, Any], commands: FakeOrderCommands
+) -> None:
+    order_id = order_id_for("webshop", "web-2003")
+    address = order()["shipping_address"] | {"line1": "Neue Strasse 2"}
+    lines = [{"sku": "MUG", "quantity": 2, "unit_price": "10.00"}]
+    payment = {"status": "authorized", "reference": "pay-9", "amount": "20.00"}
+    response = await client.post(
+        f"/v1/orders/{order_id}/edit",
+        json={"request_id": "ed-1", "shipping_address": address, "lines": lines, "payment": payment},
+        headers=bearer(WEBSHOP_KEY),
+    )
+    assert response.status == 202
+    assert await response.json() == {"order_id": str(order_id), "request_id": "ed-1"}
+    [request] = commands.edits
+    assert (request.order_id, request.channel, request.request_id) == (order_id, "webshop", "ed-1")
+    assert request.shipping_address is not None and request.shipping_address.line1 == "Neue Strasse 2"
+    assert request.lines is not None and [(x.sku, x.quantity) for x in request.lines] == [("MUG", 2)]
+    assert request.payment is not None and request.payment.reference == "pay-9"
+
+
+async def test_an_edit_that_changes_nothing_or_cannot_be_taken_is_refused_and_nothing_is_produced(
+    client: TestClient[Any, Any], commands: FakeOrderCommands, clock: Clock
+) -> None:
+    order_id = order_id_for("webshop", "web-2004")
+    path = f"/v1/orders/{order_id}/edit"
+    address = order()["shipping_address"]
+
+    async def status(body: object, key: str = WEBSHOP_KEY, to: str = path, **headers: str) -> int:
+        clock.now += 10  # a fresh bucket each time: this test is about the checks, not the rate
+        response = await client.post(to, json=body, headers=bearer(key, **headers))
+        return response.status
+
+    assert await status({"request_id": "ed-2"}) == 422  # neither address nor lines
+    assert await status({"shipping_address": address}) == 422  # no request id
+    assert await status({"request_id": "ed-2", "lines": []}) == 422  # lines, but none
+    assert await status({"request_id": "ed-2", "shipping_address": address}, to="/v1/orders/x/edit") == 400
+    assert await status({"request_id": "ed-2", "shipping_address": address}, TWO_CHANNEL_KEY) == 422
+    assert await status({"request_id": "ed-2", "shipping_address": address, "channel": "marketplace"}) == 403
+    assert commands.edits == []
 
 
 async def test_the_document_and_health_need_no_key(client: TestClient[Any, Any]) -> None:

@@ -1,4 +1,4 @@
-"""The gateway's Kafka side: an idempotent producer (acks=all) for orders and cancel requests, and a
+"""The gateway's Kafka side: an idempotent producer (acks=all) for orders, cancel and edit requests, and a
 follower of the channel keys on the compacted `notification.api-keys.v1`.
 
 The follower reads the key topic whole from its beginning, in no consumer group (every process keeps
@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from libs.api_keys import ApiKey, KeyRing
 from libs.contracts.notification import ApiKeyChanged
-from libs.contracts.orders import CancelRequested, OrderSubmitted
-from libs.contracts.topics import ORDERS_CANCEL_REQUESTED, ORDERS_SUBMITTED
+from libs.contracts.orders import CancelRequested, EditRequested, OrderSubmitted
+from libs.contracts.topics import ORDERS_CANCEL_REQUESTED, ORDERS_EDIT_REQUESTED, ORDERS_SUBMITTED
 from libs.platform.kafka import KafkaAccess, close_quietly
 from services.gateway.app.ports import BrokerUnavailable
 
@@ -60,6 +60,13 @@ class KafkaOrderCommands:
     async def cancel(self, request: CancelRequested) -> None:
         await self._send(
             ORDERS_CANCEL_REQUESTED,
+            str(request.order_id),
+            request.model_dump_json(exclude_none=True).encode(),
+        )
+
+    async def edit(self, request: EditRequested) -> None:
+        await self._send(
+            ORDERS_EDIT_REQUESTED,
             str(request.order_id),
             request.model_dump_json(exclude_none=True).encode(),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from libs.api_keys import ApiKey
-from libs.contracts.orders import CancelRequested, OrderSubmitted
+from libs.contracts.orders import CancelRequested, EditRequested, OrderSubmitted
 
 
 class BrokerUnavailable(Exception):
@@ -13,11 +13,13 @@ class BrokerUnavailable(Exception):
 
 
 class OrderCommands(Protocol):
-    """Orders and cancel requests, each returned from only once the broker has it (acks=all)."""
+    """Orders, cancel and edit requests, each returned from only once the broker has it (acks=all)."""
 
     async def submit(self, order: OrderSubmitted) -> None: ...
 
     async def cancel(self, request: CancelRequested) -> None: ...
+
+    async def edit(self, request: EditRequested) -> None: ...
 
 
 class KeyDirectory(Protocol):
