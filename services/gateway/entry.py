@@ -125,6 +125,42 @@ _IDEMPOTENCY = {
 }
 
 
+def _order_request(operation_id: str, summary: str, body: str, outcomes: str) -> dict[str, Any]:
+    """A request about an existing order (`POST /v1/orders/{order_id}/...`): the body schema, and the
+    topic its outcome comes on."""
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "parameters": [
+                {
+                    "name": "order_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "format": "uuid"},
+                },
+                {**_IDEMPOTENCY, "description": "The request id, if the body has none"},
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+            },
+            "responses": {
+                "202": {
+                    "description": f"The broker has the request; the outcome comes on `{outcomes}` (an"
+                    " order of another channel is refused there as `unknown_order`, like one that does"
+                    " not exist)",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/RequestAccepted"}}
+                    },
+                },
+                "400": {"description": "order_id is not a UUID", "content": _ERROR},
+                **_COMMON,
+            },
+        }
+    }
+
+
 def build_openapi() -> dict[str, Any]:
     """OpenAPI 3.1 of the gateway (served at `/openapi.json`)."""
     return {
@@ -169,76 +205,18 @@ def build_openapi() -> dict[str, Any]:
                     },
                 }
             },
-            "/v1/orders/{order_id}/cancel": {
-                "post": {
-                    "operationId": "cancelOrder",
-                    "summary": "Request the cancellation of an order or some of its lines",
-                    "parameters": [
-                        {
-                            "name": "order_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "format": "uuid"},
-                        },
-                        {**_IDEMPOTENCY, "description": "The request id, if the body has none"},
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/CancelBody"}}
-                        },
-                    },
-                    "responses": {
-                        "202": {
-                            "description": "The broker has the request; the outcome comes on"
-                            " `orders.cancellations.v1` (an order of another channel is refused"
-                            " there as `unknown_order`, like one that does not exist)",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/CancelAccepted"}
-                                }
-                            },
-                        },
-                        "400": {"description": "order_id is not a UUID", "content": _ERROR},
-                        **_COMMON,
-                    },
-                }
-            },
-            "/v1/orders/{order_id}/edit": {
-                "post": {
-                    "operationId": "editOrder",
-                    "summary": "Request an edit of an order before it ships (address, lines or both)",
-                    "parameters": [
-                        {
-                            "name": "order_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "format": "uuid"},
-                        },
-                        {**_IDEMPOTENCY, "description": "The request id, if the body has none"},
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/EditBody"}}
-                        },
-                    },
-                    "responses": {
-                        "202": {
-                            "description": "The broker has the request; the outcome comes on"
-                            " `orders.edits.v1` (an order of another channel is refused there as"
-                            " `unknown_order`, like one that does not exist)",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/CancelAccepted"}
-                                }
-                            },
-                        },
-                        "400": {"description": "order_id is not a UUID", "content": _ERROR},
-                        **_COMMON,
-                    },
-                }
-            },
+            "/v1/orders/{order_id}/cancel": _order_request(
+                "cancelOrder",
+                "Request the cancellation of an order or some of its lines",
+                "CancelBody",
+                "orders.cancellations.v1",
+            ),
+            "/v1/orders/{order_id}/edit": _order_request(
+                "editOrder",
+                "Request an edit of an order before it ships (address, lines or both)",
+                "EditBody",
+                "orders.edits.v1",
+            ),
             "/livez": {
                 "get": {
                     "summary": "The process runs",
@@ -304,7 +282,7 @@ def build_openapi() -> dict[str, Any]:
                         "external_id": {"type": "string"},
                     },
                 },
-                "CancelAccepted": {
+                "RequestAccepted": {
                     "type": "object",
                     "required": ["order_id", "request_id"],
                     "properties": {
