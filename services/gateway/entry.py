@@ -377,7 +377,11 @@ def build_api(
             },
         )
 
-    async def post_cancel(request: web.Request) -> web.Response:
+    async def about_order(
+        request: web.Request, act: Callable[[UUID, bytes, str | None], Awaitable[Accepted | Refusal]]
+    ) -> web.Response:
+        """A request about an existing order (cancel, edit): the path's order id, the body, then the
+        use case ``act(order_id, body, idempotency_key)`` whose answer carries the request id."""
         try:
             order_id = UUID(request.match_info["order_id"])
         except ValueError:
@@ -386,27 +390,24 @@ def build_api(
         if isinstance(raw, web.Response):
             return raw
         try:
-            cancel = CancelBody.model_validate_json(raw or b"{}")
-            command = CancelOrder(order_id, cancel.request_id, cancel.lines, cancel.reason, cancel.channel)
-            outcome = await _produce(
-                cancel_order(command, request[API_KEY], request.headers.get(IDEMPOTENCY_KEY), commands)
-            )
+            outcome = await _produce(act(order_id, raw or b"{}", request.headers.get(IDEMPOTENCY_KEY)))
         except ValidationError as exc:  # the body, or a request id from the header that no contract allows
             return _invalid(exc)
         return _answer(
             outcome, lambda accepted: {"order_id": str(accepted.order_id), "request_id": accepted.request_id}
         )
 
+    async def post_cancel(request: web.Request) -> web.Response:
+        async def act(order_id: UUID, raw: bytes, idempotency_key: str | None) -> Accepted | Refusal:
+            cancel = CancelBody.model_validate_json(raw)
+            command = CancelOrder(order_id, cancel.request_id, cancel.lines, cancel.reason, cancel.channel)
+            return await cancel_order(command, request[API_KEY], idempotency_key, commands)
+
+        return await about_order(request, act)
+
     async def post_edit(request: web.Request) -> web.Response:
-        try:
-            order_id = UUID(request.match_info["order_id"])
-        except ValueError:
-            return web.json_response({"error": "order_id must be a UUID"}, status=400)
-        raw = await body(request)
-        if isinstance(raw, web.Response):
-            return raw
-        try:
-            edit = EditBody.model_validate_json(raw or b"{}")
+        async def act(order_id: UUID, raw: bytes, idempotency_key: str | None) -> Accepted | Refusal:
+            edit = EditBody.model_validate_json(raw)
             command = EditOrder(
                 order_id,
                 edit.request_id,
@@ -416,14 +417,9 @@ def build_api(
                 edit.reason,
                 edit.channel,
             )
-            outcome = await _produce(
-                edit_order(command, request[API_KEY], request.headers.get(IDEMPOTENCY_KEY), commands)
-            )
-        except ValidationError as exc:  # the body, or a request id from the header that no contract allows
-            return _invalid(exc)
-        return _answer(
-            outcome, lambda accepted: {"order_id": str(accepted.order_id), "request_id": accepted.request_id}
-        )
+            return await edit_order(command, request[API_KEY], idempotency_key, commands)
+
+        return await about_order(request, act)
 
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
