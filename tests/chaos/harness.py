@@ -72,6 +72,7 @@ class Observed:
     by_external: dict[str, str] = field(default_factory=dict)
     last_event_at: float = field(default_factory=time.monotonic)
     dead_letters: list[tuple[str, bytes | None, dict[str, str]]] = field(default_factory=list)
+    stage_changes: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
 
 
 @dataclass
@@ -304,7 +305,9 @@ async def _pump(
                     observed.statuses[event["order_id"]].append(event)
                     observed.by_external[event["external_id"]] = event["order_id"]
                 elif tp.topic == stage_topic:
-                    floor.on_stage_event(orjson.loads(r.value))
+                    change = orjson.loads(r.value)
+                    observed.stage_changes[change["order_id"]].append(change)
+                    floor.on_stage_event(change)
                 else:
                     observed.dead_letters.append(
                         (tp.topic, r.key, {k: v.decode(errors="replace") for k, v in r.headers})
@@ -683,10 +686,28 @@ async def _report(
     for line in faults.log:
         if "bad message" not in line:
             print(f"    {line}")
+    for external_id in lost[:3]:
+        _print_unsettled(observed, external_id)
     print(f"\nInvariants ({len(submitted)} orders, {total_s:.0f} s in all)")
     for name, held, detail in results:
         print(f"  {'HELD    ' if held else 'VIOLATED'}  {name:50}  {detail}")
     return all(held for _, held, _ in results)
+
+
+def _print_unsettled(observed: Observed, external_id: str) -> None:
+    """What the public topics said about an order that did not settle: enough to tell a stuck
+    service from a state the run does not know to be an end."""
+    order_id = observed.by_external.get(external_id)
+    print(f"\nNot settled: {external_id} (order {order_id})")
+    for e in sorted(observed.statuses.get(order_id or "", []), key=lambda e: e["version"]):
+        shipments = ", ".join(
+            f"{s.get('shipment_id')}@{s.get('location_id')}:{s.get('stage')}"
+            for s in e.get("shipments") or []
+        )
+        reasons = ",".join(r.get("code", "?") for r in e.get("reasons") or [])
+        print(f"    v{e['version']} {e['status']:18} [{reasons}] {shipments}")
+    for c in observed.stage_changes.get(order_id or "", []):
+        print(f"    stage {c['shipment_id']} {c['left_stage']} -> {c['entered_stage']} ({c['change']})")
 
 
 def main() -> None:

@@ -89,6 +89,11 @@ async def _travels_every_stage_to_delivered(live: LiveFleet) -> str:
         "shipped",
         "delivered",
     ]
+    await live.stages.wait_for(
+        lambda _: ("standard", "delivered", None, "left") in live.stage_events(order_id),
+        60,
+        "the last stage event",
+    )
     assert live.stage_events(order_id) == [
         ("standard", None, "new", "entered"),
         ("standard", "new", "picking", "moved"),
@@ -213,7 +218,11 @@ async def test_a_failed_shipment_is_written_off_and_resourced_from_another_locat
         )
         == 1
     )
-    assert ("standard", "new", None, "left") in live.stage_events(status["order_id"])
+    await live.stages.wait_for(
+        lambda _: ("standard", "new", None, "left") in live.stage_events(status["order_id"]),
+        60,
+        "the failed parcel left its stage",
+    )
 
 
 async def test_cancelling_a_whole_order_before_shipping_releases_its_stock_for_the_next_order(
@@ -231,7 +240,11 @@ async def test_cancelling_a_whole_order_before_shipping_releases_its_stock_for_t
     assert outcome["outcome"] == "accepted"
     await live.wait_status(status["external_id"], "cancelled")
     assert await live.fetchval("SELECT reserved FROM allocation.stock WHERE sku = $1", item) == 0
-    assert live.stage_events(status["order_id"])[-1] == ("standard", "new", None, "left")
+    await live.stages.wait_for(
+        lambda _: live.stage_events(status["order_id"])[-1:] == [("standard", "new", None, "left")],
+        60,
+        "the cancelled parcel left its stage",
+    )
 
     repeated = {"request_id": f"cx-{item}", "order_id": status["order_id"], "reason": "customer asked"}
     await live.publisher.send(topics.ORDERS_CANCEL_REQUESTED, status["order_id"], repeated)

@@ -290,7 +290,11 @@ async def test_a_parcel_not_collected_in_time_is_cancelled_and_its_unit_goes_to_
     cancelled = await pay.wait_status(external_id, "cancelled")
     assert [r["code"] for r in cancelled["reasons"]] == ["not_collected"]
     await pay.wait_status(waiting, "in_fulfillment")
-    assert ("pickup", "ready_for_pickup", None, "left") in pay.stage_events(cancelled["order_id"])
+    await pay.stages.wait_for(
+        lambda _: ("pickup", "ready_for_pickup", None, "left") in pay.stage_events(cancelled["order_id"]),
+        60,
+        "the uncollected parcel left its stage",
+    )
     await cancelled_mail(pay, external_id, "it was not collected in time")
 
 
