@@ -52,10 +52,11 @@ STATUS_ORDER = [
     "delivered",
     "partially_returned",
     "returned",
+    "refunded",
     "cancelled",
 ]
 RETURNED = frozenset({"partially_returned", "returned"})
-SETTLED = RETURNED | {"delivered", "rejected", "cancelled", "backordered", "on_hold"}
+SETTLED = RETURNED | {"delivered", "rejected", "cancelled", "backordered", "on_hold", "refunded"}
 """Where an order may rest when the channel has stopped (backordered and on hold wait for people)."""
 
 

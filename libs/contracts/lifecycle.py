@@ -165,7 +165,10 @@ class OrderFulfillmentProgressed(OrderFact):
     """Fulfillment: the order as a whole moved (first shipment in, all shipped, all delivered)."""
 
     event_type: Literal["order.fulfillment-progressed"] = "order.fulfillment-progressed"
-    status: Literal["in_fulfillment", "partially_shipped", "shipped", "delivered", "ready_for_pickup"]
+    status: Literal[
+        "in_fulfillment", "partially_shipped", "shipped", "delivered", "ready_for_pickup", "refunded"
+    ]
+    """`refunded` (additive): every parcel still on its way was lost in transit and refunded."""
     shipments: list[Shipment]
     eta: datetime | None = None
     awaiting_stock: bool = False

@@ -41,6 +41,10 @@ class OrderStatus(StrEnum):
 
     `partially_returned` and `returned` (added in schema version 1, additive): a delivered order
     some of whose units came back on an authorized return (received by a warehouse), or all of them.
+
+    `refunded` (additive): nothing of the order is on its way or delivered any more, because its
+    channel refunds what a carrier reports lost, damaged or returned to sender, and that is what
+    happened to every parcel still on its way (reason `in_transit_exception`). Final.
     """
 
     RECEIVED = "received"
@@ -58,6 +62,7 @@ class OrderStatus(StrEnum):
     READY_FOR_PICKUP = "ready_for_pickup"
     PARTIALLY_RETURNED = "partially_returned"
     RETURNED = "returned"
+    REFUNDED = "refunded"
 
 
 class CarrierException(StrEnum):

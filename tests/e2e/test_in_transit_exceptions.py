@@ -65,7 +65,7 @@ async def test_on_a_refunding_channel_a_damaged_parcel_is_refunded(live: LiveFle
     refunds = TopicWatcher(e2e_infra.kafka, live.prefix + topics.PAYMENTS_REFUND_REQUESTED)
     await refunds.start()
     try:
-        _, order_id, damaged = await shipped_order(live, "marketplace", price="24.00")
+        external_id, order_id, damaged = await shipped_order(live, "marketplace", price="24.00")
         await live.move(damaged, "exception", exception="damaged")
         await refunds.wait_for(lambda rs: any(r.get("shipment_id") == damaged for r in rs), 60, "the refund")
         [refund] = [r for r in refunds.records if r.get("shipment_id") == damaged]
@@ -77,4 +77,14 @@ async def test_on_a_refunding_channel_a_damaged_parcel_is_refunded(live: LiveFle
         )
     finally:
         await refunds.stop()
+    # Nothing of the order will arrive: its status says so, finally, and so does its customer's e-mail.
+    refunded = await live.wait_status(external_id, "refunded")
+    assert [r["code"] for r in refunded["reasons"]] == ["in_transit_exception"]
+    assert refunded["shipments"] == []
+    subject = f"Your order {external_id} could not be delivered and is refunded"
+    await live.status.wait_for(
+        lambda _: any(str(m["Subject"]) == subject for m in live.mailbox.messages), 60, "the refund e-mail"
+    )
+    cancel = await live.cancel(order_id, f"cx-{damaged}")
+    assert [r["code"] for r in cancel["reasons"]] == ["already_final"]
     live.fleet.assert_alive()

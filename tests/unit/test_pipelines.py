@@ -94,6 +94,19 @@ def test_an_order_with_a_failed_parcel_not_yet_sourced_again_is_never_shipped() 
     assert order_progress([s("picking")], awaiting_resource=True) == "in_fulfillment"
 
 
+def test_an_order_whose_parcels_on_their_way_were_all_lost_and_refunded_is_refunded() -> None:
+    def s(stage: str, active: bool = True) -> ShipmentState:
+        return ShipmentState(STANDARD, stage, active)
+
+    assert order_progress([s("shipped", active=False)]) == "refunded"
+    assert order_progress([s("shipped", active=False), s("picking", active=False)]) == "refunded"
+    # Re-shipped (awaiting a replacement), or a sibling still on its way or delivered: not refunded.
+    assert order_progress([s("shipped", active=False)], awaiting_resource=True) is None
+    assert order_progress([s("shipped", active=False), s("packed")]) == "in_fulfillment"
+    assert order_progress([s("shipped", active=False), s("delivered", active=False)]) == "delivered"
+    assert order_progress([s("picking", active=False)]) is None  # failed or cancelled before shipping
+
+
 def test_eta_adds_remaining_stage_hours_and_transit_days() -> None:
     start = datetime(2026, 11, 27, 12, tzinfo=UTC)
     assert eta(STANDARD, "shipped", start, None, 600) == start + timedelta(hours=24)

@@ -32,7 +32,9 @@ NOT_COLLECTED = "not_collected"
 EXCEPTION = "exception"
 """Reserved like `failed`: a carrier's in-transit exception (lost, damaged, returned to sender)."""
 
-Progress = Literal["in_fulfillment", "partially_shipped", "shipped", "delivered", "ready_for_pickup"]
+Progress = Literal[
+    "in_fulfillment", "partially_shipped", "shipped", "delivered", "ready_for_pickup", "refunded"
+]
 """Where an order stands in fulfillment as a whole (the words of ``OrderStatus`` it can announce)."""
 
 
@@ -184,10 +186,15 @@ def order_progress(shipments: Sequence[ShipmentState], awaiting_resource: bool =
     """The order's status from its shipments (None: nothing in a pipeline).
 
     ``awaiting_resource``: part of the order is not in any shipment (a parcel failed and its lines
-    are being sourced again or wait for stock) — the order cannot be `shipped` or `delivered`."""
+    are being sourced again or wait for stock) — the order cannot be `shipped` or `delivered`.
+    Nothing left in a pipeline or delivered, nothing awaited, and a parcel lost on its way (it left
+    its pipeline after shipping): the order was `refunded`."""
     active = [s for s in shipments if s.active or s.stage == s.pipeline.last]
     if not active:
-        return None
+        lost = any(
+            not s.active and s.pipeline.has(s.stage) and s.pipeline.has_shipped(s.stage) for s in shipments
+        )
+        return "refunded" if lost and not awaiting_resource else None
     left = [s for s in active if s.pipeline.has_shipped(s.stage)]
     if not left and not awaiting_resource and all(s.stage == READY_FOR_PICKUP for s in active):
         return "ready_for_pickup"

@@ -202,6 +202,10 @@ class Proposal:
     eta: datetime | None = None
 
 
+REFUNDED_IN_TRANSIT = Reason(
+    code="in_transit_exception",
+    message="the carrier reported the parcels on their way lost, damaged or returned; their price is refunded",
+)
 AWAITING_STOCK = Reason(
     code="awaiting_stock",
     message="part of the order is being sourced again or waits for stock (a parcel failed)",
@@ -241,6 +245,8 @@ def proposed_status(
             return Proposal(OrderStatus.BACKORDERED, reasons)
         case OrderCancelled(reasons=reasons):
             return Proposal(OrderStatus.CANCELLED, reasons)
+        case OrderFulfillmentProgressed(status="refunded", shipments=shipments):
+            return Proposal(OrderStatus.REFUNDED, [REFUNDED_IN_TRANSIT], shipments)
         case OrderFulfillmentProgressed(status=status, shipments=shipments, eta=eta, awaiting_stock=waiting):
             reasons = [AWAITING_STOCK] if waiting else []
             return Proposal(OrderStatus(status), reasons, shipments, eta)

@@ -60,7 +60,9 @@ def classify_submissions(
     return verdicts
 
 
-TERMINAL = frozenset({OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.RETURNED})
+TERMINAL = frozenset(
+    {OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.RETURNED, OrderStatus.REFUNDED}
+)
 
 # Which status may follow which. `awaiting_payment`: stock reserved for a pending payment (from
 # `validated`, or from `backordered` when stock arrived first); it moves on when the payment is
@@ -90,17 +92,19 @@ NEXT: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.ALLOCATED: SOURCED | LEAVING | {OrderStatus.CANCELLED},
     OrderStatus.BACKORDERED: SOURCED | LEAVING | {OrderStatus.CANCELLED, OrderStatus.AWAITING_PAYMENT},
     OrderStatus.IN_FULFILLMENT: SOURCED | LEAVING | {OrderStatus.CANCELLED},
+    # `-> refunded`: every parcel still on its way was lost in transit and refunded.
     OrderStatus.PARTIALLY_SHIPPED: frozenset(
-        {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED}
+        {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED, OrderStatus.REFUNDED}
     ),
     # `shipped -> shipped`: the same status with news (an ETA re-computed because a stage is late).
-    OrderStatus.SHIPPED: frozenset({OrderStatus.SHIPPED, OrderStatus.DELIVERED}),
+    OrderStatus.SHIPPED: frozenset({OrderStatus.SHIPPED, OrderStatus.DELIVERED, OrderStatus.REFUNDED}),
     OrderStatus.READY_FOR_PICKUP: SOURCED | {OrderStatus.DELIVERED, OrderStatus.CANCELLED},
     OrderStatus.REJECTED: frozenset(),
     OrderStatus.DELIVERED: frozenset({OrderStatus.PARTIALLY_RETURNED, OrderStatus.RETURNED}),
     OrderStatus.CANCELLED: frozenset(),
     OrderStatus.PARTIALLY_RETURNED: frozenset({OrderStatus.PARTIALLY_RETURNED, OrderStatus.RETURNED}),
     OrderStatus.RETURNED: frozenset(),
+    OrderStatus.REFUNDED: frozenset(),
 }
 
 
@@ -203,7 +207,7 @@ def cancel_refusal(status: OrderStatus) -> CancelRefusal | None:
         OrderStatus.RETURNED,
     ):
         return CancelRefusal("already_shipped", f"the order is {status}")
-    if status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
+    if status in (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.REFUNDED):
         return CancelRefusal("already_final", f"the order is {status}")
     return None
 

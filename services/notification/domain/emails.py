@@ -19,6 +19,7 @@ EMAIL_STATUSES = frozenset(
         OrderStatus.CANCELLED,
         OrderStatus.BACKORDERED,
         OrderStatus.READY_FOR_PICKUP,
+        OrderStatus.REFUNDED,
     }
 )
 """The statuses a customer is written to about, once each; the others are Baton's own business."""
