@@ -210,6 +210,8 @@ class OrderReserved(OrderFact):
     event_type: Literal["order.reserved"] = "order.reserved"
     shipments: list[Shipment]
     expires_at: datetime
+    cancel_request_id: Text | None = None
+    """Set when this reservation is what is left after a cancel of some lines (additive)."""
 
 
 class ShipmentLost(OrderFact):

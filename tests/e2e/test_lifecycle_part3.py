@@ -131,6 +131,33 @@ async def test_an_authorized_payment_sends_the_reserved_order_to_fulfillment_onc
     ]
 
 
+async def test_cancelling_a_line_while_the_payment_is_pending_frees_its_units_at_once(pay: LiveFleet) -> None:
+    item, other = await stocked(pay, "PAYPART", 2), await stocked(pay, "PAYKEEP", 1)
+    placed = order(channel=PATIENT, lines=[(item, 2, "10.00"), (other, 1, "5.00")], payment_status="pending")
+    external_id = await pay.submit(placed)
+    waiting = await pay.wait_status(external_id, "awaiting_payment")
+    outcome = await pay.cancel(waiting["order_id"], f"cx-{item}", lines=[{"sku": item, "quantity": 1}])
+    assert outcome["outcome"] == "accepted", outcome
+
+    def units(status: dict[str, Any]) -> list[tuple[str, int]]:
+        return sorted((line["sku"], line["quantity"]) for s in status["shipments"] for line in s["lines"])
+
+    await pay.status.wait_for(
+        lambda _: (
+            [units(r) for r in pay.history(external_id) if r["status"] == "awaiting_payment"][-1:]
+            == [sorted([(item, 1), (other, 1)])]
+        ),
+        60,
+        "the order still awaiting its payment, one unit fewer",
+    )
+    # The freed unit is for sale at once; the reduced order is what is fulfilled once paid.
+    next_one = await pay.submit(order(lines=[(item, 1, "10.00")]))
+    await pay.wait_status(next_one, "in_fulfillment")
+    await payment(pay, f"evt-{external_id}-1", placed, "authorized")
+    fulfilled = await pay.wait_status(external_id, "in_fulfillment")
+    assert units(fulfilled) == sorted([(item, 1), (other, 1)])
+
+
 async def test_a_failed_payment_cancels_the_order_and_frees_its_stock(pay: LiveFleet) -> None:
     item = await stocked(pay, "PAYFAIL", 1)
     placed = order(channel=PATIENT, lines=[(item, 1, "10.00")], payment_status="pending")

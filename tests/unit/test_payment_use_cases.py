@@ -149,15 +149,59 @@ async def test_a_pending_backorder_woken_by_stock_is_reserved_not_sent_to_fulfil
     assert isinstance(allocated, OrderAllocated)
 
 
-async def test_cancelling_a_waiting_order_releases_its_stock_at_once_and_lines_wait_for_payment() -> None:
+async def test_cancelling_some_lines_of_a_waiting_order_gives_their_units_back_and_keeps_the_deadline() -> (
+    None
+):
+    uow = await with_stock(("A", "wh", 3), ("B", "wh", 1))
+    fact = pending(("A", 2), ("B", 1))
+    [[reserved]] = await allocate_orders([fact], uow, RULES)
+    assert isinstance(reserved, OrderReserved)
+    waiting_for_a = pending(("A", 2))
+    [[backordered]] = await allocate_orders([waiting_for_a], uow, RULES)  # 1 of A left: not enough
+    assert isinstance(backordered, OrderBackordered)
+
+    one_a = OrderCancelRequested(
+        order_id=fact.order_id, request_id="r1", lines=[ShipmentLine(sku="A", quantity=1)]
+    )
+    [again, woken] = await request_cancel(one_a, uow, RULES)
+    assert isinstance(again, OrderReserved) and again.cancel_request_id == "r1"
+    assert again.expires_at == reserved.expires_at
+    assert [(line.sku, line.quantity) for s in again.shipments for line in s.lines] == [("A", 1), ("B", 1)]
+    assert isinstance(woken, OrderReserved) and woken.order_id == waiting_for_a.order_id  # the freed unit
+    assert reserved_units(uow, "A") == 3 and reserved_units(uow, "B") == 1
+
+    too_many = OrderCancelRequested(
+        order_id=fact.order_id, request_id="r2", lines=[ShipmentLine(sku="A", quantity=2)]
+    )
+    [refused] = await request_cancel(too_many, uow, RULES)
+    assert isinstance(refused, OrderCancelRefused) and refused.reasons[0].code == "invalid_cancel_lines"
+    assert reserved_units(uow, "A") == 3
+
+    [allocated] = await apply_payment(paid(fact, "authorized"), uow, RULES)
+    assert isinstance(allocated, OrderAllocated)
+    assert [(line.sku, line.quantity) for s in allocated.shipments for line in s.lines] == [
+        ("A", 1),
+        ("B", 1),
+    ]
+
+
+async def test_cancelling_every_line_of_a_waiting_order_cancels_it_whole() -> None:
     uow = await with_stock(("A", "wh", 2))
     fact = pending(("A", 2))
     await allocate_orders([fact], uow, RULES)
-    some = OrderCancelRequested(
-        order_id=fact.order_id, request_id="r1", lines=[ShipmentLine(sku="A", quantity=1)]
+    every = OrderCancelRequested(
+        order_id=fact.order_id, request_id="r1", lines=[ShipmentLine(sku="A", quantity=2)]
     )
-    [refused] = await request_cancel(some, uow, RULES)
-    assert isinstance(refused, OrderCancelRefused) and refused.reasons[0].code == "awaiting_payment"
+    [cancelled] = await request_cancel(every, uow, RULES)
+    assert isinstance(cancelled, OrderCancelled) and cancelled.request_id == "r1"
+    assert reserved_units(uow, "A") == 0
+    assert uow.state.timers.scheduled == {}
+
+
+async def test_cancelling_a_waiting_order_whole_releases_its_stock_at_once() -> None:
+    uow = await with_stock(("A", "wh", 2))
+    fact = pending(("A", 2))
+    await allocate_orders([fact], uow, RULES)
     [cancelled] = await request_cancel(
         OrderCancelRequested(order_id=fact.order_id, request_id="r2"), uow, RULES
     )

@@ -67,6 +67,7 @@ from services.allocation.domain.allocations import (
     cancelled_after_release,
     current_shipments,
     decide_cancel,
+    give_back_lines,
     holds_stock,
     planned_shipments,
     remainder,
@@ -184,10 +185,18 @@ def _public(shipments: Sequence[Shipment]) -> list[ShipmentContract]:
     ]
 
 
-def _reserved(order_id: UUID, shipments: Sequence[Shipment], due_at: datetime | None) -> OrderReserved:
+def _reserved(
+    order_id: UUID,
+    shipments: Sequence[Shipment],
+    due_at: datetime | None,
+    cancel_request_id: str | None = None,
+) -> OrderReserved:
     """`order.reserved`: the stock is held for the order until its payment comes, or ``due_at``."""
     return OrderReserved(
-        order_id=order_id, shipments=_public(shipments), expires_at=due_at or datetime.now(UTC)
+        order_id=order_id,
+        shipments=_public(shipments),
+        expires_at=due_at or datetime.now(UTC),
+        cancel_request_id=cancel_request_id,
     )
 
 
@@ -550,7 +559,7 @@ async def request_cancel(
     if allocation is not None and allocation.status is not AllocationStatus.CANCELLED and holds_stock(held):
         record = (await uow.payments.of([fact.order_id])).get(fact.order_id)
         if record is not None and record.state is PaymentState.PENDING:
-            return await _cancel_awaiting_payment(fact, allocation, uow, rules)
+            return await _cancel_awaiting_payment(fact, allocation, record, uow, rules)
     decision = decide_cancel(
         allocation.status if allocation else None,
         allocation.pending if allocation else None,
@@ -709,22 +718,43 @@ async def apply_edit(fact: OrderEditAccepted, uow: AllocationUnit, rules: Rules)
 
 
 async def _cancel_awaiting_payment(
-    fact: OrderCancelRequested, allocation: Allocation, uow: AllocationUnit, rules: Rules | None
+    fact: OrderCancelRequested,
+    allocation: Allocation,
+    record: PaymentRecord,
+    uow: AllocationUnit,
+    rules: Rules | None,
 ) -> list[Event]:
     """An order whose stock waits for its payment never reached fulfillment: allocation cancels it
-    whole at once (releasing its stock); a cancel of some lines is refused until it is paid."""
+    at once. Whole, its stock is released; some lines, their units are given back (the oldest
+    waiting backorders get them) and the rest stays reserved until the same deadline, re-announced
+    as `order.reserved` carrying the request; lines that leave nothing cancel the order whole."""
     if fact.lines is not None:
-        reason = Reason(
-            code="awaiting_payment", message="lines can be cancelled once the payment is authorized"
-        )
-        refusal = OrderCancelRefused(
-            order_id=fact.order_id,
-            request_id=fact.request_id,
-            lines=fact.lines,
-            reason=fact.reason,
-            reasons=[reason],
-        )
-        return [refusal]
+        held = (await uow.allocations.reservations([fact.order_id])).get(fact.order_id, [])
+        waiting = remainder(allocation.status, allocation.pending)
+        given = give_back_lines(held, waiting, _as_lines(fact.lines))
+        if isinstance(given, Refuse):
+            refusal = OrderCancelRefused(
+                order_id=fact.order_id,
+                request_id=fact.request_id,
+                lines=fact.lines,
+                reason=fact.reason,
+                reasons=[Reason(code=given.code, message=given.message)],
+            )
+            return [refusal]
+        freed = sorted({sku for _, sku, _ in given.units})
+        await uow.stock.serialise(freed)
+        await uow.stock.release([Release(shipment, sku, units) for shipment, sku, units in given.units])
+        held = (await uow.allocations.reservations([fact.order_id])).get(fact.order_id, [])
+        if holds_stock(held) or given.waiting:
+            if waiting != given.waiting:
+                status = AllocationStatus.BACKORDERED if given.waiting else AllocationStatus.ALLOCATED
+                change = AllocationChange(fact.order_id, status, allocation.generation, given.waiting or None)
+                await uow.allocations.update([change])
+            reserved = _reserved(fact.order_id, current_shipments(held), record.due_at, fact.request_id)
+            return [reserved, *(await _allocate_waiting(freed, uow, rules) if rules is not None else [])]
+        await uow.timers.cancel(PAYMENT_DEADLINE, str(fact.order_id))
+        cancelled = await _release_and_cancel(fact.order_id, allocation, uow, rules, fact.request_id, None)
+        return cancelled + (await _allocate_waiting(freed, uow, rules) if rules is not None else [])
     await uow.timers.cancel(PAYMENT_DEADLINE, str(fact.order_id))
     return await _release_and_cancel(fact.order_id, allocation, uow, rules, fact.request_id, None)
 

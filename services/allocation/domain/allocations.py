@@ -186,6 +186,42 @@ def decide_cancel(
     return Forward()
 
 
+@dataclass(frozen=True)
+class GiveBack:
+    """Lines cancelled from an order whose stock waits for its payment: the reserved units each
+    shipment gives back, ``(shipment id, sku, units)``, and what still waits for stock."""
+
+    units: tuple[tuple[str, str, int], ...]
+    waiting: Lines
+
+
+def give_back_lines(held: Iterable[ReservedLine], waiting: Lines, cancelled: Lines) -> GiveBack | Refuse:
+    """Such an order has not reached fulfillment, so allocation takes the lines out itself: from what
+    waits for stock first (it holds nothing), then from the reserved units, the latest shipment
+    first. A sku asked for more units than the order has is refused, and nothing is taken."""
+    left = dict(merge(waiting))
+    reserved = sorted(
+        (line for line in held if line.status is ReservationStatus.RESERVED),
+        key=lambda line: line.shipment_id,
+        reverse=True,
+    )
+    units: list[tuple[str, str, int]] = []
+    for sku, quantity in merge(cancelled):
+        from_waiting = min(left.get(sku, 0), quantity)
+        if from_waiting:
+            left[sku] -= from_waiting
+        rest = quantity - from_waiting
+        for line in (r for r in reserved if r.sku == sku):
+            if rest == 0:
+                break
+            take = min(line.quantity, rest)
+            units.append((line.shipment_id, sku, take))
+            rest -= take
+        if rest:
+            return Refuse("invalid_cancel_lines", f"{sku}: {quantity} not on the order")
+    return GiveBack(tuple(units), tuple((sku, q) for sku, q in left.items() if q > 0))
+
+
 def cancelled_after_release(
     whole: bool, still_holds: bool, status: AllocationStatus, pending: Lines | None
 ) -> bool:

@@ -86,8 +86,9 @@ NEXT: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.VALIDATED: frozenset(
         {OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.CANCELLED, OrderStatus.AWAITING_PAYMENT}
     ),
+    # `awaiting_payment -> awaiting_payment`: some lines cancelled, the rest still reserved.
     OrderStatus.AWAITING_PAYMENT: frozenset(
-        {OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.CANCELLED}
+        {OrderStatus.AWAITING_PAYMENT, OrderStatus.ALLOCATED, OrderStatus.BACKORDERED, OrderStatus.CANCELLED}
     ),
     OrderStatus.ALLOCATED: SOURCED | LEAVING | {OrderStatus.CANCELLED},
     OrderStatus.BACKORDERED: SOURCED | LEAVING | {OrderStatus.CANCELLED, OrderStatus.AWAITING_PAYMENT},
