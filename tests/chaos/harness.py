@@ -32,7 +32,7 @@ from libs.platform.secret_box import SecretBox, new_webhook_secret
 from libs.platform.settings import BatonSettings
 from libs.platform.supervisor import Supervisor
 from libs.simulators.sender import ResilientSender
-from libs.simulators.warehouse import WarehouseFloor
+from libs.simulators.warehouse import WarehouseFloor, pipeline_stages
 from libs.simulators.world import demo_shop, random_order
 from services.intake.domain.orders import NEXT
 from services.notification.domain.emails import EMAIL_STATUSES
@@ -492,11 +492,16 @@ async def _wait_settled(
 PART_WAITS_FOR_STOCK = "partially_shipped, the rest backordered"
 
 
+LAST_STAGES = {name: stages[-1] for name, stages in pipeline_stages().items()}
+"""Where the warehouse floor stops moving a parcel, per pipeline."""
+
+
 def _latest(observed: Observed, external_id: str) -> str | None:
-    """The order's latest status; `PART_WAITS_FOR_STOCK` when part of it has shipped, the rest was
-    backordered after its last allocation (a failed parcel re-sourced with no stock left) and no
-    parcel is in a pipeline any more (re-sourced later, the order stays `partially_shipped` but its
-    new shipment is listed): settled until stock arrives, and the run sends none at the end."""
+    """The order's latest status; `PART_WAITS_FOR_STOCK` when part of it has shipped, allocation's
+    latest word on the rest was a backorder (before the parcel shipped, or after a parcel failed
+    once another had shipped: then the order stays `partially_shipped`, with `insufficient_stock`
+    reasons), and no parcel of it is still moving (its stage events say every one was delivered or
+    left its pipeline): settled until stock arrives, and the run sends none at the end."""
     order_id = observed.by_external.get(external_id)
     events = sorted(observed.statuses.get(order_id or "", []), key=lambda e: e["version"])
     if not events:
@@ -506,10 +511,23 @@ def _latest(observed: Observed, external_id: str) -> str | None:
         sourced = [
             e["status"] for e in events if e["status"] in {"allocated", "in_fulfillment", "backordered"}
         ]
-        in_a_pipeline = [s for s in events[-1]["shipments"] if s.get("stage") not in {"shipped", "delivered"}]
-        if sourced and sourced[-1] == "backordered" and not in_a_pipeline:
+        backordered_after_shipping = "insufficient_stock" in {r.get("code") for r in events[-1]["reasons"]}
+        if ((sourced and sourced[-1] == "backordered") or backordered_after_shipping) and not _moving(
+            observed, order_id or ""
+        ):
             return PART_WAITS_FOR_STOCK
     return latest
+
+
+def _moving(observed: Observed, order_id: str) -> bool:
+    """A parcel of the order is still in its pipeline short of the last stage (the floor moves it on)."""
+    last_change: dict[str, dict[str, Any]] = {}
+    for change in observed.stage_changes.get(order_id, []):  # one partition per order: in order
+        last_change[change["shipment_id"]] = change
+    return any(
+        c["change"] != "left" and c["entered_stage"] != LAST_STAGES.get(c["pipeline"])
+        for c in last_change.values()
+    )
 
 
 async def _report(
