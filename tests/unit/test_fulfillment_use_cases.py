@@ -511,6 +511,43 @@ async def test_the_part_not_yet_shipped_stays_cancellable_after_a_sibling_shippe
     assert isinstance(refused, OrderCancelRefused) and refused.reasons[0].code == "already_shipped"
 
 
+async def test_cancelling_the_rest_of_an_order_whose_other_parcel_arrived_announces_it_delivered() -> None:
+    uow = await with_locations(("wh1", "warehouse", None), ("wh3", "warehouse", None))
+    fact = await in_fulfillment(uow, ("s1", "wh1", {"X": 1}), ("s3", "wh3", {"Y": 1}))
+    applied(await move(uow, update("s1", "delivered")))
+    events = await decide_cancel(cancel(fact.order_id, {"Y": 1}), uow, CONFIG)
+    assert (progress(events).status, [s.shipment_id for s in progress(events).shipments]) == (
+        "delivered",
+        ["s1"],
+    )
+    assert uow.known_orders[fact.order_id].progress == "delivered"
+
+
+async def test_cancelling_the_rest_of_an_order_whose_parcel_was_lost_and_refunded_announces_it_refunded() -> (
+    None
+):
+    uow = await with_locations(("wh1", "warehouse", None), ("wh3", "warehouse", None))
+    fact = await in_fulfillment(uow, ("s1", "wh1", {"X": 1}), ("s3", "wh3", {"Y": 1}))
+    applied(await move(uow, update("s1", "shipped")))
+    refunding = await apply_updates(
+        [update("s1", "exception", exception="lost")], uow, CONFIG, reships=lambda _: False
+    )
+    applied(refunding)
+    [refused] = await decide_cancel(cancel(fact.order_id), uow, CONFIG)  # part of it left: not whole
+    assert isinstance(refused, OrderCancelRefused) and refused.reasons[0].code == "already_shipped"
+    events = await decide_cancel(cancel(fact.order_id, {"Y": 1}), uow, CONFIG)
+    assert progress(events).status == "refunded" and progress(events).shipments == []
+    [accepted] = of_type(events, OrderCancelAccepted)
+    assert not accepted.whole
+
+
+async def test_a_cancel_that_leaves_the_progress_as_it_was_announces_nothing() -> None:
+    uow = await with_locations(("wh", "warehouse", None))
+    fact = await in_fulfillment(uow, ("s1", "wh", {"A": 3}))
+    events = await decide_cancel(cancel(fact.order_id, {"A": 1}), uow, CONFIG)
+    assert not of_type(events, OrderFulfillmentProgressed)
+
+
 async def test_a_cancel_for_an_order_fulfillment_never_saw_is_dead_lettered() -> None:
     with pytest.raises(Rejected) as unknown:
         await decide_cancel(cancel(uuid4()), FakeFulfillmentUnit(), CONFIG)

@@ -58,6 +58,8 @@ from services.fulfillment.domain.shipments import (
     Parcel,
     Shipment,
     StageReport,
+    announce,
+    by_shipment_id,
     coarse,
     expected_delivery,
     not_collected,
@@ -492,8 +494,10 @@ def in_transit_exception(lost: Lost, exception: str, terms: Terms | None) -> lis
 async def decide_cancel(
     request: OrderCancelForwarded, uow: FulfillmentUnit, config: PipelineConfig
 ) -> list[Event]:
-    """Accept only what has not shipped: take those lines out of their pipelines, or refuse it all."""
-    if request.order_id not in await uow.orders.lock([request.order_id]):
+    """Accept only what has not shipped: take those lines out of their pipelines, or refuse it all.
+    What is left of the order may now be all shipped, delivered or refunded: that is announced."""
+    order = (await uow.orders.lock([request.order_id])).get(request.order_id)
+    if order is None:
         raise Rejected("unknown_order", f"fulfillment never saw order {request.order_id}")
     shipments = await uow.shipments.of_orders([request.order_id])
     lines = None if request.lines is None else [(line.sku, line.quantity) for line in request.lines]
@@ -521,7 +525,28 @@ async def decide_cancel(
             for p in plan.release
         ],
     )
-    return [*(stage_changed(s, s.stage, None, "left", reason="cancelled") for s in plan.left), accepted]
+    left = [stage_changed(s, s.stage, None, "left", reason="cancelled") for s in plan.left]
+    return [*left, *(await _progress_after(order, shipments, plan.changed, uow, config)), accepted]
+
+
+async def _progress_after(
+    order: Order,
+    before: Sequence[Shipment],
+    changed: Sequence[Shipment],
+    uow: FulfillmentUnit,
+    config: PipelineConfig,
+) -> list[Event]:
+    """The order's progress once parcels left their pipelines without moving on (cancelled, not
+    collected), announced when it changed: the rest may have shipped, arrived, or been refunded."""
+    now = list(
+        by_shipment_id(({s.shipment_id: s for s in before} | {s.shipment_id: s for s in changed}).values())
+    )
+    after, progress = announce(order, now, config)
+    if progress is None:
+        return []
+    await uow.orders.save([after])
+    locations = await uow.locations.of(sorted({s.location_id for s in now}))
+    return [progressed(after, progress, now, locations, config)]
 
 
 async def expire_pickup(timer: Timer, uow: FulfillmentUnit, config: PipelineConfig) -> list[Event]:
@@ -531,8 +556,9 @@ async def expire_pickup(timer: Timer, uow: FulfillmentUnit, config: PipelineConf
     orders = await uow.orders.lock_by_shipment([timer.key])
     if not orders:
         return []
-    [order_id] = orders
-    plan = not_collected(await uow.shipments.of_orders([order_id]), timer.key, config)
+    [(order_id, order)] = orders.items()
+    shipments = await uow.shipments.of_orders([order_id])
+    plan = not_collected(shipments, timer.key, config)
     if plan is None:
         return []
     await uow.shipments.save(plan.changed)
@@ -548,7 +574,8 @@ async def expire_pickup(timer: Timer, uow: FulfillmentUnit, config: PipelineConf
             for p in plan.release
         ],
     )
-    return [*(stage_changed(s, s.stage, None, "left", reason=NOT_COLLECTED) for s in plan.left), accepted]
+    left = [stage_changed(s, s.stage, None, "left", reason=NOT_COLLECTED) for s in plan.left]
+    return [*left, *(await _progress_after(order, shipments, plan.changed, uow, config)), accepted]
 
 
 async def decide_edit(

@@ -333,6 +333,11 @@ class CancelPlan:
         return tuple(s for s in self.changed if not s.active)
 
 
+def _past_ship_point(shipment: Shipment, config: PipelineConfig) -> bool:
+    pipeline = config.get(shipment.pipeline)
+    return pipeline.has(shipment.stage) and pipeline.has_shipped(shipment.stage)
+
+
 def plan_cancel(
     shipments: Sequence[Shipment], lines: Sequence[tuple[str, int]] | None, config: PipelineConfig
 ) -> CancelPlan | Refusal:
@@ -340,12 +345,12 @@ def plan_cancel(
     ordered = by_shipment_id(shipments)
     cancellable = [s for s in ordered if s.active and not config.get(s.pipeline).has_shipped(s.stage)]
     unshipped = {s.shipment_id for s in cancellable}
-    shipped = [
+    shipped = [  # on its way, delivered, or lost on its way (it left, and was re-shipped or refunded)
         s
         for s in ordered
         if s.shipment_id not in unshipped
         and any(s.lines.values())
-        and (s.active or s.stage == config.get(s.pipeline).last)
+        and (s.active or _past_ship_point(s, config))
     ]
     release: dict[str, dict[str, int]] = {}
     if lines is None:
