@@ -72,6 +72,8 @@ class OrderBackordered(OrderFact):
 
     event_type: Literal["order.backordered"] = "order.backordered"
     reasons: list[Reason]
+    cancel_request_id: Text | None = None
+    """Set when what waits for stock is all that is left after a cancel of some lines (additive)."""
 
 
 class CancelFact(OrderFact):

@@ -157,7 +157,7 @@ def test_an_adjustment_never_leaves_fewer_units_on_hand_than_are_reserved() -> N
     assert isinstance(adjust(level, "a3", delta=-3, count=None, reason="lost"), BelowReserved)
 
 
-def test_lines_cancelled_while_the_payment_is_pending_come_from_what_waits_first_then_the_latest_parcel() -> (
+def test_lines_cancelled_while_the_payment_is_pending_come_from_what_waits_first_then_parcels_in_id_order() -> (
     None
 ):
     r = ReservationStatus
@@ -167,8 +167,8 @@ def test_lines_cancelled_while_the_payment_is_pending_come_from_what_waits_first
         ReservedLine("s2", "wh2", "B", 1, r.RESERVED),
         ReservedLine("s0", "wh0", "A", 5, r.RELEASED),
     ]
-    assert give_back_lines(held, (("A", 1),), (("A", 3),)) == GiveBack((("s2", "A", 1), ("s1", "A", 1)), ())
-    assert give_back_lines(held, (), (("B", 1), ("A", 1))) == GiveBack((("s2", "B", 1), ("s2", "A", 1)), ())
+    assert give_back_lines(held, (("A", 1),), (("A", 4),)) == GiveBack((("s1", "A", 2), ("s2", "A", 1)), ())
+    assert give_back_lines(held, (), (("B", 1), ("A", 1))) == GiveBack((("s2", "B", 1), ("s1", "A", 1)), ())
     assert give_back_lines(held, (("A", 2),), (("A", 1),)) == GiveBack((), (("A", 1),))
     assert give_back_lines(held, (), (("A", 4),)) == Refuse("invalid_cancel_lines", "A: 4 not on the order")
     assert isinstance(give_back_lines(held, (), (("C", 1),)), Refuse)

@@ -223,3 +223,25 @@ async def test_a_waiting_order_that_ships_what_is_available_is_cancelled_by_allo
     )
     assert isinstance(cancelled, OrderCancelled)
     assert reserved_units(uow, "A") == 0
+
+
+async def test_cancelling_every_reserved_line_of_a_waiting_order_leaves_a_backorder_that_stock_wakes() -> (
+    None
+):
+    """`ship_available`, payment pending: A reserved, B waits; A cancelled leaves B as a backorder."""
+    uow = await with_stock(("A", "wh", 1), ("B", "wh", 0))
+    fact = pending(("A", 1), ("B", 1))
+    fact = fact.model_copy(update={"order": fact.order.model_copy(update={"channel": "marketplace"})})
+    rules = Rules(ship_available=frozenset({("marketplace", True)}))
+    await allocate_orders([fact], uow, rules)
+    cancel_a = OrderCancelRequested(
+        order_id=fact.order_id, request_id="r1", lines=[ShipmentLine(sku="A", quantity=1)]
+    )
+    [backordered] = await request_cancel(cancel_a, uow, rules)
+    assert isinstance(backordered, OrderBackordered) and backordered.cancel_request_id == "r1"
+    assert [(r.code, r.sku) for r in backordered.reasons] == [("insufficient_stock", "B")]
+    assert reserved_units(uow, "A") == 0
+    assert await apply_payment(paid(fact, "authorized"), uow, rules) == []  # paid: waits for B's stock
+    [allocated] = await adjust_stock(arrival("B", "wh", 1), uow, rules)
+    assert isinstance(allocated, OrderAllocated) and allocated.order_id == fact.order_id
+    assert [(line.sku, line.quantity) for s in allocated.shipments for line in s.lines] == [("B", 1)]

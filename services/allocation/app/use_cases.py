@@ -205,6 +205,10 @@ def _backordered(order_id: UUID, shortage: Shortage) -> OrderBackordered:
     return OrderBackordered(order_id=order_id, reasons=reasons)
 
 
+def _waiting_reason(sku: str, quantity: int) -> Reason:
+    return Reason(code="insufficient_stock", message=f"{sku}: {quantity} wait for stock", sku=sku)
+
+
 def _count(outcomes: Sequence[Plan | Partial | Shortage]) -> None:
     for outcome in outcomes:
         if isinstance(outcome, Partial):
@@ -750,8 +754,16 @@ async def _cancel_awaiting_payment(
                 status = AllocationStatus.BACKORDERED if given.waiting else AllocationStatus.ALLOCATED
                 change = AllocationChange(fact.order_id, status, allocation.generation, given.waiting or None)
                 await uow.allocations.update([change])
-            reserved = _reserved(fact.order_id, current_shipments(held), record.due_at, fact.request_id)
-            return [reserved, *(await _allocate_waiting(freed, uow, rules) if rules is not None else [])]
+            left: Event
+            if holds_stock(held):
+                left = _reserved(fact.order_id, current_shipments(held), record.due_at, fact.request_id)
+            else:  # only lines waiting for stock are left: a backorder (its payment still pending)
+                left = OrderBackordered(
+                    order_id=fact.order_id,
+                    reasons=[_waiting_reason(sku, q) for sku, q in given.waiting],
+                    cancel_request_id=fact.request_id,
+                )
+            return [left, *(await _allocate_waiting(freed, uow, rules) if rules is not None else [])]
         await uow.timers.cancel(PAYMENT_DEADLINE, str(fact.order_id))
         cancelled = await _release_and_cancel(fact.order_id, allocation, uow, rules, fact.request_id, None)
         return cancelled + (await _allocate_waiting(freed, uow, rules) if rules is not None else [])

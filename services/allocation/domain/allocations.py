@@ -197,13 +197,13 @@ class GiveBack:
 
 def give_back_lines(held: Iterable[ReservedLine], waiting: Lines, cancelled: Lines) -> GiveBack | Refuse:
     """Such an order has not reached fulfillment, so allocation takes the lines out itself: from what
-    waits for stock first (it holds nothing), then from the reserved units, the latest shipment
-    first. A sku asked for more units than the order has is refused, and nothing is taken."""
+    waits for stock first (it holds nothing), then from the reserved units, one shipment after the
+    other in a fixed order (by shipment id), so a redelivered request takes the same units. A sku
+    asked for more units than the order has is refused, and nothing is taken."""
     left = dict(merge(waiting))
     reserved = sorted(
         (line for line in held if line.status is ReservationStatus.RESERVED),
         key=lambda line: line.shipment_id,
-        reverse=True,
     )
     units: list[tuple[str, str, int]] = []
     for sku, quantity in merge(cancelled):

@@ -269,7 +269,7 @@ def accepted_cancel(fact: StatusFact) -> str | None:
     An order Baton cancelled itself (e.g. `payment_timeout`) carries out no request."""
     if isinstance(fact, OrderCancelled):
         return fact.request_id or None
-    if isinstance(fact, OrderAllocated | OrderReserved):
+    if isinstance(fact, OrderAllocated | OrderReserved | OrderBackordered):
         return fact.cancel_request_id or None
     return None
 
