@@ -147,6 +147,15 @@ async def test_an_order_appears_in_new_without_a_reload_and_moving_its_card_to_p
     assert f"move {shipment_id} by desk ({key_id})" in timeline
     browser.screenshot(shots / "order.png")
 
+    # The open order page follows the order live: the carrier's update, no reload.
+    browser.script("window.__sameDocument = true")
+    await live.move(shipment_id, "shipped", carrier="DHL", tracking_number=f"T-{item}")
+    await live.wait_status(external_id, "shipped")
+    await run(browser.wait_css, f'tr[data-shipment="{shipment_id}"] td[data-stage="shipped"]', 20)
+    await run(browser.wait_css, 'dd[data-status="shipped"]', 20)
+    assert browser.script("return window.__sameDocument === true"), "the order page reloaded"
+    assert "packed → shipped" in browser.driver.find_element(By.CSS_SELECTOR, "ol.timeline").text
+
 
 async def test_releasing_a_held_order_on_the_board_makes_it_allocated(
     live: LiveFleet, browser: Browser
