@@ -133,7 +133,7 @@ async def test_an_authorized_payment_sends_the_reserved_order_to_fulfillment_onc
 
 async def test_cancelling_a_line_while_the_payment_is_pending_frees_its_units_at_once(pay: LiveFleet) -> None:
     item, other = await stocked(pay, "PAYPART", 2), await stocked(pay, "PAYKEEP", 1)
-    placed = order(channel=PATIENT, lines=[(item, 2, "10.00"), (other, 1, "5.00")], payment_status="pending")
+    placed = order(channel=PATIENT, lines=[(item, 2, "10.00"), (other, 1, "10.00")], payment_status="pending")
     external_id = await pay.submit(placed)
     waiting = await pay.wait_status(external_id, "awaiting_payment")
     outcome = await pay.cancel(waiting["order_id"], f"cx-{item}", lines=[{"sku": item, "quantity": 1}])
