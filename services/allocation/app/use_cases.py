@@ -205,6 +205,16 @@ def _backordered(order_id: UUID, shortage: Shortage) -> OrderBackordered:
     return OrderBackordered(order_id=order_id, reasons=reasons)
 
 
+def _cancel_refused(fact: OrderCancelRequested, refusal: Refuse) -> OrderCancelRefused:
+    return OrderCancelRefused(
+        order_id=fact.order_id,
+        request_id=fact.request_id,
+        lines=fact.lines,
+        reason=fact.reason,
+        reasons=[Reason(code=refusal.code, message=refusal.message)],
+    )
+
+
 def _waiting_reason(sku: str, quantity: int) -> Reason:
     return Reason(code="insufficient_stock", message=f"{sku}: {quantity} wait for stock", sku=sku)
 
@@ -571,15 +581,8 @@ async def request_cancel(
         _as_lines(fact.lines) if fact.lines is not None else None,
     )
     match decision:
-        case Refuse(code=code, message=message):
-            refusal = OrderCancelRefused(
-                order_id=fact.order_id,
-                request_id=fact.request_id,
-                lines=fact.lines,
-                reason=fact.reason,
-                reasons=[Reason(code=code, message=message)],
-            )
-            return [refusal]
+        case Refuse() as refusal:
+            return [_cancel_refused(fact, refusal)]
         case CancelAtOnce():
             if allocation is None:
                 await uow.allocations.tombstone(fact.order_id)
@@ -737,14 +740,7 @@ async def _cancel_awaiting_payment(
         waiting = remainder(allocation.status, allocation.pending)
         given = give_back_lines(held, waiting, _as_lines(fact.lines))
         if isinstance(given, Refuse):
-            refusal = OrderCancelRefused(
-                order_id=fact.order_id,
-                request_id=fact.request_id,
-                lines=fact.lines,
-                reason=fact.reason,
-                reasons=[Reason(code=given.code, message=given.message)],
-            )
-            return [refusal]
+            return [_cancel_refused(fact, given)]
         freed = sorted({sku for _, sku, _ in given.units})
         await uow.stock.serialise(freed)
         await uow.stock.release([Release(shipment, sku, units) for shipment, sku, units in given.units])
