@@ -57,14 +57,17 @@ class KeyHashes:
         return all_partitions[hashed % len(all_partitions)]
 
 
-def make_producer(kafka: KafkaAccess, client_id: str) -> AIOKafkaProducer:
-    """Idempotent producer, acks from all in-sync replicas: no loss, no broker-side duplicates."""
+def make_producer(kafka: KafkaAccess, client_id: str, *, linger_ms: int = 2) -> AIOKafkaProducer:
+    """Idempotent producer, acks from all in-sync replicas: no loss, no broker-side duplicates.
+
+    ``linger_ms`` lets ``send`` per record fill batches; the outbox relay builds whole batches
+    itself and passes 0, since lingering would only delay each batch (about 3 ms a hop here)."""
     return kafka.producer(
         client_id=client_id,
         partitioner=KeyHashes(),
         enable_idempotence=True,
         acks="all",
-        linger_ms=2,
+        linger_ms=linger_ms,
         max_batch_size=256 * 1024,
         max_request_size=2 * 1024 * 1024,
         request_timeout_ms=30000,
@@ -138,7 +141,7 @@ class OutboxRelay:
                     return
                 await self._sleep(POLL_INTERVAL_S)
             await conn.add_listener(f"outbox_{self._schema}", self._on_notify)
-            producer = make_producer(self._kafka, self._client_id)
+            producer = make_producer(self._kafka, self._client_id, linger_ms=0)
             await producer.start()
             log.info("outbox relay leading", extra={"schema": self._schema})
             while True:
