@@ -61,7 +61,7 @@ def make_producer(kafka: KafkaAccess, client_id: str, *, linger_ms: int = 2) -> 
     """Idempotent producer, acks from all in-sync replicas: no loss, no broker-side duplicates.
 
     ``linger_ms`` lets ``send`` per record fill batches; the outbox relay builds whole batches
-    itself and passes 0, since lingering would only delay each batch (about 3 ms a hop here)."""
+    itself and passes 0, since lingering would only delay each batch at every hop."""
     return kafka.producer(
         client_id=client_id,
         partitioner=KeyHashes(),
