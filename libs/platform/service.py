@@ -27,6 +27,7 @@ from libs.contracts.topology import EdgeTopology, ServiceTopology
 from libs.platform import dsn, tracing
 from libs.platform.consumer import InputConsumer
 from libs.platform.db import SchemaState, create_pool, schema_state, session_settings
+from libs.platform.heap import settle_heap
 from libs.platform.kafka import KafkaAccessRefused, check_access, ensure_topics, wait_for_group_coordinators
 from libs.platform.logs import configure_logging
 from libs.platform.messaging import TRANSIENT_ERRORS
@@ -194,6 +195,7 @@ async def serve(definition: ServiceDefinition[S], settings: S, stop: asyncio.Eve
             runtime.stoppers.append(timers.stop)
         if definition.workers is not None:
             runtime.stoppers.append(await definition.workers(runtime))
+        settle_heap()
         log.info("service started", extra={"instance": settings.instance_id})
         await stopping.wait()
         log.info("service stopping", extra={"instance": settings.instance_id})

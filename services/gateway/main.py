@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from libs.contracts.topology import GATEWAY
 from libs.platform import metrics
+from libs.platform.heap import settle_heap
 from libs.platform.kafka import KafkaAccessRefused, check_access, ensure_topics
 from libs.platform.logs import configure_logging
 from libs.platform.messaging import TRANSIENT_ERRORS
@@ -71,6 +72,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event | None = None) ->
         runner = web.AppRunner(api, access_log=None, shutdown_timeout=settings.graceful_timeout_s)
         await runner.setup()
         await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
+        settle_heap()
         log.info(
             "gateway listening",
             extra={"host": settings.gateway_host, "port": _bound_port(runner, settings.gateway_port)},
