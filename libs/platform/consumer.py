@@ -10,7 +10,9 @@ Baton runs its own loop on aiokafka rather than faststream's batch subscriber (R
 - it commits offsets in the background, at most every ``COMMIT_INTERVAL_S``, rather than waiting
   for a broker round trip after every poll: the next poll is applied meanwhile. A crash or a lost
   commit only means some applied records are delivered again, and the inbox drops them; when the
-  group rebalances, the offsets of the partitions leaving are committed before they go.
+  group rebalances, the offsets of the partitions leaving are committed before they go;
+- it waits for a broker that goes away while the process starts (a restart of the broker just
+  after the service's start-up checks passed), rather than letting the process exit.
 """
 
 from __future__ import annotations
@@ -19,21 +21,28 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from libs.platform.kafka import KafkaAccess
 from libs.platform.messaging import Incoming, headers_dict
-from libs.platform.processing import InputProcessor
 
 log = logging.getLogger("baton.consumer")
 
 POLL_TIMEOUT_MS = 1000
 RETRY_PAUSE_S = 1.0
 COMMIT_INTERVAL_S = 0.2
+START_RETRY_CAP_S = 5.0
+
+
+class AppliesRecords(Protocol):
+    """What the loop feeds a poll to (an input's ``InputProcessor``)."""
+
+    async def process(self, records: Sequence[Incoming]) -> None: ...
 
 
 def to_incoming(record: ConsumerRecord[Any, Any]) -> Incoming:
@@ -70,7 +79,7 @@ class InputConsumer:
         kafka: KafkaAccess,
         topic: str,
         group: str,
-        processor: InputProcessor,
+        processor: AppliesRecords,
         client_id: str,
         max_records: int = 500,
     ) -> None:
@@ -78,17 +87,9 @@ class InputConsumer:
         self.group = group
         self._processor = processor
         self._max_records = max_records
-        self._consumer = kafka.consumer(
-            group_id=group,
-            client_id=client_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=max_records,
-            fetch_max_wait_ms=500,
-            max_poll_interval_ms=300_000,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-        )
+        self._kafka = kafka
+        self._client_id = client_id
+        self._consumer = self._new_client()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._applied: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -98,9 +99,41 @@ class InputConsumer:
         self.last_poll_at = 0.0
         """When a fetch last answered (readiness: a consumer that cannot reach its broker is stale)."""
 
+    def _new_client(self) -> AIOKafkaConsumer:
+        return self._kafka.consumer(
+            group_id=self.group,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self._max_records,
+            fetch_max_wait_ms=500,
+            max_poll_interval_ms=300_000,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+
     async def start(self) -> None:
-        self._consumer.subscribe([self.topic], listener=_CommitBeforeRevoke(self))
-        await self._consumer.start()
+        """Join the group, waiting (with a growing pause) for a broker that cannot be reached yet.
+
+        The service's start-up checks have reached the broker just before; if it went away since,
+        this is a restart, and the process waits for it as it waits in those checks. A client whose
+        start failed is closed and a fresh one tried (aiokafka does not restart a client)."""
+        pause = RETRY_PAUSE_S / 2
+        while True:
+            self._consumer.subscribe([self.topic], listener=_CommitBeforeRevoke(self))
+            try:
+                await self._consumer.start()
+                break
+            except KafkaError as exc:
+                log.warning(
+                    "consumer waiting for the broker to join its group",
+                    extra={"group": self.group, "error": repr(exc)},
+                )
+                with contextlib.suppress(Exception):
+                    await self._consumer.stop()
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, START_RETRY_CAP_S)
+                self._consumer = self._new_client()
         self._task = asyncio.create_task(self._run(), name=f"consume-{self.group}")
 
     async def stop(self) -> None:

@@ -17,7 +17,7 @@ def settle_heap() -> None:
     are alive while the poll is applied, so with the defaults they survived young collections,
     reached the oldest generation and set off full collections of every object start-up made. The
     bench's closed loop measured 28 % of intake's CPU and 42 % of notification's in the collector,
-    each full collection stopping the process for 0.13–0.24 s (`bench/results/2026-11-28-ab-gc.md`)."""
+    each full collection stopping the process for 0.13 to 0.24 s (`bench/results/2026-11-28-ab-gc.md`)."""
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()

@@ -138,8 +138,9 @@ async def run_chaos(
     infra: Infra,
     log_dir: Path,
     settle_limit_s: float | None = 60.0,
-) -> bool:
-    """Play ``orders`` while injecting faults, then check the invariants.
+) -> list[str]:
+    """Play ``orders`` while injecting faults, then check the invariants; returns the violated ones
+    (name and detail), empty when every one held.
 
     ``settle_limit_s``: how soon after the last fault everything must have settled to pass — a
     speed target for `make chaos`. `make test` passes None: there the settle time is printed, and
@@ -175,7 +176,6 @@ async def run_chaos(
     shown: asyncio.Task[None] | None = None
     submitted: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
-    ok = False
     try:  # everything started from here on is stopped in `finally`, also when the run fails
         await sink.start()
         mail.start()
@@ -225,7 +225,7 @@ async def run_chaos(
         settled_at = await _wait_settled(settings, observed, submitted, faults, deadline_s=300, fleet=fleet)
         await _stop(shown)
         fleet_dead = fleet.exited()
-        ok = await _report(
+        return await _report(
             settings,
             observed,
             submitted,
@@ -239,7 +239,6 @@ async def run_chaos(
             time.monotonic() - started,
             settle_limit_s,
         )
-        return ok
     finally:
         await _stop(shown)
         if pump is not None:
@@ -543,7 +542,8 @@ async def _report(
     fleet_dead: dict[str, int],
     total_s: float,
     settle_limit_s: float | None,
-) -> bool:
+) -> list[str]:
+    """Prints the faults and the invariants; returns the violated invariants as "name: detail"."""
     results: list[tuple[str, bool, str]] = []
     latest = {e: _latest(observed, e) for e in submitted}
     counts = Counter(latest.values())
@@ -709,7 +709,7 @@ async def _report(
     print(f"\nInvariants ({len(submitted)} orders, {total_s:.0f} s in all)")
     for name, held, detail in results:
         print(f"  {'HELD    ' if held else 'VIOLATED'}  {name:50}  {detail}")
-    return all(held for _, held, _ in results)
+    return [f"{name}: {detail}" for name, held, detail in results if not held]
 
 
 def _print_unsettled(observed: Observed, external_id: str) -> None:
@@ -744,10 +744,10 @@ def main() -> None:
     try:
         log_dir = stack.cache_dir() / f"chaos-logs-{int(time.time())}"
         print(f"service logs: {log_dir}")
-        ok = asyncio.run(run_chaos(args.orders, args.rate, args.kill_every, infra, log_dir))
+        violated = asyncio.run(run_chaos(args.orders, args.rate, args.kill_every, infra, log_dir))
     finally:
         stop_infra(infra)
-    raise SystemExit(0 if ok else 1)
+    raise SystemExit(1 if violated else 0)
 
 
 if __name__ == "__main__":
