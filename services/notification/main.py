@@ -25,7 +25,7 @@ from services.notification.adapters.store import (
 )
 from services.notification.adapters.templates import PackageTemplates
 from services.notification.adapters.webhooks import AiohttpWebhookSender
-from services.notification.app.delivery import DeliveryWorker, EmailPolicy, WebhookPolicy
+from services.notification.app.delivery import DeliveryWorker, EmailPolicy, WebhookPolicy, webhook_lease_s
 from services.notification.app.egress import EgressGuard
 from services.notification.entry import build_router
 from services.notification.settings import NotificationSettings
@@ -59,6 +59,7 @@ async def start_workers(runtime: Runtime) -> Stopper:
             backoff_base_s=settings.webhook_backoff_base_s,
             backoff_cap_s=settings.webhook_backoff_cap_s,
             dead_letters=settings.topic(dead_letter_topic("notification")),
+            lease_s=webhook_lease_s(settings.webhook_timeout_s),
         ),
         emails=PgEmailQueue(runtime.pool),
         templates=PackageTemplates(),

@@ -15,7 +15,7 @@ from libs.contracts.privacy import ErasureRequested
 from libs.platform.messaging import Outgoing
 from libs.platform.secret_box import SecretBox, new_key, new_webhook_secret
 from services.notification.adapters.templates import PackageTemplates
-from services.notification.app.delivery import DeliveryWorker, EmailPolicy, WebhookPolicy
+from services.notification.app.delivery import DeliveryWorker, EmailPolicy, WebhookPolicy, webhook_lease_s
 from services.notification.app.egress import EgressGuard
 from services.notification.app.ports import Contact, NewDelivery, NewEmail, PostOutcome
 from services.notification.app.use_cases import change_subscription, erase_customer
@@ -454,3 +454,14 @@ def test_an_smtp_message_has_exactly_one_bare_recipient() -> None:
     ):
         with pytest.raises(ValueError):
             to_message(Mail("<m@baton>", "orders@baton.example", recipient, "s", "b"))
+
+
+@pytest.mark.parametrize("timeout_s", [1.0, 3.0, 5.0, 30.0])
+def test_a_webhook_lease_outlasts_the_longest_attempt_and_frees_a_crashed_claim_soon(
+    timeout_s: float,
+) -> None:
+    """An attempt resolves the host and then POSTs, each bounded by the timeout; a process that
+    crashed holding a claim delays that delivery by the lease (a fixed minute before)."""
+    lease = webhook_lease_s(timeout_s)
+    assert lease >= 2 * timeout_s + 5
+    assert lease <= 2 * timeout_s + 15

@@ -63,8 +63,17 @@ class WebhookPolicy:
     dead_letters: str
     """Where a delivery given up on is dead-lettered (the service's dead-letter topic)."""
     lease_s: float = 60.0
-    """How long a claimed delivery is kept from other claimers (longer than any attempt takes)."""
+    """How long a claimed delivery is kept from other claimers (longer than any attempt takes);
+    the service sets it with ``webhook_lease_s``."""
     rng: random.Random = field(default_factory=random.Random)
+
+
+def webhook_lease_s(timeout_s: float) -> float:
+    """A claimed delivery's lease for a webhook timeout: the longest attempt (resolving the host,
+    then the POST, each bounded by the timeout) with ten seconds to spare. It is also how long a
+    delivery claimed by a process that crashed waits before another process claims it, which a
+    fixed minute made the last thing to settle after a crash."""
+    return 2 * timeout_s + 10.0
 
 
 @dataclass(frozen=True)
