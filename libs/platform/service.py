@@ -47,6 +47,7 @@ READY_WITHIN_S = 15.0
 """A consumer whose last fetch answered longer ago than this makes the process not ready."""
 
 S = TypeVar("S", bound=BatonSettings)
+T = TypeVar("T")
 
 
 class StartupRefused(Exception):
@@ -201,6 +202,20 @@ async def serve(definition: ServiceDefinition[S], settings: S, stop: asyncio.Eve
         log.info("service stopping", extra={"instance": settings.instance_id})
     finally:
         await _drain(runtime, settings.graceful_timeout_s)
+
+
+async def when_reachable(step: Callable[[], Awaitable[T]], what: str, first_pause_s: float = 0.5) -> T:
+    """Run a start-up step after the first checks, waiting (with a growing pause) while PostgreSQL
+    or Kafka is away: a restart that lands between the checks and this step is waited for as the
+    checks wait, rather than ending the process. ``step`` must be safe to run again."""
+    pause = first_pause_s
+    while True:
+        try:
+            return await step()
+        except TRANSIENT_ERRORS as exc:
+            log.warning("start-up waiting for Kafka or PostgreSQL", extra={"step": what, "error": repr(exc)})
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 async def _prepare(definition: ServiceDefinition[Any], settings: BatonSettings, runtime: Runtime) -> None:

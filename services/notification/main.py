@@ -11,7 +11,7 @@ from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.db import session_settings
 from libs.platform.dead_letters import read_dead_letters
 from libs.platform.secret_box import KEY_SETTING
-from libs.platform.service import Runtime, ServiceDefinition, StartupRefused, Stopper
+from libs.platform.service import Runtime, ServiceDefinition, StartupRefused, Stopper, when_reachable
 from services.notification.adapters.board_store import ChangeFeed, PgBoardQueries, PgOperatorActions
 from services.notification.adapters.board_web import Board, load_pipelines, static_dir
 from services.notification.adapters.egress import SystemResolver
@@ -43,7 +43,10 @@ async def start_workers(runtime: Runtime) -> Stopper:
             f"{KEY_SETTING} is not set: notification keeps webhook signing secrets sealed with it "
             "(the key `baton webhooks add` seals with; `baton webhooks new-key` makes one)"
         )
-    sealed, resealed = await PgSubscriptionSecrets(runtime.pool).seal_all(box.seal, box.reseal)
+    secrets = PgSubscriptionSecrets(runtime.pool)
+    sealed, resealed = await when_reachable(
+        lambda: secrets.seal_all(box.seal, box.reseal), "sealing webhook secrets"
+    )
     if sealed or resealed:
         log.info("webhook secrets sealed", extra={"sealed_from_clear": sealed, "resealed": resealed})
     guard = EgressGuard(settings.egress_policy(), SystemResolver(settings.webhook_timeout_s))
