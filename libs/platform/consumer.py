@@ -30,13 +30,13 @@ from aiokafka.structs import OffsetAndMetadata
 
 from libs.platform.kafka import KafkaAccess
 from libs.platform.messaging import Incoming, headers_dict
+from libs.platform.startup import when_reachable
 
 log = logging.getLogger("baton.consumer")
 
 POLL_TIMEOUT_MS = 1000
 RETRY_PAUSE_S = 1.0
 COMMIT_INTERVAL_S = 0.2
-START_RETRY_CAP_S = 5.0
 
 
 class AppliesRecords(Protocol):
@@ -113,27 +113,23 @@ class InputConsumer:
         )
 
     async def start(self) -> None:
-        """Join the group, waiting (with a growing pause) for a broker that cannot be reached yet.
+        """Join the group, waiting for a broker that cannot be reached yet.
 
         The service's start-up checks have reached the broker just before; if it went away since,
         this is a restart, and the process waits for it as it waits in those checks. A client whose
         start failed is closed and a fresh one tried (aiokafka does not restart a client)."""
-        pause = RETRY_PAUSE_S / 2
-        while True:
+
+        async def join() -> None:
             self._consumer.subscribe([self.topic], listener=_CommitBeforeRevoke(self))
             try:
                 await self._consumer.start()
-                break
-            except KafkaError as exc:
-                log.warning(
-                    "consumer waiting for the broker to join its group",
-                    extra={"group": self.group, "error": repr(exc)},
-                )
+            except BaseException:
                 with contextlib.suppress(Exception):
                     await self._consumer.stop()
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, START_RETRY_CAP_S)
                 self._consumer = self._new_client()
+                raise
+
+        await when_reachable(join, f"consumer {self.group} joining its group")
         self._task = asyncio.create_task(self._run(), name=f"consume-{self.group}")
 
     async def stop(self) -> None:

@@ -30,12 +30,12 @@ from libs.platform.db import SchemaState, create_pool, schema_state, session_set
 from libs.platform.heap import settle_heap
 from libs.platform.kafka import KafkaAccessRefused, check_access, ensure_topics, wait_for_group_coordinators
 from libs.platform.logs import configure_logging
-from libs.platform.messaging import TRANSIENT_ERRORS
 from libs.platform.ops import OpsServer
 from libs.platform.processing import InputProcessor
 from libs.platform.relay import OutboxRelay
 from libs.platform.routing import EventRoutes, ServiceRouter
 from libs.platform.settings import BatonSettings
+from libs.platform.startup import when_reachable
 from libs.platform.timer_worker import TimerWorker
 from libs.policy import ConfigurationRefused
 
@@ -47,7 +47,6 @@ READY_WITHIN_S = 15.0
 """A consumer whose last fetch answered longer ago than this makes the process not ready."""
 
 S = TypeVar("S", bound=BatonSettings)
-T = TypeVar("T")
 
 
 class StartupRefused(Exception):
@@ -204,41 +203,24 @@ async def serve(definition: ServiceDefinition[S], settings: S, stop: asyncio.Eve
         await _drain(runtime, settings.graceful_timeout_s)
 
 
-async def when_reachable(step: Callable[[], Awaitable[T]], what: str, first_pause_s: float = 0.5) -> T:
-    """Run a start-up step after the first checks, waiting (with a growing pause) while PostgreSQL
-    or Kafka is away: a restart that lands between the checks and this step is waited for as the
-    checks wait, rather than ending the process. ``step`` must be safe to run again."""
-    pause = first_pause_s
-    while True:
-        try:
-            return await step()
-        except TRANSIENT_ERRORS as exc:
-            log.warning("start-up waiting for Kafka or PostgreSQL", extra={"step": what, "error": repr(exc)})
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 5.0)
-
-
 async def _prepare(definition: ServiceDefinition[Any], settings: BatonSettings, runtime: Runtime) -> None:
     url = settings.database_url.get_secret_value()
     topology = definition.topology
     needed = sorted({*topology.reads, *topology.writes})
     schema_deadline = time.monotonic() + settings.schema_wait_s
-    delay = 0.5
-    while True:
-        try:
-            await check_access(settings.kafka)
-            await ensure_topics(settings, needed)
-            await await_schema(url, definition, schema_deadline, settings.schema_wait_s)
-            await wait_for_group_coordinators(settings, list(runtime.groups))
-            runtime._pool = await create_pool(url, definition.name, settings.db_pool_size)
-            break
-        except KafkaAccessRefused as refused:
-            log.critical(str(refused))
-            raise
-        except TRANSIENT_ERRORS as exc:
-            log.warning("start-up waiting for Kafka or PostgreSQL", extra={"error": repr(exc)})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+    async def checks() -> asyncpg.Pool:
+        await check_access(settings.kafka)
+        await ensure_topics(settings, needed)
+        await await_schema(url, definition, schema_deadline, settings.schema_wait_s)
+        await wait_for_group_coordinators(settings, list(runtime.groups))
+        return await create_pool(url, definition.name, settings.db_pool_size)
+
+    try:
+        runtime._pool = await when_reachable(checks, "start-up checks")
+    except KafkaAccessRefused as refused:
+        log.critical(str(refused))
+        raise
     runtime.relay = OutboxRelay(
         dsn=url,
         schema=definition.name,

@@ -11,7 +11,8 @@ from libs.contracts.topology import SERVICE_TOPOLOGY
 from libs.platform.db import session_settings
 from libs.platform.dead_letters import read_dead_letters
 from libs.platform.secret_box import KEY_SETTING
-from libs.platform.service import Runtime, ServiceDefinition, StartupRefused, Stopper, when_reachable
+from libs.platform.service import Runtime, ServiceDefinition, StartupRefused, Stopper
+from libs.platform.startup import when_reachable
 from services.notification.adapters.board_store import ChangeFeed, PgBoardQueries, PgOperatorActions
 from services.notification.adapters.board_web import Board, load_pipelines, static_dir
 from services.notification.adapters.egress import SystemResolver

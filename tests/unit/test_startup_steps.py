@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from libs.platform.service import when_reachable
+from libs.platform.startup import when_reachable
 
 pytestmark = pytest.mark.unit
 
