@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from libs.platform import dsn
+from tests.support.forwarder import TcpForwarder
 from tests.support.infra import PROBE, Infra, free_port, fresh_environment
 
 pytestmark = pytest.mark.integration
@@ -60,22 +61,7 @@ async def test_a_service_without_its_database_is_live_but_not_ready_until_the_da
     target_host, target_port = server.hostname or "127.0.0.1", server.port or 5432
     unreachable = dsn.with_host(env["BATON_DATABASE_URL"], "127.0.0.1", dead_db_port)
     # A TCP forwarder we can switch on: the database "comes back" when it starts forwarding.
-    forwarding: list[asyncio.Server] = []
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    async def forward(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection(target_host, target_port)
-        await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
-
+    gate = TcpForwarder(dead_db_port, target_host, target_port)
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.support.probe_service"],
         env=env | {"BATON_DATABASE_URL": unreachable},
@@ -89,7 +75,7 @@ async def test_a_service_without_its_database_is_live_but_not_ready_until_the_da
         body = await _wait_for(port, "/readyz", 503)
         assert body["checks"]["database"] is False  # type: ignore[index]
 
-        forwarding.append(await asyncio.start_server(forward, "127.0.0.1", dead_db_port))
+        await gate.open()
         body = await _wait_for(port, "/readyz", 200, timeout=90)
         assert body["checks"] == {"kafka": True, "database": True}
     finally:
@@ -98,6 +84,5 @@ async def test_a_service_without_its_database_is_live_but_not_ready_until_the_da
             await asyncio.to_thread(process.wait, 30)
         except subprocess.TimeoutExpired:
             process.kill()
-        for forwarder in forwarding:
-            forwarder.close()
+        await gate.close()
         await environment.drop()
