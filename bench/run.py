@@ -316,9 +316,11 @@ async def fleet_run(
     open_share: float,
     log_dir: Path,
     hops_rate: float | None = None,
+    rates: list[float] | None = None,
 ) -> dict[str, Any]:
     """With ``hops_rate``: no closed loop; the fleet traces to files while orders arrive at that
-    rate, and the result says where each order's latency goes, hop by hop."""
+    rate, and the result says where each order's latency goes, hop by hop. With ``rates``: no
+    closed loop and no tracing; an open loop at each rate in turn (latency against load)."""
     smtp = MailBox()
     smtp_port = smtp.port
     environment = await fresh_environment(infra, "bench")
@@ -406,6 +408,12 @@ async def fleet_run(
             opened = await _open_loop(producer, settings, watch, next_order, hops_rate, open_s)
             await asyncio.sleep(2)  # the services flush spans every half second
             return {"open_loop": opened, "hops": hop_gaps(trace_dir, since_ns)}
+        if rates is not None:
+            return {
+                "open_loops": [
+                    await _open_loop(producer, settings, watch, next_order, rate, open_s) for rate in rates
+                ]
+            }
         closed = await _closed_loop(producer, settings, watch, next_order, closed_s, warmup_s, pids)
         rate = max(1.0, closed["in_fulfillment_per_s"] * open_share)
         opened = await _open_loop(producer, settings, watch, next_order, rate, open_s)
@@ -854,6 +862,27 @@ def print_gateway(gateway: dict[str, Any] | None) -> None:
     )
 
 
+async def rates_main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The fleet's open loop at each rate, then the bare chain at the same rates: how latency grows
+    with load, and how much of it the transport alone would take."""
+    infra = start_infra()
+    try:
+        log_dir = stack.cache_dir() / f"bench-logs-{int(time.time())}"
+        rates = [float(r) for r in args.rates.split(",")]
+        fleet = await fleet_run(infra, 0, args.open_duration, 0, 0, log_dir, rates=rates)
+        payload = orjson.dumps(random_order(random.Random(0), demo_shop(), "x" * 12))
+        return [
+            {
+                "rate_per_s": rate,
+                "fleet": loop,
+                "bare_chain": await transport_open_loop(infra, payload, rate, args.open_duration),
+            }
+            for rate, loop in zip(rates, fleet["open_loops"], strict=True)
+        ]
+    finally:
+        stop_infra(infra)
+
+
 async def hops_main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     infra = start_infra()
     try:
@@ -910,7 +939,26 @@ def main() -> None:
         metavar="RATE",
         help="instead: trace the fleet at RATE orders/s for --open-duration s and print where latency goes",
     )
+    parser.add_argument(
+        "--rates",
+        metavar="R1,R2,...",
+        help="instead: the fleet (untraced), then the bare chain, at each rate for --open-duration s",
+    )
     args = parser.parse_args()
+    if args.rates:
+        loops = asyncio.run(rates_main(args))
+        print(
+            f"\nsubmit -> allocated (fleet, untraced) and {HOPS} hops of the bare chain, ms, by arrival rate:"
+        )
+        nan = float("nan")
+        for loop in loops:
+            fleet, bare = loop["fleet"]["allocated"], loop["bare_chain"]
+            print(
+                f"  {loop['rate_per_s']:7.1f}/s  fleet p50 {fleet.get('p50_ms', nan):7.1f}"
+                f" p99 {fleet.get('p99_ms', nan):7.1f} ({fleet['completed']} of {loop['fleet']['orders']})"
+                f"   bare chain p50 {bare.get('p50_ms', nan):7.1f} p99 {bare.get('p99_ms', nan):7.1f}"
+            )
+        return
     if args.gateway_only:
         gateway = asyncio.run(gateway_main(args))
         print(f"\nBaton HTTP gateway on {machine()['cpus']} cores ({machine()['id']})")
