@@ -407,7 +407,11 @@ async def fleet_run(
             since_ns = time.time_ns()
             opened = await _open_loop(producer, settings, watch, next_order, hops_rate, open_s)
             await asyncio.sleep(2)  # the services flush spans every half second
-            return {"open_loop": opened, "hops": hop_gaps(trace_dir, since_ns)}
+            return {
+                "open_loop": opened,
+                "hops": hop_gaps(trace_dir, since_ns),
+                "hop_parts": hop_parts(trace_dir, since_ns),
+            }
         if rates is not None:
             return {
                 "open_loops": [
@@ -606,6 +610,77 @@ def hop_gaps(trace_dir: Path, since_ns: int = 0) -> dict[str, dict[str, float]]:
     return {
         name: _percentiles(sorted(values)) | {"n": len(values)}
         for name, values in sorted((waits | handling).items())
+    }
+
+
+HOP_PARTS = (
+    "handler end -> commit and release",
+    "relay round, start -> broker ack",
+    "ack -> next transaction starts",
+    "next transaction's claim -> handler",
+)
+
+
+def hop_parts(trace_dir: Path, since_ns: int = 0) -> dict[str, dict[str, float]]:
+    """Each hop's wait taken apart (p50 of each part, ms), from every span of the run: the causing
+    record's transaction, the relay round that sent what it caused (its delete starts once the
+    broker acknowledged), and the transaction that applied the result."""
+    spans: dict[str, dict[str, Any]] = {}
+    for path in trace_dir.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                span = json.loads(line)
+                if span["start_ns"] >= since_ns:
+                    spans[span["span_id"]] = span
+    sent_by: dict[str, dict[str, Any]] = {}
+    """A record's process span -> the relay round that sent what it caused."""
+    applied_in: dict[str, dict[str, Any]] = {}
+    """A record's process span -> the transaction it was applied in."""
+    acked_at: dict[str, int] = {}
+    """A relay round -> when its delete started (the broker had acknowledged)."""
+    for span in spans.values():
+        if span["kind"] == "PRODUCER" and span["parent_id"] is None:
+            for link in span["links"]:
+                sent_by.setdefault(link["span_id"], span)
+        elif " transaction " in span["name"]:
+            for link in span["links"]:
+                applied_in[link["span_id"]] = span
+        elif span["name"] == "DELETE" and span["parent_id"]:
+            acked_at[span["parent_id"]] = span["start_ns"]
+    parts: dict[str, list[list[float]]] = {}
+    for child in spans.values():
+        parent = spans.get(child["parent_id"] or "")
+        if not child["name"].startswith("process ") or parent is None:
+            continue
+        relay, caused_in, applied = (
+            sent_by.get(parent["span_id"]),
+            applied_in.get(parent["span_id"]),
+            applied_in.get(child["span_id"]),
+        )
+        if relay is None or caused_in is None or applied is None:
+            continue
+        acked = acked_at.get(relay["span_id"], relay["end_ns"])
+        topic = child["attributes"].get("messaging.destination.name", "").split(".", 1)[-1]
+        hop = f"{parent['service'].removeprefix('baton-')} -> {child['service'].removeprefix('baton-')} ({topic})"
+        marks = (
+            parent["end_ns"],
+            caused_in["end_ns"],
+            relay["start_ns"],
+            acked,
+            applied["start_ns"],
+            child["start_ns"],
+        )
+        columns = parts.setdefault(hop, [[] for _ in HOP_PARTS])
+        columns[0].append((marks[1] - marks[0]) / 1e6)
+        columns[1].append((marks[3] - marks[2]) / 1e6)
+        columns[2].append((marks[4] - marks[3]) / 1e6)
+        columns[3].append((marks[5] - marks[4]) / 1e6)
+    return {
+        hop: {
+            name: round(statistics.median(values), 1) for name, values in zip(HOP_PARTS, columns, strict=True)
+        }
+        | {"n": len(columns[0])}
+        for hop, columns in sorted(parts.items())
     }
 
 
@@ -883,14 +958,14 @@ async def rates_main(args: argparse.Namespace) -> list[dict[str, Any]]:
         stop_infra(infra)
 
 
-async def hops_main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+async def hops_main(args: argparse.Namespace) -> dict[str, Any]:
     infra = start_infra()
     try:
         log_dir = stack.cache_dir() / f"bench-logs-{int(time.time())}"
         fleet = await fleet_run(infra, 0, args.open_duration, 0, 0, log_dir, hops_rate=args.hops)
         opened = fleet["open_loop"]
         print(f"open loop: {opened}")
-        return dict(fleet["hops"])
+        return fleet
     finally:
         stop_infra(infra)
 
@@ -965,13 +1040,18 @@ def main() -> None:
         print_gateway(gateway)
         return
     if args.hops:
-        hops = asyncio.run(hops_main(args))
+        traced = asyncio.run(hops_main(args))
         print(f"\nwait before each hop and handler time, ms, at {args.hops} orders/s:")
-        for name, figures in hops.items():
+        for name, figures in traced["hops"].items():
             print(
                 f"  {name:58} p50 {figures.get('p50_ms', 0):8.1f}  p95 {figures.get('p95_ms', 0):8.1f}"
                 f"  p99 {figures.get('p99_ms', 0):8.1f}  n {figures['n']}"
             )
+        print("\neach hop's wait taken apart, p50 ms:")
+        for name, figures in traced["hop_parts"].items():
+            print(f"  {name}  (n {figures['n']})")
+            for part in HOP_PARTS:
+                print(f"      {part:40} {figures[part]:8.1f}")
         return
     RESULTS.mkdir(exist_ok=True)
     this_machine = machine()["id"]
