@@ -31,13 +31,12 @@ class MailBox:
         """The recipients of each accepted message, as the envelope named them (RCPT TO)."""
         self.message_ids: Counter[str] = Counter()
         self.port = free_port()
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(_Keeper(self), hostname="127.0.0.1", port=self.port)
 
-    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+    def keep(self, envelope: Any) -> None:
         self.raw.append(envelope.content)
         self.envelopes.append(list(envelope.rcpt_tos))
         self.message_ids[str(HEADERS.parsebytes(envelope.content, headersonly=True)["Message-ID"])] += 1
-        return "250 OK"
 
     @property
     def messages(self) -> list[Message]:
@@ -79,6 +78,19 @@ class MailSinkProcess:
         if self._process is not None:
             self._process.terminate()
             self._process.wait(10)
+
+
+class _Keeper:
+    """The aiosmtpd handler of a ``MailBox``, with nothing else on it: aiosmtpd lists every attribute
+    of its handler at each connection (``inspect.getmembers``, looking for AUTH methods), and on the
+    box itself that read ``messages``, parsing every message kept so far, once per connection."""
+
+    def __init__(self, box: MailBox) -> None:
+        self._box = box
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        self._box.keep(envelope)
+        return "250 OK"
 
 
 def _listening(port: int) -> bool:
