@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+from email import message_from_bytes
 from email.message import Message
 from typing import Any
 
@@ -16,11 +17,10 @@ pytestmark = pytest.mark.unit
 
 def test_a_new_connection_does_not_parse_the_mail_kept_so_far(monkeypatch: pytest.MonkeyPatch) -> None:
     parsed: list[bytes] = []
-    real_parse = mail_module.message_from_bytes
 
     def counting_parse(raw: bytes, **kwargs: Any) -> Message:
         parsed.append(raw)
-        return real_parse(raw, **kwargs)
+        return message_from_bytes(raw, **kwargs)
 
     monkeypatch.setattr(mail_module, "message_from_bytes", counting_parse)
     box = MailBox()
