@@ -545,6 +545,7 @@ async def _open_loop(
     already = watch.count("in_fulfillment")
     scheduled: dict[str, float] = {}
     started = time.monotonic()
+    cpu_before = _busy_cpu_s()
     n = 0
     shown = started
     while (due := started + n / rate) < started + duration_s:
@@ -559,11 +560,17 @@ async def _open_loop(
         scheduled[eid] = due
         await producer.send(topic, body, key=f"webshop:{eid}".encode())
         n += 1
+    cores_busy = (_busy_cpu_s() - cpu_before) / (time.monotonic() - started)
     deadline = time.monotonic() + 60
     expected = already + len(scheduled)
     while watch.count("in_fulfillment") < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    result: dict[str, Any] = {"rate_per_s": round(rate, 1), "seconds": duration_s, "orders": len(scheduled)}
+    result: dict[str, Any] = {
+        "rate_per_s": round(rate, 1),
+        "seconds": duration_s,
+        "orders": len(scheduled),
+        "machine_cores_busy": round(cores_busy, 2),
+    }
     for status in ("allocated", "in_fulfillment"):
         latencies = sorted(
             (watch.reached[e][status] - t) * 1000
@@ -583,6 +590,14 @@ async def _open_loop(
             if by_due[i : i + sixth]
         ]
     return result
+
+
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole machine has been busy (every process on it, the kernel's share too)."""
+    times = psutil.cpu_times()
+    return float(
+        times.user + times.nice + times.system + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
+    )
 
 
 def hop_gaps(trace_dir: Path, since_ns: int = 0) -> dict[str, dict[str, float]]:
@@ -754,6 +769,8 @@ def print_table(
         )
     if sixths := o["allocated"].get("p50_ms_by_sixth"):
         print(f"    p50 -> allocated, each sixth of the window: {', '.join(map(str, sixths))} ms")
+    if (busy := o.get("machine_cores_busy")) is not None:
+        print(f"    the machine meanwhile: {busy} of {result['machine']['cpus']} cores busy")
     bare = result.get("transport_open_loop") or {}
     if bare:
         print(
@@ -1032,6 +1049,7 @@ def main() -> None:
                 f"  {loop['rate_per_s']:7.1f}/s  fleet p50 {fleet.get('p50_ms', nan):7.1f}"
                 f" p99 {fleet.get('p99_ms', nan):7.1f} ({fleet['completed']} of {loop['fleet']['orders']})"
                 f"   bare chain p50 {bare.get('p50_ms', nan):7.1f} p99 {bare.get('p99_ms', nan):7.1f}"
+                f"   fleet run: {loop['fleet']['machine_cores_busy']:.2f} of {machine()['cpus']} cores busy"
             )
         return
     if args.gateway_only:
