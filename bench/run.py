@@ -415,7 +415,8 @@ async def fleet_run(
         if rates is not None:
             return {
                 "open_loops": [
-                    await _open_loop(producer, settings, watch, next_order, rate, open_s) for rate in rates
+                    await _open_loop(producer, settings, watch, next_order, rate, open_s, Usage(pids))
+                    for rate in rates
                 ]
             }
         closed = await _closed_loop(producer, settings, watch, next_order, closed_s, warmup_s, pids)
@@ -533,6 +534,7 @@ async def _open_loop(
     next_order: Any,
     rate: float,
     duration_s: float,
+    usage: Usage | None = None,
 ) -> dict[str, Any]:
     """Send at a fixed rate; latency counts from when each order was *due*, not when it was sent."""
     topic = settings.topic(topics.ORDERS_SUBMITTED)
@@ -546,6 +548,7 @@ async def _open_loop(
     scheduled: dict[str, float] = {}
     started = time.monotonic()
     cpu_before = _busy_cpu_s()
+    by_process_before = usage.cpu() if usage is not None else {}
     n = 0
     shown = started
     while (due := started + n / rate) < started + duration_s:
@@ -561,6 +564,7 @@ async def _open_loop(
         await producer.send(topic, body, key=f"webshop:{eid}".encode())
         n += 1
     cores_busy = (_busy_cpu_s() - cpu_before) / (time.monotonic() - started)
+    by_process = usage.cpu() if usage is not None else {}
     deadline = time.monotonic() + 60
     expected = already + len(scheduled)
     while watch.count("in_fulfillment") < expected and time.monotonic() < deadline:
@@ -571,6 +575,11 @@ async def _open_loop(
         "orders": len(scheduled),
         "machine_cores_busy": round(cores_busy, 2),
     }
+    if by_process:  # CPU per order of each process while the orders were sent (with --rates)
+        result["cpu_ms_per_order"] = {
+            label: round((spent - by_process_before.get(label, 0.0)) / max(1, n) * 1000, 2)
+            for label, spent in by_process.items()
+        }
     for status in ("allocated", "in_fulfillment"):
         latencies = sorted(
             (watch.reached[e][status] - t) * 1000
@@ -1050,6 +1059,11 @@ def main() -> None:
                 f" p99 {fleet.get('p99_ms', nan):7.1f} ({fleet['completed']} of {loop['fleet']['orders']})"
                 f"   bare chain p50 {bare.get('p50_ms', nan):7.1f} p99 {bare.get('p99_ms', nan):7.1f}"
                 f"   fleet run: {loop['fleet']['machine_cores_busy']:.2f} of {machine()['cpus']} cores busy"
+            )
+            spent = loop["fleet"].get("cpu_ms_per_order", {})
+            print(
+                f"           CPU-ms per order: {sum(spent.values()):.1f} in all; "
+                + ", ".join(f"{label} {ms:.1f}" for label, ms in spent.items())
             )
         return
     if args.gateway_only:
