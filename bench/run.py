@@ -909,7 +909,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     fleet: dict[str, Any] | None = None
     gateway: dict[str, Any] | None = None
     try:
-        payload = orjson.dumps(random_order(random.Random(0), demo_shop(), "x" * 12))
+        payload = order_payload()
         transport, secured = await transports(infra, args.transport_messages, payload, args.transport_rounds)
         bare_open: dict[str, Any] | None = None
         if not args.transport_only:
@@ -963,6 +963,11 @@ def print_gateway(gateway: dict[str, Any] | None) -> None:
     )
 
 
+def order_payload() -> bytes:
+    """What the bare chain carries: one order of the demo shop, as a channel would submit it."""
+    return orjson.dumps(random_order(random.Random(0), demo_shop(), "x" * 12))
+
+
 async def rates_main(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The fleet's open loop at each rate, then the bare chain at the same rates: how latency grows
     with load, and how much of it the transport alone would take."""
@@ -971,7 +976,7 @@ async def rates_main(args: argparse.Namespace) -> list[dict[str, Any]]:
         log_dir = stack.cache_dir() / f"bench-logs-{int(time.time())}"
         rates = [float(r) for r in args.rates.split(",")]
         fleet = await fleet_run(infra, 0, args.open_duration, 0, 0, log_dir, rates=rates)
-        payload = orjson.dumps(random_order(random.Random(0), demo_shop(), "x" * 12))
+        payload = order_payload()
         return [
             {
                 "rate_per_s": rate,
