@@ -609,17 +609,25 @@ def _busy_cpu_s() -> float:
     )
 
 
-def hop_gaps(trace_dir: Path, since_ns: int = 0) -> dict[str, dict[str, float]]:
-    """From the fleet's spans: per hop, the wait between the span that caused an event ending and
-    the span that applied it starting (commit, outbox relay, broker, fetch, batching), and per
-    service the time its handler took."""
+def read_spans(trace_dir: Path, since_ns: int = 0) -> dict[str, dict[str, Any]]:
+    """The spans the fleet's processes wrote (one JSON object a line) that started in the window."""
     spans: dict[str, dict[str, Any]] = {}
     for path in trace_dir.glob("*.jsonl"):
         for line in path.read_text().splitlines():
             with contextlib.suppress(ValueError):
                 span = json.loads(line)
-                if span["name"].startswith("process ") and span["start_ns"] >= since_ns:
+                if span["start_ns"] >= since_ns:
                     spans[span["span_id"]] = span
+    return spans
+
+
+def hop_gaps(trace_dir: Path, since_ns: int = 0) -> dict[str, dict[str, float]]:
+    """From the fleet's spans: per hop, the wait between the span that caused an event ending and
+    the span that applied it starting (commit, outbox relay, broker, fetch, batching), and per
+    service the time its handler took."""
+    spans = {
+        i: span for i, span in read_spans(trace_dir, since_ns).items() if span["name"].startswith("process ")
+    }
     waits: dict[str, list[float]] = {}
     handling: dict[str, list[float]] = {}
     for span in spans.values():
@@ -649,13 +657,7 @@ def hop_parts(trace_dir: Path, since_ns: int = 0) -> dict[str, dict[str, float]]
     """Each hop's wait taken apart (p50 of each part, ms), from every span of the run: the causing
     record's transaction, the relay round that sent what it caused (its delete starts once the
     broker acknowledged), and the transaction that applied the result."""
-    spans: dict[str, dict[str, Any]] = {}
-    for path in trace_dir.glob("*.jsonl"):
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                span = json.loads(line)
-                if span["start_ns"] >= since_ns:
-                    spans[span["span_id"]] = span
+    spans = read_spans(trace_dir, since_ns)
     sent_by: dict[str, dict[str, Any]] = {}
     """A record's process span -> the relay round that sent what it caused."""
     applied_in: dict[str, dict[str, Any]] = {}
