@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -915,7 +916,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         transport, secured = await transports(infra, args.transport_messages, payload, args.transport_rounds)
         bare_open: dict[str, Any] | None = None
         if not args.transport_only:
-            log_dir = stack.cache_dir() / f"bench-logs-{int(time.time())}"
+            log_dir = new_log_dir()
             fleet = await fleet_run(
                 infra, args.duration, args.open_duration, args.warmup, args.open_share, log_dir
             )
@@ -946,7 +947,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 async def gateway_main(args: argparse.Namespace) -> dict[str, Any]:
     infra = start_infra()
     try:
-        log_dir = stack.cache_dir() / f"bench-logs-{int(time.time())}"
+        log_dir = new_log_dir()
         return await gateway_bench(infra, args.gateway_duration, args.gateway_duration, log_dir)
     finally:
         stop_infra(infra)
@@ -965,6 +966,19 @@ def print_gateway(gateway: dict[str, Any] | None) -> None:
     )
 
 
+KEPT_LOG_DIRS = 5
+"""Runs whose logs (and, with --hops, traces of every span) stay in .cache: a traced run writes
+tens of MB, and nothing else removes them."""
+
+
+def new_log_dir() -> Path:
+    """Where this run's services log; the oldest earlier runs' directories go, the newest kept."""
+    earlier = sorted(stack.cache_dir().glob("bench-logs-*"), key=lambda path: path.stat().st_mtime)
+    for old in earlier[: max(0, len(earlier) - (KEPT_LOG_DIRS - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+    return stack.cache_dir() / f"bench-logs-{int(time.time())}"
+
+
 def order_payload() -> bytes:
     """What the bare chain carries: one order of the demo shop, as a channel would submit it."""
     return orjson.dumps(random_order(random.Random(0), demo_shop(), "x" * 12))
@@ -975,7 +989,7 @@ async def rates_main(args: argparse.Namespace) -> list[dict[str, Any]]:
     with load, and how much of it the transport alone would take."""
     infra = start_infra()
     try:
-        log_dir = stack.cache_dir() / f"bench-logs-{int(time.time())}"
+        log_dir = new_log_dir()
         rates = [float(r) for r in args.rates.split(",")]
         fleet = await fleet_run(infra, 0, args.open_duration, 0, 0, log_dir, rates=rates)
         payload = order_payload()
@@ -994,7 +1008,7 @@ async def rates_main(args: argparse.Namespace) -> list[dict[str, Any]]:
 async def hops_main(args: argparse.Namespace) -> dict[str, Any]:
     infra = start_infra()
     try:
-        log_dir = stack.cache_dir() / f"bench-logs-{int(time.time())}"
+        log_dir = new_log_dir()
         fleet = await fleet_run(infra, 0, args.open_duration, 0, 0, log_dir, hops_rate=args.hops)
         opened = fleet["open_loop"]
         print(f"open loop: {opened}")

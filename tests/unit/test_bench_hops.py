@@ -1,14 +1,17 @@
-"""`bench.run --hops` takes each hop's wait apart from the fleet's spans: these are the joins."""
+"""`bench.run --hops` takes each hop's wait apart from the fleet's spans (these are the joins), and
+runs keep their logs without filling the disk."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.run import HOP_PARTS, hop_parts
+from bench.run import HOP_PARTS, hop_parts, new_log_dir
+from libs.platform import stack
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +91,20 @@ def test_spans_before_the_window_and_hops_missing_a_link_are_left_out(tmp_path: 
 
     assert hop_parts(tmp_path) == {}
     assert hop_parts(tmp_path, since_ns=1_000 * MS) == {}
+
+
+def test_a_new_run_keeps_only_the_newest_earlier_log_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stack, "cache_dir", lambda: tmp_path)
+    for n in range(7):
+        earlier = tmp_path / f"bench-logs-{n}"
+        (earlier / "traces").mkdir(parents=True)
+        os.utime(earlier, (1_000 + n, 1_000 + n))
+    (tmp_path / "kafka").mkdir()  # not the bench's: left alone
+
+    log_dir = new_log_dir()
+
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == ["bench-logs-3", "bench-logs-4", "bench-logs-5", "bench-logs-6", "kafka"]
+    assert log_dir.parent == tmp_path and log_dir.name.startswith("bench-logs-") and not log_dir.exists()
